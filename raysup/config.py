@@ -1,0 +1,209 @@
+"""Frozen dataclass configs: strict ``from_dict`` and ``--set a.b=value`` overrides.
+
+Every error names the offending field with its dotted path, e.g.
+``method.k: expected int, got 'many'`` or ``unknown field 'optim.lrr'``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message starts with the field path."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Return ``value`` converted to ``tp`` (strings from the CLI are parsed)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{path}: expected one of {list(choices)}, got {value!r}")
+    if origin is tuple:
+        args = get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        elem = args[0] if args else Any
+        return tuple(_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{path}: expected bool, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected int, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected str, got {value!r}")
+    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError."""
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise ConfigError(f"unknown field '{full}' (known: {', '.join(sorted(fields))})")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{path or cls.__name__}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"{path + '.' if path else ''}{e}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain (JSON-able) nested dict of a dataclass config."""
+    return dataclasses.asdict(obj)
+
+
+def nested_update(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``base`` with ``{"a.b": v}`` entries set at ``base["a"]["b"]``."""
+    out = _deepcopy(base)
+    for key, value in dotted.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {} if child is None else child
+                if not isinstance(child, dict):
+                    raise ConfigError(f"{key}: '{part}' is not a section")
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, str]:
+    """Parse ``["a.b=1", "c=x"]`` into ``{"a.b": "1", "c": "x"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and per-epoch learning-rate schedule."""
+
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    milestones: tuple[float, ...] = ()  # step schedule: fractions of the epochs where lr *= gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones: fractions in (0, 1), got {self.milestones}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the method's own config under ``method``, the loop's settings here.
+
+    ``batch_size`` is per worker; ``patience`` > 0 stops early when ``val_loss`` has not
+    improved for that many epochs (needs a validation dataset).
+    """
+
+    method_name: str
+    method: Any
+    preset: Literal["tiny", "paper"] = "tiny"
+    epochs: int = 10
+    batch_size: int = 32
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    amp: bool = True
+    seed: int = 0
+    max_failures: int = 2
+    patience: int = 0
+    optim: OptimConfig = OptimConfig()
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers: must be >= 0 (0 runs in-process), got {self.workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+            raise ValueError("gpus_per_worker/cpus_per_worker: must be >= 0")

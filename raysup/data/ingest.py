@@ -1,0 +1,89 @@
+"""Prepared Parquet → Ray Data datasets → torch batches in the train workers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
+
+from raysup.data.prepare import DATA_DIR, MANIFEST
+from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
+from raysup.data.storage import exists, join, read_json, resolve
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A folder (or URI) written by ``raysup prepare``: manifest + Parquet shards."""
+
+    uri: str
+
+    @cached_property
+    def manifest(self) -> dict:
+        fs, root = resolve(self.uri)
+        path = f"{root}/{MANIFEST}"
+        if not exists(fs, path):
+            raise FileNotFoundError(f"{self.uri} is not a prepared dataset (no {MANIFEST}); run `raysup prepare` first")
+        return read_json(fs, path)
+
+    @property
+    def specs(self) -> dict[str, TensorSpec]:
+        return {k: TensorSpec.from_dict(v) for k, v in self.manifest["columns"].items()}
+
+    @property
+    def video_ids(self) -> list[str]:
+        return sorted(self.manifest["videos"])
+
+    def dataset(self, columns: list[str] | None = None):
+        """The clips as a streaming Ray Dataset (only ``columns`` are read, if given)."""
+        import ray
+
+        fs, root = resolve(self.uri)
+        if columns is not None:
+            columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.specs]
+        return ray.data.read_parquet(f"{root}/{DATA_DIR}", filesystem=fs, columns=columns)
+
+
+class ClipCollate(ArrowBatchCollateFn):
+    """Arrow batch → dict of tensors: each tensor column as [B,*shape] plus ``<name>_valid`` [B]
+    (False where the cell is null), numeric columns as [B]; string columns are dropped."""
+
+    def __init__(self, specs: dict[str, TensorSpec]):
+        self.specs = specs
+
+    def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in batch.column_names:
+            col = batch.column(name)
+            if name in self.specs:
+                values, valid = column_to_numpy(col, self.specs[name])
+                out[name] = torch.from_numpy(values)
+                out[f"{name}_valid"] = torch.from_numpy(valid)
+            elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+                out[name] = torch.from_numpy(np.array(col.to_numpy(zero_copy_only=False)))
+        return out
+
+
+def join_columns(ds, key: list[str], table: pa.Table):
+    """Inner-join per-key columns (e.g. labels per ``video_id`` or pseudo-labels per
+    ``video_id, clip_index``) onto the clips; clips without a key match are dropped."""
+    return ds.map_batches(_join_batch, batch_format="pyarrow", fn_kwargs={"key": key, "table": table}, zero_copy_batch=True)
+
+
+def _join_batch(batch: pa.Table, *, key: list[str], table: pa.Table) -> pa.Table:
+    return batch.join(table, keys=key, join_type="inner")
+
+
+def labels_table(mapping: dict[str, int], column: str = "label") -> pa.Table:
+    """A ``video_id → int`` mapping as a table for :func:`join_columns`."""
+    ids = sorted(mapping)
+    return pa.table({"video_id": pa.array(ids, pa.string()), column: pa.array([mapping[i] for i in ids], pa.int64())})
+
+
+def clip_table(video_ids: np.ndarray, clip_index: np.ndarray, **columns: np.ndarray) -> pa.Table:
+    """Per-clip values keyed by (video_id, clip_index) for :func:`join_columns`."""
+    cols = {"video_id": pa.array(video_ids, pa.string()), "clip_index": pa.array(clip_index, pa.int32())}
+    cols.update({k: pa.array(v) for k, v in columns.items()})
+    return pa.table(cols)

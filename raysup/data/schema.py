@@ -1,0 +1,87 @@
+"""The Parquet contract between ``prepare`` and ``ingest``: one row per clip.
+
+| column       | Arrow type                 | meaning                                          |
+|--------------|----------------------------|--------------------------------------------------|
+| video_id     | string                     | path under the source root, no extension, '/'    |
+| clip_index   | int32                      | index of the clip within its video               |
+| start_s      | float32                    | clip start in seconds                            |
+| frames       | fixed_size_binary, null ok | uint8 [T,H,W,3] (null for audio-only sets)       |
+| audio        | fixed_size_binary, null ok | float16 log-mel [n_mels, n_frames] (null: no audio) |
+| flow         | fixed_size_binary, null ok | float16 [T-1,H,W,2] pixels/frame (null: flow off) |
+| motion       | float32                    | mean flow magnitude (pixels/frame), 0 w/o flow   |
+
+Tensor columns are raw little-endian bytes of a fixed shape; shapes and dtypes are
+in the Parquet schema metadata (key ``raysup``) and in ``manifest.json``. Reading
+them is a zero-parse ``np.frombuffer`` over the Arrow data buffer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+TENSOR_COLUMNS = ("frames", "audio", "flow")
+SCALAR_COLUMNS = ("video_id", "clip_index", "start_s", "motion")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_dict(d: dict) -> "TensorSpec":
+        return TensorSpec(tuple(int(x) for x in d["shape"]), str(d["dtype"]))
+
+
+def arrow_schema(specs: dict[str, TensorSpec]) -> pa.Schema:
+    """Arrow schema for clips with the given tensor columns (name → spec)."""
+    fields = [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float32(), nullable=False),
+    ]
+    for name in TENSOR_COLUMNS:
+        if name in specs:
+            fields.append(pa.field(name, pa.binary(specs[name].nbytes), nullable=True))
+    fields.append(pa.field("motion", pa.float32(), nullable=False))
+    meta = {"raysup": json.dumps({k: v.to_dict() for k, v in specs.items()})}
+    return pa.schema(fields, metadata=meta)
+
+
+def tensor_bytes(value: np.ndarray | None, spec: TensorSpec) -> bytes | None:
+    """Encode one tensor cell; checks shape so a wrong clip never reaches Parquet."""
+    if value is None:
+        return None
+    if tuple(value.shape) != spec.shape:
+        raise ValueError(f"tensor shape {tuple(value.shape)} != schema shape {spec.shape}")
+    return np.ascontiguousarray(value, dtype=spec.dtype).tobytes()
+
+
+def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: TensorSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a fixed-size-binary column into ([N, *shape] array, [N] validity mask).
+
+    Null cells come back as zeros. The array is a fresh, writable copy.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    width = spec.nbytes
+    if n == 0:
+        return np.zeros((0, *spec.shape), spec.dtype), np.zeros(0, bool)
+    data = column.buffers()[1]
+    flat = np.frombuffer(data, dtype=np.uint8, count=n * width, offset=column.offset * width)
+    out = flat.view(spec.dtype).reshape(n, *spec.shape).copy()
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.all():
+        out[~valid] = 0
+    return out, valid

@@ -1,0 +1,42 @@
+"""Paths and URIs: local folders or any pyarrow filesystem URI (``s3://bucket/prefix``)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.fs as pafs
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or a URI such as ``s3://b/p?endpoint_override=…``.
+
+    S3 endpoint and credentials also come from the standard AWS environment variables
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, …).
+    """
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return pafs.FileSystem.from_uri(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join a path or URI with sub-paths, keeping any ``?query`` of a URI at the end."""
+    base, sep, query = uri.partition("?")
+    out = base.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)
+    return out + (sep + query if sep else "")
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_json(fs: pafs.FileSystem, path: str):
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def write_json(fs: pafs.FileSystem, path: str, obj) -> None:
+    """Write JSON so that a reader never sees half a file (temp name, then move)."""
+    tmp = f"{path}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
+    fs.move(tmp, path)

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real local Ray instance per session, and the synthetic dataset
+generated and prepared once (real mp4 files → real Parquet through Ray Data)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # reports otherwise wait ~2 s
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+import pytest  # noqa: E402
+
+from raysup.data.prepare import PrepareConfig  # noqa: E402
+from raysup.data.synthetic import SynthConfig  # noqa: E402
+
+# Small enough to prepare in ~20 s on 2 cores, large enough for a linear probe to mean something.
+SYNTH = SynthConfig(videos=120, classes=6, size=48, seconds=3.0, fps=16, seed=0)
+PREP = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=10)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(address="local", num_cpus=4, object_store_memory=512 * 1024**2, include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    from raysup.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("synth"), SYNTH)
+
+
+@pytest.fixture(scope="session")
+def prepared(ray_session, synth_dir, tmp_path_factory):
+    """(PreparedData, labels.csv path) of the synthetic set."""
+    from raysup.data.ingest import PreparedData
+    from raysup.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(str(synth_dir / "videos"), str(out), PREP)
+    return PreparedData(str(out)), str(synth_dir / "labels.csv")
+
+
+def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), video: bool = True, audio: bool = True, sr: int = 24000):
+    """A real mp4 (libx264 + aac) with a 12 px square moving right 2 px per frame and a
+    440 Hz tone; either stream optional."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as c:
+        if video:
+            v = c.add_stream("libx264", rate=fps)
+            v.width, v.height, v.pix_fmt = size[1], size[0], "yuv420p"
+        if audio:
+            a = c.add_stream("aac", rate=sr)
+            a.layout = "mono"
+        if video:
+            for i in range(int(seconds * fps)):
+                img = np.zeros((*size, 3), np.uint8)
+                x = (2 * i) % (size[1] - 12)
+                img[18:30, x : x + 12] = 255
+                for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+            for p in v.encode():
+                c.mux(p)
+        if audio:
+            wav = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+            for s in range(0, len(wav), 1024):
+                fr = av.AudioFrame.from_ndarray(wav[None, s : s + 1024], format="flt", layout="mono")
+                fr.sample_rate = sr
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
