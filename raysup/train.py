@@ -7,6 +7,7 @@ worker group and ``--resume`` both continue from the latest checkpoint.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -14,6 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 import torch
+from ray.train import UserCallback
 
 from raysup import dist
 from raysup.config import OptimConfig, TrainConfig, to_dict
@@ -71,7 +73,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     if loop_cfg.get("init_checkpoint"):
         method.load_pretrained(load_checkpoint_file(loop_cfg["init_checkpoint"])["model"])
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(method) if cfg.workers > 0 else method.to(device)
+    model = ray.train.torch.prepare_model(method)  # to device; DDP when world size > 1
     optimizer = make_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg.optim, optimizer, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
@@ -156,6 +158,27 @@ def evaluate_loss(model, method, shard, iter_kw, device, use_amp) -> float:
     return (dist.all_reduce_mean(total) / dist.all_reduce_mean(n).clamp_min(1)).item()
 
 
+class MetricsLogger(UserCallback):
+    """Runs in the Train controller: appends each report's rank-0 metrics to
+    ``run_dir/metrics.jsonl`` and writes them as TensorBoard scalars under ``run_dir/tensorboard``
+    (TensorBoard step = ``step_offset`` + epoch, so later rounds continue the curves)."""
+
+    def __init__(self, run_dir: str, step_offset: int = 0):
+        self.run_dir, self.step_offset, self.writer = run_dir, step_offset, None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from torch.utils.tensorboard import SummaryWriter
+
+        m = dict(metrics[0], checkpoint=checkpoint.path if checkpoint else None)
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(m, default=str) + "\n")
+        self.writer = self.writer or SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
+        for k, v in m.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, self.step_offset + int(m.get("epoch", 0)))
+        self.writer.flush()
+
+
 def fit(
     cfg: TrainConfig,
     datasets: dict[str, Any],
@@ -166,6 +189,7 @@ def fit(
     resume: bool = False,
     init_checkpoint: str | None = None,
     callbacks: list | None = None,
+    step_offset: int = 0,
 ):
     """Train ``cfg`` on ``datasets`` (``train`` and optional ``val``) with a TorchTrainer whose
     checkpoints live in ``run_dir/name``. Returns the Ray Train ``Result``.
@@ -200,7 +224,7 @@ def fit(
             storage_filesystem=None if "://" not in run_dir else fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks or [],
+            callbacks=(callbacks or []) + ([MetricsLogger(root, step_offset)] if "://" not in run_dir else []),
         ),
         datasets=datasets,
     )

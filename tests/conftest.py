@@ -13,7 +13,7 @@ from raysup.data.prepare import PrepareConfig  # noqa: E402
 from raysup.data.synthetic import SynthConfig  # noqa: E402
 
 # Small enough to prepare in ~20 s on 2 cores, large enough for a linear probe to mean something.
-SYNTH = SynthConfig(videos=120, classes=6, size=48, seconds=3.0, fps=16, seed=0)
+SYNTH = SynthConfig(videos=180, classes=6, size=48, seconds=4.0, fps=16, seed=0)
 PREP = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=10)
 
 

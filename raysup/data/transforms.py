@@ -7,19 +7,17 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-# Kinetics-400 statistics used by torchvision's video models.
-VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
-VIDEO_STD = (0.22803, 0.22145, 0.216989)
 
 
 def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
-    """uint8 [B,T,H,W,3] → normalised float [B,3,T,H,W]; with ``train``, a random resized
-    crop (back to H×W) and horizontal flip per clip, the same for all its frames."""
+    """uint8 [B,T,H,W,3] → float [B,3,T,H,W] standardised per clip and channel (removes a
+    clip's global colour and brightness, which small nets otherwise memorise); with ``train``,
+    a random resized crop (back to H×W) and horizontal flip per clip, the same for all frames."""
     x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)  # [B,3,T,H,W]
     if train:
         x = random_resized_crop_flip(x, crop_scale)
-    mean = x.new_tensor(VIDEO_MEAN).view(1, 3, 1, 1, 1)
-    std = x.new_tensor(VIDEO_STD).view(1, 3, 1, 1, 1)
+    mean = x.mean(dim=(2, 3, 4), keepdim=True)
+    std = x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
     return (x - mean) / std
 
 

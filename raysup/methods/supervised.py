@@ -25,7 +25,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": {"epochs": 12, "batch_size": 32, "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4}},
+    "tiny": {"epochs": 15, "batch_size": 32, "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4}},
     "paper": {
         "epochs": 45,
         "batch_size": 32,
