@@ -63,7 +63,7 @@ def extract_features(
         fn_constructor_kwargs={"config": to_dict(cfg), "specs": {k: v.to_dict() for k, v in specs.items()}, "checkpoint": checkpoint},
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,
         num_cpus=1,
     )

@@ -123,7 +123,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                 state["bad_epochs"] += 1
         state["epoch"] = epoch
         stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
-        metrics.update(epoch=epoch, stopped_early=stop)
+        metrics.update(loop_cfg.get("extra_metrics") or {}, epoch=epoch, stopped_early=stop)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if ray.train.get_context().get_world_rank() == 0:
@@ -190,9 +190,11 @@ def fit(
     init_checkpoint: str | None = None,
     callbacks: list | None = None,
     step_offset: int = 0,
+    extra_metrics: dict[str, float] | None = None,
 ):
     """Train ``cfg`` on ``datasets`` (``train`` and optional ``val``) with a TorchTrainer whose
-    checkpoints live in ``run_dir/name``. Returns the Ray Train ``Result``.
+    checkpoints live in ``run_dir/name``. ``extra_metrics`` (e.g. a clustering round's NMI) are
+    added to every report. Returns the Ray Train ``Result``.
 
     Without ``resume`` an existing ``run_dir/name`` is an error, so nothing is overwritten.
     """
@@ -216,6 +218,7 @@ def fit(
             "specs": {k: v.to_dict() for k, v in specs.items()},
             "init_checkpoint": init_checkpoint,
             "has_val": "val" in datasets,
+            "extra_metrics": extra_metrics,
         },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(

@@ -54,7 +54,7 @@ def test_two_workers_survive_a_killed_worker(prepared, tmp_path):
     epochs = _epochs(run_dir)
     # the restarted group continued from the last checkpoint: no epoch was trained twice from scratch
     assert epochs[-1] == 3 and epochs.count(0) == 1, epochs
-    assert result["r"].metrics["epoch"] == 3
+    assert result["r"]["epoch"] == 3
 
 
 def test_resume_continues_and_refuses_to_overwrite(prepared, tmp_path):
@@ -65,7 +65,7 @@ def test_resume_continues_and_refuses_to_overwrite(prepared, tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         run(make_config("supervised", "tiny", {"epochs": 2}), data, run_dir, labels=labels)
     r = run(make_config("supervised", "tiny", {"epochs": 3}), data, run_dir, labels=labels, resume=True)
-    assert _epochs(run_dir) == [0, 1, 2] and r.metrics["epoch"] == 2
+    assert _epochs(run_dir) == [0, 1, 2] and r["epoch"] == 2
 
     saved = load_checkpoint_file(latest_checkpoint(run_dir))  # weights_only=True inside
     assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}

@@ -5,10 +5,12 @@ from types import ModuleType
 from typing import Any
 
 from raysup.config import ConfigError, TrainConfig, from_dict, nested_update
-from raysup.methods import supervised
+from raysup.methods import gdt, supervised, xdc
 
 METHODS: dict[str, ModuleType] = {
+    "gdt": gdt,
     "supervised": supervised,
+    "xdc": xdc,
 }
 
 

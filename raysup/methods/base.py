@@ -6,7 +6,8 @@ A method module (one file per method) defines:
 - ``PRESETS``: ``{"tiny": {...}, "paper": {...}}`` dotted overrides of the whole TrainConfig;
 - ``build(cfg: TrainConfig, specs) -> Method``: the model;
 - ``run(cfg, data, run_dir, *, labels=None, resume=False) -> dict``: train it (one
-  ``raysup.train.fit`` call for most methods; several rounds for XDC); returns last metrics.
+  ``raysup.train.fit`` call for most methods; several rounds for XDC); returns the final
+  metrics dict.
 """
 from __future__ import annotations
 

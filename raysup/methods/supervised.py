@@ -95,4 +95,4 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     train_ids = {r.video_id: classes[r.label] for r in read_labels_csv(labels) if r.split == "train"}
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or len(classes)))
     ds = join_columns(data.dataset(list(COLUMNS)), ["video_id"], labels_table(train_ids)).randomize_block_order()
-    return fit(cfg, {"train": ds}, run_dir, data.specs, resume=resume, **fit_kw)
+    return fit(cfg, {"train": ds}, run_dir, data.specs, resume=resume, **fit_kw).metrics

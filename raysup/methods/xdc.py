@@ -1,0 +1,195 @@
+"""XDC: cross-modal deep clustering (Alwassel et al. 2020), with the SDC/MDC/CDC baselines.
+
+Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
+1. features of every clip from the current encoders (Ray Data ``map_batches`` actor pool);
+2. k-means pseudo-labels as a Ray task (faiss; :func:`raysup.clustering.pseudo_labels`
+   decides which modality's clusters supervise which encoder);
+3. the labels are joined to the clips, clips are resampled uniformly over clusters,
+   10% of videos are held out for the pseudo-label validation loss;
+4. the classification heads are reset and a TorchTrainer trains until the validation loss
+   stops improving (``patience``) or ``epochs``; the next round starts from its checkpoint.
+Clips of videos without audio are left out (their audio clusters would be noise).
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysup.clustering import cluster_stats, pseudo_labels_task
+from raysup.config import TrainConfig
+from raysup.data.ingest import PreparedData, clip_table, join_columns
+from raysup.data.storage import exists, read_json, resolve, write_json
+from raysup.data.transforms import audio_input, video_input
+from raysup.methods.base import Method
+from raysup.models import audio_encoder, video_encoder
+
+
+@dataclass(frozen=True)
+class Config:
+    variant: Literal["xdc", "sdc", "mdc", "cdc"] = "xdc"
+    k: int = 64  # clusters per head
+    rounds: int = 3  # clustering rounds; each trains for up to TrainConfig.epochs
+    niter: int = 20  # k-means iterations
+    pca_dim: int = 0  # PCA-whitening dimension before k-means (0: off)
+    val_fraction: float = 0.1  # videos held out for the pseudo-label validation loss
+    video_encoder: str = "r2plus1d_tiny"
+    audio_encoder: str = "resnet_audio_tiny"
+    cluster_cpus: float = 1.0  # resources of the k-means Ray task
+    cluster_gpus: float = 0.0
+
+    def validate(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"k: must be >= 2, got {self.k}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+
+
+PRESETS = {
+    "tiny": {"epochs": 4, "patience": 2, "batch_size": 32, "method": {"k": 32, "rounds": 2}, "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "constant"}},
+    "paper": {
+        "epochs": 20,
+        "patience": 3,
+        "batch_size": 32,
+        "method": {"k": 256, "rounds": 10, "video_encoder": "r2plus1d_18", "audio_encoder": "resnet18_audio", "pca_dim": 256},
+        "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "constant"},
+    },
+}
+
+COLUMNS = ("video_id", "clip_index", "frames", "audio")
+
+
+def head_names(variant: str) -> tuple[str, ...]:
+    return ("video", "audio", "video_cross", "audio_cross") if variant == "mdc" else ("video", "audio")
+
+
+class XDC(Method):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.video = video_encoder(cfg.video_encoder)
+        self.audio = audio_encoder(cfg.audio_encoder)
+        dims = {"video": self.video.out_dim, "audio": self.audio.out_dim}
+        self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.k) for name in head_names(cfg.variant)})
+
+    def embed(self, batch, *, train=False):
+        return {"video": self.video(video_input(batch["frames"], train=train)), "audio": self.audio(audio_input(batch["audio"]))}
+
+    def forward(self, batch):
+        feats = self.embed(batch, train=self.training)
+        out, total = {}, 0.0
+        for name, head in self.heads.items():
+            logits = head(feats[name.split("_")[0]])  # [B,k]
+            target = batch[f"pl_{name}"]  # [B]
+            loss = F.cross_entropy(logits, target)
+            total = total + loss
+            out[f"loss_{name}"] = loss.detach()
+            out[f"acc_{name}"] = (logits.argmax(1) == target).float().mean()
+        out["loss"] = total
+        return out
+
+    def load_pretrained(self, state):
+        """Encoders from the previous round; heads start fresh (DeepCluster)."""
+        self.load_state_dict({k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
+
+
+def build(cfg: TrainConfig, specs) -> XDC:
+    return XDC(cfg.method)
+
+
+def _is_val(video_id: str, fraction: float) -> bool:
+    return (zlib.crc32(video_id.encode()) % 1000) < fraction * 1000
+
+
+def uniform_cluster_counts(labels: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
+    """How often each clip is drawn in a round so that every cluster is sampled about
+    equally (DeepCluster): weights 1/|cluster|, averaged over the heads' label sets."""
+    w = np.zeros(len(next(iter(labels.values()))))
+    for lab in labels.values():
+        w += 1.0 / np.bincount(lab)[lab]
+    return np.random.default_rng(seed).multinomial(n, w / w.sum())
+
+
+def _repeat_rows(batch: pa.Table) -> pa.Table:
+    counts = batch.column("repeat").to_numpy()
+    return batch.take(pa.array(np.repeat(np.arange(batch.num_rows), counts))).drop_columns(["repeat"])
+
+
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None, **fit_kw):
+    """All clustering rounds; finished rounds are skipped on ``resume``. Returns the last
+    round's final metrics."""
+    from raysup.evaluate import extract_features
+    from raysup.train import fit, latest_checkpoint
+
+    m: Config = cfg.method
+    fs, root = resolve(run_dir)
+    if exists(fs, f"{root}/clusters") and not resume:
+        raise FileExistsError(f"{run_dir} already holds an XDC run; pass --resume to continue it or use a new --out")
+    truth_of = _truth(labels)
+    no_audio = set(data.manifest.get("no_audio", []))
+    clips = data.dataset(list(COLUMNS))
+    if no_audio:
+        clips = clips.filter(lambda row: row["video_id"] not in no_audio)
+    previous, metrics, epochs_done = None, {}, 0
+    for r in range(m.rounds):
+        name = f"round_{r}"
+        done_path = f"{root}/clusters/{name}_done.json"
+        if exists(fs, done_path):
+            done = read_json(fs, done_path)
+            previous, epochs_done, metrics = np.asarray(done["labels_head0"]), epochs_done + done["epochs"], done["metrics"]
+            continue
+        init = latest_checkpoint(run_dir) if r > 0 else None
+        pl_path = f"{root}/clusters/{name}_labels.json"
+        if exists(fs, pl_path):  # resumed mid-round: same labels as before
+            saved = read_json(fs, pl_path)
+            ids, clip_idx = np.array(saved["video_id"]), np.array(saved["clip_index"])
+            pl = {k: np.array(v) for k, v in saved["labels"].items()}
+        else:
+            feats = extract_features(clips, cfg, data.specs, init)
+            ids, clip_idx = feats.video_id, feats.clip_index
+            pl = pseudo_labels_task(
+                feats.feats["video"], feats.feats["audio"], cpus=m.cluster_cpus, gpus=m.cluster_gpus,
+                k=m.k, variant=m.variant, seed=cfg.seed + r, niter=m.niter, pca_dim=m.pca_dim,
+            )
+            fs.create_dir(f"{root}/clusters", recursive=True)
+            write_json(fs, pl_path, {"video_id": ids.tolist(), "clip_index": clip_idx.tolist(), "labels": {k: v.tolist() for k, v in pl.items()}})
+        head0 = pl["video"]
+        truth = np.array([truth_of.get(v, -1) for v in ids]) if truth_of else None
+        stats = cluster_stats(head0, m.k, previous=previous, truth=truth if truth is not None and (truth >= 0).all() else None)
+        is_val = np.array([_is_val(v, m.val_fraction) for v in ids])
+        counts = uniform_cluster_counts({k: v[~is_val] for k, v in pl.items()}, int((~is_val).sum()), cfg.seed + r)
+        repeat = np.zeros(len(ids), np.int64)
+        repeat[~is_val] = counts
+        table = clip_table(ids, clip_idx, repeat=repeat, is_val=is_val, **{f"pl_{k}": v.astype(np.int64) for k, v in pl.items()})
+        joined = join_columns(clips, ["video_id", "clip_index"], table)
+        train_ds = joined.filter(expr="is_val == False").map_batches(_repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()
+        datasets = {"train": train_ds}
+        if is_val.any():
+            datasets["val"] = joined.filter(expr="is_val == True").drop_columns(["is_val", "repeat"])
+        extra = {k: v for k, v in stats.items() if not isinstance(v, list)} | {"round": r, "empty_clusters": stats["empty_clusters"]}
+        metrics = fit(cfg, datasets, run_dir, data.specs, name=name, resume=resume, init_checkpoint=init, callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra, **fit_kw).metrics
+        epochs = int(metrics["epoch"]) + 1
+        epochs_done += epochs
+        write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
+        write_json(fs, done_path, {"epochs": epochs, "metrics": metrics, "labels_head0": head0.tolist()})
+        previous = head0
+    return metrics
+
+
+def _truth(labels_csv: str | None) -> dict[str, int]:
+    if not labels_csv:
+        return {}
+    from raysup.data.labels import read_labels_csv
+
+    rows = read_labels_csv(labels_csv)
+    classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
+    return {r.video_id: classes[r.label] for r in rows}

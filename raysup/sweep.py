@@ -1,0 +1,208 @@
+"""Ray Tune sweeps of the papers' ablations (the only ``ray.tune`` import).
+
+Each trial is a Tune function trainable that trains one config with the method's own
+``run`` (TorchTrainer(s) reporting to Tune through ``TuneReportCallback``), then reports
+the linear-probe top-1 of every encoder as ``probe_<encoder>``. Results become a table
+(CSV, Markdown) and a plot next to Tune's own results.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+
+from raysup.data.ingest import PreparedData
+from raysup.data.storage import join, resolve
+from raysup.evaluate import probe
+from raysup.methods import make_config, method_module
+from raysup.train import latest_checkpoint
+
+
+@dataclass(frozen=True)
+class Sweep:
+    method: str
+    grid: dict[str, list]  # dotted config key → values; every combination is a trial
+    data: str
+    labels: str
+    storage: str  # folder or URI; Tune writes <storage>/<name>/
+    name: str
+    preset: str = "tiny"
+    base: dict[str, Any] = field(default_factory=dict)  # fixed overrides for every trial
+    max_concurrent: int = 1
+    trial_cpus: float = 0.5
+    max_failures: int = 1
+
+    def points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: train one grid point, then report its probe accuracies."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    s: Sweep = config["sweep"]
+    params = config["params"]
+    cfg = make_config(s.method, s.preset, {**s.base, **params})
+    data = PreparedData(s.data)
+    run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
+    method_module(s.method).run(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    acc = probe(cfg, data, s.labels, latest_checkpoint(run_dir))
+    tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in params.items()}})
+
+
+def run_sweep(s: Sweep, *, resume: bool = False) -> tune.ResultGrid:
+    """Run (or, with ``resume``, continue) the grid; finished trials are not redone."""
+    fs, root = resolve(s.storage)
+    path = join(s.storage, s.name)
+    trainable = tune.with_resources(trial, {"CPU": s.trial_cpus})
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"sweep": s, "params": tune.grid_search(s.points())},
+            tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent),
+            run_config=tune.RunConfig(
+                name=s.name,
+                storage_path=root if "://" not in s.storage else s.storage,
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            ),
+        )
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
+    return grid
+
+
+def baselines(s: Sweep, *, supervised: bool = True) -> dict[str, dict[str, float]]:
+    """Random-init probe of the sweep's architecture and, optionally, the supervised baseline."""
+    data = PreparedData(s.data)
+    cfg = make_config(s.method, s.preset, s.base)
+    out = {"random init": probe(cfg, data, s.labels, None)}
+    if supervised:
+        sup_cfg = make_config("supervised", s.preset)
+        run_dir = join(s.storage, s.name, "baseline_supervised")
+        method_module("supervised").run(sup_cfg, data, run_dir, labels=s.labels, resume=True)
+        ckpt = latest_checkpoint(run_dir)
+        from raysup.methods import load_config
+        from raysup.train import load_checkpoint_file
+
+        out["supervised"] = probe(load_config(load_checkpoint_file(ckpt)["config"]), data, s.labels, ckpt)
+    return out
+
+
+def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float]], title: str) -> str:
+    """Paper-style table (one row per grid point, then the baselines) as CSV, Markdown and a
+    PNG plot in ``<storage>/<name>/``; returns the Markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    keys = list(s.grid)
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        rows.append({**{k: m.get(f"param_{k}") for k in keys}, **{k[6:]: v for k, v in m.items() if k.startswith("probe_")}})
+    df = pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
+    encoders = [c for c in df.columns if c not in keys]
+    for name, acc in base.items():
+        df = pd.concat([df, pd.DataFrame([{keys[0]: name, **acc}])], ignore_index=True)
+    out_dir = os.path.join(resolve(s.storage)[1], s.name) if "://" not in s.storage else None
+    shown = df.copy()
+    for c in encoders:
+        shown[c] = (100 * shown[c]).map(lambda v: f"{v:.1f}")
+    md = f"### {title}\n\n" + shown.to_markdown(index=False) + "\n\n(linear-probe top-1, %)\n"
+    if out_dir:
+        df.to_csv(os.path.join(out_dir, "results.csv"), index=False)
+        with open(os.path.join(out_dir, "results.md"), "w") as f:
+            f.write(md)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        sweep_rows = df.iloc[: len(rows)]
+        x = [str(v) for v in sweep_rows[keys[0]]]
+        for i, c in enumerate(encoders):
+            ax.plot(x, 100 * sweep_rows[c], marker="o", label=f"{s.method} {c}", color=f"C{i}")
+            for j, (name, acc) in enumerate(base.items()):
+                if c in acc:
+                    ax.axhline(100 * acc[c], ls="--" if j == 0 else ":", color=f"C{i}", alpha=0.6, label=f"{name} {c}")
+        ax.set_xlabel(keys[0])
+        ax.set_ylabel("linear-probe top-1 (%)")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "results.png"), dpi=120)
+        plt.close(fig)
+    return md
+
+
+def default_dataset(root: str) -> tuple[str, str]:
+    """The embedded synthetic dataset, generated and prepared under ``root`` once
+    (reruns reuse it): returns (prepared folder, labels CSV)."""
+    from raysup.data.prepare import PrepareConfig, prepare
+    from raysup.data.synthetic import SynthConfig, make_synthetic
+
+    videos, prepared = os.path.join(root, "videos"), os.path.join(root, "prepared")
+    if not os.path.exists(os.path.join(videos, "synthetic.json")):
+        make_synthetic(videos, SynthConfig(videos=120, seconds=4.0, size=48), workers=2)
+    if not os.path.exists(os.path.join(prepared, "manifest.json")):
+        prepare(os.path.join(videos, "videos"), prepared, PrepareConfig())
+    return prepared, os.path.join(videos, "labels.csv")
+
+
+def experiment_main(
+    method: str,
+    title: str,
+    *,
+    name: str,
+    grid: dict[str, list],
+    paper_grid: dict[str, list],
+    base: dict[str, Any] | None = None,
+    quick_base: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+) -> str:
+    """Command line of every ``experiments/*.py`` sweep: with no arguments it runs ``grid`` on
+    the embedded dataset; ``--data/--labels`` run on real data, ``--paper`` the paper's grid and
+    encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep."""
+    import argparse
+
+    from raysup.cli import init_ray
+
+    p = argparse.ArgumentParser(description=title)
+    p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
+    p.add_argument("--labels", help="labels CSV for the probe (required with --data)")
+    p.add_argument("--storage", default="results", help="where Tune writes (folder or s3:// URI)")
+    p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule")
+    p.add_argument("--address", help="Ray cluster address, e.g. auto")
+    p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed")
+    p.add_argument("--max-concurrent", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="train workers per trial")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed override for every trial")
+    p.add_argument("--no-supervised", action="store_true", help="skip the supervised baseline")
+    p.add_argument("--quick", action="store_true", help="two grid points, one short round (smoke test)")
+    a = p.parse_args(argv)
+    if a.data and not a.labels:
+        p.error("--data needs --labels")
+    from raysup.config import parse_overrides
+
+    init_ray(a.address)
+    storage = a.storage if "://" in a.storage else os.path.abspath(a.storage)
+    data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
+    chosen = paper_grid if a.paper else grid
+    fixed = {**(base or {}), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
+    if a.quick:
+        chosen = {k: v[:2] for k, v in chosen.items()}
+        fixed.update(quick_base or {})
+    fixed.update(parse_overrides(a.set))
+    s = Sweep(method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed, max_concurrent=a.max_concurrent)
+    grid_result = run_sweep(s, resume=a.resume)
+    md = write_table(s, grid_result, baselines(s, supervised=not (a.no_supervised or a.quick)), title)
+    print(md)
+    print(f"Tune results, results.csv/.md/.png: {join(storage, name)}  (tensorboard --logdir {join(storage, name)})")
+    return md

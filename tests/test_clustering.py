@@ -1,0 +1,80 @@
+"""Pseudo-label semantics per variant on features with known cluster structure, and k-means
+as a Ray task (real faiss)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score as ari
+
+from raysup.clustering import cluster_stats, kmeans, pseudo_labels, pseudo_labels_task
+
+
+@pytest.fixture(scope="module")
+def two_partitions():
+    """Video features cluster by partition pv, audio features by an independent partition pa."""
+    rng = np.random.default_rng(0)
+    n = 600
+    pv, pa = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    video = rng.normal(size=(4, 32))[pv] * 4 + rng.normal(size=(n, 32))
+    audio = rng.normal(size=(4, 24))[pa] * 4 + rng.normal(size=(n, 24))
+    return video.astype(np.float32), audio.astype(np.float32), pv, pa
+
+
+def _match(labels, truth):
+    return ari(labels, truth)
+
+
+def test_xdc_swaps_modalities(two_partitions):
+    v, a, pv, pa = two_partitions
+    pl = pseudo_labels(v, a, k=4, variant="xdc", seed=1)
+    assert set(pl) == {"video", "audio"}
+    assert _match(pl["video"], pa) > 0.9 and _match(pl["video"], pv) < 0.1  # video learns audio's clusters
+    assert _match(pl["audio"], pv) > 0.9 and _match(pl["audio"], pa) < 0.1
+
+
+def test_sdc_keeps_modalities(two_partitions):
+    v, a, pv, pa = two_partitions
+    pl = pseudo_labels(v, a, k=4, variant="sdc", seed=1)
+    assert _match(pl["video"], pv) > 0.9 and _match(pl["audio"], pa) > 0.9
+
+
+def test_mdc_has_both_heads(two_partitions):
+    v, a, pv, pa = two_partitions
+    pl = pseudo_labels(v, a, k=4, variant="mdc", seed=1)
+    assert set(pl) == {"video", "audio", "video_cross", "audio_cross"}
+    assert _match(pl["video"], pv) > 0.9 and _match(pl["video_cross"], pa) > 0.9
+    assert _match(pl["audio"], pa) > 0.9 and _match(pl["audio_cross"], pv) > 0.9
+
+
+def test_cdc_clusters_the_joint_space(two_partitions):
+    v, a, pv, pa = two_partitions
+    pl = pseudo_labels(v, a, k=16, variant="cdc", seed=1, nredo=10)
+    assert np.array_equal(pl["video"], pl["audio"])
+    joint = pv * 4 + pa  # 16 combinations: CDC must separate by both modalities
+    assert _match(pl["video"], joint) > 0.8
+
+
+def test_kmeans_edge_cases():
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="k: 64 clusters need at least 64 clips, got 50"):
+        kmeans(x, 64)
+    same = kmeans(np.ones((40, 8), np.float32), 5)  # degenerate: no crash, one cluster
+    assert (same.labels == 0).all() and same.sizes.tolist() == [40, 0, 0, 0, 0]
+    few = kmeans(x, 50)  # as many clusters as points: faiss re-seeds empty ones
+    assert few.sizes.sum() == 50
+    whitened = kmeans(x, 4, pca_dim=4)
+    assert whitened.labels.shape == (50,)
+
+
+def test_cluster_stats_against_truth():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    truth = np.array([0, 0, 1, 1, 1, 1])
+    s = cluster_stats(labels, 4, previous=labels, truth=truth)
+    assert s["cluster_sizes"] == [2, 2, 2, 0] and s["empty_clusters"] == 1
+    assert s["nmi_previous"] == pytest.approx(1.0) and s["purity"] == pytest.approx(1.0)
+
+
+def test_pseudo_labels_as_ray_task(ray_session, two_partitions):
+    v, a, pv, pa = two_partitions
+    pl = pseudo_labels_task(v, a, cpus=1, k=4, variant="xdc", seed=1)
+    assert _match(pl["video"], pa) > 0.9

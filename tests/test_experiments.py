@@ -1,0 +1,23 @@
+"""The sweep scripts run end to end (``--quick``) on a real local Ray cluster with Tune."""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+import pandas as pd
+
+
+def test_xdc_k_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
+    data, labels = prepared
+    argv = ["xdc_k_sweep.py", "--quick", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_k_sweep.py"), run_name="__main__")
+    out_dir = tmp_path / "xdc_k_sweep"
+    table = pd.read_csv(out_dir / "results.csv")
+    assert table["method.k"].astype(str).tolist() == ["4", "8", "random init"]
+    assert table[["video", "audio"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (out_dir / "results.png").stat().st_size > 1000 and (out_dir / "results.md").exists()
+    assert "XDC: number of clusters k" in capsys.readouterr().out
+    # Tune's own results (progress.csv, TensorBoard events) are there for the dashboard
+    assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(out_dir) for f in fs)
