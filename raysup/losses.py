@@ -18,12 +18,13 @@ def cross_modal_logits(query: torch.Tensor, positive: torch.Tensor, negatives: t
     """Logits ``[⟨q_b, p_b⟩, ⟨q_b, n⟩ for n in negatives] / τ`` after L2-normalising every vector.
 
     ``query``, ``positive`` [B,D]; ``negatives`` [N,D] (shared by every query, e.g. a memory
-    queue) or [B,N,D] (per query, e.g. the other clips of the batch). Returns [B,1+N] float32
-    whose column 0 is the positive.
+    queue) or [B,N,D] (per query, e.g. the other clips of the batch). Returns [B,1+N] (float32,
+    or float64 for float64 inputs) whose column 0 is the positive.
     """
-    q = F.normalize(query.float(), dim=-1)  # [B,D]
-    p = F.normalize(positive.float(), dim=-1)  # [B,D]
-    n = F.normalize(negatives.float(), dim=-1)  # [N,D] or [B,N,D]
+    dtype = torch.promote_types(query.dtype, torch.float32)  # half precision → float32 (AMP-safe)
+    q = F.normalize(query.to(dtype), dim=-1)  # [B,D]
+    p = F.normalize(positive.to(dtype), dim=-1)  # [B,D]
+    n = F.normalize(negatives.to(dtype), dim=-1)  # [N,D] or [B,N,D]
     pos = (q * p).sum(-1, keepdim=True)  # [B,1]
     if n.dim() == 2:
         neg = q @ n.t()  # [B,N]
@@ -53,7 +54,8 @@ def gdt_nce_loss(
         ℓ_v(b) = −log  exp(⟨v_b, a_b⟩/τ) / (exp(⟨v_b, a_b⟩/τ) + Σ_n exp(⟨v_b, n⟩/τ)),  n ∈ audio_negatives
 
     and symmetrically ℓ_a(b) for the audio queries with ``video_negatives``; every vector is
-    L2-normalised first. Returns ``mean_b ℓ_v(b) + mean_b ℓ_a(b)`` (a scalar, float32).
+    L2-normalised first. Returns ``mean_b ℓ_v(b) + mean_b ℓ_a(b)`` (a scalar; float32 for
+    half-precision inputs).
 
     Shapes: ``video_q``, ``audio_k``, ``audio_q``, ``video_k`` [B,D] (query b's positive key is
     row b of the other modality's keys); ``audio_negatives``, ``video_negatives`` [N,D], shared

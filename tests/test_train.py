@@ -20,9 +20,13 @@ def _epochs(run_dir):
 
 
 def _alive_train_workers():
+    import ray
     from ray.util.state import list_actors
 
-    return [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,  # this session's cluster, not any other on the host
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
 
 
 def test_two_workers_survive_a_killed_worker(prepared, tmp_path):

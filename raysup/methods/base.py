@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raysup.data.transforms import audio_input, video_input
+
 
 class Method(nn.Module):
     """A self-contained model: ``forward(batch)`` returns ``{"loss": scalar, <metric>: scalar, …}``.
@@ -34,3 +36,9 @@ class Method(nn.Module):
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         """Initialise from another run's weights (e.g. the previous clustering round)."""
         self.load_state_dict(state)
+
+
+def audio_visual_embed(video: nn.Module, audio: nn.Module, batch: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
+    """``embed`` of the video+audio methods: {"video": [B,Dv], "audio": [B,Da]} from the raw
+    ``frames`` and ``audio`` columns (augmented video when ``train``)."""
+    return {"video": video(video_input(batch["frames"], train=train)), "audio": audio(audio_input(batch["audio"]))}

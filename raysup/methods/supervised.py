@@ -11,8 +11,7 @@ from torch import nn
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData, join_columns, labels_table
 from raysup.data.labels import read_labels_csv
-from raysup.data.transforms import audio_input, video_input
-from raysup.methods.base import Method
+from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
 
 
@@ -49,10 +48,7 @@ class Supervised(Method):
         self.audio_head = nn.Linear(self.audio.out_dim, cfg.num_classes)
 
     def embed(self, batch, *, train=False):
-        return {
-            "video": self.video(video_input(batch["frames"], train=train)),
-            "audio": self.audio(audio_input(batch["audio"])),
-        }
+        return audio_visual_embed(self.video, self.audio, batch, train)
 
     def forward(self, batch):
         y = batch["label"]  # [B]

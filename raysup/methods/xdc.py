@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ray.data.expressions import col
+
 from raysup.clustering import cluster_stats, pseudo_labels_task
 from raysup.config import TrainConfig
 from raysup.data.ingest import PreparedData, clip_table, join_columns
 from raysup.data.storage import exists, read_json, resolve, write_json
-from raysup.data.transforms import audio_input, video_input
-from raysup.methods.base import Method
+from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
 
 
@@ -82,7 +83,7 @@ class XDC(Method):
         self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.k) for name in head_names(cfg.variant)})
 
     def embed(self, batch, *, train=False):
-        return {"video": self.video(video_input(batch["frames"], train=train)), "audio": self.audio(audio_input(batch["audio"]))}
+        return audio_visual_embed(self.video, self.audio, batch, train)
 
     def forward(self, batch):
         feats = self.embed(batch, train=self.training)
@@ -171,10 +172,10 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         repeat[~is_val] = counts
         table = clip_table(ids, clip_idx, repeat=repeat, is_val=is_val, **{f"pl_{k}": v.astype(np.int64) for k, v in pl.items()})
         joined = join_columns(clips, ["video_id", "clip_index"], table)
-        train_ds = joined.filter(expr="is_val == False").map_batches(_repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()
+        train_ds = joined.filter(expr=col("is_val") == False)  # noqa: E712.map_batches(_repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()
         datasets = {"train": train_ds}
         if is_val.any():
-            datasets["val"] = joined.filter(expr="is_val == True").drop_columns(["is_val", "repeat"])
+            datasets["val"] = joined.filter(expr=col("is_val") == True)  # noqa: E712.drop_columns(["is_val", "repeat"])
         extra = {k: v for k, v in stats.items() if not isinstance(v, list)} | {"round": r, "empty_clusters": stats["empty_clusters"]}
         metrics = fit(cfg, datasets, run_dir, data.specs, name=name, resume=resume, init_checkpoint=init, callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra, **fit_kw).metrics
         epochs = int(metrics["epoch"]) + 1

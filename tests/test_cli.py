@@ -1,0 +1,38 @@
+"""The ``raysup`` console script, called the way a user calls it."""
+from __future__ import annotations
+
+import json
+
+from raysup.cli import main
+from raysup.data.labels import read_labels_csv
+
+
+def test_synth_and_labels(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--videos", "12", "--classes", "3", "--seconds", "1", "--size", "32"]) == 0
+    assert len(list((out / "videos").rglob("*.mp4"))) == 12
+    assert main(["labels", "ucf101", str(out / "splits"), str(tmp_path / "ucf.csv")]) == 0
+    assert set(read_labels_csv(tmp_path / "ucf.csv")) == set(read_labels_csv(out / "labels.csv"))
+
+
+def test_bad_config_names_the_field(prepared, tmp_path, capsys):
+    data, labels = prepared
+    code = main(["train", "supervised", "--data", data.uri, "--out", str(tmp_path / "r"), "--labels", labels, "--set", "optim.lrr=1"])
+    assert code == 2 and "unknown field 'optim.lrr'" in capsys.readouterr().err
+    code = main(["train", "supervised", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert code == 2 and "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_train_then_probe_json(prepared, tmp_path, capsys):
+    data, labels = prepared
+    run = str(tmp_path / "run")
+    assert main(["train", "supervised", "--data", data.uri, "--out", run, "--labels", labels, "--set", "epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["probe", run, "--data", data.uri, "--labels", labels, "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(acc) == {"video", "audio"} and all(0 <= v <= 1 for v in acc.values())
+    assert main(["probe", run, "--data", data.uri, "--labels", labels, "--random-init"]) == 0
+    assert "linear probe (random init)" in capsys.readouterr().out
+    assert main(["probe", run, "--data", data.uri, "--labels", labels, "--finetune", "--epochs", "1", "--json"]) == 0
+    tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
