@@ -10,8 +10,9 @@ from raysup.config import ConfigError, parse_overrides
 
 
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray with at least 4 logical CPUs (so a train
-    worker and Ray Data tasks fit on a 2-core laptop)."""
+    """Connect to ``address`` or start a local Ray with at least 6 logical CPUs, so that on a
+    2-core laptop sweep trials, their train workers (one torch thread each), feature-extraction
+    actors and Ray Data tasks all get scheduled and keep both cores busy."""
     import ray
 
     if ray.is_initialized():
@@ -22,7 +23,7 @@ def init_ray(address: str | None) -> None:
         # Train's controller polls workers every 2 s by default; with short epochs that
         # dominates, so a local instance polls faster (workers inherit this environment).
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        ray.init(num_cpus=max(4, os.cpu_count() or 1))
+        ray.init(num_cpus=max(6, os.cpu_count() or 1))
 
 
 def cmd_synth(a) -> None:

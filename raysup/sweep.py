@@ -180,7 +180,7 @@ def experiment_main(
     p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed")
-    p.add_argument("--max-concurrent", type=int, default=1)
+    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (2 keeps 2 cores busy)")
     p.add_argument("--workers", type=int, default=1, help="train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed override for every trial")

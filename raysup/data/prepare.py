@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -252,6 +253,9 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
             continue
         seen.add(video_id)
         todo.append({"path": path, "video_id": video_id})
+    # Inputs are listed sorted (class folders together); shards of a random mix of videos give
+    # training batches that mix classes even with a small local shuffle buffer.
+    random.Random(len(todo)).shuffle(todo)
     if todo:
         n_blocks = -(-len(todo) // cfg.videos_per_shard)
         ds = ray.data.from_items(todo, override_num_blocks=n_blocks).map_batches(

@@ -41,6 +41,7 @@ class Config:
     niter: int = 20  # k-means iterations
     pca_dim: int = 0  # PCA-whitening dimension before k-means (0: off)
     val_fraction: float = 0.1  # videos held out for the pseudo-label validation loss
+    epoch_size: float = 1.0  # clips drawn per epoch, as a multiple of the training clips
     video_encoder: str = "r2plus1d_tiny"
     audio_encoder: str = "resnet_audio_tiny"
     cluster_cpus: float = 1.0  # resources of the k-means Ray task
@@ -51,12 +52,20 @@ class Config:
             raise ValueError(f"k: must be >= 2, got {self.k}")
         if self.rounds < 1:
             raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
+        if self.epoch_size <= 0:
+            raise ValueError(f"epoch_size: must be > 0, got {self.epoch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
 
 
 PRESETS = {
-    "tiny": {"epochs": 4, "patience": 2, "batch_size": 32, "method": {"k": 32, "rounds": 2}, "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "constant"}},
+    "tiny": {
+        "epochs": 3,
+        "patience": 2,
+        "batch_size": 32,
+        "method": {"k": 32, "rounds": 2, "epoch_size": 2.0},
+        "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "constant"},
+    },
     "paper": {
         "epochs": 20,
         "patience": 3,
@@ -167,7 +176,8 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         truth = np.array([truth_of.get(v, -1) for v in ids]) if truth_of else None
         stats = cluster_stats(head0, m.k, previous=previous, truth=truth if truth is not None and (truth >= 0).all() else None)
         is_val = np.array([_is_val(v, m.val_fraction) for v in ids])
-        counts = uniform_cluster_counts({k: v[~is_val] for k, v in pl.items()}, int((~is_val).sum()), cfg.seed + r)
+        n_draw = int(round(m.epoch_size * (~is_val).sum()))
+        counts = uniform_cluster_counts({k: v[~is_val] for k, v in pl.items()}, n_draw, cfg.seed + r)
         repeat = np.zeros(len(ids), np.int64)
         repeat[~is_val] = counts
         table = clip_table(ids, clip_idx, repeat=repeat, is_val=is_val, **{f"pl_{k}": v.astype(np.int64) for k, v in pl.items()})

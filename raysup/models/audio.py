@@ -30,7 +30,7 @@ def resnet18_audio() -> AudioEncoder:
 def resnet_audio_tiny(widths: tuple[int, ...] = (16, 32, 64, 128)) -> AudioEncoder:
     """A 4-stage, one-block-per-stage ResNet for 40-mel spectrograms on CPU."""
     w0 = widths[0]
-    layers: list[nn.Module] = [nn.Conv2d(1, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [nn.Conv2d(1, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)]  # stride-2 stem
     inplanes = w0
     for i, planes in enumerate(widths):
         stride = 1 if i == 0 else 2
