@@ -18,6 +18,6 @@ if __name__ == "__main__":
         name="xdc_k_sweep",
         grid={"method.k": TINY_K},
         paper_grid={"method.k": PAPER_K},
-        quick_base={"method.rounds": 1, "epochs": 1},
+        quick_base={"method.rounds": 1, "epochs": 1, "method.epoch_size": 1.0},
         argv=sys.argv[1:],
     )

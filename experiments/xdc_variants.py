@@ -12,6 +12,6 @@ if __name__ == "__main__":
         grid={"method.variant": ["sdc", "mdc", "cdc", "xdc"]},
         paper_grid={"method.variant": ["sdc", "mdc", "cdc", "xdc"]},
         base={"method.k": 16},
-        quick_base={"method.rounds": 1, "epochs": 1},
+        quick_base={"method.rounds": 1, "epochs": 1, "method.epoch_size": 1.0},
         argv=sys.argv[1:],
     )

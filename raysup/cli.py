@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, train, probe, labels."""
+"""``raysup`` console script: synth, prepare, train, probe, labels, dashboard."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,8 @@ def init_ray(address: str | None) -> None:
         # Train's controller polls workers every 2 s by default; with short epochs that
         # dominates, so a local instance polls faster (workers inherit this environment).
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        # one process less per fit: a laptop's node is never preempted (spot clusters keep it on)
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(num_cpus=max(6, os.cpu_count() or 1))
 
 
@@ -102,6 +104,21 @@ def cmd_labels(a) -> None:
     print(f"wrote {len(rows)} rows to {a.out}")
 
 
+def cmd_visualize_embeddings(a) -> None:
+    from raysup.data.ingest import PreparedData
+    from raysup.visualize import visualize_embeddings
+
+    init_ray(a.address)
+    paths = visualize_embeddings(a.run_dir, PreparedData(a.data), a.out, clips=a.clips)
+    print(f"wrote {len(paths)} PNGs (frame | flow | embeddings) to {paths[0].rsplit('/', 1)[0]}")
+
+
+def cmd_dashboard(a) -> None:
+    from raysup.dashboard import serve
+
+    serve(a.path, port=a.port, host=a.host, address=a.address)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raysup", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -161,6 +178,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--split", type=int, default=1, help="split (UCF101/HMDB51: 1-3) or test fold (ESC-50: 1-5)")
     s.set_defaults(fn=cmd_labels)
+
+    s = sub.add_parser("visualize-embeddings", help="PNGs of frames, flow and pixel embeddings of a cpfs run (paper Fig. 4)")
+    s.add_argument("run_dir")
+    s.add_argument("--data", required=True, help="prepared folder or URI (needs flow)")
+    s.add_argument("--out", help="output folder (default: RUN_DIR/embeddings)")
+    s.add_argument("--clips", type=int, default=8)
+    s.add_argument("--address")
+    s.set_defaults(fn=cmd_visualize_embeddings)
+
+    s = sub.add_parser("dashboard", help="TensorBoard over a run or sweep folder (or URI); prints it and the Ray dashboard's URL")
+    s.add_argument("path", metavar="RUN_OR_SWEEP_DIR")
+    s.add_argument("--port", type=int, default=6006, help="TensorBoard port (0: any free port)")
+    s.add_argument("--host", default="127.0.0.1", help="TensorBoard address (default: this machine only)")
+    s.add_argument("--address", default="auto", help="Ray cluster whose dashboard to show (default: the one running here)")
+    s.set_defaults(fn=cmd_dashboard)
     return p
 
 

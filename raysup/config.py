@@ -182,7 +182,10 @@ class TrainConfig:
     """One training run: the method's own config under ``method``, the loop's settings here.
 
     ``batch_size`` is per worker; ``patience`` > 0 stops early when ``val_loss`` has not
-    improved for that many epochs (needs a validation dataset).
+    improved for that many epochs (needs a validation dataset). Clips stream in Parquet
+    order with the blocks shuffled, then through a local shuffle buffer of
+    ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
+    a few videos (and biases BatchNorm); each clip held costs its tensor bytes in memory.
     """
 
     method_name: str
@@ -197,10 +200,11 @@ class TrainConfig:
     seed: int = 0
     max_failures: int = 2
     patience: int = 0
+    shuffle_batches: int = 16
     optim: OptimConfig = OptimConfig()
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "shuffle_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:

@@ -2,6 +2,7 @@
 frozen features averaged over each video's clips; train/test from the labels CSV)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +103,9 @@ def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> fl
         StandardScaler(),
         LogisticRegressionCV(Cs=[0.01, 0.1, 1.0, 10.0], cv=max(2, folds), max_iter=3000, random_state=seed),
     )
-    clf.fit(x_train, y_train)
+    with warnings.catch_warnings():  # scikit-learn 1.8's notices of future default changes
+        warnings.simplefilter("ignore", FutureWarning)
+        clf.fit(x_train, y_train)
     return float((clf.predict(x_test) == y_test).mean())
 
 

@@ -54,13 +54,64 @@ def trial(config: dict[str, Any]) -> None:
     tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in params.items()}})
 
 
-def run_sweep(s: Sweep, *, resume: bool = False) -> tune.ResultGrid:
-    """Run (or, with ``resume``, continue) the grid; finished trials are not redone."""
+def node_shapes(autoscaler_config: str | None = None) -> list[dict[str, float]]:
+    """CPUs and GPUs of every node a trial could get: the live nodes, plus ``max_workers`` nodes of
+    each type the autoscaler may add, read from its config (``autoscaler_config``, else the
+    head's ``~/ray_bootstrap_config.yaml`` that ``ray up`` writes, if there is one)."""
+    import ray
+    import yaml
+
+    resources = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    path = autoscaler_config or os.path.expanduser("~/ray_bootstrap_config.yaml")
+    if os.path.exists(path):
+        with open(path) as f:
+            types = yaml.safe_load(f)["available_node_types"].values()
+        resources += [t.get("resources", {}) for t in types for _ in range(t.get("max_workers", 0))]
+    return [{k: float(r.get(k, 0)) for k in ("CPU", "GPU")} for r in resources]
+
+
+def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
+    """Raise ValueError, naming the request and the nodes, if some trial of ``s`` could never be
+    scheduled on nodes of these ``shapes`` (it would wait forever): the trial itself, one train
+    worker, the probe's feature extractor and the XDC k-means task must each fit on one node,
+    and the trial with all its train workers must fit on all the nodes together."""
+    total: dict[str, float] = {}
+    for shape in shapes:
+        for k, v in shape.items():
+            total[k] = total.get(k, 0) + v
+
+    def fits(need: dict[str, float], node: dict[str, float]) -> bool:
+        return all(node.get(k, 0) >= v for k, v in need.items() if v > 0)
+
+    for params in s.points():
+        cfg = make_config(s.method, s.preset, {**s.base, **params})
+        worker = {"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker}
+        requests = {
+            "the trial (trial_cpus)": {"CPU": s.trial_cpus},
+            "a train worker (cpus_per_worker, gpus_per_worker)": worker,
+            "the probe's feature extractor": {"CPU": 1.0},
+        }
+        if hasattr(cfg.method, "cluster_cpus"):
+            requests["the k-means task (method.cluster_cpus, cluster_gpus)"] = {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}
+        for what, need in requests.items():
+            if not any(fits(need, node) for node in shapes):
+                nodes = sorted({str(n) for n in shapes})
+                raise ValueError(f"sweep {s.name!r}, point {params}: {what} needs {need}, more than any node has (nodes: {', '.join(nodes)}); it would wait forever")
+        together = {"CPU": s.trial_cpus + cfg.workers * cfg.cpus_per_worker, "GPU": cfg.workers * cfg.gpus_per_worker}
+        if not fits(together, total):
+            raise ValueError(f"sweep {s.name!r}, point {params}: the trial and its {cfg.workers} train workers need {together} at once, more than all nodes have together ({total}); it would wait forever")
+
+
+def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None = None) -> tune.ResultGrid:
+    """Run (or, with ``resume``, continue) the grid; finished trials are not redone. A sweep
+    that could never be scheduled fails first (:func:`check_fits` against :func:`node_shapes`)."""
+    check_fits(s, node_shapes(autoscaler_config))
     fs, root = resolve(s.storage)
-    path = join(s.storage, s.name)
+    storage_fs = None if "://" not in s.storage else fs  # keeps a URI's endpoint and credentials
+    path = f"{root}/{s.name}"
     trainable = tune.with_resources(trial, {"CPU": s.trial_cpus})
-    if resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -68,7 +119,8 @@ def run_sweep(s: Sweep, *, resume: bool = False) -> tune.ResultGrid:
             tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent),
             run_config=tune.RunConfig(
                 name=s.name,
-                storage_path=root if "://" not in s.storage else s.storage,
+                storage_path=root,
+                storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
             ),
         )
@@ -125,9 +177,13 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
             f.write(md)
         fig, ax = plt.subplots(figsize=(6, 4))
         sweep_rows = df.iloc[: len(rows)]
-        x = [str(v) for v in sweep_rows[keys[0]]]
+        # one line per encoder and per setting of the other grid keys (e.g. sync on/off)
+        groups = sweep_rows.groupby(keys[1:], sort=False) if len(keys) > 1 else [((), sweep_rows)]
         for i, c in enumerate(encoders):
-            ax.plot(x, 100 * sweep_rows[c], marker="o", label=f"{s.method} {c}", color=f"C{i}")
+            for g, (setting, sub) in enumerate(groups):
+                setting = setting if isinstance(setting, tuple) else (setting,)
+                label = " ".join([s.method, c] + [f"{k}={v}" for k, v in zip(keys[1:], setting)])
+                ax.plot([str(v) for v in sub[keys[0]]], 100 * sub[c], marker="o", ls=["-", "-.", "--"][g % 3], label=label, color=f"C{i}")
             for j, (name, acc) in enumerate(base.items()):
                 if c in acc:
                     ax.axhline(100 * acc[c], ls="--" if j == 0 else ":", color=f"C{i}", alpha=0.6, label=f"{name} {c}")
@@ -171,6 +227,8 @@ def experiment_main(
     encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep."""
     import argparse
 
+    import ray
+
     from raysup.cli import init_ray
 
     p = argparse.ArgumentParser(description=title)
@@ -196,13 +254,15 @@ def experiment_main(
     data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
     chosen = paper_grid if a.paper else grid
     fixed = {**(base or {}), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
-    if a.quick:
-        chosen = {k: v[:2] for k, v in chosen.items()}
+    if a.quick:  # two points of the first key, the first value of the others
+        chosen = {k: v[: 2 if i == 0 else 1] for i, (k, v) in enumerate(chosen.items())}
         fixed.update(quick_base or {})
     fixed.update(parse_overrides(a.set))
     s = Sweep(method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed, max_concurrent=a.max_concurrent)
+    # the baselines train and probe beside the sweep (they fill its idle time), as a Ray task
+    base_task = ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick))
     grid_result = run_sweep(s, resume=a.resume)
-    md = write_table(s, grid_result, baselines(s, supervised=not (a.no_supervised or a.quick)), title)
+    md = write_table(s, grid_result, ray.get(base_task), title)
     print(md)
     print(f"Tune results, results.csv/.md/.png: {join(storage, name)}  (tensorboard --logdir {join(storage, name)})")
     return md

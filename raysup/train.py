@@ -14,6 +14,7 @@ import tempfile
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 from ray.train import UserCallback
 
@@ -21,7 +22,7 @@ from raysup import dist
 from raysup.config import OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
-from raysup.data.storage import exists, join, resolve, write_json
+from raysup.data.storage import exists, join, resolve, uri_of, write_json
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -99,7 +100,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         steps = 0
-        for batch in train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=4 * cfg.batch_size):
+        for batch in train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size):
             with torch.autocast(device.type, enabled=use_amp):
                 out = model(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -113,7 +114,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         if steps == 0:
             raise ValueError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
         metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics.update(lr=optimizer.param_groups[0]["lr"], steps=steps)
         scheduler.step()
         if val_shard is not None:
             metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp)
@@ -160,8 +161,9 @@ def evaluate_loss(model, method, shard, iter_kw, device, use_amp) -> float:
 
 class MetricsLogger(UserCallback):
     """Runs in the Train controller: appends each report's rank-0 metrics to
-    ``run_dir/metrics.jsonl`` and writes them as TensorBoard scalars under ``run_dir/tensorboard``
-    (TensorBoard step = ``step_offset`` + epoch, so later rounds continue the curves)."""
+    ``run_dir/metrics.jsonl`` and writes them to TensorBoard under ``run_dir/tensorboard``
+    (numbers as scalars, lists of numbers as histograms; step = ``step_offset`` + epoch, so
+    later rounds continue the curves)."""
 
     def __init__(self, run_dir: str, step_offset: int = 0):
         self.run_dir, self.step_offset, self.writer = run_dir, step_offset, None
@@ -173,9 +175,12 @@ class MetricsLogger(UserCallback):
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(m, default=str) + "\n")
         self.writer = self.writer or SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
+        step = self.step_offset + int(m.get("epoch", 0))
         for k, v in m.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.writer.add_scalar(k, v, self.step_offset + int(m.get("epoch", 0)))
+                self.writer.add_scalar(k, v, step)
+            elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                self.writer.add_histogram(k, np.asarray(v), step)  # e.g. cluster sizes
         self.writer.flush()
 
 
@@ -246,5 +251,4 @@ def latest_checkpoint(run_dir: str) -> str:
     ]
     if not found:
         raise FileNotFoundError(f"no checkpoint under {run_dir}; train first (`raysup train`)")
-    newest = max(found, key=lambda p: os.path.basename(p))
-    return newest if "://" not in run_dir else f"{run_dir.split('://')[0]}://{newest}"
+    return uri_of(run_dir, max(found, key=lambda p: os.path.basename(p)))

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # reports otherwise wait ~2 s
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one process less per fit
 
 import pytest  # noqa: E402
 
@@ -76,3 +77,29 @@ def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), vid
             for p in a.encode():
                 c.mux(p)
     return path
+
+
+# Scale-out tests (sweeps on other clusters, object storage, dashboards): a smaller dataset
+# keeps each of their trials short, and one S3 server serves the whole session.
+SMALL_SYNTH = SynthConfig(videos=24, classes=6, size=48, seconds=2.0, fps=16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_prepared(ray_session, tmp_path_factory):
+    """(prepared folder, labels.csv path) of a 24-video synthetic set (48 clips)."""
+    from raysup.data.prepare import prepare
+    from raysup.data.synthetic import make_synthetic
+
+    synth = make_synthetic(tmp_path_factory.mktemp("small_synth"), SMALL_SYNTH)
+    out = tmp_path_factory.mktemp("small_prepared")
+    prepare(str(synth / "videos"), str(out), PREP)
+    return str(out), str(synth / "labels.csv")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) on a free loopback port: see tests/s3server.py."""
+    from tests.s3server import seaweedfs
+
+    with seaweedfs(str(tmp_path_factory.mktemp("seaweedfs"))) as server:
+        yield server

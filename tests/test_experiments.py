@@ -21,3 +21,16 @@ def test_xdc_k_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
     assert "XDC: number of clusters k" in capsys.readouterr().out
     # Tune's own results (progress.csv, TensorBoard events) are there for the dashboard
     assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(out_dir) for f in fs)
+
+
+def test_gdt_specaugment_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
+    """A two-key grid: --quick keeps two SpecAugment settings at sync=True."""
+    data, labels = prepared
+    argv = ["gdt_specaugment_sweep.py", "--quick", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "gdt_specaugment_sweep.py"), run_name="__main__")
+    table = pd.read_csv(tmp_path / "gdt_specaugment_sweep" / "results.csv")
+    assert table["method.specaugment"].tolist() == ["mild", "none", "random init"]
+    assert table["method.sync"].tolist()[:2] == [True, True]
+    assert table[["video", "audio"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert "GDT: SpecAugment x sync/async" in capsys.readouterr().out

@@ -1,17 +1,23 @@
 """Prepared Parquet → Ray Data datasets → torch batches in the train workers."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.data.prepare import DATA_DIR, MANIFEST
 from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, join, read_json, resolve
+
+
+BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
+MIN_BLOCKS = 16
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,12 @@ class PreparedData:
         return sorted(self.manifest["videos"])
 
     def dataset(self, columns: list[str] | None = None):
-        """The clips as a streaming Ray Dataset (only ``columns`` are read, if given)."""
+        """The clips as a streaming Ray Dataset (only ``columns`` are read, if given).
+
+        Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
+        blocks, for block-order shuffling and parallel reads): one task per small shard cost
+        ~4x the CPU and ran at ~1/3 the samples/s (experiments/bench/ingest.py).
+        """
         import ray
 
         # Ray 2.60's DataSourceV2 Parquet listing idles ~3-10 s per execution here (thread-pool
@@ -46,7 +57,11 @@ class PreparedData:
         fs, root = resolve(self.uri)
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.specs]
-        return ray.data.read_parquet(f"{root}/{DATA_DIR}", filesystem=fs, columns=columns)
+        shards = sum(1 for f in fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}")) if f.path.endswith(".parquet"))
+        row_bytes = sum(s.nbytes for name, s in self.specs.items() if columns is None or name in columns)
+        blocks = math.ceil(row_bytes * self.manifest["counts"]["clips"] / BLOCK_BYTES)
+        blocks = max(1, min(shards, max(blocks, MIN_BLOCKS)))
+        return ray.data.read_parquet(f"{root}/{DATA_DIR}", filesystem=fs, columns=columns, override_num_blocks=blocks)
 
 
 class ClipCollate(ArrowBatchCollateFn):

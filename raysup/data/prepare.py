@@ -122,7 +122,8 @@ def clip_starts(n: int, length: int, stride: int, max_clips: int) -> list[int]:
 
 def video_clips(video_id: str, source, cfg: PrepareConfig) -> tuple[list[dict], bool]:
     """Decode one input and cut it into clip rows (schema columns, tensors as numpy)."""
-    dec = decode(source, fps=cfg.fps, size=cfg.size, sample_rate=cfg.sample_rate, want_video=not cfg.audio_only)
+    # one decoder thread: prepare runs one task per CPU (cv2 and torch are single-threaded too)
+    dec = decode(source, fps=cfg.fps, size=cfg.size, sample_rate=cfg.sample_rate, want_video=not cfg.audio_only, threaded=False)
     clip_s, audio_cfg = cfg.clip_seconds, cfg.audio
     stride_s = cfg.clip_stride_s or clip_s
     if cfg.audio_only:  # windows over the waveform

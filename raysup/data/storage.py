@@ -10,12 +10,27 @@ import pyarrow.fs as pafs
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local path or a URI such as ``s3://b/p?endpoint_override=…``.
 
-    S3 endpoint and credentials also come from the standard AWS environment variables
-    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, …).
+    S3 endpoint and credentials come from the URI (``s3://KEY:SECRET@bucket/p?endpoint_override=
+    host:port&scheme=http``) or from the standard AWS environment variables and config files
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; an
+    instance role on EC2). Ray workers resolve URIs themselves, so environment variables must be
+    set where they run (a local ``ray.init`` inherits the driver's; on a cluster use the job's
+    ``runtime_env`` or the node's environment).
     """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     return pafs.FileSystem.from_uri(uri)
+
+
+def uri_of(uri: str, path: str) -> str:
+    """``path`` (on the filesystem of ``uri``, as :func:`resolve` returns it) as a URI with
+    ``uri``'s scheme, credentials and ``?query``, so it resolves to the same filesystem."""
+    if "://" not in uri:
+        return path
+    scheme, rest = uri.split("://", 1)
+    base, sep, query = rest.partition("?")
+    userinfo, at, _ = base.split("/", 1)[0].rpartition("@")
+    return f"{scheme}://{userinfo}{at}{path}{sep}{query}"
 
 
 def join(uri: str, *parts: str) -> str:

@@ -5,9 +5,12 @@ from types import ModuleType
 from typing import Any
 
 from raysup.config import ConfigError, TrainConfig, from_dict, nested_update
-from raysup.methods import gdt, supervised, xdc
+from raysup.methods import cpfs, cpfs_direct, cross_and_learn, gdt, supervised, xdc
 
 METHODS: dict[str, ModuleType] = {
+    "cpfs": cpfs,
+    "cpfs_direct": cpfs_direct,
+    "cross_and_learn": cross_and_learn,
     "gdt": gdt,
     "supervised": supervised,
     "xdc": xdc,

@@ -1,0 +1,27 @@
+"""Cross and Learn §3: the weight w of L_div in L_cross − w·L_div vs. RGB and flow linear-probe
+top-1 (w = 0 is L_cross alone, which collapses; a large w slows learning).
+
+    python experiments/cal_loss_weight_sweep.py                      # embedded synthetic set, < 10 min on 2 CPUs
+    python experiments/cal_loss_weight_sweep.py --data D --labels L  # your prepared data
+    python experiments/cal_loss_weight_sweep.py --paper --address auto
+
+The supervised baseline (an R(2+1)D video net) is skipped: it is not the two-stream
+architecture; random init of the same network is the baseline row.
+"""
+import sys
+
+from raysup.sweep import experiment_main
+
+PAPER_W = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
+TINY_W = [0.0, 0.5, 1.0, 2.0]
+
+if __name__ == "__main__":
+    experiment_main(
+        "cross_and_learn",
+        "Cross and Learn: loss weight w of L_div",
+        name="cal_loss_weight_sweep",
+        grid={"method.div_weight": TINY_W},
+        paper_grid={"method.div_weight": PAPER_W},
+        quick_base={"epochs": 1},
+        argv=["--no-supervised", *sys.argv[1:]],
+    )

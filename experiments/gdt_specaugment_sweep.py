@@ -1,0 +1,23 @@
+"""GDT Table 1b: SpecAugment strength (none / mild / strong) × synchronous vs. asynchronous
+audio-video sampling; video and audio linear-probe top-1.
+
+    python experiments/gdt_specaugment_sweep.py                      # embedded synthetic set, < 10 min on 2 CPUs
+    python experiments/gdt_specaugment_sweep.py --data D --labels L  # your prepared data
+    python experiments/gdt_specaugment_sweep.py --paper --address auto
+"""
+import sys
+
+from raysup.sweep import experiment_main
+
+GRID = {"method.specaugment": ["none", "mild", "strong"], "method.sync": [True, False]}
+
+if __name__ == "__main__":
+    experiment_main(
+        "gdt",
+        "GDT: SpecAugment x sync/async (Table 1b)",
+        name="gdt_specaugment_sweep",
+        grid=GRID,
+        paper_grid=GRID,
+        quick_base={"epochs": 2},
+        argv=sys.argv[1:],
+    )

@@ -1,0 +1,239 @@
+"""Cross-Pixel Optical-Flow Similarity (Mahendran, Thewlis, Vedaldi 2018, "Cross Pixel
+Optical-Flow Similarity for Self-Supervised Learning"): a single-frame network embeds pixels so
+that the similarity of two pixels' embeddings matches the similarity of their optical flow.
+
+Per clip and step: frame t and the flow t→t+k (``method.k`` counts *clip frames* at the
+prepare fps: the prepared flow is between consecutive clip frames, so flow t→t+k is composed
+on the fly by :func:`compose_flow`; the paper's k=5 is at the video's own rate, ~0.2 s; the
+tiny preset's k=2 at 8 fps is 0.25 s). Training draws t uniformly from the clip; evaluation
+(validation loss) uses t = min(T//2, T−1−k). Image and flow get the same random resized crop
+and horizontal flip (flow rescaled to output pixels, dx negated on a flip), then the flow is
+log-normalised (:func:`raysup.data.flow.log_normalize`). N random pixels per image are
+embedded by :class:`raysup.models.image.AlexNetHypercolumn` (parameter-free BN, sparse
+hypercolumns, MLP → D=16, L2-normalised) and trained with
+:func:`raysup.losses.cross_pixel_flow_loss`.
+
+``method.target`` picks the supervision: a float σ (flow kernel with that fixed bandwidth),
+``learned`` (σ = exp(log σ), learned jointly from ``sigma_init``; reported as the ``sigma``
+metric every epoch) or ``direct`` (the paper's "direct reg." baseline: 16-way classification of
+each log-normalised flow component at the same pixels; also the ``cpfs_direct`` method).
+``method.loss=alignment`` swaps the loss for the kernel-target-alignment ablation.
+
+Early stopping: ``val_fraction`` of the videos (by a hash of their id) are held out and the
+train loop stops when their loss has not improved for ``patience`` epochs. The probe's
+``rgb`` encoder is pool5 of the centre frame averaged over space; :meth:`CPFS.export`
+folds the BN statistics into the convolutions for use elsewhere.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from raysup.config import ConfigError, TrainConfig
+from raysup.data.flow import log_normalize
+from raysup.data.ingest import PreparedData
+from raysup.data.transforms import random_resized_crop_flip
+from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
+from raysup.methods.base import Method
+from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
+
+BACKBONES = {"alexnet": alexnet_hypercolumn, "alexnet_tiny": alexnet_hypercolumn_tiny}
+
+
+@dataclass(frozen=True)
+class Config:
+    backbone: Literal["alexnet", "alexnet_tiny"] = "alexnet"
+    embed_dim: int = 16  # D
+    hidden: int = 0  # hidden units of the hypercolumn MLP; 0: the backbone's default
+    pixels: int = 512  # N sampled pixels per image
+    k: int = 5  # flow t→t+k, in clip frames
+    target: float | Literal["learned", "direct"] = "learned"  # fixed σ, learned σ, or direct classification
+    sigma_init: float = 0.082  # start of a learned σ (the paper learns σ² ≈ 0.0067)
+    loss: Literal["cross_entropy", "alignment"] = "cross_entropy"
+    bins: int = 16  # classes per flow component (target=direct)
+    max_flow: float = 56.0  # M of the log normalisation, pixels
+    min_crop: float = 0.5  # smallest random crop, as a fraction of the image area
+    val_fraction: float = 0.1  # videos held out for early stopping
+
+    def validate(self) -> None:
+        if isinstance(self.target, float) and self.target <= 0:
+            raise ValueError(f"target: a fixed sigma must be > 0, got {self.target}")
+        for name in ("embed_dim", "pixels", "bins"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name}: must be >= 2, got {getattr(self, name)}")
+        if self.k < 1:
+            raise ValueError(f"k: must be >= 1, got {self.k}")
+        if self.sigma_init <= 0 or self.max_flow <= 0:
+            raise ValueError("sigma_init/max_flow: must be > 0")
+        if not 0 < self.min_crop <= 1:
+            raise ValueError(f"min_crop: must be in (0, 1], got {self.min_crop}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+
+
+# tiny: 32 px frames at 8 fps; M = 56 px scaled to the ~7x smaller frames; a higher lr than the
+# paper's for the few hundred steps of a CPU run.
+PRESETS = {
+    "tiny": {
+        "epochs": 30,
+        "patience": 5,
+        "batch_size": 32,
+        "method": {"backbone": "alexnet_tiny", "pixels": 256, "k": 2, "max_flow": 8.0},
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant"},
+    },
+    "paper": {
+        "epochs": 100,
+        "patience": 5,
+        "batch_size": 32,
+        "method": {"backbone": "alexnet", "pixels": 512, "k": 5},
+        "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant"},
+    },
+}
+
+COLUMNS = ("video_id", "clip_index", "frames", "flow")
+
+
+class CPFS(Method):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        out_dim = 2 * cfg.bins if cfg.target == "direct" else cfg.embed_dim
+        self.net: AlexNetHypercolumn = BACKBONES[cfg.backbone](out_dim=out_dim, **({"hidden": cfg.hidden} if cfg.hidden else {}))
+        if cfg.target == "learned":
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.sigma_init)))  # σ = exp(log σ) > 0
+
+    def sigma(self) -> torch.Tensor:
+        """The flow kernel's σ (a scalar tensor; differentiable when learned)."""
+        if self.cfg.target == "learned":
+            return self.log_sigma.exp()
+        return torch.tensor(float(self.cfg.target))
+
+    def embed(self, batch, *, train=False):
+        frames = batch["frames"]  # [B,T,H,W,3]
+        x = frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W] centre frame
+        if train:
+            x = random_resized_crop_flip(x, (self.cfg.min_crop, 1.0))
+        return {"rgb": self.net.pooled(standardize(x))}  # [B,C5]
+
+    def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame t [B,3,H,W] in [0, 1] and the flow t→t+k [B,2,H,W] in pixels; random t and
+        joint crop/flip in training mode."""
+        frames, flow = batch["frames"], batch["flow"]  # [B,T,H,W,3], [B,T-1,H,W,2]
+        b, steps, k = flow.shape[0], flow.shape[1], self.cfg.k
+        if self.training:
+            t = torch.randint(0, steps - k + 1, (b,), device=flow.device)  # [B]
+        else:
+            t = torch.full((b,), min(frames.shape[1] // 2, steps - k), device=flow.device)
+        rows = torch.arange(b, device=flow.device)
+        image = frames[rows, t].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W]
+        window = flow[rows[:, None], t[:, None] + torch.arange(k, device=flow.device)]  # [B,k,H,W,2]
+        f = compose_flow(window.permute(0, 1, 4, 2, 3).float())  # [B,2,H,W] pixels
+        if self.training:
+            image, f = crop_flip_with_flow(image, f, (self.cfg.min_crop, 1.0))
+        return image, f
+
+    def forward(self, batch):
+        image, flow = self.inputs(batch)  # [B,3,H,W], [B,2,H,W]
+        image, flow = standardize(image), log_normalize(flow, self.cfg.max_flow)
+        b, _, h, w = image.shape
+        n = min(self.cfg.pixels, h * w)
+        index = torch.rand(b, h * w, device=image.device).argsort(dim=1)[:, :n]  # [B,N] without replacement
+        out = self.net(image, pixel_centres(index, h, w))  # [B,N,out]
+        f = flow.flatten(2).gather(2, index[:, None].expand(-1, 2, -1)).transpose(1, 2)  # [B,N,2]
+        if self.cfg.target == "direct":
+            logits = out.float().reshape(b, n, 2, self.cfg.bins)  # [B,N,2,bins]
+            classes = flow_classes(f, self.cfg.bins)  # [B,N,2]
+            loss = F.cross_entropy(logits.flatten(0, 2), classes.flatten())
+            return {"loss": loss, "bin_acc": (logits.argmax(-1) == classes).float().mean()}
+        sigma = self.sigma().to(image.device)
+        loss_fn = cross_pixel_flow_loss if self.cfg.loss == "cross_entropy" else kernel_target_alignment_loss
+        return {"loss": loss_fn(F.normalize(out, dim=-1), f, sigma), "sigma": sigma.detach()}
+
+    def export(self) -> AlexNetHypercolumn:
+        """The trained network with BN folded into its convolutions (eval mode)."""
+        return fold_batchnorm(self.net)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] standardised per image and channel."""
+    return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+
+
+def compose_flow(flows: torch.Tensor) -> torch.Tensor:
+    """Consecutive flows [B,k,2,H,W] (pixels; step j maps frame t+j to t+j+1) → flow t→t+k
+    [B,2,H,W], chained by backward warping: F ← F + f_j(x + F(x)), with f_j sampled bilinearly
+    at the displaced positions (``grid_sample``; positions outside clamp to the border)."""
+    b, k, _, h, w = flows.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=flows.device), torch.arange(w, device=flows.device), indexing="ij")
+    base = torch.stack([xs, ys]).to(flows.dtype)  # [2,H,W] pixel (x, y)
+    total = flows[:, 0]  # [B,2,H,W]
+    for j in range(1, k):
+        pos = base + total  # [B,2,H,W] where each pixel of frame t is in frame t+j
+        grid = torch.stack([(2 * pos[:, 0] + 1) / w - 1, (2 * pos[:, 1] + 1) / h - 1], dim=-1)  # [B,H,W,2]
+        total = total + F.grid_sample(flows[:, j], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return total
+
+
+def crop_flip_with_flow(image: torch.Tensor, flow: torch.Tensor, scale: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random resized crop (back to H×W) and horizontal flip per sample for images
+    [B,3,H,W] and their flow [B,2,H,W] in pixels; the flow is rescaled to output pixels
+    (×W/w, ×H/h) and dx is negated on a flip."""
+    _, c, h, w = image.shape
+    out = []
+    for both in torch.cat([image, flow], dim=1):  # [C+2,H,W]
+        i, j, ch, cw = v2.RandomResizedCrop.get_params(both, scale=list(scale), ratio=[3 / 4, 4 / 3])
+        both = v2.functional.resized_crop(both, i, j, ch, cw, [h, w], antialias=True)
+        both[c:] *= both.new_tensor([w / cw, h / ch])[:, None, None]
+        if torch.rand(()) < 0.5:
+            both = both.flip(-1)
+            both[c] = -both[c]
+        out.append(both)
+    both = torch.stack(out)  # [B,C+2,H,W]
+    return both[:, :c], both[:, c:]
+
+
+def flow_classes(flow: torch.Tensor, bins: int) -> torch.Tensor:
+    """Log-normalised flow components in [−1, 1] (any shape) → classes 0..bins−1 of equal width."""
+    edges = torch.linspace(-1, 1, bins + 1, device=flow.device)[1:-1]  # [bins−1] inner edges
+    return torch.bucketize(flow.contiguous(), edges, right=True)  # [lo, hi) bins; 1 in the last
+
+
+def check_data(cfg: Config, specs) -> None:
+    if "flow" not in specs or "frames" not in specs:
+        raise ConfigError("cpfs needs frames and flow: prepare the data with --flow farneback (or tvl1/dis)")
+    steps = specs["flow"].shape[0]
+    if cfg.k > steps:
+        raise ConfigError(f"method.k: flow t→t+{cfg.k} needs clips of more than {cfg.k} frames; the prepared clips have {steps + 1}")
+
+
+def build(cfg: TrainConfig, specs) -> CPFS:
+    check_data(cfg.method, specs)
+    return CPFS(cfg.method)
+
+
+def is_val(video_id: str, fraction: float) -> bool:
+    """Whether a video is in the held-out validation split (stable hash of its id)."""
+    return zlib.crc32(video_id.encode()) % 1000 < fraction * 1000
+
+
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
+    """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
+    the videos for the early-stopping loss."""
+    from ray.data.expressions import col
+
+    from raysup.train import fit
+
+    check_data(cfg.method, data.specs)
+    val_ids = [v for v in data.video_ids if is_val(v, cfg.method.val_fraction)]
+    clips = data.dataset(list(COLUMNS))
+    datasets = {"train": clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order()}
+    if val_ids:
+        datasets["val"] = clips.filter(expr=col("video_id").is_in(val_ids))
+    return fit(cfg, datasets, run_dir, data.specs, resume=resume, **fit_kw).metrics

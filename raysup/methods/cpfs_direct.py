@@ -1,0 +1,10 @@
+"""The cross-pixel flow similarity paper's "direct reg." baseline: the same single-frame
+network and sampled pixels as :mod:`raysup.methods.cpfs`, trained to classify each
+log-normalised flow component into 16 bins (``cpfs`` with ``method.target=direct``)."""
+from __future__ import annotations
+
+from raysup.config import nested_update
+from raysup.methods.cpfs import COLUMNS, Config, build, run  # noqa: F401  (the method-module contract)
+from raysup.methods.cpfs import PRESETS as CPFS_PRESETS
+
+PRESETS = {name: nested_update(preset, {"method.target": "direct"}) for name, preset in CPFS_PRESETS.items()}

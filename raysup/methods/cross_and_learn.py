@@ -1,0 +1,208 @@
+"""Cross and Learn (Sayed, Brattoli, Ommer 2018, "Cross and Learn: Cross-Modal
+Self-Supervision"): a two-stream network, f on a clip's centre RGB frame and g on the stack of
+optical-flow fields (``method.modality=flow``) or frame differences (``diff``) around it, with
+the same architecture but the first layer (CaffeNet-BN or VGG16-BN; fc6 features after ReLU
+and dropout). A batch of 2B pairs forms B tuples (pair i = row b, pair j = row B+b);
+:func:`raysup.losses.cross_and_learn_loss` pulls a pair's RGB and motion features together
+(L_cross) and pushes different pairs apart within each modality (L_div).
+
+Variants (``method.variant``), the paper's ablations: ``cross_and_learn`` (L_cross −
+``div_weight``·L_div; ``div_weight=0`` is L_cross alone, which collapses), ``only_div``
+(L_div alone), and ``concat``: the "Concat" baseline, a binary classifier on the concatenated
+fc6 features (→ fc7 → fc8) telling a tuple's matched pairs (f_i,g_i), (f_j,g_j) from its
+swapped ones (f_i,g_j), (f_j,g_i), trained with cross-entropy.
+
+Sampling (in :func:`run`): every epoch each video contributes ``method.pairs_per_video`` pairs,
+each from one of its clips drawn with probability ∝ the clip's ``motion`` (mean flow
+magnitude; :func:`raysup.data.pairs.motion_weighted_counts`). The draw is made once per run,
+joined to the clips as a ``repeat`` column and expanded with Ray Data (as XDC resamples
+clusters); rows are shuffled globally every epoch. Augmentation per pair, identical for its
+frame and stack (:func:`raysup.data.pairs.pair_input`): random resized crop, horizontal flip
+(negating dx), temporal flip of the stack, per-field flow mean subtraction, RGB channel
+splitting (the channel average at test time).
+
+Metrics: ``loss_cross`` and ``loss_div`` (whatever the variant), ``acc_concat`` (concat), and
+collapse detection — ``spread_<encoder>``, the mean pairwise cosine distance between the
+batch's features (→ 0 when every input gets the same feature), and ``std_<encoder>``, the
+mean per-dimension standard deviation over the batch (→ 0 for constant features, zero
+vectors included).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysup.config import ConfigError, TrainConfig
+from raysup.data.ingest import PreparedData, clip_table, join_columns
+from raysup.data.pairs import CHANNELS_PER_FIELD, motion_weighted_counts, pair_input, stack_start
+from raysup.losses import cross_and_learn_loss
+from raysup.methods.base import Method
+from raysup.methods.xdc import _repeat_rows
+from raysup.models import image_encoder
+
+
+@dataclass(frozen=True)
+class Config:
+    encoder: str = "caffenet_bn"  # both streams: caffenet_bn | vgg16_bn | caffenet_tiny
+    modality: Literal["flow", "diff"] = "flow"
+    flow_fields: int = 10  # flow fields per stack (2 channels each): needs clips of flow_fields+1 frames
+    diff_fields: int = 4  # frame differences per stack (3 channels each)
+    variant: Literal["cross_and_learn", "only_div", "concat"] = "cross_and_learn"
+    div_weight: float = 1.0  # w in L_cross − w·L_div
+    eps: float = 1e-5  # inside the norms of the cosine distance
+    dropout: float = 0.5  # on the fc6 features (the paper's 0.5)
+    crop_size: int = 0  # network input side; 0: the prepared frame size
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the random resized crop
+    time_flip: bool = True
+    channel_split: bool = True
+    pairs_per_video: int = 4  # pairs each video contributes per epoch
+
+    def validate(self) -> None:
+        if self.flow_fields < 1 or self.diff_fields < 1:
+            raise ValueError("flow_fields/diff_fields: must be >= 1")
+        if self.div_weight < 0:
+            raise ValueError(f"div_weight: must be >= 0, got {self.div_weight}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.eps <= 0:
+            raise ValueError(f"eps: must be > 0, got {self.eps}")
+        if self.crop_size < 0:
+            raise ValueError(f"crop_size: must be >= 0, got {self.crop_size}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale: expected min,max with 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.pairs_per_video < 1:
+            raise ValueError(f"pairs_per_video: must be >= 1, got {self.pairs_per_video}")
+
+    @property
+    def fields(self) -> int:
+        return self.flow_fields if self.modality == "flow" else self.diff_fields
+
+
+# tiny: ~1/8-width CaffeNet on 32 px frames prepared with the default 8 frames (7 flow fields,
+# so stacks of 6 flow fields or 4 frame differences).
+# paper: CaffeNet-BN at 224 px, 10 flow fields (prepare with --clip-frames 11 --size 256), SGD
+# 0.01 → 0.001 after 50K of 65K iterations, B=30 tuples (60 pairs); on UCF101 split 1 (9537
+# videos), 65 epochs of 6 pairs per video ≈ 65K iterations.
+PRESETS = {
+    "tiny": {
+        "epochs": 12,
+        "batch_size": 64,
+        "method": {"encoder": "caffenet_tiny", "flow_fields": 6, "diff_fields": 4},
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"},
+    },
+    "paper": {
+        "epochs": 65,
+        "batch_size": 60,
+        "method": {"encoder": "caffenet_bn", "flow_fields": 10, "diff_fields": 4, "crop_size": 224, "pairs_per_video": 6},
+        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
+    },
+}
+
+COLUMNS = ("video_id", "clip_index", "frames", "flow", "motion")
+
+
+class CrossAndLearn(Method):
+    def __init__(self, cfg: Config, frame_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.size = cfg.crop_size or frame_size
+        self.rgb_net = image_encoder(cfg.encoder, 3)
+        self.motion_net = image_encoder(cfg.encoder, cfg.fields * CHANNELS_PER_FIELD[cfg.modality])
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout
+        if cfg.variant == "concat":
+            d = self.rgb_net.out_dim
+            # official Concat head: dropout → fc7 (2D → D) → ReLU → fc8 (matched / swapped)
+            self.concat_head = nn.Sequential(nn.Dropout(0.5), nn.Linear(2 * d, d), nn.ReLU(inplace=True), nn.Linear(d, 2))
+
+    def inputs(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        return pair_input(
+            batch["frames"], batch.get("flow"), c.modality, c.fields, size=self.size, train=train,
+            scale=tuple(c.crop_scale), time_flip=c.time_flip, channel_split=c.channel_split,
+        )
+
+    def embed(self, batch, *, train=False):
+        rgb, stack = self.inputs(batch, train)  # [B,3,S,S], [B,n·c,S,S]
+        return {"rgb": self.rgb_net(rgb), self.cfg.modality: self.motion_net(stack)}  # [B,D] each
+
+    def forward(self, batch):
+        c = self.cfg
+        feats = self.embed(batch, train=self.training)
+        f, g = feats["rgb"], feats[c.modality]  # [2B,D] each
+        b = f.shape[0] // 2
+        f_i, f_j, g_i, g_j = f[:b], f[b : 2 * b], g[:b], g[b : 2 * b]  # [B,D] each: B tuples
+        out = {}
+        with torch.no_grad():
+            out["loss_cross"] = cross_and_learn_loss(f_i, g_i, f_j, g_j, div_weight=0.0, eps=c.eps)
+            out["loss_div"] = -cross_and_learn_loss(f_i, g_i, f_j, g_j, cross_weight=0.0, eps=c.eps)
+            for name, x in feats.items():
+                out[f"spread_{name}"], out[f"std_{name}"] = feature_spread(x)
+        if c.variant == "concat":
+            matched = torch.cat([torch.cat([f_i, g_i], 1), torch.cat([f_j, g_j], 1)])  # [2B,2D]
+            swapped = torch.cat([torch.cat([f_i, g_j], 1), torch.cat([f_j, g_i], 1)])  # [2B,2D]
+            logits = self.concat_head(torch.cat([matched, swapped]))  # [4B,2]
+            target = (torch.arange(4 * b, device=logits.device) < 2 * b).long()  # [4B] 1: matched
+            out["loss"] = F.cross_entropy(logits.float(), target)
+            out["acc_concat"] = (logits.argmax(1) == target).float().mean()
+        else:
+            cross_weight = 0.0 if c.variant == "only_div" else 1.0
+            out["loss"] = cross_and_learn_loss(f_i, g_i, f_j, g_j, div_weight=c.div_weight, cross_weight=cross_weight, eps=c.eps)
+        return out
+
+
+@torch.no_grad()
+def feature_spread(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collapse detection for features [N,D]: (mean cosine distance over all pairs of distinct
+    rows, mean over dimensions of the standard deviation over rows); both 0 when collapsed."""
+    z = F.normalize(x.float(), dim=1)  # [N,D]
+    n = z.shape[0]
+    sim = z @ z.t()  # [N,N]
+    spread = 1 - (sim.sum() - sim.diagonal().sum()) / max(n * (n - 1), 1)
+    return spread, x.float().std(0).mean()
+
+
+def check(cfg: TrainConfig, specs) -> int:
+    """Errors (naming the field) for configs the prepared data cannot serve; returns the
+    prepared frame size."""
+    m: Config = cfg.method
+    if "frames" not in specs:
+        raise ConfigError("Cross and Learn needs frames: the prepared data has none (--audio-only?)")
+    if m.modality == "flow" and "flow" not in specs:
+        raise ConfigError("method.modality: flow needs prepared flow (prepare without --flow none), or use diff")
+    if cfg.batch_size % 2:
+        raise ConfigError(f"batch_size: must be even (2B pairs form B tuples), got {cfg.batch_size}")
+    frames, size = specs["frames"].shape[0], specs["frames"].shape[1]
+    try:
+        stack_start(frames - 1, m.fields)
+    except ValueError as e:
+        raise ConfigError(f"method.{m.modality}_fields: {e} (prepare with --clip-frames {m.fields + 1})") from None
+    if m.crop_size > size:
+        raise ConfigError(f"method.crop_size: {m.crop_size} exceeds the prepared frame size {size}")
+    return size
+
+
+def build(cfg: TrainConfig, specs) -> CrossAndLearn:
+    return CrossAndLearn(cfg.method, check(cfg, specs))
+
+
+def train_dataset(cfg: TrainConfig, data: PreparedData):
+    """The motion-weighted pairs of one run (see the module docstring) as a Ray Dataset."""
+    index = data.dataset(["video_id", "clip_index", "motion"]).to_pandas()
+    counts = motion_weighted_counts(index["video_id"].to_numpy(), index["motion"].to_numpy(), cfg.method.pairs_per_video, cfg.seed)
+    table = clip_table(index["video_id"].to_numpy(), index["clip_index"].to_numpy(), repeat=counts)
+    clips = join_columns(data.dataset(list(COLUMNS)), ["video_id", "clip_index"], table)
+    return clips.map_batches(_repeat_rows, batch_format="pyarrow").random_shuffle()
+
+
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
+    """Pretrain on every prepared video (labels are not used)."""
+    from raysup.train import fit
+
+    check(cfg, data.specs)  # fail before starting Ray Train
+    return fit(cfg, {"train": train_dataset(cfg, data)}, run_dir, data.specs, resume=resume, **fit_kw).metrics

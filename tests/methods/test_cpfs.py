@@ -1,0 +1,178 @@
+"""Cross-pixel flow similarity: hypercolumn sampling, BN folding, flow composition and joint
+augmentation on known inputs; the direct baseline; and a run on the synthetic set whose probe
+beats random init."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from raysup.config import ConfigError
+from raysup.data.schema import TensorSpec
+from raysup.methods import make_config, method_module
+from raysup.methods.cpfs import compose_flow, crop_flip_with_flow, flow_classes
+from raysup.models.image import alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres, sample_hypercolumns
+
+SPECS = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "flow": TensorSpec((7, 32, 32, 2), "float16")}
+
+
+def test_hypercolumns_sample_the_right_locations():
+    # an 8×8 image; a full-resolution map holding each pixel's (x, y) and a stride-2 map holding
+    # each cell's x (cells 0..3, centred on pixels 0.5, 2.5, 4.5, 6.5)
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    full = torch.stack([xs, ys])[None]  # [1,2,8,8]
+    half = torch.arange(4.0).expand(4, 4)[None, None]  # [1,1,4,4]
+    index = torch.tensor([[0, 9, 27, 63, 5]])  # flat pixels: (0,0) (1,1) (3,3) (7,7) (5,0)
+    cols = sample_hypercolumns([full, half], pixel_centres(index, 8, 8))  # [1,5,3]
+    x = torch.tensor([0.0, 1, 3, 7, 5])
+    y = torch.tensor([0.0, 1, 3, 7, 0])
+    torch.testing.assert_close(cols[0, :, 0], x)
+    torch.testing.assert_close(cols[0, :, 1], y)
+    # pixel x lies at cell coordinate x/2 − 1/4, bilinear between cells, clamped at the border
+    torch.testing.assert_close(cols[0, :, 2], (x / 2 - 0.25).clamp(0, 3))
+
+
+def test_dense_head_matches_sampled_pixels():
+    net = alexnet_hypercolumn_tiny().eval()
+    x = torch.randn(2, 3, 32, 32)
+    index = torch.tensor([[0, 33, 500, 1023], [7, 8, 900, 64]])
+    with torch.no_grad():
+        sparse = net(x, pixel_centres(index, 32, 32))  # [2,4,16]
+        dense = net.dense(x, chunk=300).flatten(1, 2)  # [2,1024,16]
+    torch.testing.assert_close(sparse, torch.stack([dense[0, index[0]], dense[1, index[1]]]))
+
+
+def test_batchnorm_folds_into_the_convolutions():
+    net = alexnet_hypercolumn_tiny()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.weight is None for m in bns)  # parameter-free BN
+    with torch.no_grad():
+        for _ in range(3):  # running statistics far from the (0, 1) defaults
+            net(torch.randn(8, 3, 32, 32) * 3 + 1, torch.zeros(8, 4, 2))
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x, points = torch.randn(4, 3, 32, 32) * 3 + 1, torch.rand(4, 10, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x, points), net(x, points), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded.pooled(x), net.pooled(x), rtol=1e-4, atol=1e-4)
+    assert net.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # original untouched
+
+
+def test_compose_flow():
+    # three steps of a uniform 1 px/frame motion to the right → 3 px
+    steady = torch.zeros(1, 3, 2, 8, 8)
+    steady[:, :, 0] = 1.0
+    expected = torch.zeros(1, 2, 8, 8)
+    expected[:, 0] = 3.0
+    torch.testing.assert_close(compose_flow(steady), expected)
+    # step 0 moves 1 px right; step 1's flow depends on x (dy = x/10): a pixel at x lands on x+1
+    # and picks up the second step's flow there
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    flows = torch.zeros(1, 2, 2, 8, 8)
+    flows[0, 0, 0] = 1.0
+    flows[0, 1, 1] = xs / 10
+    out = compose_flow(flows)[0]
+    torch.testing.assert_close(out[0], torch.ones(8, 8))
+    torch.testing.assert_close(out[1, :, :7], (xs[:, :7] + 1) / 10)
+    assert compose_flow(flows[:, :1]).equal(flows[:, 0])  # k = 1: the stored flow itself
+
+
+def test_crop_flip_keeps_image_and_flow_consistent():
+    # the image holds each pixel's source coordinates; after the joint crop/resize/flip, the
+    # flow in output pixels times d(source)/d(output) must give back the source flow (1.5, −0.5)
+    torch.manual_seed(0)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    image = torch.stack([xs, ys, torch.zeros(32, 32)])[None].repeat(16, 1, 1, 1)  # [16,3,32,32]
+    flow = torch.tensor([1.5, -0.5])[None, :, None, None].expand(16, 2, 32, 32).clone()
+    out_img, out_flow = crop_flip_with_flow(image, flow, (0.2, 0.6))
+    dx = out_img[:, 0, 8:24, 9:25] - out_img[:, 0, 8:24, 7:23]  # 2 × d(source x)/d(output x), interior
+    dy = out_img[:, 1, 9:25, 8:24] - out_img[:, 1, 7:23, 8:24]
+    torch.testing.assert_close(out_flow[:, 0, 8:24, 8:24] * dx / 2, torch.full((16, 16, 16), 1.5), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(out_flow[:, 1, 8:24, 8:24] * dy / 2, torch.full((16, 16, 16), -0.5), rtol=0.02, atol=0.02)
+    flipped = dx.mean(dim=(1, 2)) < 0
+    assert 0 < flipped.sum() < 16  # both flipped and unflipped samples were checked
+    assert (out_flow[:, 0].mean(dim=(1, 2)).abs() > 1.5).all()  # crops magnify: the flow grows
+
+
+def test_flow_classes():
+    f = torch.tensor([-1.0, -0.99, -0.01, 0.0, 0.5, 1.0])
+    assert flow_classes(f, 4).tolist() == [0, 0, 1, 2, 3, 3]  # bins [−1,−.5) [−.5,0) [0,.5) [.5,1]
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="method.target"):
+        make_config("cpfs", "tiny", {"method.target": "-0.1"})
+    with pytest.raises(ConfigError, match="method.target"):
+        make_config("cpfs", "tiny", {"method.target": "sometimes"})
+    cfg = make_config("cpfs", "tiny", {"method.k": 8})
+    with pytest.raises(ConfigError, match="method.k"):
+        method_module("cpfs").build(cfg, SPECS)
+    with pytest.raises(ConfigError, match="flow"):
+        method_module("cpfs").build(make_config("cpfs", "tiny"), {"frames": SPECS["frames"]})
+    assert make_config("cpfs", "tiny", {"method.target": "0.3"}).method.target == 0.3
+    assert make_config("cpfs_direct", "tiny").method.target == "direct"
+
+
+def moving_square_batch(b: int = 8) -> dict[str, torch.Tensor]:
+    """Clips of a bright square moving 1 px/frame right over a random static background."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 120, (b, 8, 32, 32, 3), generator=g, dtype=torch.uint8)
+    flow = torch.zeros(b, 7, 32, 32, 2)
+    for i in range(b):
+        y, x = (int(v) for v in torch.randint(4, 16, (2,), generator=g))
+        frames[i, :, y : y + 10, x : x + 10] = 255
+        flow[i, :, y : y + 10, x : x + 10, 0] = 1.0
+    return {"frames": frames, "flow": flow.half()}
+
+
+@pytest.mark.parametrize("name", ["cpfs", "cpfs_direct"])
+def test_training_steps_lower_the_loss(name):
+    torch.manual_seed(0)
+    method = method_module(name).build(make_config(name, "tiny", {"method.pixels": 64}), SPECS).eval()  # eval: fixed t, no crops
+    batch = moving_square_batch()
+    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        out = method(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert method.embed(batch)["rgb"].shape == (8, method.net.pool5_dim)
+    if name == "cpfs":
+        assert out["sigma"].item() != pytest.approx(0.082, abs=1e-4)  # σ learned
+    else:
+        assert 0 <= out["bin_acc"].item() <= 1
+
+
+def test_run_probe_beats_random_init(prepared, tmp_path):
+    """Pretraining on the synthetic set: the rgb probe beats random init, σ is learned and logged
+    every epoch, the validation split's loss drives early stopping; the exported network
+    computes the same features."""
+    from raysup.evaluate import probe
+    from raysup.methods.cpfs import is_val
+    from raysup.train import latest_checkpoint, load_checkpoint_file
+
+    data, labels = prepared
+    run_dir = str(tmp_path / "cpfs")
+    cfg = make_config("cpfs", "tiny")
+    method_module("cpfs").run(cfg, data, run_dir)
+    logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert all("sigma" in m and "val_loss" in m for m in logged)
+    sigmas = [m["sigma"] for m in logged]
+    assert len(set(sigmas)) == len(sigmas) and sigmas[-1] != pytest.approx(cfg.method.sigma_init, rel=0.02)
+    assert any(is_val(v, cfg.method.val_fraction) for v in data.video_ids)
+    ckpt = latest_checkpoint(run_dir)
+    trained = probe(cfg, data, labels, ckpt)
+    random = probe(cfg, data, labels, None)
+    print(f"cpfs probe {trained} vs random init {random}; sigma per epoch {sigmas}")
+    assert trained["rgb"] > random["rgb"] + 0.15, (trained, random)
+    method = method_module("cpfs").build(cfg, data.specs)
+    method.load_state_dict(load_checkpoint_file(ckpt)["model"])
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(method.export().pooled(x), method.eval().net.pooled(x), rtol=1e-4, atol=1e-4)

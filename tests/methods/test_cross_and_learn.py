@@ -1,0 +1,200 @@
+"""Cross and Learn: the pairs (centre frame + stack), the motion-weighted draw, augmentations
+that keep RGB and flow aligned, every variant in-process, collapse detection, config errors,
+and learning end to end through Ray (RGB probe beats random init)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raysup.config import ConfigError
+from raysup.data.pairs import augment_pair, centre_pair, motion_weighted_counts, pair_input
+from raysup.data.schema import TensorSpec
+from raysup.methods import cross_and_learn as cal
+from raysup.methods import make_config, method_module
+
+SPECS = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "flow": TensorSpec((7, 32, 32, 2), "float16")}
+
+
+def build(specs=SPECS, **overrides):
+    torch.manual_seed(0)
+    return cal.build(make_config("cross_and_learn", "tiny", overrides), specs)
+
+
+def random_batch(b=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "frames": torch.randint(0, 256, (b, 8, 32, 32, 3), dtype=torch.uint8, generator=g),  # [B,T,H,W,3]
+        "flow": torch.randn(b, 7, 32, 32, 2, generator=g).half(),  # [B,T-1,H,W,2]
+    }
+
+
+# --- sampling -----------------------------------------------------------------------------------
+def test_sampling_weights_follow_motion():
+    ids = np.array(["a", "a", "b", "b", "b", "c"])
+    motion = np.array([1.0, 3.0, 0.0, 0.0, 0.0, 5.0], np.float32)  # b: no motion at all → uniform
+    counts = motion_weighted_counts(ids, motion, 4000, seed=0)
+    assert counts[:2].sum() == counts[2:5].sum() == counts[5] == 4000  # one pair per video per draw
+    assert counts[1] / counts[0] == pytest.approx(3.0, rel=0.1)
+    assert np.all(np.abs(counts[2:5] - 4000 / 3) < 150)
+    again = motion_weighted_counts(ids, motion, 4000, seed=0)
+    assert np.array_equal(counts, again)  # seeded
+    still = motion_weighted_counts(ids, np.array([0.0, 1.0, 1, 1, 1, 1]), 50, seed=1)
+    assert still[0] == 0 and still[1] == 50  # a clip without motion is never drawn beside moving ones
+
+
+# --- pairs and augmentations ---------------------------------------------------------------------
+def numbered_clip(b=2, t=8, size=32):
+    """Frame k has every pixel k; flow field k is (dx, dy) = (k, −k)."""
+    k = torch.arange(t, dtype=torch.uint8)
+    frames = k[None, :, None, None, None].expand(b, t, size, size, 3).clone()
+    f = torch.arange(t - 1, dtype=torch.float32)
+    flow = torch.stack([f, -f], -1)[None, :, None, None, :].expand(b, t - 1, size, size, 2).half()
+    return frames, flow
+
+
+def test_centre_pair_takes_the_stack_around_the_frame():
+    frames, flow = numbered_clip()
+    rgb, stack = centre_pair(frames, flow, "flow", 6)  # 7 fields → fields 0..5, centre frame 3
+    assert rgb.shape == (2, 3, 32, 32) and stack.shape == (2, 12, 32, 32)
+    assert torch.all(rgb == 3 / 255)
+    assert stack[0, :, 0, 0].tolist() == [0, 0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5]  # dx₀,dy₀,dx₁,…
+    rgb, stack = centre_pair(frames, flow, "diff", 4)  # differences 1..4 (frames 1..5), centre frame 3
+    assert stack.shape == (2, 12, 32, 32) and torch.allclose(stack, torch.full_like(stack, 1 / 255))
+    assert torch.all(rgb == 3 / 255)
+    frames11, flow11 = numbered_clip(t=11)
+    rgb, stack = centre_pair(frames11, flow11, "flow", 10)  # the paper's 10 fields of an 11-frame clip
+    assert torch.all(rgb == 5 / 255) and stack[0, ::2, 0, 0].tolist() == list(range(10))
+    with pytest.raises(ValueError, match="at least 9 frames"):
+        centre_pair(frames, flow, "flow", 8)
+
+
+def test_augmentations_keep_rgb_and_flow_aligned():
+    """A square moving right: RGB channel 1 is the square, channel 0 a left-to-right ramp;
+    flow is (1, 0.5) inside the square. After crop + flip the flow still sits on the square,
+    dx is negated exactly when the frame was flipped, dy never, and crops that zoom in scale
+    the flow up with the image."""
+    b, size = 64, 32
+    ramp = torch.linspace(0, 1, size).expand(size, size)
+    square = torch.zeros(size, size)
+    square[8:20, 4:14] = 1.0
+    rgb = torch.stack([ramp, square, torch.zeros(size, size)])[None].repeat(b, 1, 1, 1)  # [B,3,H,W]
+    stack = torch.stack([square, 0.5 * square])[None].repeat(b, 3, 1, 1)  # [B,6,H,W] 3 fields
+    torch.manual_seed(0)
+    rgb_a, stack_a = augment_pair(rgb, stack, "flow", size=size, time_flip=False, channel_split=False)
+    flipped = rgb_a[:, 0, :, -1].mean(1) < rgb_a[:, 0, :, 0].mean(1)  # the ramp now falls to the right
+    assert 10 < flipped.sum() < b - 10
+    for i in range(b):
+        on_square = rgb_a[i, 1] > 0.5
+        moving = stack_a[i, 1].abs() > 0.25  # dy of field 0
+        iou = (on_square & moving).sum() / (on_square | moving).sum()
+        assert iou > 0.8, (i, iou)
+        dx, dy = stack_a[i, 0][on_square], stack_a[i, 1][on_square]
+        assert torch.all(torch.sign(dx) == (-1.0 if flipped[i] else 1.0))
+        assert torch.all(dy > 0) and dx.abs().median() >= 0.95 and dy.median() >= 0.95 * 0.5  # zoomed in, never shrunk
+        torch.testing.assert_close(stack_a[i, 2:], stack_a[i, :2].repeat(2, 1, 1))  # every field moved alike
+
+
+def test_temporal_flip_reverses_and_negates_the_stack():
+    b, n = 64, 4
+    fields = torch.arange(1, n + 1, dtype=torch.float32)  # constant fields 1..4
+    diff = fields.repeat_interleave(3)[None, :, None, None].expand(b, 3 * n, 32, 32).clone()  # [B,12,H,W]
+    flow = torch.stack([torch.zeros(n), fields], 1).reshape(-1)[None, :, None, None].expand(b, 2 * n, 32, 32).clone()
+    rgb = torch.rand(b, 3, 32, 32)
+    torch.manual_seed(0)
+    _, d = augment_pair(rgb, diff, "diff", size=32, channel_split=False)
+    seen = set()
+    for i in range(b):
+        per_field = d[i].view(n, 3, -1).mean(-1)  # [n,3]
+        assert torch.allclose(per_field, per_field[:, :1].expand(n, 3), atol=1e-5)
+        seen.add(tuple(round(v) for v in per_field[:, 0].tolist()))
+    assert seen == {(1, 2, 3, 4), (-4, -3, -2, -1)}
+    _, f = augment_pair(rgb, flow, "flow", size=32, channel_split=False)
+    dy = f[:, 1::2].mean((2, 3))  # [B,n]; unaffected by the horizontal flip, scaled by the zoom
+    shape = dy / dy.abs().amax(1, keepdim=True)  # [B,n]
+    forward, backward = fields / n, -(fields / n).flip(0)  # (¼,½,¾,1) or (−1,−¾,−½,−¼)
+    is_forward = (shape - forward).abs().amax(1) < 1e-4
+    is_backward = (shape - backward).abs().amax(1) < 1e-4
+    assert (is_forward | is_backward).all() and 10 < is_backward.sum() < b - 10
+
+
+def test_channel_split_in_training_and_channel_average_at_test():
+    b = 32
+    rgb = torch.tensor([0.2, 0.5, 0.8])[None, :, None, None].expand(b, 3, 32, 32)
+    torch.manual_seed(0)
+    split, _ = augment_pair(rgb, torch.zeros(b, 12, 32, 32), "flow", size=32)
+    assert torch.equal(split[:, 0], split[:, 1]) and torch.equal(split[:, 1], split[:, 2])  # one channel copied
+    assert {round(v, 3) for v in split[:, 0, 0, 0].tolist()} == {0.2, 0.5, 0.8}  # each channel gets picked
+    ramp = torch.linspace(0, 1, 32).expand(32, 32)
+    frames = (torch.stack([ramp * 0.2, ramp * 0.5, ramp * 0.8], -1) * 255).round().to(torch.uint8)  # [H,W,3]
+    frames = frames[None, None].expand(4, 8, 32, 32, 3)
+    rgb_test, _ = pair_input(frames, torch.zeros(4, 7, 32, 32, 2), "flow", 6, size=32, train=False)
+    expected = frames[:, 3].float().mean(-1)  # the channel average, then standardised per frame
+    expected = (expected - expected.mean((1, 2), keepdim=True)) / expected.std((1, 2), keepdim=True)
+    for c in range(3):
+        torch.testing.assert_close(rgb_test[:, c], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_flow_fields_lose_their_mean():
+    frames, flow = numbered_clip(b=4)
+    flow = flow.float() + torch.randn(4, 7, 32, 32, 2)
+    for train in (False, True):
+        _, stack = pair_input(frames, flow, "flow", 6, size=28, train=train)
+        assert stack.shape == (4, 12, 28, 28)
+        assert stack.mean((2, 3)).abs().max() < 1e-5  # camera motion removed per field and axis
+
+
+# --- the method in-process ----------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["cross_and_learn", "only_div", "concat"])
+@pytest.mark.parametrize("modality", ["flow", "diff"])
+def test_forward_backward_every_variant(variant, modality):
+    model = build(**{"method.variant": variant, "method.modality": modality}).train()
+    out = model(random_batch())
+    expected = {"loss", "loss_cross", "loss_div", "spread_rgb", f"spread_{modality}", "std_rgb", f"std_{modality}"}
+    assert set(out) == expected | ({"acc_concat"} if variant == "concat" else set())
+    assert all(torch.isfinite(v) for v in out.values())
+    if variant == "only_div":
+        assert out["loss"].item() == pytest.approx(-out["loss_div"].item(), rel=1e-5)
+    elif variant == "cross_and_learn":
+        assert out["loss"].item() == pytest.approx(out["loss_cross"].item() - out["loss_div"].item(), abs=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    feats = model.eval().embed(random_batch(b=3))  # probe batches may be odd
+    assert set(feats) == {"rgb", modality} and all(v.shape == (3, 256) for v in feats.values())
+    assert hasattr(model, "concat_head") == (variant == "concat")
+
+
+def train_steps(model, steps, seed=0):
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for s in range(steps):
+        out = model(random_batch(b=32, seed=seed + s))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    return {k: v.item() for k, v in out.items()}
+
+
+def test_collapse_is_detected_without_the_diversity_term():
+    """L_cross alone makes every pair's features the same (paper §3); the logged spread shows it."""
+    torch.manual_seed(0)
+    collapsed = train_steps(build(**{"method.div_weight": 0.0}), 40)
+    healthy = train_steps(build(**{"method.div_weight": 1.0}), 40)
+    assert collapsed["loss_cross"] < 0.05
+    assert collapsed["spread_rgb"] < 0.25 * healthy["spread_rgb"] and collapsed["spread_flow"] < 0.25 * healthy["spread_flow"]
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="method.variant"):
+        make_config("cross_and_learn", "tiny", {"method.variant": "siamese"})
+    with pytest.raises(ConfigError, match="method.div_weight"):
+        make_config("cross_and_learn", "tiny", {"method.div_weight": "-1"})
+    with pytest.raises(ConfigError, match="method.flow_fields: .*--clip-frames 11"):
+        build(**{"method.flow_fields": 10})  # the paper's stack on 8-frame clips
+    with pytest.raises(ConfigError, match="batch_size: must be even"):
+        build(batch_size=31)
+    with pytest.raises(ConfigError, match="method.modality: flow needs prepared flow"):
+        build({"frames": SPECS["frames"]})
+    assert isinstance(build({"frames": SPECS["frames"]}, **{"method.modality": "diff"}), cal.CrossAndLearn)
+    with pytest.raises(ConfigError, match="method.crop_size"):
+        build(**{"method.crop_size": 64})
