@@ -24,6 +24,34 @@ class KMeansResult:
     labels: np.ndarray  # int64 [N]
     sizes: np.ndarray  # int64 [k] clips per cluster
     objective: float
+    iterations: int = 0  # k-means iterations run, over all restarts (faiss stops a restart once converged)
+
+
+def import_faiss():
+    """``import faiss``, first pointing its bundled OpenBLAS at the right kernels.
+
+    The faiss-cpu wheel ships OpenBLAS 0.3.15, which does not recognise CPUs newer than ~2021
+    (e.g. Sapphire Rapids) and falls back to generic SSE3 kernels: k-means iterations ran at ~0.2x
+    the machine's matmul rate (experiments/bench/clustering.py). OpenBLAS reads
+    ``OPENBLAS_CORETYPE`` when it loads, so it is set (unless the user set it) from the CPU's
+    flags: SKYLAKEX with AVX-512, HASWELL with AVX2+FMA. No effect once faiss is imported.
+    """
+    import os
+    import platform
+
+    if "OPENBLAS_CORETYPE" not in os.environ and platform.machine() in ("x86_64", "AMD64"):
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
+            os.environ["OPENBLAS_CORETYPE"] = "SKYLAKEX"
+        elif {"avx2", "fma"} <= set(flags):
+            os.environ["OPENBLAS_CORETYPE"] = "HASWELL"
+    import faiss
+
+    return faiss
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -37,7 +65,7 @@ def kmeans(
     as DeepCluster does), best of ``nredo`` initialisations. faiss re-seeds empty clusters by
     splitting large ones; all-equal
     (degenerate) features get one cluster, which is reported, not an error."""
-    import faiss
+    faiss = import_faiss()
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
@@ -57,7 +85,7 @@ def kmeans(
     km.train(x)
     _, assign = km.index.search(x, 1)
     labels = assign[:, 0].astype(np.int64)
-    return KMeansResult(labels, np.bincount(labels, minlength=k), float(km.obj[-1]) if len(km.obj) else 0.0)
+    return KMeansResult(labels, np.bincount(labels, minlength=k), float(km.obj[-1]) if len(km.obj) else 0.0, len(km.iteration_stats))
 
 
 def pseudo_labels(
@@ -99,8 +127,7 @@ def pseudo_labels_task(video_feats, audio_feats, *, cpus: float = 1, gpus: float
     # placement_group=None: schedule on the cluster, not inside a Tune trial's bundle
     @ray.remote(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     def task(v, a):
-        import faiss
-
+        faiss = import_faiss()
         faiss.omp_set_num_threads(max(1, int(cpus)))
         return pseudo_labels(v, a, gpu=gpus > 0, **kw)
 

@@ -102,10 +102,20 @@ def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
             raise ValueError(f"sweep {s.name!r}, point {params}: the trial and its {cfg.workers} train workers need {together} at once, more than all nodes have together ({total}); it would wait forever")
 
 
+def _autoscaling_coordinator_here() -> None:
+    """Create Ray's detached ``AutoscalingCoordinator`` actor on the driver's node. Ray Data and
+    Train (2.60) create it on the node that first needs it; when that is a trial's worker node,
+    the actor keeps the node busy forever and the autoscaler never removes it."""
+    from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
+
+    get_or_create_autoscaling_coordinator()
+
+
 def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None = None) -> tune.ResultGrid:
     """Run (or, with ``resume``, continue) the grid; finished trials are not redone. A sweep
     that could never be scheduled fails first (:func:`check_fits` against :func:`node_shapes`)."""
     check_fits(s, node_shapes(autoscaler_config))
+    _autoscaling_coordinator_here()
     fs, root = resolve(s.storage)
     storage_fs = None if "://" not in s.storage else fs  # keeps a URI's endpoint and credentials
     path = f"{root}/{s.name}"

@@ -5,6 +5,7 @@ no node type can ever hold fails at once with a clear error instead of waiting f
 (this check runs by default; the sweep on the simulated cluster is marked slow)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,6 +50,25 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _kill_leftovers(marker: str) -> None:
+    """SIGKILL the processes whose command line names ``marker`` (this test's temp folder) and
+    their children: nodes the autoscaler started outlive the head when the test fails early."""
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:  # ended meanwhile
+            continue
+        procs[int(pid)] = (ppid, cmd)
+    ours = {pid for pid, (_, cmd) in procs.items() if marker in cmd}
+    for pid in ours | {pid for pid, (ppid, _) in procs.items() if ppid in ours}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _worker_nodes(dashboard: str) -> list[dict]:
@@ -102,8 +122,9 @@ def test_sweep_on_an_autoscaling_cluster(small_prepared, tmp_path):
         if driver is not None:
             driver.kill()
             driver.wait()
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops every process it started
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops every process it started ...
         head.wait(timeout=60)
+        _kill_leftovers(temp)  # ... but not the nodes its autoscaler started
         shutil.rmtree(temp, ignore_errors=True)
 
 

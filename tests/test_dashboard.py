@@ -1,6 +1,8 @@
-"""Inspection the way users look: a tiny XDC sweep submitted as a Ray job (what `ray job submit`
-does) to a cluster with the dashboard, watched with `raysup dashboard` on its storage folder.
-The dashboard's HTTP API lists the job and its Train runs, TensorBoard serves the trial's curves
+"""A sweep the way it runs on a cluster, watched the way users look: a tiny XDC sweep submitted as
+a Ray job (what `ray job submit` does), reading its Parquet from S3 and writing Tune's results
+and Train's checkpoints to S3 (a real S3-compatible server; endpoint and keys reach every worker
+as the standard AWS variables in the job's runtime_env). Then `raysup dashboard s3://…`: the Ray
+dashboard's HTTP API lists the job and its Train run, TensorBoard serves the trial's curves
 (XDC's NMI and cluster statistics included), and headless Chromium shows both pages."""
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.fs as pafs
 import pytest
 import requests
 
@@ -25,47 +28,60 @@ def _token() -> str:
     return (Path.home() / ".ray" / "auth_token").read_text().strip()
 
 
+def _submit(client, **kw) -> str:
+    deadline = time.time() + 180
+    while True:
+        try:
+            return client.submit_job(**kw)
+        except RuntimeError as e:  # a just-started cluster: "No available agent to submit job, please try again later"
+            if "try again" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
-def watched(ray_session, small_prepared, tmp_path_factory):
+def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     data, labels = small_prepared
-    storage = tmp_path_factory.mktemp("dashboard")
-    (storage / "watched").mkdir()
+    s3_server.make_bucket("dash")
+    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("dash"))
+    pafs.copy_files(data, "dash/prepared", destination_filesystem=fs)
+    sweep = {"method": "xdc", "grid": {"method.k": [4]}, "data": "s3://dash/prepared", "labels": labels,
+             "storage": "s3://dash/results", "name": "watched", "base": {"epochs": 1, "batch_size": 8, "method.rounds": 1}}
     gcs = ray_session.get_runtime_context().gcs_address
-    # `raysup dashboard SWEEP_DIR` first, as a user watching the sweep would
-    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", str(storage / "watched"), "--port", "0", "--address", gcs]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    client = JobSubmissionClient(gcs)
+    job = _submit(
+        client,
+        entrypoint=f"{shlex.quote(sys.executable)} {DRIVER} {shlex.quote(json.dumps(sweep))}",
+        # Train runs listed by the dashboard's Train API; S3 endpoint and keys for every worker of the job
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1", **s3_server.env}},
+    )
+    deadline = time.time() + 600
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
+        time.sleep(1)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+
+    # then, as a user would: raysup dashboard SWEEP_DIR
+    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", "s3://dash/results/watched", "--port", "0", "--address", gcs]
+    proc = subprocess.Popen(cmd, env={**os.environ, **s3_server.env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         urls = {}
         while len(urls) < 2 and (line := proc.stdout.readline()):
             name, _, rest = line.partition(": ")
             if name in ("TensorBoard", "Ray dashboard"):
                 urls[name] = rest.split()[0].rstrip("/")
-        tb, dashboard = urls["TensorBoard"], urls["Ray dashboard"]
-        sweep = {"method": "xdc", "grid": {"method.k": [4]}, "data": data, "labels": labels, "storage": str(storage),
-                 "name": "watched", "base": {"epochs": 2, "batch_size": 8, "method.rounds": 1}}
-        client = JobSubmissionClient(dashboard)
-        deadline = time.time() + 180
-        while True:
-            try:
-                job = client.submit_job(
-                    entrypoint=f"{shlex.quote(sys.executable)} {DRIVER} {shlex.quote(json.dumps(sweep))}",
-                    runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}},  # Train runs in the dashboard's API
-                )
-                break
-            except RuntimeError as e:  # a just-started cluster: "No available agent to submit job, please try again later"
-                if "try again" not in str(e) or time.time() > deadline:
-                    raise
-                time.sleep(1)
-        deadline = time.time() + 600
-        while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
-            time.sleep(1)
-        assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
-        yield SimpleNamespace(tb=tb, dashboard=dashboard, job=job)
+        yield SimpleNamespace(tb=urls["TensorBoard"], dashboard=urls["Ray dashboard"], job=job, fs=fs)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_results_and_checkpoints_are_on_s3(watched):
+    files = [f.path for f in watched.fs.get_file_info(pafs.FileSelector("dash/results/watched", recursive=True))]
+    assert any(os.path.basename(f).startswith("experiment_state") for f in files)  # what --resume restores
+    assert any(f.endswith("result.json") for f in files) and any("tfevents" in f for f in files)
+    assert any("/round_0/checkpoint_" in f and f.endswith("checkpoint.pt") for f in files)
 
 
 def test_dashboard_api_lists_the_job_and_its_train_runs(watched):
@@ -78,23 +94,25 @@ def test_dashboard_api_lists_the_job_and_its_train_runs(watched):
     assert [r["name"] for r in ours] == ["round_0"] and ours[0]["status"] == "FINISHED", ours
 
 
-def _scalars(tb: str) -> dict[str, list[str]]:
-    """TensorBoard's scalar tags per run, waiting for it to load the events (it reloads every 5 s)."""
+def _tags(tb: str, plugin: str = "scalars") -> dict[str, list[str]]:
+    """TensorBoard's tags per run, waiting for it to load the events (it reloads every 5 s)."""
     deadline = time.time() + 60
     while True:
-        tags = requests.get(f"{tb}/data/plugin/scalars/tags", timeout=30).json()
-        if any("ray/tune/probe_video" in t for t in tags.values()) or time.time() > deadline:
+        tags = requests.get(f"{tb}/data/plugin/{plugin}/tags", timeout=30).json()
+        if any(tags.values()) or time.time() > deadline:
             return {run: sorted(t) for run, t in tags.items()}
         time.sleep(1)
 
 
 def test_tensorboard_serves_every_metric_of_the_trial(watched):
-    tags = _scalars(watched.tb)
-    (run,) = [r for r, t in tags.items() if "ray/tune/loss" in t]  # the one trial (beside it: the Train run's own events)
-    for metric in ("loss", "acc_video", "nmi_truth", "largest_cluster_fraction", "empty_clusters", "val_loss", "probe_video"):
+    tags = _tags(watched.tb)
+    (run,) = tags  # the one trial
+    for metric in ("loss", "acc_video", "val_loss", "nmi_truth_video", "purity_audio", "largest_cluster_fraction_video",
+                   "empty_clusters_video", "probe_video"):
         assert f"ray/tune/{metric}" in tags[run], tags[run]
+    assert "ray/tune/cluster_sizes_video" in _tags(watched.tb, "histograms")[run]  # cluster-size histograms
     points = requests.get(f"{watched.tb}/data/plugin/scalars/scalars", params={"run": run, "tag": "ray/tune/loss"}, timeout=30).json()
-    assert len(points) == 2  # one per epoch: [wall_time, step, value]
+    assert len(points) == 1  # [wall_time, step, value] per epoch
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -104,9 +122,9 @@ def test_pages_show_the_run(watched, tmp_path):
     job_page = look(f"{watched.dashboard}/#/jobs/{watched.job}", str(tmp_path / "ray_job.png"), expect=[watched.job, "SUCCEEDED"],
                     cookie={"name": "ray-authentication-token", "value": _token()})
     assert watched.job in job_page and "SUCCEEDED" in job_page, job_page[:2000]
-    _scalars(watched.tb)
-    tb_page = look(f"{watched.tb}/#scalars", str(tmp_path / "tensorboard.png"), expect=["nmi_truth", "loss"])
-    assert "ray/tune/nmi_truth" in tb_page, tb_page[:2000]
+    _tags(watched.tb)
+    tb_page = look(f"{watched.tb}/?tagFilter=nmi_truth#timeseries", str(tmp_path / "tensorboard.png"), expect=["/nmi_truth_video", "trial_"])
+    assert "/nmi_truth_video" in tb_page and "trial_" in tb_page, tb_page[:2000]
     for png in ("ray_job.png", "tensorboard.png"):
         lo, hi = Image.open(tmp_path / png).convert("L").getextrema()
         assert hi - lo > 100, f"{png} is blank"  # a rendered page, not an empty one

@@ -1,7 +1,7 @@
-"""Data and results on object storage, against a real S3-compatible server (SeaweedFS):
-``raysup prepare s3://… s3://…``, a sweep whose trials read the Parquet from S3 and whose Tune
-results and Train checkpoints go to S3, with endpoint and credentials from a pyarrow URI or the
-standard AWS environment variables."""
+"""Data on object storage, against a real S3-compatible server (SeaweedFS): ``raysup prepare
+s3://… s3://…`` with endpoint and credentials in pyarrow URIs, and the same data read back
+through the standard AWS environment variables. (A sweep reading its data from S3 and writing
+its results and checkpoints there runs in test_dashboard.py.)"""
 from __future__ import annotations
 
 import os
@@ -10,38 +10,28 @@ import pyarrow.fs as pafs
 
 from raysup.cli import main
 from raysup.data.ingest import PreparedData
-from raysup.sweep import Sweep, run_sweep
+from raysup.data.storage import uri_of
 
 
-def _files(server, prefix: str) -> list[str]:
-    fs, root = pafs.FileSystem.from_uri(server.uri(prefix))
-    return [f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if f.type == pafs.FileType.File]
-
-
-def test_prepare_and_sweep_on_s3(s3_server, small_prepared, tmp_path, monkeypatch):
+def test_prepare_from_and_to_s3(s3_server, small_prepared, monkeypatch):
     _, labels = small_prepared
-    s3_server.make_bucket("raysup")
-    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("raysup"))
-    pafs.copy_files(os.path.join(os.path.dirname(labels), "videos"), "raysup/videos", destination_filesystem=fs)
+    s3_server.make_bucket("prep")
+    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("prep"))
+    pafs.copy_files(os.path.join(os.path.dirname(labels), "videos"), "prep/videos", destination_filesystem=fs)
 
-    # raysup prepare s3://… s3://… (Ray Data tasks read the videos and write Parquet on S3)
-    assert main(["prepare", s3_server.uri("raysup/videos"), s3_server.uri("raysup/prepared")]) == 0
+    # Ray Data tasks read the videos from S3 and write Parquet shards and the manifest to S3
+    assert main(["prepare", s3_server.uri("prep/videos"), s3_server.uri("prep/prepared")]) == 0
+    data = PreparedData(s3_server.uri("prep/prepared"))
+    assert data.manifest["counts"]["videos"] == 24 and data.dataset(["video_id"]).count() == 48
+
     with monkeypatch.context() as m:  # plain s3:// URIs take endpoint and keys from AWS_* variables
         for k, v in s3_server.env.items():
             m.setenv(k, v)
-        manifest = PreparedData("s3://raysup/prepared").manifest
-    assert manifest["counts"]["videos"] == 24 and manifest["counts"]["clips"] == 48
+        assert PreparedData("s3://prep/prepared").manifest == data.manifest
 
-    monkeypatch.chdir(tmp_path)  # nothing may land on the local disk
-    s = Sweep("xdc", {"method.k": [4]}, s3_server.uri("raysup/prepared"), labels, s3_server.uri("raysup/results"), "s3_sweep",
-              base={"epochs": 1, "batch_size": 8, "method.rounds": 1})
-    (result,) = run_sweep(s)
-    assert 0 <= result.metrics["probe_video"] <= 1
-    files = _files(s3_server, "raysup/results/s3_sweep")
-    assert any(os.path.basename(f).startswith("experiment_state") for f in files)
-    assert any("/round_0/checkpoint_" in f and f.endswith("checkpoint.pt") for f in files)  # Train checkpoints
-    assert any("events.out.tfevents" in f for f in files) and any(f.endswith("result.json") for f in files)
-    assert os.listdir(tmp_path) == []
-    # the finished sweep is found on S3 again: --resume does not redo it
-    (again,) = run_sweep(s, resume=True)
-    assert again.metrics["probe_video"] == result.metrics["probe_video"]
+
+def test_uri_of_keeps_endpoint_and_credentials():
+    uri = "s3://KEY:SECRET@bucket/runs/a?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert uri_of(uri, "bucket/runs/a/checkpoint_1") == "s3://KEY:SECRET@bucket/runs/a/checkpoint_1?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert uri_of("s3://bucket/x", "bucket/x/y") == "s3://bucket/x/y"
+    assert uri_of("/local/run", "/local/run/checkpoint_1") == "/local/run/checkpoint_1"

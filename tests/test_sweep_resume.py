@@ -1,6 +1,6 @@
 """Sweeps survive: a sweep whose driver is killed mid-way continues with ``--resume``
-(Tuner.restore) without redoing finished trials, a failing trial is retried (FailureConfig) and
-its error reported, and every trial's results and checkpoints are on the storage path after."""
+(Tuner.restore) without redoing its finished trial, and the unfinished trial, which fails, is
+retried (FailureConfig) and its error reported, not swallowed."""
 from __future__ import annotations
 
 import glob
@@ -43,12 +43,13 @@ def _saved_trials(sweep_dir: str) -> dict[str, str]:
 def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_prepared, tmp_path):
     data, labels = small_prepared
     # k=1000 > 48 clips: that trial fails in its k-means task, every time
-    s = Sweep("xdc", {"method.k": [4, 6, 1000]}, data, labels, str(tmp_path), "survive",
+    s = Sweep("xdc", {"method.k": [4, 1000]}, data, labels, str(tmp_path), "survive",
               base={"epochs": 1, "batch_size": 8, "method.rounds": 1, "max_failures": 0}, max_concurrent=1, max_failures=1)
     sweep_dir = str(tmp_path / "survive")
     address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its state every second, not every 10+ s
     driver = subprocess.Popen([sys.executable, DRIVER, json.dumps(asdict(s)), "--address", address],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill the driver once the saved state has the first trial finished
         deadline = time.time() + 600
         while "TERMINATED" not in _saved_trials(sweep_dir).values():
@@ -59,20 +60,16 @@ def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_pre
         driver.kill()
         driver.wait()
     saved = _saved_trials(sweep_dir)
-    done_before = [t for t, status in saved.items() if status == "TERMINATED"]
-    assert len(done_before) == 1 and len(saved) == 3, saved  # killed mid-sweep
+    (done_before,) = [t for t, status in saved.items() if status == "TERMINATED"]  # killed mid-sweep
 
-    with pytest.raises(RuntimeError, match=r"1 trial\(s\) failed.*k: 1000 clusters need at least 1000 clips"):
+    with pytest.raises(RuntimeError, match=r"(?s)1 trial\(s\) failed.*k: 1000 clusters need at least 1000 clips"):
         run_sweep(s, resume=True)
 
     trials = _trial_dirs(sweep_dir)
-    assert sorted(trials) == [4, 6, 1000]
-    for k in (4, 6):
-        probes = [r for r in _results(trials[k]) if "probe_video" in r]
-        assert len(probes) == 1, f"k={k} reported its probe {len(probes)} times"  # the finished trial was not redone
-        trial_id = probes[0]["trial_id"]
-        assert (trial_id in done_before) == (k == 4)
-        assert glob.glob(f"{sweep_dir}/runs/{trial_id}/round_0/checkpoint_*/checkpoint.pt"), f"no checkpoint for k={k}"
+    assert sorted(trials) == [4, 1000]
+    probes = [r for r in _results(trials[4]) if "probe_video" in r]
+    assert len(probes) == 1 and probes[0]["trial_id"] == done_before, probes  # the finished trial was not redone
+    assert glob.glob(f"{sweep_dir}/runs/{done_before}/round_0/checkpoint_*/checkpoint.pt")
     with open(os.path.join(trials[1000], "error.txt")) as f:
         errors = f.read()
     assert "Failure # 2" in errors and "k: 1000 clusters need at least 1000 clips" in errors  # retried once, then reported

@@ -295,7 +295,9 @@ def plain_train_worker(rank: int, world: int, port: int, job: dict) -> None:
             method.train()
             sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
             steps = 0
-            for batch in torch.utils.data.DataLoader(data, batch_size=None, num_workers=1):
+            # fork, as in a user's main process (this one was spawned, and a spawned loader
+            # process would re-import torch every epoch)
+            for batch in torch.utils.data.DataLoader(data, batch_size=None, num_workers=1, multiprocessing_context="fork"):
                 out = model(batch)
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
