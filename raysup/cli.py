@@ -73,7 +73,7 @@ def cmd_train(a) -> None:
 
 def cmd_probe(a) -> None:
     from raysup.data.ingest import PreparedData
-    from raysup.evaluate import finetune, probe
+    from raysup.evaluate import cv_probe, finetune, probe
     from raysup.methods import load_config
     from raysup.train import latest_checkpoint, load_checkpoint_file
 
@@ -84,12 +84,15 @@ def cmd_probe(a) -> None:
     weights = None if a.random_init else ckpt
     if a.finetune:
         acc = finetune(cfg, data, a.labels, weights, epochs=a.epochs)
+    elif a.folds:
+        acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
     else:
         acc = probe(cfg, data, a.labels, weights)
     if a.json:
         print(json.dumps(acc))
         return
-    kind = ("finetune" if a.finetune else "linear probe") + (" (random init)" if a.random_init else "")
+    kind = ("finetune" if a.finetune else "linear probe") + (f" ({a.folds}-fold CV)" if a.folds and not a.finetune else "")
+    kind += " (random init)" if a.random_init else ""
     print(f"{'encoder':<10} {kind} top-1")
     for name, v in acc.items():
         print(f"{name:<10} {100 * v:6.2f}%")
@@ -168,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random-init", action="store_true", help="probe the same architecture untrained")
     s.add_argument("--finetune", action="store_true")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
+    s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address")
     s.set_defaults(fn=cmd_probe)

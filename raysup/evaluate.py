@@ -2,6 +2,7 @@
 frozen features averaged over each video's clips; train/test from the labels CSV)."""
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -11,7 +12,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 
 from raysup.config import TrainConfig, to_dict
-from raysup.data.ingest import ClipCollate, PreparedData, join_columns
+from raysup.data.ingest import ClipCollate, PreparedData
+from raysup.data.tables import join_columns
 from raysup.data.labels import LabelRow, read_labels_csv
 from raysup.data.schema import TensorSpec
 
@@ -132,6 +134,30 @@ def probe(
     is_train = np.array([split[i] == "train" for i in ids])
     return {
         name: linear_probe_accuracy(x[is_train], y[is_train], x[~is_train], y[~is_train], cfg.seed)
+        for name, x in sorted(feats.items())
+    }
+
+
+def cv_probe(
+    cfg: TrainConfig, data: PreparedData, labels_csv: str, checkpoint: str | None, *, folds: int = 5, actors: int = 1
+) -> dict[str, float]:
+    """Linear-probe top-1 per encoder by ``folds``-fold cross-validation over every labelled
+    video (the labels' split is ignored), averaged over folds. A video group (UCF101-style
+    ``v_<class>_gGG_cCC``: clips of one recording) never spans two folds. On small sets this is
+    the steadier number: one 48-video test split moves by ±0.1 between seeds."""
+    from sklearn.model_selection import GroupKFold
+
+    rows = read_labels_csv(labels_csv)
+    classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
+    label = {r.video_id: classes[r.label] for r in rows if r.video_id in set(data.video_ids)}
+    keep = pa.table({"video_id": pa.array(sorted(label), pa.string())})
+    ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], keep)
+    ids, feats = video_average(extract_features(ds, cfg, data.specs, checkpoint, actors=actors))
+    y = np.array([label[i] for i in ids])
+    groups = [re.sub(r"_c\d+$", "", i) for i in ids]
+    splits = list(GroupKFold(folds).split(ids, y, groups))
+    return {
+        name: float(np.mean([linear_probe_accuracy(x[tr], y[tr], x[te], y[te], cfg.seed) for tr, te in splits]))
         for name, x in sorted(feats.items())
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ray import tune
@@ -111,18 +112,45 @@ def _autoscaling_coordinator_here() -> None:
     get_or_create_autoscaling_coordinator()
 
 
-def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None = None) -> tune.ResultGrid:
+class OnLastWave(tune.Callback):
+    """Calls ``start`` once, when a trial ends and no trial is left to take its slot: from then
+    on the sweep leaves capacity idle, and whatever ``start`` launches (the baselines) fills it
+    instead of slowing the first trials down."""
+
+    def __init__(self, start: Callable[[], None], after: int):
+        self.start, self.after, self.ended = start, after, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended += 1
+        if self.ended == self.after:
+            self.start()
+
+    on_trial_error = on_trial_complete
+
+
+def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None = None,
+              on_last_wave: Callable[[], None] | None = None) -> tune.ResultGrid:
     """Run (or, with ``resume``, continue) the grid; finished trials are not redone. A sweep
-    that could never be scheduled fails first (:func:`check_fits` against :func:`node_shapes`)."""
+    that could never be scheduled fails first (:func:`check_fits` against :func:`node_shapes`).
+    ``on_last_wave`` is called once a trial slot would stay idle (see :class:`OnLastWave`)."""
     check_fits(s, node_shapes(autoscaler_config))
     _autoscaling_coordinator_here()
     fs, root = resolve(s.storage)
     storage_fs = None if "://" not in s.storage else fs  # keeps a URI's endpoint and credentials
     path = f"{root}/{s.name}"
     trainable = tune.with_resources(trial, {"CPU": s.trial_cpus})
+    after = len(s.points()) - s.max_concurrent + 1  # trial ends before a slot stays idle
+    callbacks = []
+    if on_last_wave is not None:
+        callbacks.append(OnLastWave(on_last_wave, after))
     if resume and tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
+        if on_last_wave is not None:
+            on_last_wave()  # the restored sweep may be anywhere: start now
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs)
     else:
+        if on_last_wave is not None and after <= 0:
+            on_last_wave()  # fewer trials than slots: idle from the start
+            callbacks = []
         tuner = tune.Tuner(
             trainable,
             param_space={"sweep": s, "params": tune.grid_search(s.points())},
@@ -132,6 +160,7 @@ def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None =
                 storage_path=root,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                callbacks=callbacks,
             ),
         )
     grid = tuner.fit()
@@ -269,10 +298,17 @@ def experiment_main(
         fixed.update(quick_base or {})
     fixed.update(parse_overrides(a.set))
     s = Sweep(method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed, max_concurrent=a.max_concurrent)
-    # the baselines train and probe beside the sweep (they fill its idle time), as a Ray task
-    base_task = ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick))
-    grid_result = run_sweep(s, resume=a.resume)
-    md = write_table(s, grid_result, ray.get(base_task), title)
+    # the baselines train and probe as a Ray task beside the sweep's last wave of trials (the
+    # capacity it leaves idle), not beside its first trials, which they would slow down
+    base_task = []
+
+    def start_baselines() -> None:
+        base_task.append(ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick)))
+
+    grid_result = run_sweep(s, resume=a.resume, on_last_wave=start_baselines)
+    if not base_task:  # the sweep never signalled its last wave
+        start_baselines()
+    md = write_table(s, grid_result, ray.get(base_task[0]), title)
     print(md)
     print(f"Tune results, results.csv/.md/.png: {join(storage, name)}  (tensorboard --logdir {join(storage, name)})")
     return md

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 
-import torch
 import torch.multiprocessing as mp
 from ray.train import UserCallback
 
@@ -32,7 +31,7 @@ import common  # noqa: E402
 from raysup.config import to_dict  # noqa: E402
 from raysup.data.ingest import PreparedData  # noqa: E402
 from raysup.data.labels import read_labels_csv  # noqa: E402
-from raysup.methods import make_config, method_module, supervised  # noqa: E402
+from raysup.methods import make_config, supervised  # noqa: E402
 
 
 class EpochClock(UserCallback):

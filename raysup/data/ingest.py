@@ -13,7 +13,7 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.data.prepare import DATA_DIR, MANIFEST
 from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
-from raysup.data.storage import exists, join, read_json, resolve
+from raysup.data.storage import exists, read_json, resolve
 
 
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
@@ -84,24 +84,3 @@ class ClipCollate(ArrowBatchCollateFn):
         return out
 
 
-def join_columns(ds, key: list[str], table: pa.Table):
-    """Inner-join per-key columns (e.g. labels per ``video_id`` or pseudo-labels per
-    ``video_id, clip_index``) onto the clips; clips without a key match are dropped."""
-    return ds.map_batches(_join_batch, batch_format="pyarrow", fn_kwargs={"key": key, "table": table}, zero_copy_batch=True)
-
-
-def _join_batch(batch: pa.Table, *, key: list[str], table: pa.Table) -> pa.Table:
-    return batch.join(table, keys=key, join_type="inner")
-
-
-def labels_table(mapping: dict[str, int], column: str = "label") -> pa.Table:
-    """A ``video_id → int`` mapping as a table for :func:`join_columns`."""
-    ids = sorted(mapping)
-    return pa.table({"video_id": pa.array(ids, pa.string()), column: pa.array([mapping[i] for i in ids], pa.int64())})
-
-
-def clip_table(video_ids: np.ndarray, clip_index: np.ndarray, **columns: np.ndarray) -> pa.Table:
-    """Per-clip values keyed by (video_id, clip_index) for :func:`join_columns`."""
-    cols = {"video_id": pa.array(video_ids, pa.string()), "clip_index": pa.array(clip_index, pa.int32())}
-    cols.update({k: pa.array(v) for k, v in columns.items()})
-    return pa.table(cols)

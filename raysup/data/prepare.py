@@ -26,7 +26,7 @@ from raysup.data.audio import AudioConfig, log_mel
 from raysup.data.decode import DecodeError, decode
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import TensorSpec, arrow_schema, tensor_bytes
-from raysup.data.storage import exists, join, read_json, resolve, write_json
+from raysup.data.storage import exists, read_json, resolve, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")

@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
-from raysup.data.ingest import PreparedData, clip_table, join_columns
+from raysup.data.ingest import PreparedData
+from raysup.data.tables import clip_table, join_columns, repeat_rows
 from raysup.data.pairs import CHANNELS_PER_FIELD, motion_weighted_counts, pair_input, stack_start
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Method
-from raysup.methods.xdc import _repeat_rows
 from raysup.models import image_encoder
 
 
@@ -197,7 +197,7 @@ def train_dataset(cfg: TrainConfig, data: PreparedData):
     counts = motion_weighted_counts(index["video_id"].to_numpy(), index["motion"].to_numpy(), cfg.method.pairs_per_video, cfg.seed)
     table = clip_table(index["video_id"].to_numpy(), index["clip_index"].to_numpy(), repeat=counts)
     clips = join_columns(data.dataset(list(COLUMNS)), ["video_id", "clip_index"], table)
-    return clips.map_batches(_repeat_rows, batch_format="pyarrow").random_shuffle()
+    return clips.map_batches(repeat_rows, batch_format="pyarrow").random_shuffle()
 
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):

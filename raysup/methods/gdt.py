@@ -40,9 +40,6 @@ import copy
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,13 +47,13 @@ from torch import nn
 from raysup import dist
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
+from raysup.data.tables import ASYNC_AUDIO, sample_video_clips
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.data.transforms import audio_input, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Method
 from raysup.models import audio_encoder, video_encoder
 
-ASYNC_AUDIO = "audio_async"  # extra tensor column added by run() when sync=False
 
 
 @dataclass(frozen=True)
@@ -291,28 +288,6 @@ def build(cfg: TrainConfig, specs) -> GDT:
 
 
 # --- data -------------------------------------------------------------------------------------
-def sample_video_clips(group: pa.Table, *, temporal_jitter: bool, async_audio: bool, rng=None) -> pa.Table:
-    """All clips of one video → the one row it contributes this epoch (see the module docstring).
-
-    With ``async_audio`` the row gets an ``audio_async`` column: the audio of a random other
-    clip of the video (the same clip if it has only one). ``rng`` defaults to an unseeded
-    generator, so every epoch's re-execution draws anew.
-    """
-    rng = rng if rng is not None else np.random.default_rng()
-    group = group.filter(pc.is_valid(group["audio"]))  # no audio, no positive
-    n = group.num_rows
-    if n == 0:
-        return group.append_column(ASYNC_AUDIO, group["audio"]) if async_audio else group
-    clip_index = group["clip_index"].to_numpy()
-    i = int(rng.integers(n)) if temporal_jitter else int(np.argmin(clip_index))
-    row = group.take([i])
-    if async_audio:
-        others = [j for j in range(n) if j != i] or [i]
-        j = int(rng.choice(others))
-        row = row.append_column(ASYNC_AUDIO, group["audio"].take([j]))
-    return row
-
-
 def shuffle_partitions(data: PreparedData, target_bytes: int = 64 * 1024**2) -> int:
     """Hash-shuffle partitions for grouping clips by video: about ``target_bytes`` of frames and
     audio each (Ray's default of 200 partitions costs ~20 s per epoch on the 720-clip test set)."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
-from raysup.data.ingest import PreparedData, join_columns, labels_table
+from raysup.data.ingest import PreparedData
+from raysup.data.tables import join_columns, labels_table
 from raysup.data.labels import read_labels_csv
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder

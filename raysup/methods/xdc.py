@@ -12,14 +12,11 @@ Clips of videos without audio are left out (their audio clusters would be noise)
 """
 from __future__ import annotations
 
-import json
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -27,7 +24,8 @@ from ray.data.expressions import col
 
 from raysup.clustering import cluster_stats, pseudo_labels_task
 from raysup.config import TrainConfig
-from raysup.data.ingest import PreparedData, clip_table, join_columns
+from raysup.data.ingest import PreparedData
+from raysup.data.tables import clip_table, join_columns, repeat_rows
 from raysup.data.storage import exists, read_json, resolve, write_json
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
@@ -65,7 +63,7 @@ class Config:
 # random init 27%). More rounds pay off with more data (the paper preset).
 PRESETS = {
     "tiny": {
-        "epochs": 4,
+        "epochs": 3,
         "patience": 0,  # the summed val loss rises with the audio head's memorisation from epoch 1
         "batch_size": 32,
         "method": {"k": 16, "rounds": 1, "epoch_size": 3.0},
@@ -134,13 +132,6 @@ def uniform_cluster_counts(labels: dict[str, np.ndarray], n: int, seed: int) -> 
     return np.random.default_rng(seed).multinomial(n, w / w.sum())
 
 
-def _repeat_rows(batch: pa.Table) -> pa.Table:
-    """Each row ``repeat`` times, in random order (copies of a clip from a small cluster must
-    not sit next to each other, or they would share a batch)."""
-    rows = np.repeat(np.arange(batch.num_rows), batch.column("repeat").to_numpy())
-    return batch.take(pa.array(np.random.default_rng().permutation(rows))).drop_columns(["repeat"])
-
-
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None, **fit_kw):
     """All clustering rounds; finished rounds are skipped on ``resume``. Returns the last
     round's final metrics."""
@@ -190,7 +181,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         table = clip_table(ids, clip_idx, repeat=repeat, is_val=is_val, **{f"pl_{k}": v.astype(np.int64) for k, v in pl.items()})
         joined = join_columns(clips, ["video_id", "clip_index"], table)
         train = joined.filter(expr=col("is_val") == False)  # noqa: E712 (an expression, not a comparison)
-        datasets = {"train": train.map_batches(_repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()}
+        datasets = {"train": train.map_batches(repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()}
         if is_val.any():
             datasets["val"] = joined.filter(expr=col("is_val") == True).drop_columns(["is_val", "repeat"])  # noqa: E712
         extra = {"round": r} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}

@@ -149,36 +149,11 @@ def test_training_steps_lower_the_loss(name):
         assert 0 <= out["bin_acc"].item() <= 1
 
 
-def grouped_cv_probe(cfg, data, labels: str, checkpoint: str | None) -> float:
-    """Linear-probe top-1 of the rgb features over all 180 labelled videos by 5-fold
-    cross-validation, folds by video group (as the labels' split is): the single-frame signal
-    is weak, and the 48-video test split of :func:`raysup.evaluate.probe` moves by ±0.1
-    between seeds, which would hide it."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from raysup.data.labels import read_labels_csv
-    from raysup.evaluate import extract_features, video_average
-    from raysup.methods.cpfs import COLUMNS
-
-    ids, feats = video_average(extract_features(data.dataset(list(COLUMNS)), cfg, data.specs, checkpoint))
-    label = {r.video_id: r.label for r in read_labels_csv(labels)}
-    y = np.array([label[i] for i in ids])
-    groups = [i.rsplit("_c", 1)[0] for i in ids]  # <class>/v_<class>_gGG_cCC → its group
-    accs = []
-    for train, test in GroupKFold(5).split(feats["rgb"], y, groups):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
-        accs.append(clf.fit(feats["rgb"][train], y[train]).score(feats["rgb"][test], y[test]))
-    return float(np.mean(accs))
-
-
 @pytest.mark.slow  # ~2 min
 def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     """Pretraining on the synthetic set: σ is learned and logged every epoch, the held-out
     videos' loss falls, and the rgb features beat random-init ones on a linear probe."""
+    from raysup.evaluate import cv_probe
     from raysup.methods.cpfs import is_val
     from raysup.train import latest_checkpoint, load_checkpoint_file
 
@@ -192,7 +167,9 @@ def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     assert len(set(sigmas)) == len(sigmas) and sigmas[-1] > 1.3 * cfg.method.sigma_init, sigmas  # σ learned, logged per epoch
     assert min(val) < val[0] - 0.004, val  # ~1/4 of the way from uniform (4.852) to the target's entropy (~4.80)
     ckpt = latest_checkpoint(run_dir)
-    trained, random = grouped_cv_probe(cfg, data, labels, ckpt), grouped_cv_probe(cfg, data, labels, None)
+    # 5-fold CV over all 180 videos: the single-frame signal is weak, and one 48-video test
+    # split moves by ±0.1 between seeds, which would hide it
+    trained, random = cv_probe(cfg, data, labels, ckpt)["rgb"], cv_probe(cfg, data, labels, None)["rgb"]
     print(f"cpfs rgb probe (5-fold): {trained:.3f} vs random init {random:.3f}; sigma per epoch {sigmas}; val loss {val}")
     assert trained > random + 0.06, (trained, random)
     method = method_module("cpfs").build(cfg, data.specs)
