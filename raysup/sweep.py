@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray import tune
@@ -139,18 +139,17 @@ def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None =
     storage_fs = None if "://" not in s.storage else fs  # keeps a URI's endpoint and credentials
     path = f"{root}/{s.name}"
     trainable = tune.with_resources(trial, {"CPU": s.trial_cpus})
+    restoring = resume and tune.Tuner.can_restore(path, storage_filesystem=storage_fs)
     after = len(s.points()) - s.max_concurrent + 1  # trial ends before a slot stays idle
     callbacks = []
     if on_last_wave is not None:
-        callbacks.append(OnLastWave(on_last_wave, after))
-    if resume and tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
-        if on_last_wave is not None:
-            on_last_wave()  # the restored sweep may be anywhere: start now
+        if restoring or after <= 0:  # a restored sweep may be anywhere; fewer trials than slots
+            on_last_wave()
+        else:
+            callbacks.append(OnLastWave(on_last_wave, after))
+    if restoring:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs)
     else:
-        if on_last_wave is not None and after <= 0:
-            on_last_wave()  # fewer trials than slots: idle from the start
-            callbacks = []
         tuner = tune.Tuner(
             trainable,
             param_space={"sweep": s, "params": tune.grid_search(s.points())},

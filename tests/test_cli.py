@@ -31,8 +31,8 @@ def test_train_then_probe_json(prepared, tmp_path, capsys):
     assert main(["probe", run, "--data", data.uri, "--labels", labels, "--json"]) == 0
     acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(acc) == {"video", "audio"} and all(0 <= v <= 1 for v in acc.values())
-    assert main(["probe", run, "--data", data.uri, "--labels", labels, "--random-init"]) == 0
-    assert "linear probe (random init)" in capsys.readouterr().out
+    assert main(["probe", run, "--data", data.uri, "--labels", labels, "--random-init", "--folds", "3"]) == 0
+    assert "linear probe (3-fold CV) (random init)" in capsys.readouterr().out
     assert main(["probe", run, "--data", data.uri, "--labels", labels, "--finetune", "--epochs", "1", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
