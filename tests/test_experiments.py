@@ -10,7 +10,7 @@ import pandas as pd
 
 def test_xdc_k_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
     data, labels = prepared
-    argv = ["xdc_k_sweep.py", "--quick", "--max-concurrent", "1", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
+    argv = ["xdc_k_sweep.py", "--quick", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_k_sweep.py"), run_name="__main__")
     out_dir = tmp_path / "xdc_k_sweep"
