@@ -127,9 +127,7 @@ def probe(
     rows = read_labels_csv(labels_csv)
     classes, split = labelled(rows, set(data.video_ids))
     label = {r.video_id: classes[r.label] for r in rows}
-    keep = pa.table({"video_id": pa.array(sorted(split), pa.string())})
-    ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], keep)
-    ids, feats = video_average(extract_features(ds, cfg, data.specs, checkpoint, actors=actors))
+    ids, feats = _video_features(cfg, data, split, checkpoint, actors)
     y = np.array([label[i] for i in ids])
     is_train = np.array([split[i] == "train" for i in ids])
     return {
@@ -149,10 +147,9 @@ def cv_probe(
 
     rows = read_labels_csv(labels_csv)
     classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
-    label = {r.video_id: classes[r.label] for r in rows if r.video_id in set(data.video_ids)}
-    keep = pa.table({"video_id": pa.array(sorted(label), pa.string())})
-    ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], keep)
-    ids, feats = video_average(extract_features(ds, cfg, data.specs, checkpoint, actors=actors))
+    prepared = set(data.video_ids)
+    label = {r.video_id: classes[r.label] for r in rows if r.video_id in prepared}
+    ids, feats = _video_features(cfg, data, label, checkpoint, actors)
     y = np.array([label[i] for i in ids])
     groups = [re.sub(r"_c\d+$", "", i) for i in ids]
     splits = list(GroupKFold(folds).split(ids, y, groups))
@@ -160,6 +157,13 @@ def cv_probe(
         name: float(np.mean([linear_probe_accuracy(x[tr], y[tr], x[te], y[te], cfg.seed) for tr, te in splits]))
         for name, x in sorted(feats.items())
     }
+
+
+def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Features of the given videos' clips, averaged per video (see :func:`video_average`)."""
+    keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
+    ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], keep)
+    return video_average(extract_features(ds, cfg, data.specs, checkpoint, actors=actors))
 
 
 def _columns(cfg: TrainConfig) -> list[str]:

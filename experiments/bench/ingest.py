@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from raysup.config import TrainConfig  # noqa: E402
 from raysup.data.ingest import ClipCollate, PreparedData  # noqa: E402
 from raysup.data.schema import TensorSpec  # noqa: E402
 
@@ -63,7 +64,8 @@ def read_report(result) -> dict:
 
 def ray_worker_loop(config: dict) -> None:
     """Ray Train worker: time epochs of the train shard as ``raysup.train.train_loop`` iterates
-    it, with its local shuffle buffer (4 batches) and without; report all timings once."""
+    it, with its local shuffle buffer (``TrainConfig.shuffle_batches`` batches) and without;
+    report all timings once."""
     import ray.train
     import ray.train.torch
 
@@ -72,7 +74,7 @@ def ray_worker_loop(config: dict) -> None:
     kw = dict(batch_size=config["batch_size"], collate_fn=ClipCollate(specs), device=ray.train.torch.get_device(), drop_last=True)
     timings = {"shuffle": [], "no_shuffle": []}
     for _ in range(config["epochs"]):
-        for name, buffer in (("shuffle", 4 * config["batch_size"]), ("no_shuffle", None)):
+        for name, buffer in (("shuffle", TrainConfig.shuffle_batches * config["batch_size"]), ("no_shuffle", None)):
             t = time.perf_counter()
             first, n = None, 0
             for batch in shard.iter_torch_batches(**kw, local_shuffle_buffer_size=buffer):
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             t = time.perf_counter()
             timings = ray_epochs(data, args.repeats + 1, os.path.join(tmp, "runs"))  # +1: the first epoch starts the read tasks
             fit_s = time.perf_counter() - t
-            rows.append(summarize("Ray Train worker, iter_torch_batches, local shuffle 4 batches (as train.py)", timings["shuffle"][1:], sample_bytes))
+            rows.append(summarize(f"Ray Train worker, iter_torch_batches, local shuffle {TrainConfig.shuffle_batches} batches (as train.py)", timings["shuffle"][1:], sample_bytes))
             rows.append(summarize("Ray Train worker, iter_torch_batches, no local shuffle", timings["no_shuffle"][1:], sample_bytes))
             best = max(r["samples/s"] for r in rows[:2])
             for r in rows:

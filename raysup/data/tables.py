@@ -1,7 +1,7 @@
 """Table operations that Ray Data runs inside its read and map tasks: pyarrow and numpy only.
 
 They live apart from the torch code on purpose: a Ray Data task imports the module of the
-function it runs, and a fresh worker process importing torch costs ~3 s of CPU; on a 2-core
+function it runs, and a fresh worker process importing torch and ray.data costs ~4 s of CPU; on a 2-core
 machine running a sweep, those imports were a large share of every epoch's start.
 """
 from __future__ import annotations
