@@ -43,23 +43,39 @@ def repeat_rows(batch: pa.Table) -> pa.Table:
     return batch.take(pa.array(np.random.default_rng().permutation(rows))).drop_columns(["repeat"])
 
 
-def sample_video_clips(group: pa.Table, *, temporal_jitter: bool, async_audio: bool, rng=None) -> pa.Table:
-    """All clips of one video → the one row it contributes this epoch (see the module docstring).
+def pack_video(group: pa.Table) -> pa.Table:
+    """All clips of one video → one row: ``video_id`` and, per other column, the list of its
+    clips' values in clip order. Only clips with audio are kept (GDT's positive is the audio);
+    a video without any gives no row."""
+    group = group.filter(pc.is_valid(group["audio"])).sort_by("clip_index")
+    n = group.num_rows
+    packed = {"video_id": group["video_id"].slice(0, min(n, 1))}
+    for name in group.column_names:
+        if name != "video_id":
+            values = group[name].combine_chunks()
+            packed[name] = pa.ListArray.from_arrays(pa.array([0, n] if n else [0], pa.int32()), values)
+    return pa.table(packed)
 
-    With ``async_audio`` the row gets an ``audio_async`` column: the audio of a random other
-    clip of the video (the same clip if it has only one). ``rng`` defaults to an unseeded
-    generator, so every epoch's re-execution draws anew.
+
+def draw_video_clips(videos: pa.Table, *, draws: int, temporal_jitter: bool, async_audio: bool, rng=None) -> pa.Table:
+    """Packed videos (:func:`pack_video`) → this epoch's clips: ``draws`` rows per video, each a
+    uniformly random clip with ``temporal_jitter``, else the video's first clip.
+
+    With ``async_audio`` each row also gets ``audio_async``: the audio of a uniformly random
+    *other* clip of the video (the same clip if it has only one). ``rng`` defaults to an
+    unseeded generator, so every epoch's re-execution draws anew.
     """
     rng = rng if rng is not None else np.random.default_rng()
-    group = group.filter(pc.is_valid(group["audio"]))  # no audio, no positive
-    n = group.num_rows
-    if n == 0:
-        return group.append_column(ASYNC_AUDIO, group["audio"]) if async_audio else group
-    clip_index = group["clip_index"].to_numpy()
-    i = int(rng.integers(n)) if temporal_jitter else int(np.argmin(clip_index))
-    row = group.take([i])
+    lists = [c for c in videos.column_names if c != "video_id"]
+    n_clips = pc.list_value_length(videos["clip_index"]).to_numpy(zero_copy_only=False)  # [V]
+    first = np.concatenate([[0], np.cumsum(n_clips)[:-1]])  # [V] row of each video's clip 0 in the flattened lists
+    video = np.repeat(np.arange(videos.num_rows), draws)  # [V·draws]
+    n = n_clips[video]
+    i = rng.integers(n) if temporal_jitter else np.zeros_like(n)  # [V·draws] clip within its video
+    flat = {c: pc.list_flatten(videos[c]) for c in lists}
+    out = {"video_id": videos["video_id"].take(video)}
+    out.update({c: flat[c].take(first[video] + i) for c in lists})
     if async_audio:
-        others = [j for j in range(n) if j != i] or [i]
-        j = int(rng.choice(others))
-        row = row.append_column(ASYNC_AUDIO, group["audio"].take([j]))
-    return row
+        j = np.where(n > 1, (i + rng.integers(1, np.maximum(n, 2))) % np.maximum(n, 1), i)  # another clip
+        out[ASYNC_AUDIO] = flat["audio"].take(first[video] + j)
+    return pa.table(out)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from raysup.config import ConfigError
+from raysup.data import tables
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.methods import gdt, make_config, method_module
 
@@ -194,36 +195,49 @@ def test_volume_jitter_is_a_bounded_additive_gain():
 
 
 # --- data sampling -----------------------------------------------------------------------------
-def video_group(n_clips, with_audio=None):
-    audio = [bytes([i]) * 4 if (with_audio is None or with_audio[i]) else None for i in range(n_clips)]
+def video_group(n_clips, with_audio=None, video_id="v"):
+    """One video's clips, stored out of clip order; clip i's frames are bytes 100+i, its audio
+    three bytes i and the video id's last character."""
+    order = list(range(n_clips))[::-1]
+    audio = [bytes([i]) * 3 + video_id[-1].encode() if (with_audio is None or with_audio[i]) else None for i in order]
     return pa.table({
-        "video_id": pa.array(["v"] * n_clips),
-        "clip_index": pa.array(list(range(n_clips)), pa.int32()),
-        "frames": pa.array([bytes([100 + i]) * 2 for i in range(n_clips)], pa.binary(2)),
+        "video_id": pa.array([video_id] * n_clips),
+        "clip_index": pa.array(order, pa.int32()),
+        "frames": pa.array([bytes([100 + i]) * 2 for i in order], pa.binary(2)),
         "audio": pa.array(audio, pa.binary(4)),
     })
 
 
-def test_sampling_jitter_and_async_audio():
+def test_pack_video_keeps_clips_with_audio_in_clip_order():
+    packed = tables.pack_video(video_group(4, [True, False, True, True]))
+    assert packed.num_rows == 1 and packed["video_id"][0].as_py() == "v"
+    assert packed["clip_index"][0].as_py() == [0, 2, 3]
+    assert packed["frames"][0].as_py() == [bytes([100 + i]) * 2 for i in (0, 2, 3)]
+    assert tables.pack_video(video_group(2, [False, False])).num_rows == 0  # no audio, no positive
+
+
+def test_draw_jitter_and_async_audio():
     rng = np.random.default_rng(0)
-    group = video_group(4)
-    fixed = [gdt.sample_video_clips(group, temporal_jitter=False, async_audio=False, rng=rng) for _ in range(10)]
-    assert all(t.num_rows == 1 and t["clip_index"][0].as_py() == 0 for t in fixed)
-    chosen = set()
+    videos = pa.concat_tables([tables.pack_video(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
+    fixed = tables.draw_video_clips(videos, draws=2, temporal_jitter=False, async_audio=False, rng=rng)
+    assert fixed["video_id"].to_pylist() == ["v4", "v4", "v1", "v1", "v3", "v3"]
+    assert fixed["clip_index"].to_pylist() == [0] * 6 and "audio_async" not in fixed.column_names
+    chosen = {"v4": set(), "v3": set()}
     for _ in range(40):
-        row = gdt.sample_video_clips(group, temporal_jitter=True, async_audio=True, rng=rng)
-        i = row["clip_index"][0].as_py()
-        chosen.add(i)
-        assert row["frames"][0].as_py() == bytes([100 + i]) * 2 and row["audio"][0].as_py() == bytes([i]) * 4
-        assert row["audio_async"][0].as_py() != row["audio"][0].as_py()  # another clip's audio
-        assert row.schema.field("audio_async").type == pa.binary(4)  # same fixed-size encoding
-    assert chosen == {0, 1, 2, 3}
-    single = gdt.sample_video_clips(video_group(1), temporal_jitter=True, async_audio=True, rng=rng)
-    assert single["audio_async"][0].as_py() == single["audio"][0].as_py()
-    # clips without audio are never sampled; a video without audio contributes nothing
-    row = gdt.sample_video_clips(video_group(3, [False, True, True]), temporal_jitter=False, async_audio=False, rng=rng)
-    assert row["clip_index"][0].as_py() == 1
-    assert gdt.sample_video_clips(video_group(2, [False, False]), temporal_jitter=True, async_audio=True, rng=rng).num_rows == 0
+        rows = tables.draw_video_clips(videos, draws=1, temporal_jitter=True, async_audio=True, rng=rng)
+        assert rows.num_rows == 3 and rows.schema.field("audio_async").type == pa.binary(4)  # same fixed-size encoding
+        for r in rows.to_pylist():
+            i = r["clip_index"]
+            assert r["frames"] == bytes([100 + i]) * 2 and r["audio"][:3] == bytes([i]) * 3  # one clip's frames and audio
+            if r["video_id"] == "v1":
+                assert r["audio_async"] == r["audio"]  # a single clip is its own async partner
+            else:
+                assert r["audio_async"] != r["audio"] and r["audio_async"][3:] == r["audio"][3:]  # another clip, same video
+                chosen[r["video_id"]].add(i)
+    assert chosen == {"v4": {0, 1, 2, 3}, "v3": {0, 1, 2}}  # temporal jitter reaches every clip
+    # a slice of the packed table (as Ray Data hands over blocks) draws from its own videos only
+    tail = tables.draw_video_clips(videos.slice(1, 2), draws=1, temporal_jitter=False, async_audio=True, rng=rng)
+    assert tail["video_id"].to_pylist() == ["v1", "v3"] and tail["frames"].to_pylist() == [bytes([100]) * 2] * 2
 
 
 # --- distributed helpers on two real processes ---------------------------------------------------
