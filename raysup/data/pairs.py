@@ -1,5 +1,5 @@
 """Cross and Learn's pairs: a clip's centre RGB frame with the stack of optical-flow fields
-(or frame differences) around it; the motion-weighted draw of pairs; their augmentation.
+(or frame differences) around it, and their augmentation.
 
 Tensors: B pairs, T frames per clip, n fields per stack, H×W pixels, S the network input side.
 """
@@ -7,28 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 Modality = Literal["flow", "diff"]
 CHANNELS_PER_FIELD = {"flow": 2, "diff": 3}  # (dx, dy) per flow field; RGB per difference
-
-
-def motion_weighted_counts(video_ids: np.ndarray, motion: np.ndarray, draws: int, seed: int) -> np.ndarray:
-    """How often each clip is drawn when every video contributes ``draws`` pairs, each one a
-    clip of that video drawn with probability ∝ its ``motion`` (mean flow magnitude; uniform
-    over a video's clips when they all have none). ``video_ids``, ``motion`` [N] → counts [N],
-    summing to ``draws`` per video."""
-    rng = np.random.default_rng(seed)
-    counts = np.zeros(len(video_ids), np.int64)
-    _, inverse = np.unique(video_ids, return_inverse=True)
-    for v in range(inverse.max(initial=-1) + 1):
-        rows = np.flatnonzero(inverse == v)
-        w = np.clip(np.nan_to_num(motion[rows].astype(np.float64)), 0, None)
-        counts[rows] = rng.multinomial(draws, w / w.sum() if w.sum() > 0 else np.full(len(rows), 1 / len(rows)))
-    return counts
 
 
 def stack_start(available: int, n: int) -> int:

@@ -43,23 +43,33 @@ def repeat_rows(batch: pa.Table) -> pa.Table:
     return batch.take(pa.array(np.random.default_rng().permutation(rows))).drop_columns(["repeat"])
 
 
-def pack_video(group: pa.Table) -> pa.Table:
+def pack_video(group: pa.Table, *, require: tuple[str, ...] = ()) -> pa.Table:
     """All clips of one video → one row: ``video_id`` and, per other column, the list of its
-    clips' values in clip order. Only clips with audio are kept (GDT's positive is the audio);
-    a video without any gives no row."""
-    group = group.filter(pc.is_valid(group["audio"])).sort_by("clip_index")
+    clips' values in clip order. Clips with a null in a ``require`` column are left out (e.g.
+    GDT's audio, its positive); a video left without clips gives no row."""
+    for name in require:
+        group = group.filter(pc.is_valid(group[name]))
+    group = group.sort_by("clip_index")
     n = group.num_rows
     packed = {"video_id": group["video_id"].slice(0, min(n, 1))}
     for name in group.column_names:
         if name != "video_id":
-            values = group[name].combine_chunks()
-            packed[name] = pa.ListArray.from_arrays(pa.array([0, n] if n else [0], pa.int32()), values)
+            packed[name] = pa.ListArray.from_arrays(pa.array([0, n] if n else [0], pa.int32()), group[name].combine_chunks())
     return pa.table(packed)
 
 
-def draw_video_clips(videos: pa.Table, *, draws: int, temporal_jitter: bool, async_audio: bool, rng=None) -> pa.Table:
-    """Packed videos (:func:`pack_video`) → this epoch's clips: ``draws`` rows per video, each a
-    uniformly random clip with ``temporal_jitter``, else the video's first clip.
+def draw_video_clips(
+    videos: pa.Table,
+    *,
+    draws: int,
+    first_only: bool = False,
+    weights: str | None = None,
+    async_audio: bool = False,
+    rng=None,
+) -> pa.Table:
+    """Packed videos (:func:`pack_video`) → this epoch's clips: ``draws`` rows per video, each
+    one of its clips drawn uniformly, with probability ∝ the ``weights`` column (non-negative;
+    uniform for a video whose weights are all 0), or always its first clip (``first_only``).
 
     With ``async_audio`` each row also gets ``audio_async``: the audio of a uniformly random
     *other* clip of the video (the same clip if it has only one). ``rng`` defaults to an
@@ -67,15 +77,26 @@ def draw_video_clips(videos: pa.Table, *, draws: int, temporal_jitter: bool, asy
     """
     rng = rng if rng is not None else np.random.default_rng()
     lists = [c for c in videos.column_names if c != "video_id"]
-    n_clips = pc.list_value_length(videos["clip_index"]).to_numpy(zero_copy_only=False)  # [V]
-    first = np.concatenate([[0], np.cumsum(n_clips)[:-1]])  # [V] row of each video's clip 0 in the flattened lists
+    flat = {c: pc.list_flatten(videos[c]) for c in lists}
+    n_clips = pc.list_value_length(videos["clip_index"]).to_numpy(zero_copy_only=False)  # [V], each >= 1
+    first = np.concatenate([[0], np.cumsum(n_clips)[:-1]]).astype(np.int64)  # [V] flat row of each video's clip 0
     video = np.repeat(np.arange(videos.num_rows), draws)  # [V·draws]
     n = n_clips[video]
-    i = rng.integers(n) if temporal_jitter else np.zeros_like(n)  # [V·draws] clip within its video
-    flat = {c: pc.list_flatten(videos[c]) for c in lists}
+    if first_only:
+        i = np.zeros_like(n)
+    else:
+        i = rng.integers(n)  # [V·draws] uniform clip within its video
+        if weights is not None and len(video):
+            w = np.clip(np.nan_to_num(flat[weights].to_numpy(zero_copy_only=False).astype(np.float64)), 0, None)  # [N]
+            cum = np.cumsum(w)  # [N]
+            before = cum[first] - w[first]  # [V] weight of all earlier videos
+            total = np.add.reduceat(w, first)  # [V]
+            target = before[video] + rng.random(len(video)) * total[video]
+            weighted = np.minimum(np.searchsorted(cum, target, side="right") - first[video], n - 1)
+            i = np.where(total[video] > 0, weighted, i)
     out = {"video_id": videos["video_id"].take(video)}
     out.update({c: flat[c].take(first[video] + i) for c in lists})
     if async_audio:
-        j = np.where(n > 1, (i + rng.integers(1, np.maximum(n, 2))) % np.maximum(n, 1), i)  # another clip
+        j = np.where(n > 1, (i + rng.integers(1, np.maximum(n, 2))) % n, i)  # another clip
         out[ASYNC_AUDIO] = flat["audio"].take(first[video] + j)
     return pa.table(out)

@@ -12,14 +12,13 @@ Variants (``method.variant``), the paper's ablations: ``cross_and_learn`` (L_cro
 fc6 features (→ fc7 → fc8) telling a tuple's matched pairs (f_i,g_i), (f_j,g_j) from its
 swapped ones (f_i,g_j), (f_j,g_i), trained with cross-entropy.
 
-Sampling (in :func:`run`): every epoch each video contributes ``method.pairs_per_video`` pairs,
-each from one of its clips drawn with probability ∝ the clip's ``motion`` (mean flow
-magnitude; :func:`raysup.data.pairs.motion_weighted_counts`). The draw is made once per run,
-joined to the clips as a ``repeat`` column and expanded with Ray Data (as XDC resamples
-clusters); rows are shuffled globally every epoch. Augmentation per pair, identical for its
-frame and stack (:func:`raysup.data.pairs.pair_input`): random resized crop, horizontal flip
-(negating dx), temporal flip of the stack, per-field flow mean subtraction, RGB channel
-splitting (the channel average at test time).
+Sampling (:func:`train_dataset`): every epoch each video contributes ``method.pairs_per_video``
+pairs, each from one of its clips drawn anew with probability ∝ the clip's ``motion`` (mean
+flow magnitude; :func:`raysup.data.tables.draw_video_clips` over the clips grouped by video
+once per run). Augmentation per pair, identical for its frame and stack
+(:func:`raysup.data.pairs.pair_input`): random resized crop, horizontal flip (negating dx),
+temporal flip of the stack, per-field flow mean subtraction, RGB channel splitting (the channel
+average at test time).
 
 Metrics: ``loss_cross`` and ``loss_div`` (whatever the variant), ``acc_concat`` (concat), and
 collapse detection — ``spread_<encoder>``, the mean pairwise cosine distance between the
@@ -38,8 +37,8 @@ from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import clip_table, join_columns, repeat_rows
-from raysup.data.pairs import CHANNELS_PER_FIELD, motion_weighted_counts, pair_input, stack_start
+from raysup.data.tables import draw_video_clips
+from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Method
 from raysup.models import image_encoder
@@ -192,12 +191,10 @@ def build(cfg: TrainConfig, specs) -> CrossAndLearn:
 
 
 def train_dataset(cfg: TrainConfig, data: PreparedData):
-    """The motion-weighted pairs of one run (see the module docstring) as a Ray Dataset."""
-    index = data.dataset(["video_id", "clip_index", "motion"]).to_pandas()
-    counts = motion_weighted_counts(index["video_id"].to_numpy(), index["motion"].to_numpy(), cfg.method.pairs_per_video, cfg.seed)
-    table = clip_table(index["video_id"].to_numpy(), index["clip_index"].to_numpy(), repeat=counts)
-    clips = join_columns(data.dataset(list(COLUMNS)), ["video_id", "clip_index"], table)
-    return clips.map_batches(repeat_rows, batch_format="pyarrow").random_shuffle()
+    """Each epoch's motion-weighted pairs (see the module docstring) as a Ray Dataset."""
+    return data.videos(list(COLUMNS)).map_batches(
+        draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"}
+    )
 
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):

@@ -23,17 +23,14 @@ log-mel) and SpecAugment (``method.specaugment`` none/mild/strong or explicit
 ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
 spectrogram). Both only in training mode.
 
-Sampling (:func:`train_dataset`): once per run, the clips are grouped by video into one row
-per video (a Ray Data ``groupby("video_id").map_groups`` + ``random_shuffle``, materialised);
-every epoch then re-executes a cheap row-wise draw over those rows
-(:func:`raysup.data.tables.draw_video_clips`): each video contributes ``draws_per_epoch``
-clips (the paper: one) — with ``temporal_jitter`` uniformly random ones (an unseeded RNG, so
-different every epoch), without it always its first clip (lowest ``clip_index`` with audio).
-With ``sync=False`` (asynchronous audio/video starts) each row also carries ``audio_async``:
-the audio of a random *other* clip of the same video (the same clip if the video has only one),
-and the method pairs the video with it instead of ``audio``. Clips without audio are dropped
-(they have no positive). Regrouping every epoch instead cost two all-to-all exchanges per
-epoch: ~12 s of a ~14 s epoch in a two-trial sweep on 2 cores.
+Sampling (:func:`train_dataset`): the clips are grouped by video once per run
+(:meth:`raysup.data.ingest.PreparedData.videos`) and every epoch draws from each video
+``draws_per_epoch`` clips (the paper: one; :func:`raysup.data.tables.draw_video_clips`) — with
+``temporal_jitter`` uniformly random ones (an unseeded RNG, so different every epoch), without
+it always its first clip (lowest ``clip_index`` with audio). With ``sync=False`` (asynchronous
+audio/video starts) each row also carries ``audio_async``: the audio of a random *other* clip of
+the same video (the same clip if the video has only one), and the method pairs the video with it
+instead of ``audio``. Clips without audio are dropped (they have no positive).
 """
 from __future__ import annotations
 
@@ -48,7 +45,7 @@ from torch import nn
 from raysup import dist
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import ASYNC_AUDIO, draw_video_clips, pack_video
+from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.data.transforms import audio_input, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
@@ -100,15 +97,19 @@ class Config:
 
 # tiny: batch negatives learn far faster than a momentum queue over the few hundred steps of a
 # CPU run (measured on the test set, 30 epochs: video probe 0.60 batch vs 0.46 queue, random
-# init 0.23); queue_size/momentum are the values to use with method.negatives=queue.
+# init 0.23); queue_size/momentum are the values to use with method.negatives=queue. Three clips
+# per video per epoch over 10 epochs (90 steps on the default 120-video set, as 30 epochs of one,
+# and the same 70 s): 5-fold video probe 0.48 vs 0.30 for 30x1 (random init 0.18); 15x4 reached
+# 0.65 but took 117 s.
 # paper: the paper's queue setting with the official K400 script's optimiser (SGD 0.01, momentum
 # 0.9, wd 1e-5, 10 warm-up epochs, no decay within its 201 epochs) and waveform volume jitter
 # U[0.9, 1.1] ≈ ±0.9 dB.
 PRESETS = {
     "tiny": {
-        "epochs": 30,
+        "epochs": 10,
         "batch_size": 32,
         "method": {
+            "draws_per_epoch": 3,
             "video_encoder": "r2plus1d_tiny",
             "audio_encoder": "resnet_audio_tiny",
             "negatives": "batch",
@@ -292,29 +293,12 @@ def build(cfg: TrainConfig, specs) -> GDT:
 
 
 # --- data -------------------------------------------------------------------------------------
-def shuffle_partitions(data: PreparedData, target_bytes: int = 64 * 1024**2) -> int:
-    """Hash-shuffle partitions for grouping clips by video: about ``target_bytes`` of frames and
-    audio each (Ray's default of 200 partitions cost ~20 s on the 720-clip test set)."""
-    per_clip = sum(data.specs[c].nbytes for c in ("frames", "audio") if c in data.specs)
-    clips = sum(int(n) for n in data.manifest["videos"].values())
-    return int(min(200, max(1, -(-clips * per_clip // target_bytes))))
-
-
 def train_dataset(cfg: Config, data: PreparedData):
-    """The per-epoch clip draw of :func:`raysup.data.tables.draw_video_clips` as a Ray Dataset
-    over the videos, grouped once here and held in the object store (Ray spills it to disk when
-    it does not fit in memory)."""
-    videos = (
-        data.dataset(list(COLUMNS))
-        .groupby("video_id", num_partitions=shuffle_partitions(data))
-        .map_groups(pack_video, batch_format="pyarrow")
-        .random_shuffle()  # groups come out sorted by video id (= by class here) within a partition
-        .materialize()
-    )
-    return videos.map_batches(
+    """Each epoch's clips (see the module docstring) as a Ray Dataset."""
+    return data.videos(list(COLUMNS), require=("audio",)).map_batches(
         draw_video_clips,
         batch_format="pyarrow",
-        fn_kwargs={"draws": cfg.draws_per_epoch, "temporal_jitter": cfg.temporal_jitter, "async_audio": not cfg.sync},
+        fn_kwargs={"draws": cfg.draws_per_epoch, "first_only": not cfg.temporal_jitter, "async_audio": not cfg.sync},
     )
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -117,3 +118,18 @@ def test_prepare_audio_only(ray_session, tmp_path):
     assert m["skipped"][0]["reason"] == "no audio stream"
     table = pq.read_table(tmp_path / "out" / "data")
     assert "frames" not in table.column_names and table.column("audio").null_count == 0
+
+
+def test_videos_groups_every_clip_once_in_clip_order(prepared):
+    """``PreparedData.videos`` (what GDT and Cross and Learn draw their clips from): one row per
+    video holding exactly that video's clips, in clip order, frames included byte for byte."""
+    data, _ = prepared
+    columns = ["video_id", "clip_index", "frames"]
+    clips = pa.concat_tables(data.dataset(columns).iter_batches(batch_size=None, batch_format="pyarrow"))
+    packed = pa.concat_tables(data.videos(columns).iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert sorted(packed["video_id"].to_pylist()) == data.video_ids
+    assert packed["video_id"].to_pylist() != data.video_ids  # shuffled, not sorted by class
+    by_clip = {(v, i): f for v, i, f in zip(clips["video_id"].to_pylist(), clips["clip_index"].to_pylist(), clips["frames"].to_pylist())}
+    for row in packed.to_pylist():
+        assert row["clip_index"] == list(range(data.manifest["videos"][row["video_id"]]))
+        assert row["frames"] == [by_clip[(row["video_id"], i)] for i in row["clip_index"]]

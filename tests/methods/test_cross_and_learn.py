@@ -3,13 +3,18 @@ that keep RGB and flow aligned, every variant in-process, collapse detection, co
 and learning end to end through Ray (RGB probe beats random init)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 
 from raysup.config import ConfigError
-from raysup.data.pairs import augment_pair, centre_pair, motion_weighted_counts, pair_input
+from raysup.data.pairs import augment_pair, centre_pair, pair_input
 from raysup.data.schema import TensorSpec
+from raysup.data.tables import draw_video_clips, pack_video
 from raysup.methods import cross_and_learn as cal
 from raysup.methods import make_config, method_module
 
@@ -30,17 +35,26 @@ def random_batch(b=8, seed=0):
 
 
 # --- sampling -----------------------------------------------------------------------------------
+def packed_videos(motion_per_video: dict[str, list[float]]) -> pa.Table:
+    clips = pa.table({
+        "video_id": [v for v, m in motion_per_video.items() for _ in m],
+        "clip_index": pa.array([i for m in motion_per_video.values() for i in range(len(m))], pa.int32()),
+        "motion": pa.array([x for m in motion_per_video.values() for x in m], pa.float32()),
+    })
+    return pa.concat_tables([pack_video(clips.filter(pc.equal(clips["video_id"], v))) for v in motion_per_video])
+
+
 def test_sampling_weights_follow_motion():
-    ids = np.array(["a", "a", "b", "b", "b", "c"])
-    motion = np.array([1.0, 3.0, 0.0, 0.0, 0.0, 5.0], np.float32)  # b: no motion at all → uniform
-    counts = motion_weighted_counts(ids, motion, 4000, seed=0)
-    assert counts[:2].sum() == counts[2:5].sum() == counts[5] == 4000  # one pair per video per draw
-    assert counts[1] / counts[0] == pytest.approx(3.0, rel=0.1)
-    assert np.all(np.abs(counts[2:5] - 4000 / 3) < 150)
-    again = motion_weighted_counts(ids, motion, 4000, seed=0)
-    assert np.array_equal(counts, again)  # seeded
-    still = motion_weighted_counts(ids, np.array([0.0, 1.0, 1, 1, 1, 1]), 50, seed=1)
-    assert still[0] == 0 and still[1] == 50  # a clip without motion is never drawn beside moving ones
+    videos = packed_videos({"a": [1.0, 3.0], "b": [0.0, 0.0, 0.0], "c": [5.0]})  # b: no motion at all → uniform
+    rows = draw_video_clips(videos, draws=4000, weights="motion", rng=np.random.default_rng(0))
+    drawn = Counter(zip(rows["video_id"].to_pylist(), rows["clip_index"].to_pylist()))
+    assert sum(drawn[("a", i)] for i in range(2)) == sum(drawn[("b", i)] for i in range(3)) == drawn[("c", 0)] == 4000
+    assert drawn[("a", 1)] / drawn[("a", 0)] == pytest.approx(3.0, rel=0.1)
+    assert all(abs(drawn[("b", i)] - 4000 / 3) < 150 for i in range(3))
+    still = draw_video_clips(packed_videos({"a": [0.0, 1.0, 1.0]}), draws=300, weights="motion", rng=np.random.default_rng(1))
+    assert 0 not in still["clip_index"].to_pylist()  # a clip without motion is never drawn beside moving ones
+    epochs = [draw_video_clips(videos, draws=20, weights="motion")["clip_index"].to_pylist() for _ in range(2)]
+    assert epochs[0] != epochs[1]  # unseeded: every epoch draws anew
 
 
 # --- pairs and augmentations ---------------------------------------------------------------------

@@ -209,22 +209,23 @@ def video_group(n_clips, with_audio=None, video_id="v"):
 
 
 def test_pack_video_keeps_clips_with_audio_in_clip_order():
-    packed = tables.pack_video(video_group(4, [True, False, True, True]))
+    packed = tables.pack_video(video_group(4, [True, False, True, True]), require=("audio",))
     assert packed.num_rows == 1 and packed["video_id"][0].as_py() == "v"
     assert packed["clip_index"][0].as_py() == [0, 2, 3]
     assert packed["frames"][0].as_py() == [bytes([100 + i]) * 2 for i in (0, 2, 3)]
-    assert tables.pack_video(video_group(2, [False, False])).num_rows == 0  # no audio, no positive
+    assert tables.pack_video(video_group(2, [False, False]), require=("audio",)).num_rows == 0  # no audio, no positive
+    assert tables.pack_video(video_group(2, [False, False]))["clip_index"][0].as_py() == [0, 1]  # nothing required
 
 
 def test_draw_jitter_and_async_audio():
     rng = np.random.default_rng(0)
     videos = pa.concat_tables([tables.pack_video(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
-    fixed = tables.draw_video_clips(videos, draws=2, temporal_jitter=False, async_audio=False, rng=rng)
+    fixed = tables.draw_video_clips(videos, draws=2, first_only=True, rng=rng)
     assert fixed["video_id"].to_pylist() == ["v4", "v4", "v1", "v1", "v3", "v3"]
     assert fixed["clip_index"].to_pylist() == [0] * 6 and "audio_async" not in fixed.column_names
     chosen = {"v4": set(), "v3": set()}
     for _ in range(40):
-        rows = tables.draw_video_clips(videos, draws=1, temporal_jitter=True, async_audio=True, rng=rng)
+        rows = tables.draw_video_clips(videos, draws=1, async_audio=True, rng=rng)
         assert rows.num_rows == 3 and rows.schema.field("audio_async").type == pa.binary(4)  # same fixed-size encoding
         for r in rows.to_pylist():
             i = r["clip_index"]
@@ -236,7 +237,7 @@ def test_draw_jitter_and_async_audio():
                 chosen[r["video_id"]].add(i)
     assert chosen == {"v4": {0, 1, 2, 3}, "v3": {0, 1, 2}}  # temporal jitter reaches every clip
     # a slice of the packed table (as Ray Data hands over blocks) draws from its own videos only
-    tail = tables.draw_video_clips(videos.slice(1, 2), draws=1, temporal_jitter=False, async_audio=True, rng=rng)
+    tail = tables.draw_video_clips(videos.slice(1, 2), draws=1, first_only=True, async_audio=True, rng=rng)
     assert tail["video_id"].to_pylist() == ["v1", "v3"] and tail["frames"].to_pylist() == [bytes([100]) * 2] * 2
 
 
