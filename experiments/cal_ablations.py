@@ -22,5 +22,6 @@ if __name__ == "__main__":
             paper_grid={"method.variant": VARIANTS},
             base={"method.modality": modality},
             quick_base={"epochs": 1},
+            probe_folds=5,  # single-frame features: one 48-video split is too noisy
             argv=["--no-supervised", *sys.argv[1:]],
         )

@@ -90,5 +90,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     classes = class_index(labels)
     train_ids = {r.video_id: classes[r.label] for r in read_labels_csv(labels) if r.split == "train"}
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or len(classes)))
-    ds = join_columns(data.dataset(list(COLUMNS)), ["video_id"], labels_table(train_ids)).randomize_block_order()
+    # the labelled clips are read and joined once, not every epoch (they are the small labelled
+    # subset; the object store spills them to disk if not)
+    ds = join_columns(data.dataset(list(COLUMNS)), ["video_id"], labels_table(train_ids)).materialize().randomize_block_order()
     return fit(cfg, {"train": ds}, run_dir, data.specs, resume=resume, **fit_kw).metrics
