@@ -68,9 +68,9 @@ class PreparedData:
         """One row per video (:func:`raysup.data.tables.pack_video`: a list of its clips' values
         per column), in random order, materialised in the object store (Ray spills it to disk
         when it does not fit in memory). Methods that draw clips per video every epoch map
-        :func:`raysup.data.tables.draw_video_clips` over it: grouping the clips afresh every
-        epoch cost two all-to-all exchanges per epoch, ~12 s of a ~14 s GDT epoch in a two-trial
-        sweep on 2 cores."""
+        :func:`raysup.data.tables.draw_video_clips` over it. Grouping the clips afresh every
+        epoch instead (a groupby and a random_shuffle, two all-to-all exchanges) made a GDT epoch
+        ~12 s in a two-trial sweep on 2 cores; with this, 1.7 s."""
         return (
             self.dataset(columns)
             .groupby("video_id", num_partitions=self.group_partitions(columns))
