@@ -122,7 +122,7 @@ def _autoscaling_coordinator_here() -> None:
 
 
 class OnLastWave(tune.Callback):
-    """Calls ``start`` once, when the ``after``-th trial ends: with ``after`` = points − slots, as
+    """Calls ``start`` once, when the ``after``-th trial ends: with ``after`` = points − slots (≥ 1), as
     the sweep's last wave of trials starts. Whatever ``start`` launches (the baselines) then runs
     beside that wave, not beside the first trials (slowing all of them) nor after the last one
     (waves of equal trials end together, so waiting for an idle slot ran the baselines alone
@@ -151,10 +151,12 @@ def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None =
     path = f"{root}/{s.name}"
     trainable = tune.with_resources(trial, {"CPU": s.trial_cpus})
     restoring = resume and tune.Tuner.can_restore(path, storage_filesystem=storage_fs)
-    after = len(s.points()) - s.max_concurrent  # trial ends before the last wave starts
+    # trial ends before the last wave starts; with no more points than slots, the first end (the
+    # baselines beside every trial at once overcommitted a 4-CPU test cluster until it hung)
+    after = max(1, len(s.points()) - s.max_concurrent)
     callbacks = []
     if on_last_wave is not None:
-        if restoring or after <= 0:  # a restored sweep may be anywhere; fewer trials than slots
+        if restoring:  # a restored sweep may be anywhere
             on_last_wave()
         else:
             callbacks.append(OnLastWave(on_last_wave, after))
