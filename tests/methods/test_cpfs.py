@@ -159,7 +159,7 @@ def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
 
     data, labels = prepared
     run_dir = str(tmp_path / "cpfs")
-    cfg = make_config("cpfs", "tiny", {"epochs": 12})
+    cfg = make_config("cpfs", "tiny")
     method_module("cpfs").run(cfg, data, run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert len(logged) == 12 and any(is_val(v, cfg.method.val_fraction) for v in data.video_ids)
