@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ray import tune
 
 from raysup.data.ingest import PreparedData
-from raysup.data.storage import join, resolve
+from raysup.data.storage import join, resolve, write_json
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config, method_module
 from raysup.train import latest_checkpoint
@@ -51,9 +52,13 @@ def trial(config: dict[str, Any]) -> None:
     cfg = make_config(s.method, s.preset, {**s.base, **params})
     data = PreparedData(s.data)
     run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
+    t = time.perf_counter()
     method_module(s.method).run(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    timing = {"time_run_s": time.perf_counter() - t}
+    t = time.perf_counter()
     acc = objective(s, cfg, data, latest_checkpoint(run_dir))
-    tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in params.items()}})
+    timing["time_probe_s"] = time.perf_counter() - t
+    tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in params.items()}, **timing})
 
 
 def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict[str, float]:
@@ -304,8 +309,10 @@ def experiment_main(
     from raysup.config import parse_overrides
 
     init_ray(a.address)
+    clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
     storage = a.storage if "://" in a.storage else os.path.abspath(a.storage)
     data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
+    clock["data"] = time.perf_counter()
     chosen = paper_grid if a.paper else grid
     fixed = {**(base or {}), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
     if a.quick:  # two points of the first key, the first value of the others
@@ -320,12 +327,23 @@ def experiment_main(
     base_task = []
 
     def start_baselines() -> None:
+        clock["baselines_start"] = time.perf_counter()
         base_task.append(ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick)))
 
     grid_result = run_sweep(s, resume=a.resume, on_last_wave=start_baselines)
+    clock["sweep"] = time.perf_counter()
     if not base_task:  # the sweep never signalled its last wave
         start_baselines()
-    md = write_table(s, grid_result, ray.get(base_task[0]), title)
+    base_acc = ray.get(base_task[0])
+    clock["baselines"] = time.perf_counter()
+    md = write_table(s, grid_result, base_acc, title)
+    clock["table"] = time.perf_counter()
+    fs, root = resolve(storage)
+    write_json(fs, f"{root}/{name}/timing.json", {
+        "data_s": clock["data"] - clock["start"], "sweep_s": clock["sweep"] - clock["data"],
+        "baselines_wait_s": clock["baselines"] - clock["sweep"], "baselines_s": clock["baselines"] - clock["baselines_start"],
+        "table_s": clock["table"] - clock["baselines"], "total_s": clock["table"] - clock["start"], "max_concurrent": s.max_concurrent,
+    })
     print(md)
     print(f"Tune results, results.csv/.md/.png: {join(storage, name)}  (tensorboard --logdir {join(storage, name)})")
     return md

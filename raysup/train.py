@@ -11,7 +11,9 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,18 @@ def load_checkpoint_file(path: str) -> dict[str, Any]:
         return torch.load(f, map_location="cpu", weights_only=True)
 
 
+def timed_batches(batches: Iterable, clock: dict[str, float]) -> Iterator:
+    """``batches``, adding the seconds spent waiting for each one to ``clock["data_wait"]``."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        batch = next(it, None)
+        clock["data_wait"] += time.perf_counter() - t
+        if batch is None:
+            return
+        yield batch
+
+
 def train_loop(loop_cfg: dict[str, Any]) -> None:
     """Ray Train worker function (``train_loop_per_worker``)."""
     import ray.train
@@ -99,8 +113,9 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
-        steps = 0
-        for batch in train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size):
+        steps, clock, started = 0, {"data_wait": 0.0}, time.perf_counter()
+        batches = train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size)
+        for batch in timed_batches(batches, clock):
             with torch.autocast(device.type, enabled=use_amp):
                 out = model(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -122,6 +137,8 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                 state["best_val"], state["bad_epochs"] = metrics["val_loss"], 0
             else:
                 state["bad_epochs"] += 1
+        # this worker's epoch (training and validation) and its wait for training batches
+        metrics.update(time_epoch_s=time.perf_counter() - started, time_data_wait_s=clock["data_wait"])
         state["epoch"] = epoch
         stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
         metrics.update(loop_cfg.get("extra_metrics") or {}, epoch=epoch, stopped_early=stop)

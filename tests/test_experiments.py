@@ -21,6 +21,14 @@ def test_xdc_k_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
     assert "XDC: number of clusters k" in capsys.readouterr().out
     # Tune's own results (progress.csv, TensorBoard events) are there for the dashboard
     assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(out_dir) for f in fs)
+    # the stage-5 benchmark's breakdown of this sweep's wall time (experiments/bench/sweep.py)
+    rows = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "bench", "sweep.py"))["breakdown"](str(out_dir))
+    trials, share = rows[:-1], rows[-1]
+    assert len(trials) == 2 and share["goal"].startswith("next bottleneck"), rows
+    for r in trials:
+        assert r["features s"] > 0 and r["k-means s"] > 0 and r["train steps s"] > 0 and r["probe s"] > 0, r
+        assert r["trial total s"] > r["features s"] + r["k-means s"] + r["train steps s"] + r["probe s"], r
+    assert "Sweep wall time by stage" in capsys.readouterr().out
 
 
 def test_gdt_specaugment_sweep_quick(prepared, tmp_path, monkeypatch, capsys):

@@ -12,6 +12,7 @@ Clips of videos without audio are left out (their audio clusters would be noise)
 """
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Literal
@@ -157,16 +158,20 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
             continue
         init = latest_checkpoint(run_dir) if r > 0 else None
         pl_path = f"{root}/clusters/{name}_labels.json"
+        timing = {"time_features_s": 0.0, "time_kmeans_s": 0.0}  # wall seconds of this round's clustering
         if exists(fs, pl_path):  # resumed mid-round: same labels as before
             saved = read_json(fs, pl_path)
             ids, clip_idx, pl = np.array(saved["video_id"]), np.array(saved["clip_index"]), _labels(saved["labels"])
         else:
+            t = time.perf_counter()
             feats = extract_features(clips, cfg, data.specs, init)
             ids, clip_idx = feats.video_id, feats.clip_index
+            timing["time_features_s"], t = time.perf_counter() - t, time.perf_counter()
             pl = pseudo_labels_task(
                 feats.feats["video"], feats.feats["audio"], cpus=m.cluster_cpus, gpus=m.cluster_gpus,
                 k=m.k, variant=m.variant, seed=cfg.seed + r, niter=m.niter, pca_dim=m.pca_dim,
             )
+            timing["time_kmeans_s"] = time.perf_counter() - t
             fs.create_dir(f"{root}/clusters", recursive=True)
             write_json(fs, pl_path, {"video_id": ids.tolist(), "clip_index": clip_idx.tolist(), "labels": {k: v.tolist() for k, v in pl.items()}})
         truth = np.array([truth_of.get(v, -1) for v in ids]) if truth_of else None
@@ -184,7 +189,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         datasets = {"train": train.map_batches(repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()}
         if is_val.any():
             datasets["val"] = joined.filter(expr=col("is_val") == True).drop_columns(["is_val", "repeat"])  # noqa: E712
-        extra = {"round": r} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
+        extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
         metrics = fit(cfg, datasets, run_dir, data.specs, name=name, resume=resume, init_checkpoint=init, callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra, **fit_kw).metrics
         epochs = int(metrics["epoch"]) + 1
         epochs_done += epochs
