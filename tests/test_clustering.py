@@ -20,13 +20,15 @@ def two_partitions():
     return video.astype(np.float32), audio.astype(np.float32), pv, pa
 
 
+# The variant tests use 3 initialisations: a single random one can merge two of the 4 blobs
+# (ARI 0.61 seen), which is k-means, not the variant under test.
 def _match(labels, truth):
     return ari(labels, truth)
 
 
 def test_xdc_swaps_modalities(two_partitions):
     v, a, pv, pa = two_partitions
-    pl = pseudo_labels(v, a, k=4, variant="xdc", seed=1)
+    pl = pseudo_labels(v, a, k=4, variant="xdc", seed=1, nredo=3)
     assert set(pl) == {"video", "audio"}
     assert _match(pl["video"], pa) > 0.9 and _match(pl["video"], pv) < 0.1  # video learns audio's clusters
     assert _match(pl["audio"], pv) > 0.9 and _match(pl["audio"], pa) < 0.1
@@ -34,13 +36,13 @@ def test_xdc_swaps_modalities(two_partitions):
 
 def test_sdc_keeps_modalities(two_partitions):
     v, a, pv, pa = two_partitions
-    pl = pseudo_labels(v, a, k=4, variant="sdc", seed=1)
+    pl = pseudo_labels(v, a, k=4, variant="sdc", seed=1, nredo=3)
     assert _match(pl["video"], pv) > 0.9 and _match(pl["audio"], pa) > 0.9
 
 
 def test_mdc_has_both_heads(two_partitions):
     v, a, pv, pa = two_partitions
-    pl = pseudo_labels(v, a, k=4, variant="mdc", seed=1)
+    pl = pseudo_labels(v, a, k=4, variant="mdc", seed=1, nredo=3)
     assert set(pl) == {"video", "audio", "video_cross", "audio_cross"}
     assert _match(pl["video"], pv) > 0.9 and _match(pl["video_cross"], pa) > 0.9
     assert _match(pl["audio"], pa) > 0.9 and _match(pl["audio_cross"], pv) > 0.9
@@ -76,5 +78,5 @@ def test_cluster_stats_against_truth():
 
 def test_pseudo_labels_as_ray_task(ray_session, two_partitions):
     v, a, pv, pa = two_partitions
-    pl = pseudo_labels_task(v, a, cpus=1, k=4, variant="xdc", seed=1)
+    pl = pseudo_labels_task(v, a, cpus=1, k=4, variant="xdc", seed=1, nredo=3)
     assert _match(pl["video"], pa) > 0.9
