@@ -63,9 +63,9 @@ def kmeans(
 ) -> KMeansResult:
     """faiss k-means on L2-normalised features (optionally PCA-whitened to ``pca_dim`` first,
     as DeepCluster does), best of ``nredo`` initialisations (DeepCluster's faiss settings: 20
-    iterations, one initialisation; each restart costs a whole k-means). faiss re-seeds empty clusters by
-    splitting large ones; all-equal
-    (degenerate) features get one cluster, which is reported, not an error."""
+    iterations, one initialisation; each restart costs a whole k-means). faiss re-seeds empty
+    clusters by splitting large ones; all-equal (degenerate) features get one cluster, which is
+    reported, not an error."""
     faiss = import_faiss()
 
     x = np.ascontiguousarray(x, dtype=np.float32)

@@ -1,9 +1,10 @@
 """Stage 4, clustering: the faiss k-means Ray task (``raysup.clustering.pseudo_labels_task``, as XDC
 calls it between rounds: one k-means per modality with the XDC paper preset's ``method.niter``/
 ``method.nredo``, 20 iterations and one initialisation as in DeepCluster; ``--nredo`` for more) vs.
-scikit-learn ``KMeans`` with its defaults (k-means++, up to 300 iterations, tol 1e-4) on the same L2-normalised features, and faiss's time per iteration vs. the machine's
-matrix-multiply rate measured in the same run (an N x D by D x k float32 matmul, the assignment
-step's shape; MACs per k-means iteration = N·D·k).
+scikit-learn ``KMeans`` with its defaults (k-means++, up to 300 iterations, tol 1e-4) on the same
+L2-normalised features, and faiss's time per iteration vs. the machine's matrix-multiply rate
+measured in the same run (an N x D by D x k float32 matmul, the assignment step's shape; MACs per
+k-means iteration = N·D·k).
 
     python experiments/bench/clustering.py            # 100k x 512, k = 256 and 1024: ~4 min on 2 quiet cores
     python experiments/bench/clustering.py --quick    # seconds (the test suite runs this)
