@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--n", type=int, help="features (default 100000; --quick 4000)")
     p.add_argument("--d", type=int, help="dimensions (default 512; --quick 64)")
     p.add_argument("--k", type=int, nargs="+", help="clusters (default 256 1024; --quick 16 32)")
-    p.add_argument("--nredo", type=int, help="faiss initialisations, best kept (default: XDC's)")
+    p.add_argument("--nredo", type=int, help="faiss initialisations, best kept (default: the XDC paper preset's)")
     args = common.parse(p, argv)
     n, d = args.n or (4000 if args.quick else 100_000), args.d or (64 if args.quick else 512)
     ks = args.k or ([16, 32] if args.quick else [256, 1024])

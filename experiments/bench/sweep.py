@@ -26,6 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from raysup.data.storage import read_json, resolve  # noqa: E402
+
 SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "xdc_k_sweep.py")
 
 
@@ -58,17 +60,16 @@ def trial_rows(sweep_dir: str) -> list[dict]:
 def breakdown(sweep_dir: str) -> list[dict]:
     """Print the per-trial table and the sweep's wall time by stage; returns the trial rows
     plus a last row of shares (with the stated goal: make the next bottleneck visible)."""
-    timing = json.load(open(os.path.join(sweep_dir, "timing.json")))
+    timing = read_json(*resolve(os.path.join(sweep_dir, "timing.json")))  # as experiment_main wrote it
     rows = trial_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no finished trial (trial_*/result.json)")
     print(f"Per trial ({len(rows)} trials, {timing['max_concurrent']} at a time; seconds of wall time inside each trial):")
     common.print_table(rows, floatfmt=".1f")
-    stages = [k for k in rows[0] if k.endswith(" s") and k != "trial total s"]
-    total = sum(r["trial total s"] for r in rows)
-    share = {"trial": "share of all trial time", **{k: f"{100 * sum(r[k] for r in rows) / total:.0f}%" for k in stages}}
-    biggest = max(stages, key=lambda k: sum(r[k] for r in rows))
-    share["goal"] = f"next bottleneck: {biggest}"
+    totals = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith(" s")}  # seconds over all trials
+    whole = totals.pop("trial total s")
+    share = {"trial": "share of all trial time", **{k: f"{100 * v / whole:.0f}%" for k, v in totals.items()}}
+    share["goal"] = f"next bottleneck: {max(totals, key=totals.get)}"
     print("Sweep wall time by stage (seconds):")
     common.print_table([{
         "data (synthesise + prepare)": timing["data_s"], "trials (Tune fit)": timing["sweep_s"],

@@ -171,7 +171,8 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
             t = time.perf_counter()
             feats = extract_features(clips, cfg, data.specs, init)
             ids, clip_idx = feats.video_id, feats.clip_index
-            timing["time_features_s"], t = time.perf_counter() - t, time.perf_counter()
+            timing["time_features_s"] = time.perf_counter() - t
+            t = time.perf_counter()
             pl = pseudo_labels_task(
                 feats.feats["video"], feats.feats["audio"], cpus=m.cluster_cpus, gpus=m.cluster_gpus,
                 k=m.k, variant=m.variant, seed=cfg.seed + r, niter=m.niter, nredo=m.nredo, pca_dim=m.pca_dim,
