@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torchvision.ops import roi_align
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
@@ -53,21 +54,22 @@ def augment_pair(
     channel_split: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training augmentation of :func:`centre_pair`'s output, identical for a pair's RGB frame
-    and its stack: random resized crop to ``size``×``size`` (rescale + random crop; flow vectors
-    are rescaled with the image), horizontal flip (negating dx), temporal flip of the stack
+    and its stack: random resized crop to ``size``×``size`` (rescale + random crop, torchvision's
+    crop parameters, one batched ``roi_align`` for frame and stack; flow vectors are rescaled
+    with the image), horizontal flip (negating dx), temporal flip of the stack
     (fields in reverse order, negated), and channel splitting of RGB (one random channel
     copied to all three). Returns ([B,3,S,S], [B,n·c,S,S])."""
     b, k = rgb.shape[0], stack.shape[1]
     c = CHANNELS_PER_FIELD[modality]
-    rgb_out, stack_out = [], []
-    for i in range(b):
-        top, left, h, w = RandomResizedCrop.get_params(rgb[i], list(scale), [3 / 4, 4 / 3])
-        rgb_out.append(TF.resized_crop(rgb[i], top, left, h, w, [size, size], antialias=True))
-        s = TF.resized_crop(stack[i], top, left, h, w, [size, size], antialias=True)  # [n·c,S,S]
-        if modality == "flow":
-            s = s * torch.tensor([size / w, size / h], device=s.device).repeat(k // 2)[:, None, None]
-        stack_out.append(s)
-    rgb, stack = torch.stack(rgb_out), torch.stack(stack_out)  # [B,3,S,S], [B,n·c,S,S]
+    params = torch.tensor([RandomResizedCrop.get_params(rgb[i], list(scale), [3 / 4, 4 / 3]) for i in range(b)])  # [B,4] top,left,h,w
+    top, left, h, w = params.to(rgb.device, rgb.dtype).unbind(1)  # [B] each
+    boxes = torch.stack([torch.arange(b, device=rgb.device, dtype=rgb.dtype), left, top, left + w, top + h], 1)  # [B,5]
+    # one batched bilinear crop-and-resize of frame and stack together (2×2 samples per output pixel)
+    both = roi_align(torch.cat([rgb, stack.to(rgb.dtype)], 1), boxes, [size, size], sampling_ratio=2, aligned=True)  # [B,3+n·c,S,S]
+    rgb, stack = both[:, :3], both[:, 3:]
+    if modality == "flow":  # vectors scale with the image: dx by S/w, dy by S/h
+        zoom = torch.stack([size / w, size / h], 1).repeat(1, k // 2)  # [B,n·c]
+        stack = stack * zoom[:, :, None, None]
     flip = torch.rand(b, device=rgb.device) < 0.5  # [B]
     rgb = torch.where(flip[:, None, None, None], rgb.flip(-1), rgb)
     flipped = stack.flip(-1)

@@ -212,8 +212,6 @@ def test_config_errors_name_the_field():
 
 # --- learning, end to end through Ray -------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 6, open: since pairs are drawn anew every epoch the RGB stream no longer beats "
-                   "random init on the synthetic set (measured 2026-11-22; README, Results)")
 def test_rgb_probe_beats_random_init(prepared, tmp_path):
     """The tiny preset on the synthetic set: L_cross falls, the features do not collapse, and
     the RGB network (trained only to agree with the flow network) beats its random init on a
@@ -233,4 +231,4 @@ def test_rgb_probe_beats_random_init(prepared, tmp_path):
     assert logged[-1]["spread_rgb"] > 0.05 and logged[-1]["spread_flow"] > 0.05, logged[-1]  # no collapse
     trained, random = cv_probe(cfg, data, labels, latest_checkpoint(run_dir)), cv_probe(cfg, data, labels, None)
     print(f"cross_and_learn probe (5-fold): {trained} vs random init {random}; per epoch {logged}")
-    assert trained["rgb"] > random["rgb"] + 0.06, (trained, random)
+    assert trained["rgb"] > random["rgb"] + 0.08, (trained, random)
