@@ -81,7 +81,7 @@ class Config:
         return self.flow_fields if self.modality == "flow" else self.diff_fields
 
 
-# tiny: ~1/8-width CaffeNet on 32 px frames prepared with the default 8 frames (7 flow fields,
+# tiny: 1/16-width CaffeNet on 32 px frames prepared with the default 8 frames (7 flow fields,
 # so stacks of 6 flow fields or 4 frame differences); 10 epochs of 16 pairs per video (300 steps
 # on the 120-video embedded set: at 90 steps the RGB stream had not yet learned the class), and
 # no channel splitting: the synthetic sprite is only guaranteed to stand out from the background
