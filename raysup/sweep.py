@@ -187,11 +187,15 @@ def run_sweep(s: Sweep, *, resume: bool = False, autoscaler_config: str | None =
     return grid
 
 
-def baselines(s: Sweep, *, supervised: bool = True) -> dict[str, dict[str, float]]:
-    """Random-init probe of the sweep's architecture and, optionally, the supervised baseline."""
+def baselines(s: Sweep, *, supervised: bool = True, random_per: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    """Random-init probe of the sweep's architecture (one per combination of the ``random_per``
+    grid keys, for keys that change it, e.g. Cross and Learn's second modality) and,
+    optionally, the supervised baseline."""
     data = PreparedData(s.data)
-    cfg = make_config(s.method, s.preset, s.base)
-    out = {"random init": objective(s, cfg, data, None)}
+    out = {}
+    for values in itertools.product(*(s.grid[k] for k in random_per)):
+        cfg = make_config(s.method, s.preset, {**s.base, **dict(zip(random_per, values))})
+        out["random init" + "".join(f" ({v})" for v in values)] = objective(s, cfg, data, None)
     if supervised:
         sup_cfg = make_config("supervised", s.preset)
         run_dir = join(s.storage, s.name, "baseline_supervised")
@@ -225,7 +229,7 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
     out_dir = os.path.join(resolve(s.storage)[1], s.name) if "://" not in s.storage else None
     shown = df.copy()
     for c in encoders:
-        shown[c] = (100 * shown[c]).map(lambda v: f"{v:.1f}")
+        shown[c] = (100 * shown[c]).map(lambda v: "" if pd.isna(v) else f"{v:.1f}")  # blank: no such encoder
     how = f", {s.probe_folds}-fold cross-validation" if s.probe_folds else ""
     md = f"### {title}\n\n" + shown.to_markdown(index=False) + f"\n\n(linear-probe top-1, %{how})\n"
     if out_dir:
@@ -276,13 +280,17 @@ def experiment_main(
     grid: dict[str, list],
     paper_grid: dict[str, list],
     base: dict[str, Any] | None = None,
+    tiny_base: dict[str, Any] | None = None,
     quick_base: dict[str, Any] | None = None,
     probe_folds: int = 0,
+    random_per: tuple[str, ...] = (),
     argv: list[str] | None = None,
 ) -> str:
     """Command line of every ``experiments/*.py`` sweep: with no arguments it runs ``grid`` on
     the embedded dataset; ``--data/--labels`` run on real data, ``--paper`` the paper's grid and
-    encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep."""
+    encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep.
+    ``base`` overrides every trial's config, ``tiny_base`` too unless ``--paper``, ``quick_base``
+    too with ``--quick``; ``--set`` overrides them all. ``random_per``: see :func:`baselines`."""
     import argparse
 
     import ray
@@ -314,7 +322,7 @@ def experiment_main(
     data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
     clock["data"] = time.perf_counter()
     chosen = paper_grid if a.paper else grid
-    fixed = {**(base or {}), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
+    fixed = {**(base or {}), **({} if a.paper else tiny_base or {}), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
     if a.quick:  # two points of the first key, the first value of the others
         chosen = {k: v[: 2 if i == 0 else 1] for i, (k, v) in enumerate(chosen.items())}
         fixed.update(quick_base or {})
@@ -328,7 +336,7 @@ def experiment_main(
 
     def start_baselines() -> None:
         clock["baselines_start"] = time.perf_counter()
-        base_task.append(ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick)))
+        base_task.append(ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s, supervised=not (a.no_supervised or a.quick), random_per=random_per))
 
     grid_result = run_sweep(s, resume=a.resume, on_last_wave=start_baselines)
     clock["sweep"] = time.perf_counter()
