@@ -228,6 +228,7 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
         df = pd.concat([df, pd.DataFrame([{keys[0]: name, **acc}])], ignore_index=True)
     out_dir = os.path.join(resolve(s.storage)[1], s.name) if "://" not in s.storage else None
     shown = df.copy()
+    shown[keys[1:]] = shown[keys[1:]].fillna("")  # baseline rows have no setting of the other keys
     for c in encoders:
         shown[c] = (100 * shown[c]).map(lambda v: "" if pd.isna(v) else f"{v:.1f}")  # blank: no such encoder
     how = f", {s.probe_folds}-fold cross-validation" if s.probe_folds else ""
