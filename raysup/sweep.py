@@ -20,6 +20,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.storage import join, resolve, write_json
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config, method_module
+from raysup.runtime import init_ray
 from raysup.train import latest_checkpoint
 
 
@@ -295,8 +296,6 @@ def experiment_main(
     import argparse
 
     import ray
-
-    from raysup.cli import init_ray
 
     p = argparse.ArgumentParser(description=title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")

@@ -80,7 +80,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def ray_start(address: str | None = None) -> bool:
     """Use the running Ray instance (the test session's), connect to ``address``, or start a
-    new local one as ``raysup.cli.init_ray`` does (at least 6 logical CPUs, Train health checks
+    new local one as ``raysup.runtime.init_ray`` does (at least 6 logical CPUs, Train health checks
     every 0.5 s). Returns whether this call started it (then the caller shuts it down)."""
     import ray
 

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raw_cpu_per_clip = cpu["decode"] + cpu["log-mel"] + cpu[cfg.flow]
             n_cores = os.cpu_count() or 1
             # 1 and 2 tasks at a time (cpus_per_task = CPUs / tasks), then raysup's default: one logical
-            # CPU per task on a Ray started with more logical CPUs than cores (cli.init_ray), so more
+            # CPU per task on a Ray started with more logical CPUs than cores (runtime.init_ray), so more
             # tasks than cores are in flight and one task's start or Parquet write leaves no core idle
             runs = [(1, total_cpus, 1), (2, total_cpus / 2, 2), (f"default ({total_cpus:g} tasks)", cfg.cpus_per_task, n_cores)]
             prepare(str(src), os.path.join(tmp, "warm"), cfg)  # starts as many Ray workers as the default uses

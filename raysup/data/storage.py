@@ -33,6 +33,25 @@ def uri_of(uri: str, path: str) -> str:
     return f"{scheme}://{userinfo}{at}{path}{sep}{query}"
 
 
+_SECRET_QUERY_KEYS = ("access_key", "secret_key", "session_token")
+
+
+def redact(uri: str) -> str:
+    """``uri`` without credentials, safe to record or print: ``s3://KEY:SECRET@b/p?x=1`` →
+    ``s3://b/p?x=1``; query values of ``access_key``, ``secret_key`` and ``session_token`` are
+    replaced by ``***``. Local paths are returned unchanged."""
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    base, sep, query = rest.partition("?")
+    authority, slash, path = base.partition("/")
+    authority = authority.rpartition("@")[2]
+    if query:
+        parts = [p.partition("=") for p in query.split("&")]
+        query = "&".join(k + eq + ("***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, eq, v in parts)
+    return f"{scheme}://{authority}{slash}{path}{sep}{query}"
+
+
 def join(uri: str, *parts: str) -> str:
     """Join a path or URI with sub-paths, keeping any ``?query`` of a URI at the end."""
     base, sep, query = uri.partition("?")
