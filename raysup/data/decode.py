@@ -1,16 +1,28 @@
-"""Video and audio decoding with PyAV: frames resampled to a target fps and size, audio to mono.
+"""Video and audio decoding with PyAV, streamed: frames resampled to a target fps and size
+at their real timestamps, audio as mono chunks placed at theirs.
 
 Every failure raises :class:`DecodeError` with a short, user-facing reason; the
-caller (``prepare``) records it and moves on to the next input.
+caller (``prepare``) records it and moves on to the next input. Nothing here holds more
+than a clip's worth of a video: a long input or a hostile timestamp costs time, not memory.
 """
 from __future__ import annotations
 
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+T = TypeVar("T")
+
+# The longest timestamp gap bridged by repeating the frame before it (a still scene, a variable
+# frame rate): at most MAX_GAP_S * fps repeated frames. A longer gap (or a jump back in time)
+# ends a segment; clips never span two segments.
+MAX_GAP_S = 1.0
 
 
 class DecodeError(Exception):
@@ -18,28 +30,16 @@ class DecodeError(Exception):
 
 
 @dataclass(frozen=True)
-class Decoded:
-    frames: np.ndarray | None  # uint8 [T,H,W,3] sampled at `fps`, or None (audio only)
-    audio: np.ndarray | None  # float32 [S] mono at `sample_rate`, or None (no audio stream)
-    duration_s: float
+class Gap:
+    """Marks a timestamp gap longer than ``MAX_GAP_S`` (or a jump back) between two samples."""
+
+    before_s: float
+    after_s: float
 
 
-def decode(
-    source: str | BinaryIO,
-    *,
-    fps: float,
-    size: int,
-    sample_rate: int,
-    want_video: bool = True,
-    threaded: bool = True,
-) -> Decoded:
-    """Decode ``source`` into frames at ``fps`` (short side resized to ``size``, centre
-    crop to ``size``×``size``) and mono audio at ``sample_rate``.
-
-    With ``want_video=False`` (audio-only sets such as ESC-50) only audio is read.
-    ``threaded=False`` decodes video on one thread: cheaper in CPU time (FFmpeg's frame threads
-    cost ~20% more CPU on small videos), for callers that run one decode per core (``prepare``).
-    """
+@contextlib.contextmanager
+def open_media(source: str | BinaryIO) -> Iterator[av.container.InputContainer]:
+    """An open PyAV container; open failures as :class:`DecodeError`."""
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError as e:
@@ -48,29 +48,14 @@ def decode(
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise DecodeError(f"cannot open ({type(e).__name__}: {e})") from None
     with container:
-        has_video = bool(container.streams.video)
-        if want_video and not has_video:
-            raise DecodeError("no video stream")
-        if not want_video and not container.streams.audio:
-            raise DecodeError("no audio stream")
-        try:
-            frames = _read_frames(container, fps, size, threaded) if want_video else None
-        except (av.error.FFmpegError, ValueError) as e:
-            raise DecodeError(f"corrupt or truncated video ({type(e).__name__}: {e})") from None
-        audio = None
-        if container.streams.audio:
-            container.seek(0)
-            try:
-                audio = _read_audio(container, sample_rate)
-            except (av.error.FFmpegError, ValueError) as e:
-                raise DecodeError(f"corrupt or truncated audio ({type(e).__name__}: {e})") from None
-    if frames is not None and len(frames) == 0:
-        raise DecodeError("video stream has no decodable frames")
-    if frames is not None:
-        duration = len(frames) / fps
-    else:
-        duration = 0.0 if audio is None else len(audio) / sample_rate
-    return Decoded(frames=frames, audio=audio, duration_s=duration)
+        yield container
+
+
+def check_streams(container: av.container.InputContainer, want_video: bool) -> None:
+    if want_video and not container.streams.video:
+        raise DecodeError("no video stream")
+    if not want_video and not container.streams.audio:
+        raise DecodeError("no audio stream")
 
 
 _MAGIC = (b"ftyp", b"RIFF", b"\x1aE\xdf\xa3", b"OggS", b"FLV", b"\x00\x00\x01\xba", b"ID3", b"fLaC")
@@ -90,33 +75,94 @@ def _looks_like_media(source: str | BinaryIO) -> bool:
     return any(m in head[:12] for m in _MAGIC)
 
 
-def _read_frames(container: av.container.InputContainer, fps: float, size: int, threaded: bool = True) -> np.ndarray:
-    """The decoded frame nearest to each target time t = j/fps (j = 0, 1, ...), resized and
-    centre-cropped: [T,H,W,3]. Only the frames that are kept get converted, all by one
-    reformatter (a new swscale context per frame cost more than decoding the frame)."""
+@contextlib.contextmanager
+def _decode_errors(what: str):
+    try:
+        yield
+    except (av.error.FFmpegError, ValueError) as e:
+        raise DecodeError(f"corrupt or truncated {what} ({type(e).__name__}: {e})") from None
+
+
+def resample(timed: Iterable[tuple[float, T]], fps: float, max_gap_s: float = MAX_GAP_S) -> Iterator[tuple[float, T] | Gap]:
+    """Items at t = t0 + j/fps (t0: the first item's time), each the item nearest in time.
+
+    A gap longer than ``max_gap_s`` between two items, or a jump back in time, yields a
+    :class:`Gap` and restarts the grid at the later item, so no item is repeated more than
+    ``max_gap_s * fps`` times. The last item of a segment covers half the interval before it.
+    """
+    step = 1.0 / fps
+    prev_t, prev_x, t0, j, last_dt = None, None, 0.0, 0, 0.0
+    for t, x in timed:
+        if prev_t is not None and (t - prev_t > max_gap_s or t < prev_t):
+            yield from _tail(prev_x, prev_t + last_dt / 2, t0, j, step)
+            yield Gap(prev_t, t)
+            prev_t = None
+        if prev_t is None:
+            prev_t, prev_x, t0, j, last_dt = t, x, t, 0, 0.0
+            continue
+        while t0 + j * step <= (prev_t + t) / 2:  # targets nearer the previous item
+            yield t0 + j * step, prev_x
+            j += 1
+        if t != prev_t:
+            prev_t, prev_x, last_dt = t, x, t - prev_t
+    if prev_t is not None:
+        yield from _tail(prev_x, prev_t + last_dt / 2, t0, j, step)
+
+
+def _tail(x, until: float, t0: float, j: int, step: float) -> Iterator[tuple[float, object]]:
+    while t0 + j * step <= until + 1e-9:
+        yield t0 + j * step, x
+        j += 1
+
+
+def windows(samples: Iterable[tuple[float, T] | Gap], length: int, stride: int) -> Iterator[list[tuple[float, T]]]:
+    """Runs of ``length`` consecutive samples starting every ``stride`` samples of a segment;
+    a :class:`Gap` ends a segment (a run never spans one). Holds at most ``length`` samples."""
+    run: deque = deque(maxlen=length)
+    n = 0  # samples so far in this segment
+    for s in samples:
+        if isinstance(s, Gap):
+            run.clear()
+            n = 0
+            continue
+        run.append(s)
+        n += 1
+        if n >= length and (n - length) % stride == 0:
+            yield list(run)
+
+
+def video_samples(container: av.container.InputContainer, fps: float, size: int, threaded: bool = False) -> Iterator[tuple[float, np.ndarray] | Gap]:
+    """:func:`resample` over the decoded frames of the first video stream, each converted once
+    (resized to ``size`` on the short side, centre crop): (t, uint8 [H,W,3]) or :class:`Gap`.
+    ``threaded=False`` decodes on one thread: cheaper in CPU time for callers that run one
+    decode per core (``prepare``)."""
     stream = container.streams.video[0]
-    reformatter = VideoReformatter()
     stream.thread_type = "AUTO" if threaded else "NONE"
-    src_rate = float(stream.average_rate or stream.guessed_rate or fps)
-    out: list[np.ndarray] = []
-    next_t = 0.0
-    prev, prev_t, prev_img = None, 0.0, None
-    for frame in container.decode(stream):
-        t = frame.time if frame.time is not None else prev_t + 1.0 / src_rate
-        # every target time closer to the previous frame than to this one gets the previous frame
-        while prev is not None and next_t <= (prev_t + t) / 2:
-            prev_img = _resize_crop(prev, size, reformatter) if prev_img is None else prev_img
-            out.append(prev_img)
-            next_t += 1.0 / fps
-        if prev is None or t != prev_t:
-            prev, prev_t, prev_img = frame, t, None
-    while prev is not None and next_t <= prev_t + 0.5 / src_rate:
-        prev_img = _resize_crop(prev, size, reformatter) if prev_img is None else prev_img
-        out.append(prev_img)
-        next_t += 1.0 / fps
-    if not out:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack(out)
+    reformatter = VideoReformatter()
+    last_frame, last_img = None, None
+    for s in resample(_frames(container, stream), fps):
+        if isinstance(s, Gap):
+            yield s
+            continue
+        if s[1] is not last_frame:  # one conversion per source frame, however often it repeats
+            last_frame, last_img = s[1], _resize_crop(s[1], size, reformatter)
+        yield s[0], last_img
+
+
+def _frames(container: av.container.InputContainer, stream) -> Iterator[tuple[float, av.VideoFrame]]:
+    src_rate = float(stream.average_rate or stream.guessed_rate or 25.0)
+    t = None
+    with _decode_errors("video"):
+        for frame in container.decode(stream):
+            t = frame.time if frame.time is not None else (0.0 if t is None else t + 1.0 / src_rate)
+            yield t, frame
+
+
+def video_times(container: av.container.InputContainer) -> list[float]:
+    """Timestamps of the first video stream's packets, sorted, without decoding (for planning)."""
+    stream = container.streams.video[0]
+    with _decode_errors("video"):
+        return sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None and p.size)
 
 
 def _resize_crop(frame: av.VideoFrame, size: int, reformatter: VideoReformatter) -> np.ndarray:
@@ -128,16 +174,75 @@ def _resize_crop(frame: av.VideoFrame, size: int, reformatter: VideoReformatter)
     return np.ascontiguousarray(img[top : top + size, left : left + size])
 
 
-def _read_audio(container: av.container.InputContainer, sample_rate: int) -> np.ndarray:
-    """The first audio stream as float32 mono samples at ``sample_rate``: [S]."""
+def audio_chunks(container: av.container.InputContainer, sample_rate: int) -> Iterator[tuple[float | None, np.ndarray]]:
+    """The first audio stream as float32 mono chunks at ``sample_rate``: (start time or None, [S])."""
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    chunks: list[np.ndarray] = []
-    for frame in container.decode(stream):
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().reshape(-1))
-    for out in resampler.resample(None):
-        chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        return np.zeros(0, np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    with _decode_errors("audio"):
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                yield out.time, out.to_ndarray().reshape(-1)
+        for out in resampler.resample(None):
+            yield out.time, out.to_ndarray().reshape(-1)
+
+
+class AudioTrack:
+    """A sliding window over :func:`audio_chunks`, placed at their timestamps.
+
+    Holds only the samples from the last ``read`` start on: gaps up to ``MAX_GAP_S`` are filled
+    with silence; after a longer gap (or a jump back) the track restarts at the new chunk.
+    """
+
+    def __init__(self, chunks: Iterable[tuple[float | None, np.ndarray]], sample_rate: int):
+        self.chunks, self.sr = iter(chunks), sample_rate
+        self.start: float | None = None  # time of buf[0]
+        self.buf = np.zeros(0, np.float32)
+        self.exhausted = False
+
+    @property
+    def end(self) -> float:
+        return (self.start or 0.0) + len(self.buf) / self.sr
+
+    def first_time(self) -> float | None:
+        """Time of the first sample (None: no audio)."""
+        while self.start is None and self._pull():
+            pass
+        return self.start
+
+    def read(self, start: float, seconds: float) -> np.ndarray:
+        """Samples of [start, start + seconds): [round(seconds * sr)], zeros where there are none.
+        ``start`` must not decrease between calls."""
+        n = int(round(seconds * self.sr))
+        while (self.start is None or self.end < start + seconds) and self._pull():
+            self._drop_before(start)
+        self._drop_before(start)
+        out = np.zeros(n, np.float32)
+        if self.start is not None:
+            offset = int(round((self.start - start) * self.sr))
+            if offset < n:
+                take = self.buf[: n - offset]
+                out[offset : offset + len(take)] = take
+        return out
+
+    def _pull(self) -> bool:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            self.exhausted = True
+            return False
+        t, x = chunk
+        if self.start is None:
+            self.start, self.buf = (t or 0.0), x
+            return True
+        t = self.end if t is None else t
+        gap = t - self.end
+        if gap > MAX_GAP_S or gap < -MAX_GAP_S:  # restart at the new chunk
+            self.start, self.buf = t, x
+        else:  # small gaps: silence; small overlaps: appended (drift under a few ms)
+            pad = np.zeros(max(0, int(round(gap * self.sr))), np.float32)
+            self.buf = np.concatenate([self.buf, pad, x])
+        return True
+
+    def _drop_before(self, t: float) -> None:
+        if self.start is not None and t > self.start:
+            k = min(len(self.buf), int(round((t - self.start) * self.sr)))
+            self.buf, self.start = self.buf[k:], self.start + k / self.sr

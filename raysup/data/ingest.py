@@ -58,11 +58,21 @@ class PreparedData:
         fs, root = resolve(self.uri)
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.specs]
-        shards = sum(1 for f in fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}")) if f.path.endswith(".parquet"))
+        shards = self.shards()
         row_bytes = sum(s.nbytes for name, s in self.specs.items() if columns is None or name in columns)
         blocks = math.ceil(row_bytes * self.manifest["counts"]["clips"] / BLOCK_BYTES)
-        blocks = max(1, min(shards, max(blocks, MIN_BLOCKS)))
-        return ray.data.read_parquet(f"{root}/{DATA_DIR}", filesystem=fs, columns=columns, override_num_blocks=blocks)
+        blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
+        return ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks)
+
+    def shards(self) -> list[str]:
+        """The committed Parquet shards, relative to the folder: those the manifest lists, never
+        a half-written one or another program's file. Manifests before version 2 list none:
+        their writer left only committed ``*.parquet`` files in ``data/``."""
+        if "shards" in self.manifest:
+            return self.manifest["shards"]
+        fs, root = resolve(self.uri)
+        files = fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}"))
+        return sorted(f"{DATA_DIR}/{f.base_name}" for f in files if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
     def videos(self, columns: list[str], *, require: tuple[str, ...] = ()):
         """One row per video (:func:`raysup.data.tables.pack_video`: a list of its clips' values

@@ -1,19 +1,31 @@
 """``raysup prepare``: a Ray Data pipeline from a folder (or URI) of videos to Parquet clips.
 
-Each Ray Data task takes a batch of input files, decodes them (PyAV), cuts clips,
-computes log-mel audio (torchaudio) and optical flow (OpenCV), and writes one
-Parquet shard plus a JSON record of every input's outcome under ``_progress/``.
-The record is the commit marker: a rerun skips every input it lists (resume),
-deletes shards without one (an interrupted write), and ``manifest.json`` is
-rebuilt from all records at the end.
+Each Ray Data task takes a batch of input files, decodes them (PyAV) one clip at a time,
+computes log-mel audio (torchaudio) and optical flow (OpenCV), and streams the clips into one
+Parquet shard under a temporary name (``_progress/tmp/``), in row groups, so a task's memory
+does not grow with the length of its videos.
+
+Commit protocol (one writer per output: ``_progress/lock.json``, kept alive by a heartbeat):
+a task writes its record (``_progress/part-<id>.json``: every input's outcome and the shard it
+wrote), then moves the shard into ``data/``; the shard's arrival commits both. A record whose
+shard is missing is an interrupted commit: the next run deletes it and its temporary and redoes
+its inputs. ``manifest.json`` is rebuilt from the committed records at the end and lists the
+committed shards, which are all readers read. Prepare deletes nothing but its own records and
+temporaries: other files under the output are never touched.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
+import socket
+import sys
+import threading
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,16 +35,23 @@ import pyarrow.parquet as pq
 
 from raysup.config import ConfigError, to_dict
 from raysup.data.audio import AudioConfig, log_mel
-from raysup.data.decode import DecodeError, decode
+from raysup.data.decode import (
+    MAX_GAP_S, AudioTrack, DecodeError, Gap, audio_chunks, check_streams, open_media, resample, video_samples, video_times, windows,
+)
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import TensorSpec, arrow_schema, tensor_bytes
-from raysup.data.storage import exists, read_json, resolve, write_json
+from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
 PROGRESS_DIR = "_progress"
+TMP_DIR = f"{PROGRESS_DIR}/tmp"  # shards being written
+LOCK = f"{PROGRESS_DIR}/lock.json"
+ROW_GROUP_BYTES = 16 * 1024**2  # tensor bytes of clips a task holds before writing them out
+HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
+STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
 
 
 @dataclass(frozen=True)
@@ -88,87 +107,254 @@ class Outcome:
 
     video_id: str
     path: str
-    status: str  # "ok" | "skipped"
+    status: str  # "ok" (it has clips) | "skipped"
     reason: str = ""
     clips: int = 0
     has_audio: bool = False
+    gaps: int = 0  # timestamp gaps over MAX_GAP_S that cut the video
 
 
-def list_inputs(src: str, audio_only: bool) -> list[tuple[str, str]]:
-    """(path, video_id) for every media file under ``src``, sorted; video_id = relative path
-    without extension, '/'-separated."""
+def source_label(src: str) -> str:
+    """``src`` without credentials, as recorded and compared: a real local path or ``s3://bucket/key``."""
+    fs, path = resolve(src)
+    return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{path}"
+
+
+def list_inputs(src: str, audio_only: bool) -> tuple[list[tuple[str, str]], list[Outcome]]:
+    """(path, video_id) for every media file under ``src``, sorted (video_id = relative path
+    without extension, '/'-separated), and the files left out while listing (links).
+
+    Local sources: each real file once (a link to a listed file is recorded as such; directory
+    links into the source are not followed, links out of it once each, so loops end), dangling
+    links recorded. Raises ValueError when there is no media at all."""
     fs, root = resolve(src)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"source not found: {src}")
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"source not found: {redact(src)}")
     exts = VIDEO_EXTENSIONS + (AUDIO_EXTENSIONS if audio_only else ())
-    out = []
-    for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        if f.type != pafs.FileType.File or not f.path.lower().endswith(exts):
-            continue
-        rel = os.path.relpath(f.path, root).replace(os.sep, "/")
-        out.append((f.path, os.path.splitext(rel)[0]))
-    return sorted(out)
-
-
-def clip_starts(n: int, length: int, stride: int, max_clips: int) -> list[int]:
-    """Start indices of clips of ``length`` in a sequence of ``n`` (evenly thinned to max_clips)."""
-    starts = list(range(0, n - length + 1, stride))
-    if max_clips and len(starts) > max_clips:
-        keep = np.linspace(0, len(starts) - 1, max_clips).round().astype(int)
-        starts = [starts[i] for i in keep]
-    return starts
-
-
-def video_clips(video_id: str, source, cfg: PrepareConfig) -> tuple[list[dict], bool]:
-    """Decode one input and cut it into clip rows (schema columns, tensors as numpy)."""
-    # one decoder thread: prepare runs one task per CPU (cv2 and torch are single-threaded too)
-    dec = decode(source, fps=cfg.fps, size=cfg.size, sample_rate=cfg.sample_rate, want_video=not cfg.audio_only, threaded=False)
-    clip_s, audio_cfg = cfg.clip_seconds, cfg.audio
-    stride_s = cfg.clip_stride_s or clip_s
-    if cfg.audio_only:  # windows over the waveform
-        n_windows = int(np.floor(dec.duration_s * cfg.fps + 1e-6))
-        length, stride = cfg.clip_frames, max(1, int(round(stride_s * cfg.fps)))
+    if isinstance(fs, pafs.LocalFileSystem):
+        inputs, skipped = _local_inputs(root, exts)
     else:
-        n_windows, length, stride = len(dec.frames), cfg.clip_frames, max(1, int(round(stride_s * cfg.fps)))
-    starts = clip_starts(n_windows, length, stride, cfg.max_clips_per_video)
-    if not starts:
-        raise DecodeError(f"shorter than one clip ({dec.duration_s:.2f} s < {clip_s:.2f} s)")
-    rows = []
-    for i, s in enumerate(starts):
-        start_s = s / cfg.fps
-        row = {"video_id": video_id, "clip_index": i, "start_s": start_s, "motion": 0.0}
-        if dec.audio is not None:
-            a0 = int(round(start_s * cfg.sample_rate))
-            row["audio"] = log_mel(dec.audio[a0:], audio_cfg, clip_s).astype(np.float16)
-        if dec.frames is not None:
-            frames = dec.frames[s : s + length]  # [T,H,W,3]
-            row["frames"] = frames
-            if cfg.flow != "none":
-                flow = compute_flow(frames, cfg.flow)  # [T-1,H,W,2]
-                row["flow"] = flow.astype(np.float16)
-                row["motion"] = motion_magnitude(flow)
-        rows.append(row)
-    return rows, dec.audio is not None
+        files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        inputs = sorted((f.path, _video_id(root, f.path)) for f in files if f.type == pafs.FileType.File and f.path.lower().endswith(exts))
+        skipped = []
+    if not inputs and not skipped:
+        raise ValueError(f"no media files under {redact(src)} (looked for {', '.join(exts)})")
+    return inputs, skipped
 
 
-def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConfig) -> tuple[list[dict], Outcome]:
-    """Clip rows and the outcome for one input; never raises for a bad input."""
-    try:
-        size = fs.get_file_info(path).size
-        if not size:
-            raise DecodeError("empty file (0 bytes)")
-        if isinstance(fs, pafs.LocalFileSystem):
-            rows, has_audio = video_clips(video_id, path, cfg)
+def _video_id(root: str, path: str) -> str:
+    return os.path.splitext(os.path.relpath(path, root).replace(os.sep, "/"))[0]
+
+
+def _local_inputs(root: str, exts: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[Outcome]]:
+    real_root = os.path.realpath(root)
+    paths = [p for p in _walk(root, real_root) if p.lower().endswith(exts)]
+    # files reached without a link first, so that a link is the one left out
+    paths.sort(key=lambda p: (os.path.realpath(p) != os.path.join(real_root, os.path.relpath(p, root)), p))
+    inputs, skipped, listed = [], [], {}
+    for path in paths:
+        video_id = _video_id(root, path)
+        real = os.path.realpath(path)
+        if not os.path.exists(path):
+            skipped.append(Outcome(video_id, path, "skipped", f"dangling link (target {os.readlink(path)} not found)"))
+        elif real in listed:
+            skipped.append(Outcome(video_id, path, "skipped", f"link to a file already listed ({listed[real]})"))
         else:
-            with fs.open_input_file(path) as f:
-                rows, has_audio = video_clips(video_id, f, cfg)
-    except DecodeError as e:
-        return [], Outcome(video_id, path, "skipped", str(e))
-    except Exception as e:  # noqa: BLE001 - one bad input must never stop the pipeline
-        return [], Outcome(video_id, path, "skipped", f"unexpected error ({type(e).__name__}: {e})")
-    reason = "" if has_audio or cfg.audio_only else "no audio stream (audio column is null)"
-    return rows, Outcome(video_id, path, "ok", reason, len(rows), has_audio)
+            listed[real] = video_id
+            inputs.append((path, video_id))
+    return sorted(inputs), skipped
+
+
+def _walk(root: str, real_root: str) -> Iterator[str]:
+    """Every non-directory path under ``root``; directory links into ``real_root`` are not
+    followed (their files are listed by their real path), others once per real directory."""
+    seen, stack = set(), [root]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        for entry in os.scandir(folder):
+            if not entry.is_dir():
+                yield entry.path
+            elif not (entry.is_symlink() and _inside(os.path.realpath(entry.path), real_root)):
+                stack.append(entry.path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def thin(n: int, max_clips: int) -> set[int]:
+    """Indices of ``max_clips`` evenly spaced items out of ``n`` (all when max_clips is 0)."""
+    if not max_clips or n <= max_clips:
+        return set(range(n))
+    return set(np.linspace(0, n - 1, max_clips).round().astype(int).tolist())
+
+
+@dataclass
+class ClipStats:
+    """What :func:`clip_rows` saw of one input (filled in as it streams)."""
+
+    clips: int = 0
+    has_audio: bool = False
+    gaps: int = 0
+    seconds: float = 0.0  # sampled length, gaps excluded
+
+
+Opener = Callable[[], contextlib.AbstractContextManager]  # a fresh handle on the input per call
+
+
+def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStats) -> Iterator[dict]:
+    """One input's clip rows (schema columns, tensors as numpy), streamed: decoding holds one
+    clip's frames and audio. Video and audio are read through two handles on the input, each
+    at its own pace, aligned by their timestamps."""
+    clip_s = cfg.clip_seconds
+    with contextlib.ExitStack() as stack:
+        audio_c = stack.enter_context(open_media(stack.enter_context(opener())))
+        check_streams(audio_c, want_video=not cfg.audio_only)
+        stats.has_audio = bool(audio_c.streams.audio)
+        track = AudioTrack(audio_chunks(audio_c, cfg.sample_rate), cfg.sample_rate) if stats.has_audio else None
+        if cfg.audio_only:
+            clips, n_planned = _audio_windows(track, cfg, stats), None
+            if cfg.max_clips_per_video:
+                with opener() as f, open_media(f) as c:
+                    n_planned = sum(1 for _ in _audio_windows(AudioTrack(audio_chunks(c, cfg.sample_rate), cfg.sample_rate), cfg, ClipStats()))
+        else:
+            video_c = stack.enter_context(open_media(stack.enter_context(opener())))
+            clips, n_planned = _video_windows(video_samples(video_c, cfg.fps, cfg.size), cfg, stats), None
+            if cfg.max_clips_per_video:
+                with opener() as f, open_media(f) as c:
+                    n_planned = sum(1 for _ in _video_windows(resample(((t, None) for t in video_times(c)), cfg.fps), cfg, ClipStats()))
+        keep = None if n_planned is None else thin(n_planned, cfg.max_clips_per_video)
+        t0 = None
+        for i, (t, frames) in enumerate(clips):
+            t0 = t if t0 is None else t0
+            if keep is not None and i not in keep:
+                continue
+            row = {"video_id": video_id, "clip_index": stats.clips, "start_s": t - t0, "motion": 0.0}
+            if track is not None:
+                row["audio"] = log_mel(track.read(t, clip_s), cfg.audio, clip_s).astype(np.float16)
+            if frames is not None:
+                row["frames"] = frames  # [T,H,W,3]
+                if cfg.flow != "none":
+                    flow = compute_flow(frames, cfg.flow)  # [T-1,H,W,2]
+                    row["flow"] = flow.astype(np.float16)
+                    row["motion"] = motion_magnitude(flow)
+            stats.clips += 1
+            yield row
+    if not stats.clips:
+        if stats.gaps:
+            raise DecodeError(f"no {clip_s:.2f} s without a timestamp gap ({stats.gaps} gaps over {MAX_GAP_S} s)")
+        if not cfg.audio_only and not stats.seconds:
+            raise DecodeError("video stream has no decodable frames")
+        raise DecodeError(f"shorter than one clip ({stats.seconds:.2f} s < {clip_s:.2f} s)")
+
+
+def _stride(cfg: PrepareConfig) -> int:
+    return max(1, int(round((cfg.clip_stride_s or cfg.clip_seconds) * cfg.fps)))
+
+
+def _video_windows(samples, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, np.ndarray | None]]:
+    """(start time, frames [T,H,W,3]) of every clip of a stream of samples (frames None when
+    the samples carry none: planning from timestamps)."""
+
+    def counted():
+        for s in samples:
+            if isinstance(s, Gap):
+                stats.gaps += 1
+            else:
+                stats.seconds += 1.0 / cfg.fps
+            yield s
+
+    for run in windows(counted(), cfg.clip_frames, _stride(cfg)):
+        yield run[0][0], (None if run[0][1] is None else np.stack([img for _, img in run]))
+
+
+def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, None]]:
+    """(start time, None) of every clip-long window of the audio; after a long gap the
+    windows restart where the audio does."""
+    t, clip_s = track.first_time(), cfg.clip_seconds
+    stride_s = _stride(cfg) / cfg.fps
+    while t is not None:
+        track.read(t, clip_s)
+        if track.start > t + 1e-6:  # the track restarted after a gap
+            stats.gaps += 1
+            t = track.start
+            continue
+        stats.seconds = max(stats.seconds, track.end - track.start)
+        if track.end + 1e-6 < t + clip_s:
+            return
+        yield t, None
+        t += stride_s
+
+
+class ShardWriter:
+    """Clip rows → one Parquet file, in row groups of about ``ROW_GROUP_BYTES``: only one row
+    group is ever held in memory. The file is created with the first row group."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, specs: dict[str, TensorSpec]):
+        self.fs, self.path, self.specs = fs, path, specs
+        self.rows_per_group = max(1, ROW_GROUP_BYTES // max(1, sum(s.nbytes for s in specs.values())))
+        self.pending: list[dict] = []
+        self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, arrow_schema(self.specs), filesystem=self.fs)
+        self.writer.write_table(rows_to_table(self.pending, self.specs))
+        self.rows += len(self.pending)
+        self.pending = []
+
+    def close(self) -> int:
+        """Rows written (0: no file)."""
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+        return self.rows
+
+
+def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConfig, writer: ShardWriter) -> Outcome:
+    """Stream one input's clips into ``writer``; its outcome. A bad input never raises (an
+    input that breaks after some clips keeps them, with the reason); a write error does."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return Outcome(video_id, path, "skipped", "vanished during prepare (file not found)")
+    if not info.size:
+        return Outcome(video_id, path, "skipped", "empty file (0 bytes)")
+    opener = (lambda: contextlib.nullcontext(path)) if isinstance(fs, pafs.LocalFileSystem) else (lambda: fs.open_input_file(path))
+    stats = ClipStats()
+    rows, error = clip_rows(video_id, opener, cfg, stats), ""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except DecodeError as e:
+            error = str(e)
+            break
+        except FileNotFoundError:
+            error = "vanished during prepare (file not found)"
+            break
+        except Exception as e:  # noqa: BLE001 - one bad input must never stop the pipeline
+            error = f"unexpected error ({type(e).__name__}: {e})"
+            break
+        writer.write(row)
+    if not stats.clips:
+        return Outcome(video_id, path, "skipped", error, gaps=stats.gaps)
+    reason = f"stopped after {stats.clips} clips: {error}" if error else ""
+    if not reason and not stats.has_audio and not cfg.audio_only:
+        reason = "no audio stream (audio column is null)"
+    return Outcome(video_id, path, "ok", reason, stats.clips, stats.has_audio, stats.gaps)
 
 
 def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec]) -> pa.Table:
@@ -183,7 +369,7 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec]) -> pa.Table:
 
 
 def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict: dict) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: one batch of inputs → one Parquet shard + record."""
+    """Ray Data ``map_batches`` function: one batch of inputs → one committed Parquet shard + record."""
     import cv2
     import torch
 
@@ -192,15 +378,14 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     cfg = PrepareConfig(**cfg_dict)
     src_fs, _ = resolve(src)
     out_fs, out_root = resolve(out)
-    rows, outcomes = [], []
-    for path, video_id in zip(batch["path"], batch["video_id"]):
-        r, o = process_file(str(path), str(video_id), src_fs, cfg)
-        rows += r
-        outcomes.append(o)
     name = f"part-{uuid.uuid4().hex}"
-    if rows:
-        pq.write_table(rows_to_table(rows, cfg.tensor_specs()), f"{out_root}/{DATA_DIR}/{name}.parquet", filesystem=out_fs)
-    write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", [dataclasses.asdict(o) for o in outcomes])
+    writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs())
+    outcomes = [process_file(str(p), str(v), src_fs, cfg, writer) for p, v in zip(batch["path"], batch["video_id"])]
+    shards = [f"{DATA_DIR}/{name}.parquet"] if writer.close() else []
+    # the record names the shard before the shard arrives: the move commits both
+    write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", {"shards": shards, "outcomes": [dataclasses.asdict(o) for o in outcomes]})
+    for shard in shards:
+        out_fs.move(f"{out_root}/{TMP_DIR}/{name}.parquet", f"{out_root}/{shard}")
     return {
         "video_id": np.array([o.video_id for o in outcomes]),
         "status": np.array([o.status for o in outcomes]),
@@ -208,76 +393,170 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     }
 
 
-def _finished(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
-    """Outcomes recorded by earlier (possibly interrupted) runs; removes uncommitted shards."""
+def committed(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
+    """The committed records ({"shards", "outcomes"}) under ``out_root``; deletes the records of
+    interrupted commits (a shard never arrived) and every temporary shard. Only under the lock."""
     progress = f"{out_root}/{PROGRESS_DIR}"
-    if not exists(out_fs, progress):
-        return []
-    records = {}
+    records = []
     for f in out_fs.get_file_info(pafs.FileSelector(progress)):
-        if f.path.endswith(".json") and not f.base_name.startswith("params"):
-            records[os.path.splitext(f.base_name)[0]] = read_json(out_fs, f.path)
-    data_dir = f"{out_root}/{DATA_DIR}"
-    if exists(out_fs, data_dir):
-        for f in out_fs.get_file_info(pafs.FileSelector(data_dir)):
-            if os.path.splitext(f.base_name)[0] not in records:
-                out_fs.delete_file(f.path)  # written by a task that died before its record
-    return [o for rec in records.values() for o in rec]
+        if f.type != pafs.FileType.File or not (f.base_name.startswith("part-") and f.base_name.endswith(".json")):
+            continue
+        record = read_json(out_fs, f.path)
+        if isinstance(record, list):  # written before records named their shard
+            record = {"shards": [f"{DATA_DIR}/{f.base_name[:-5]}.parquet"] if any(o["clips"] for o in record) else [], "outcomes": record}
+        if all(exists(out_fs, f"{out_root}/{s}") for s in record["shards"]):
+            records.append(record)
+        else:
+            out_fs.delete_file(f.path)
+    tmp = f"{out_root}/{TMP_DIR}"
+    if exists(out_fs, tmp):
+        for f in out_fs.get_file_info(pafs.FileSelector(tmp)):
+            if f.type == pafs.FileType.File and f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
+                out_fs.delete_file(f.path)
+    return records
+
+
+class OutputLock:
+    """One ``prepare`` at a time per output: ``_progress/lock.json`` names the holder (pid, host)
+    and is rewritten every ``HEARTBEAT_S``. A lock whose process is gone (same host) or whose
+    heartbeat is older than ``STALE_S`` is broken, with a message on stderr; a live one makes
+    the second run fail with a one-line error."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, label: str):
+        self.fs, self.path, self.label = fs, f"{root}/{LOCK}", label
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._heartbeat, daemon=True)
+
+    def __enter__(self) -> "OutputLock":
+        for _ in range(3):
+            if create_exclusive(self.fs, self.path, self._stamp()) and self._mine():
+                self.thread.start()
+                return self
+            holder = self._holder()
+            why = holder and _stale(holder)
+            if holder and not why:
+                age = time.time() - holder["heartbeat"]
+                raise FileExistsError(f"{self.label} is being prepared by pid {holder['pid']} on {holder['host']} "
+                                      f"(heartbeat {age:.0f} s ago); wait for it to finish or use another output folder")
+            if holder:
+                print(f"raysup prepare: breaking the stale lock of {self.label} held by pid {holder['pid']} on {holder['host']} ({why})", file=sys.stderr)
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    self.fs.delete_file(self.path)
+        raise FileExistsError(f"{self.label}: could not take the lock {LOCK} (another prepare keeps taking it)")
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        if self._mine():
+            self.fs.delete_file(self.path)
+
+    def _stamp(self) -> dict:
+        return {**self.me, "heartbeat": time.time()}
+
+    def _holder(self) -> dict | None:
+        try:
+            return read_json(self.fs, self.path)
+        except (FileNotFoundError, ValueError):  # gone, or being written
+            return None
+
+    def _mine(self) -> bool:
+        holder = self._holder()
+        return bool(holder) and holder.get("token") == self.me["token"]
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            if self._mine():
+                write_json(self.fs, self.path, self._stamp())
+
+
+def _stale(holder: dict) -> str:
+    """Why a lock's holder is dead ("" if it may be alive)."""
+    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0))):
+        return "that process no longer exists"
+    age = time.time() - float(holder.get("heartbeat", 0))
+    return f"no heartbeat for {age:.0f} s" if age > STALE_S else ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
+    """Refuse to add to an output prepared from another source or with other parameters."""
+    path = f"{out_root}/{PROGRESS_DIR}/params.json"
+    if not exists(out_fs, path):
+        return
+    old = read_json(out_fs, path)
+    if old.get("source", source) != source:
+        raise ConfigError(f"source: {redact(out)} was prepared from {old['source']}, not {source}; use a new output folder")
+    diff = [k for k in params if k not in ("videos_per_shard", "cpus_per_task") and old.get(k) != params[k]]
+    if diff:
+        raise ConfigError(f"{diff[0]}: {redact(out)} was prepared with {diff[0]}={old.get(diff[0])!r}, not {params[diff[0]]!r}; use a new output folder")
 
 
 def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     """Prepare every media file under ``src`` into Parquet clips under ``out``; returns the manifest.
 
-    Rerunning on the same ``out`` resumes: inputs with a recorded outcome are not redone.
+    Rerunning on the same ``out`` resumes: inputs with a committed outcome are not redone.
+    Raises ValueError when ``src`` holds no media, ConfigError when ``out`` was prepared from
+    another source or with other parameters, FileExistsError while another prepare writes ``out``.
     """
     import ray
 
+    source = source_label(src)
+    inputs, listing_skips = list_inputs(src, cfg.audio_only)
     out_fs, out_root = resolve(out)
     params = to_dict(cfg)
-    params_path = f"{out_root}/{PROGRESS_DIR}/params.json"
-    if exists(out_fs, params_path):
-        old = read_json(out_fs, params_path)
-        diff = [k for k in params if k not in ("videos_per_shard", "cpus_per_task") and old.get(k) != params[k]]
-        if diff:
-            raise ConfigError(f"{diff[0]}: {out} was prepared with {diff[0]}={old.get(diff[0])!r}, not {params[diff[0]]!r}; use a new output folder")
-    out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
-    out_fs.create_dir(f"{out_root}/{PROGRESS_DIR}", recursive=True)
-    write_json(out_fs, params_path, params)
-
-    done = _finished(out_fs, out_root)
-    done_ids = {o["video_id"] for o in done}
-    todo, duplicates, seen = [], [], set(done_ids)
-    for path, video_id in list_inputs(src, cfg.audio_only):
-        if video_id in seen:
-            if video_id not in done_ids:
-                duplicates.append(dataclasses.asdict(Outcome(video_id, path, "skipped", "duplicate video_id (another file has the same name)")))
-            continue
-        seen.add(video_id)
-        todo.append({"path": path, "video_id": video_id})
-    # Inputs are listed sorted (class folders together); shards of a random mix of videos give
-    # training batches that mix classes even with a small local shuffle buffer.
-    random.Random(len(todo)).shuffle(todo)
-    if todo:
-        n_blocks = -(-len(todo) // cfg.videos_per_shard)
-        ds = ray.data.from_items(todo, override_num_blocks=n_blocks).map_batches(
-            prepare_shard,
-            batch_size=cfg.videos_per_shard,
-            num_cpus=cfg.cpus_per_task,
-            fn_kwargs={"src": src, "out": out, "cfg_dict": params},
-        )
-        ds.materialize()
-    outcomes = sorted(_finished(out_fs, out_root) + duplicates, key=lambda o: o["video_id"])
-    manifest = build_manifest(src, cfg, outcomes)
-    write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
+    out_fs.create_dir(f"{out_root}/{TMP_DIR}", recursive=True)
+    with OutputLock(out_fs, out_root, redact(out)):
+        _check_output(out_fs, out_root, out, source, params)
+        out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
+        write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**params, "source": source})
+        done_ids = {o["video_id"] for r in committed(out_fs, out_root) for o in r["outcomes"]}
+        todo, extra, seen = [], list(listing_skips), set(done_ids)
+        for path, video_id in inputs:
+            if video_id in seen:
+                if video_id not in done_ids:
+                    extra.append(Outcome(video_id, path, "skipped", "duplicate video_id (another file has the same name)"))
+                continue
+            seen.add(video_id)
+            todo.append({"path": path, "video_id": video_id})
+        # Inputs are listed sorted (class folders together); shards of a random mix of videos give
+        # training batches that mix classes even with a small local shuffle buffer.
+        random.Random(len(todo)).shuffle(todo)
+        if todo:
+            n_blocks = -(-len(todo) // cfg.videos_per_shard)
+            ds = ray.data.from_items(todo, override_num_blocks=n_blocks).map_batches(
+                prepare_shard,
+                batch_size=cfg.videos_per_shard,
+                num_cpus=cfg.cpus_per_task,
+                fn_kwargs={"src": src, "out": out, "cfg_dict": params},
+            )
+            ds.materialize()
+        records = committed(out_fs, out_root)
+        outcomes = [o for r in records for o in r["outcomes"]] + [dataclasses.asdict(o) for o in extra]
+        shards = sorted(s for r in records for s in r["shards"])
+        manifest = build_manifest(source, cfg, sorted(outcomes, key=lambda o: o["video_id"]), shards)
+        write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
     return manifest
 
 
-def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict]) -> dict:
+def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict], shards: list[str] | None = None) -> dict:
+    """The manifest: ``shards`` are the committed Parquet files (paths relative to the output),
+    the only ones readers read; None (manifests of version 1) means every file under data/."""
     ok = [o for o in outcomes if o["status"] == "ok"]
     skipped = [o for o in outcomes if o["status"] == "skipped"]
-    return {
-        "version": 1,
-        "source": src,
+    manifest = {
+        "version": 2 if shards is not None else 1,
+        "source": redact(src),
         "params": to_dict(cfg),
         "columns": {k: v.to_dict() for k, v in cfg.tensor_specs().items()},
         "counts": {
@@ -291,4 +570,10 @@ def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict]) -> dict:
         "skipped": [{"video_id": o["video_id"], "path": o["path"], "reason": o["reason"]} for o in skipped],
         "no_audio": [o["video_id"] for o in ok if not o["has_audio"]],
         "videos": {o["video_id"]: o["clips"] for o in ok},
+        "max_gap_s": MAX_GAP_S,
+        "timestamp_gaps": {o["video_id"]: o["gaps"] for o in outcomes if o.get("gaps")},
+        "stopped_early": {o["video_id"]: o["reason"] for o in ok if o["reason"].startswith("stopped after")},
     }
+    if shards is not None:
+        manifest["shards"] = shards
+    return manifest

@@ -74,3 +74,27 @@ def write_json(fs: pafs.FileSystem, path: str, obj) -> None:
     with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
     fs.move(tmp, path)
+
+
+def create_exclusive(fs: pafs.FileSystem, path: str, obj) -> bool:
+    """Write JSON at ``path`` only if nothing is there; False if something is.
+
+    Atomic on a local filesystem (a hard link of a complete temporary file). Object stores
+    offer no create-if-absent here: a check, then a write, so two writers racing within the
+    same instant may both succeed (callers read back to detect that)."""
+    data = json.dumps(obj, indent=1, sort_keys=True).encode()
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+    if exists(fs, path):
+        return False
+    write_json(fs, path, obj)
+    return True

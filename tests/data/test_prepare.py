@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysup.config import ConfigError
-from raysup.data.decode import DecodeError, decode
-from raysup.data.prepare import PrepareConfig, clip_starts, prepare
+from raysup.data.decode import DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
+from raysup.data.ingest import PreparedData
+from raysup.data.prepare import PrepareConfig, prepare, thin
 from tests.conftest import write_media
 
 CFG = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2)
@@ -37,23 +38,47 @@ def messy_source(tmp_path):
 
 def test_decode_samples_fps_and_size(tmp_path):
     path = write_media(tmp_path / "v.mp4", seconds=2.0, fps=16, size=(48, 64))
-    d = decode(str(path), fps=8, size=32, sample_rate=24000)
-    assert d.frames.shape == (16, 32, 32, 3) and d.frames.dtype == np.uint8
-    # the white bar moves 2 px per source frame → every other source frame is kept
-    assert d.audio is not None and abs(len(d.audio) / 24000 - 2.0) < 0.1
-    assert d.duration_s == pytest.approx(2.0)
+    with open_media(str(path)) as c:
+        samples = list(video_samples(c, 8, 32))
+    frames = np.stack([img for _, img in samples])
+    assert frames.shape == (16, 32, 32, 3) and frames.dtype == np.uint8
+    assert [t for t, _ in samples] == pytest.approx([j / 8 for j in range(16)])
+    # the white bar moves 2 px per source frame → every other source frame is kept: no repeats
+    assert all((a != b).any() for a, b in zip(frames, frames[1:]))
+    with open_media(str(path)) as c:
+        audio = np.concatenate([x for _, x in audio_chunks(c, 24000)])
+    assert abs(len(audio) / 24000 - 2.0) < 0.1
 
 
 def test_decode_errors_are_clear(tmp_path):
     (tmp_path / "x.mp4").write_text("nope")
     with pytest.raises(DecodeError, match="not a media file"):
-        decode(str(tmp_path / "x.mp4"), fps=8, size=32, sample_rate=24000)
+        with open_media(str(tmp_path / "x.mp4")):
+            pass
 
 
-def test_clip_starts():
-    assert clip_starts(24, 8, 8, 0) == [0, 8, 16]
-    assert clip_starts(7, 8, 8, 0) == []
-    assert clip_starts(100, 8, 4, 3) == [0, 48, 92]
+def test_resample_follows_timestamps():
+    """From the first timestamp on, at most MAX_GAP_S * fps repeats of one item, a Gap across longer gaps."""
+    items = [(30 + i / 16, i) for i in range(32)]  # 2 s starting at 30 s
+    out = list(resample(items, fps=8))
+    assert [t for t, _ in out] == pytest.approx([30 + j / 8 for j in range(16)]) and [x for _, x in out] == list(range(0, 32, 2))
+    gap = [(i / 4, i) for i in range(8)] + [(20000 + i / 4, 8 + i) for i in range(8)]
+    out = list(resample(gap, fps=8))
+    assert len(out) == 2 * 16 + 1 and out[16] == Gap(1.75, 20000.0)
+    assert out[17][0] == 20000.0  # the grid restarts at the first item after the gap
+    back = list(resample([(5.0, "a"), (5.125, "b"), (1.0, "c")], fps=8))
+    assert back == [(5.0, "a"), (5.125, "b"), Gap(5.125, 1.0), (1.0, "c")]
+
+
+def test_windows_never_span_a_gap():
+    samples = [(float(i), i) for i in range(5)] + [Gap(4, 9)] + [(float(i), i) for i in range(9, 12)]
+    assert [[x for _, x in w] for w in windows(samples, 2, 2)] == [[0, 1], [2, 3], [9, 10]]
+    assert [[x for _, x in w] for w in windows(samples, 2, 3)] == [[0, 1], [3, 4], [9, 10]]
+
+
+def test_thin():
+    assert thin(3, 0) == {0, 1, 2}
+    assert thin(24, 3) == {0, 12, 23}
 
 
 def test_prepare_counts_reasons_and_columns(ray_session, messy_source, tmp_path):
@@ -89,15 +114,15 @@ def test_prepare_resumes_without_redoing(ray_session, messy_source, tmp_path):
     out = tmp_path / "out"
     prepare(str(messy_source), str(out), CFG)
     shards = sorted(p.name for p in (out / "data").iterdir())
-    # an interrupted task leaves a shard without its record: it must be discarded
+    # a file in data/ that prepare did not write is neither deleted nor read
     (out / "data" / "part-orphan.parquet").write_bytes(b"half written")
     write_media(messy_source / "new.mp4", seconds=1.0)
     m = prepare(str(messy_source), str(out), CFG)
     after = sorted(p.name for p in (out / "data").iterdir())
-    assert "part-orphan.parquet" not in after
-    assert set(shards) < set(after) and len(after) == len(shards) + 1  # only the new input was processed
+    assert "part-orphan.parquet" in after
+    assert set(shards) < set(after) and len(after) == len(shards) + 2  # only the new input was processed
     assert m["counts"]["inputs"] == 9 and m["counts"]["clips"] == 8
-    assert pq.read_table(out / "data").num_rows == 8
+    assert PreparedData(str(out)).dataset(["video_id"]).count() == 8
 
 
 def test_prepare_rejects_changed_parameters(ray_session, messy_source, tmp_path):
@@ -118,6 +143,7 @@ def test_prepare_audio_only(ray_session, tmp_path):
     assert m["skipped"][0]["reason"] == "no audio stream"
     table = pq.read_table(tmp_path / "out" / "data")
     assert "frames" not in table.column_names and table.column("audio").null_count == 0
+    assert table.column("start_s").to_pylist() == [0.0, 1.0]
 
 
 def test_videos_groups_every_clip_once_in_clip_order(prepared):
