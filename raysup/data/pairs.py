@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torchvision.ops import roi_align
-from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
+
+from raysup.data.transforms import random_resized_crop_flip
 
 Modality = Literal["flow", "diff"]
 CHANNELS_PER_FIELD = {"flow": 2, "diff": 3}  # (dx, dy) per flow field; RGB per difference
@@ -54,28 +54,16 @@ def augment_pair(
     channel_split: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training augmentation of :func:`centre_pair`'s output, identical for a pair's RGB frame
-    and its stack: random resized crop to ``size``×``size`` (rescale + random crop, torchvision's
-    crop parameters, one batched ``roi_align`` for frame and stack; flow vectors are rescaled
-    with the image), horizontal flip (negating dx), temporal flip of the stack
-    (fields in reverse order, negated), and channel splitting of RGB (one random channel
-    copied to all three). Returns ([B,3,S,S], [B,n·c,S,S])."""
+    and its stack: random resized crop to ``size``×``size`` and horizontal flip, frame and stack
+    in one :func:`raysup.data.transforms.random_resized_crop_flip` (flow vectors rescaled with
+    the image, dx negated on a flip), temporal flip of the stack (fields in reverse order,
+    negated), and channel splitting of RGB (one random channel copied to all three). Returns
+    ([B,3,S,S], [B,n·c,S,S])."""
     b, k = rgb.shape[0], stack.shape[1]
     c = CHANNELS_PER_FIELD[modality]
-    params = torch.tensor([RandomResizedCrop.get_params(rgb[i], list(scale), [3 / 4, 4 / 3]) for i in range(b)])  # [B,4] top,left,h,w
-    top, left, h, w = params.to(rgb.device, rgb.dtype).unbind(1)  # [B] each
-    boxes = torch.stack([torch.arange(b, device=rgb.device, dtype=rgb.dtype), left, top, left + w, top + h], 1)  # [B,5]
-    # one batched bilinear crop-and-resize of frame and stack together (2×2 samples per output pixel)
-    both = roi_align(torch.cat([rgb, stack.to(rgb.dtype)], 1), boxes, [size, size], sampling_ratio=2, aligned=True)  # [B,3+n·c,S,S]
-    rgb, stack = both[:, :3], both[:, 3:]
-    if modality == "flow":  # vectors scale with the image: dx by S/w, dy by S/h
-        zoom = torch.stack([size / w, size / h], 1).repeat(1, k // 2)  # [B,n·c]
-        stack = stack * zoom[:, :, None, None]
-    flip = torch.rand(b, device=rgb.device) < 0.5  # [B]
-    rgb = torch.where(flip[:, None, None, None], rgb.flip(-1), rgb)
-    flipped = stack.flip(-1)
-    if modality == "flow":
-        flipped = flipped * torch.tensor([-1.0, 1.0], device=stack.device).repeat(k // 2)[:, None, None]  # dx → −dx
-    stack = torch.where(flip[:, None, None, None], flipped, stack)
+    both = torch.cat([rgb, stack.to(rgb.dtype)], 1)  # [B,3+n·c,H,W]
+    both = random_resized_crop_flip(both, scale, size=(size, size), flow_channels=k if modality == "flow" else 0)
+    rgb, stack = both[:, :3], both[:, 3:]  # [B,3,S,S], [B,n·c,S,S]
     if time_flip:
         rev = torch.rand(b, device=stack.device) < 0.5  # [B]
         fields = stack.view(b, k // c, c, size, size)  # [B,n,c,S,S]

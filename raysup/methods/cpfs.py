@@ -34,7 +34,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms import v2
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.flow import log_normalize
@@ -139,8 +138,9 @@ class CPFS(Method):
         image = frames[rows, t].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W]
         window = flow[rows[:, None], t[:, None] + torch.arange(k, device=flow.device)]  # [B,k,H,W,2]
         f = compose_flow(window.permute(0, 1, 4, 2, 3).float())  # [B,2,H,W] pixels
-        if self.training:
-            image, f = crop_flip_with_flow(image, f, (self.cfg.min_crop, 1.0))
+        if self.training:  # the same crop and flip for image and flow; flow rescaled to output pixels, dx negated on a flip
+            both = random_resized_crop_flip(torch.cat([image, f], 1), (self.cfg.min_crop, 1.0), flow_channels=2)  # [B,5,H,W]
+            image, f = both[:, :3], both[:, 3:]
         return image, f
 
     def forward(self, batch):
@@ -183,24 +183,6 @@ def compose_flow(flows: torch.Tensor) -> torch.Tensor:
         grid = torch.stack([(2 * pos[:, 0] + 1) / w - 1, (2 * pos[:, 1] + 1) / h - 1], dim=-1)  # [B,H,W,2]
         total = total + F.grid_sample(flows[:, j], grid, mode="bilinear", padding_mode="border", align_corners=False)
     return total
-
-
-def crop_flip_with_flow(image: torch.Tensor, flow: torch.Tensor, scale: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random resized crop (back to H×W) and horizontal flip per sample for images
-    [B,3,H,W] and their flow [B,2,H,W] in pixels; the flow is rescaled to output pixels
-    (×W/w, ×H/h) and dx is negated on a flip."""
-    _, c, h, w = image.shape
-    out = []
-    for both in torch.cat([image, flow], dim=1):  # [C+2,H,W]
-        i, j, ch, cw = v2.RandomResizedCrop.get_params(both, scale=list(scale), ratio=[3 / 4, 4 / 3])
-        both = v2.functional.resized_crop(both, i, j, ch, cw, [h, w], antialias=True)
-        both[c:] *= both.new_tensor([w / cw, h / ch])[:, None, None]
-        if torch.rand(()) < 0.5:
-            both = both.flip(-1)
-            both[c] = -both[c]
-        out.append(both)
-    both = torch.stack(out)  # [B,C+2,H,W]
-    return both[:, :c], both[:, c:]
 
 
 def flow_classes(flow: torch.Tensor, bins: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from raysup.config import ConfigError
 from raysup.data.schema import TensorSpec
 from raysup.methods import make_config, method_module
-from raysup.methods.cpfs import compose_flow, crop_flip_with_flow, flow_classes
+from raysup.methods.cpfs import compose_flow, flow_classes
 from raysup.models.image import alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres, sample_hypercolumns
 
 SPECS = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "flow": TensorSpec((7, 32, 32, 2), "float16")}
@@ -80,21 +80,25 @@ def test_compose_flow():
     assert compose_flow(flows[:, :1]).equal(flows[:, 0])  # k = 1: the stored flow itself
 
 
-def test_crop_flip_keeps_image_and_flow_consistent():
-    # the image holds each pixel's source coordinates; after the joint crop/resize/flip, the
-    # flow in output pixels times d(source)/d(output) must give back the source flow (1.5, −0.5)
+def test_training_inputs_crop_image_and_flow_alike():
+    # frame t holds each pixel's source coordinates and every flow step is (1.5, −0.5): after the
+    # joint crop/resize/flip of training mode, the composed flow t→t+k in output pixels times
+    # d(source)/d(output) must give back the source flow k·(1.5, −0.5)
     torch.manual_seed(0)
-    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    image = torch.stack([xs, ys, torch.zeros(32, 32)])[None].repeat(16, 1, 1, 1)  # [16,3,32,32]
-    flow = torch.tensor([1.5, -0.5])[None, :, None, None].expand(16, 2, 32, 32).clone()
-    out_img, out_flow = crop_flip_with_flow(image, flow, (0.2, 0.6))
-    dx = out_img[:, 0, 8:24, 9:25] - out_img[:, 0, 8:24, 7:23]  # 2 × d(source x)/d(output x), interior
-    dy = out_img[:, 1, 9:25, 8:24] - out_img[:, 1, 7:23, 8:24]
-    torch.testing.assert_close(out_flow[:, 0, 8:24, 8:24] * dx / 2, torch.full((16, 16, 16), 1.5), rtol=0.02, atol=0.02)
-    torch.testing.assert_close(out_flow[:, 1, 8:24, 8:24] * dy / 2, torch.full((16, 16, 16), -0.5), rtol=0.02, atol=0.02)
+    cfg = make_config("cpfs", "tiny", {"method.min_crop": 0.2})
+    model, k = method_module("cpfs").build(cfg, SPECS).train(), cfg.method.k
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    frames = torch.stack([xs, ys, torch.zeros_like(xs)], -1).to(torch.uint8).expand(16, 8, 32, 32, 3)  # [B,T,H,W,3]
+    flow = torch.tensor([1.5, -0.5]).expand(16, 7, 32, 32, 2)  # [B,T−1,H,W,2]
+    image, out_flow = model.inputs({"frames": frames, "flow": flow})  # [B,3,H,W], [B,2,H,W]
+    source = image * 255  # source coordinates
+    dx = source[:, 0, 8:24, 9:25] - source[:, 0, 8:24, 7:23]  # 2 × d(source x)/d(output x), interior
+    dy = source[:, 1, 9:25, 8:24] - source[:, 1, 7:23, 8:24]
+    torch.testing.assert_close(out_flow[:, 0, 8:24, 8:24] * dx / 2, torch.full((16, 16, 16), 1.5 * k), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(out_flow[:, 1, 8:24, 8:24] * dy / 2, torch.full((16, 16, 16), -0.5 * k), rtol=0.02, atol=0.02)
     flipped = dx.mean(dim=(1, 2)) < 0
     assert 0 < flipped.sum() < 16  # both flipped and unflipped samples were checked
-    assert (out_flow[:, 0].mean(dim=(1, 2)).abs() > 1.5).all()  # crops magnify: the flow grows
+    assert (out_flow[:, 0].mean(dim=(1, 2)).abs() > 1.5 * k - 1e-4).all()  # crops magnify: the flow never shrinks
 
 
 def test_flow_classes():
