@@ -4,30 +4,56 @@ dashboard is.
 A sweep folder holds Tune's TensorBoard events for every trial (each reported metric: losses,
 accuracies, XDC's NMI and cluster statistics, probe accuracies); a ``raysup train`` run folder
 holds them under ``tensorboard/``. For a URI (``s3://…``) the event files are mirrored into a
-local folder and refreshed while TensorBoard runs. The Ray dashboard (Jobs, Actors, Logs) belongs
+local folder and refreshed while TensorBoard runs; an object whose key would land outside that
+folder is skipped with a warning, and a URI is shown without its credentials (issue 15 items 14
+and 15). The Ray dashboard (Jobs, Actors, Logs) belongs
 to the running cluster, found at ``address``; on a ``ray up`` cluster reach it with
 ``ray dashboard cluster.yaml``.
 """
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
 import pyarrow.fs as pafs
 
-from raysup.data.storage import resolve
+from raysup.data.storage import redact, resolve
 
 
-def mirror_events(uri: str, local: str) -> int:
+def mirror_path(local: str, root: str, path: str) -> str | None:
+    """Where the object ``path`` (listed under ``root``) is mirrored in the folder ``local``, or
+    None when it would land outside it: a path not under ``root``, an empty, ``.`` or ``..``
+    segment (so nothing absolute-looking either), or a symlink inside ``local`` that leads out."""
+    if not path.startswith(root.rstrip("/") + "/"):
+        return None
+    parts = path[len(root.rstrip("/")) + 1 :].split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    dest = os.path.join(local, *parts)
+    inside = os.path.realpath(local)
+    return dest if os.path.realpath(dest).startswith(inside + os.sep) else None
+
+
+def mirror_events(uri: str, local: str, rejected: set[str] | None = None) -> int:
     """Copy TensorBoard event files under ``uri`` that are new or have grown to the same relative
-    paths under ``local``; returns how many were copied."""
+    paths under ``local``; returns how many were copied. An object that :func:`mirror_path`
+    places outside ``local`` is never written: it is named in one warning line on stderr (once
+    per key when the caller keeps ``rejected`` across calls)."""
     fs, root = resolve(uri)
+    rejected = set() if rejected is None else rejected
     copied = 0
     for f in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         if f.type != pafs.FileType.File or "tfevents" not in f.base_name:
             continue
-        dest = os.path.join(local, os.path.relpath(f.path, root))
+        dest = mirror_path(local, root, f.path)
+        if dest is None:
+            if f.path not in rejected:
+                print(f"raysup dashboard: warning: skipped {f.path!r}: its key leads outside the mirror folder {local}",
+                      file=sys.stderr, flush=True)
+                rejected.add(f.path)
+            continue
         if os.path.exists(dest) and os.path.getsize(dest) == f.size:
             continue
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -59,11 +85,12 @@ def serve(path: str, *, port: int = 6006, host: str = "127.0.0.1", address: str 
     if not is_uri and not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such folder (a `raysup train` run or a sweep's storage/<name>)")
     logdir = tempfile.mkdtemp(prefix="raysup-tensorboard-") if is_uri else path
+    rejected: set[str] = set()
     if is_uri:
-        mirror_events(path, logdir)
+        mirror_events(path, logdir, rejected)
     tb = program.TensorBoard()
     tb.configure(logdir=logdir, host=host, port=port, reload_interval=5)
-    print(f"TensorBoard:   {tb.launch()}  (curves of every trial and metric in {path})", flush=True)
+    print(f"TensorBoard:   {tb.launch()}  (curves of every trial and metric in {redact(path)})", flush=True)
     dashboard = ray_dashboard_url(address)
     if dashboard:
         print(f"Ray dashboard: {dashboard}  (Jobs, Actors, Logs; API token in ~/.ray/auth_token)", flush=True)
@@ -74,6 +101,6 @@ def serve(path: str, *, port: int = 6006, host: str = "127.0.0.1", address: str 
         while True:
             time.sleep(refresh_s)
             if is_uri:
-                mirror_events(path, logdir)
+                mirror_events(path, logdir, rejected)
     except KeyboardInterrupt:
         pass

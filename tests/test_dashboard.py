@@ -3,7 +3,9 @@ a Ray job (what `ray job submit` does), reading its Parquet from S3 and writing 
 and Train's checkpoints to S3 (a real S3-compatible server; endpoint and keys reach every worker
 as the standard AWS variables in the job's runtime_env). Then `raysup dashboard s3://…`: the Ray
 dashboard's HTTP API lists the job and its Train run, TensorBoard serves the trial's curves
-(XDC's NMI and cluster statistics included), and headless Chromium shows both pages."""
+(XDC's NMI and cluster statistics included), and headless Chromium shows both pages; nothing it
+prints carries the URI's secret. Object keys that would be mirrored outside the local folder are
+skipped (issue 15 items 14 and 15)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +21,9 @@ import pyarrow.fs as pafs
 import pytest
 import requests
 
+from raysup.dashboard import mirror_events, mirror_path
 from tests.chromium import CHROMIUM, look
+from tests.s3server import SECRET_KEY
 
 DRIVER = os.path.join(os.path.dirname(__file__), "sweep_driver.py")
 
@@ -62,16 +66,20 @@ def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
         time.sleep(1)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
 
-    # then, as a user would: raysup dashboard SWEEP_DIR
-    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", "s3://dash/results/watched", "--port", "0", "--address", gcs]
-    proc = subprocess.Popen(cmd, env={**os.environ, **s3_server.env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # then, as a user would: raysup dashboard SWEEP_URI, with endpoint and keys in the URI
+    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", s3_server.uri("dash/results/watched"), "--port", "0", "--address", gcs]
+    stderr = tmp_path_factory.mktemp("dashboard") / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        urls = {}
+        urls, printed = {}, []
         while len(urls) < 2 and (line := proc.stdout.readline()):
+            printed.append(line)
             name, _, rest = line.partition(": ")
             if name in ("TensorBoard", "Ray dashboard"):
                 urls[name] = rest.split()[0].rstrip("/")
-        yield SimpleNamespace(tb=urls["TensorBoard"], dashboard=urls["Ray dashboard"], job=job, fs=fs)
+        yield SimpleNamespace(tb=urls["TensorBoard"], dashboard=urls["Ray dashboard"], job=job, fs=fs,
+                              printed=lambda: "".join(printed) + stderr.read_text())
     finally:
         proc.kill()
         proc.wait()
@@ -82,6 +90,12 @@ def test_results_and_checkpoints_are_on_s3(watched):
     assert any(os.path.basename(f).startswith("experiment_state") for f in files)  # what --resume restores
     assert any(f.endswith("result.json") for f in files) and any("tfevents" in f for f in files)
     assert any("/round_0/checkpoint_" in f and f.endswith("checkpoint.pt") for f in files)
+
+
+def test_dashboard_never_prints_the_secret(watched):
+    printed = watched.printed()
+    assert "in s3://dash/results/watched?endpoint_override=" in printed, printed  # the URI, redacted
+    assert SECRET_KEY not in printed, printed
 
 
 def test_dashboard_api_lists_the_job_and_its_train_runs(watched):
@@ -128,3 +142,50 @@ def test_pages_show_the_run(watched, tmp_path):
     for png in ("ray_job.png", "tensorboard.png"):
         lo, hi = Image.open(tmp_path / png).convert("L").getextrema()
         assert hi - lo > 100, f"{png} is blank"  # a rendered page, not an empty one
+
+
+def test_mirror_path_keeps_keys_inside_the_folder(tmp_path):
+    local = str(tmp_path / "mirror")
+    os.makedirs(local)
+    assert mirror_path(local, "b/run", "b/run/trial_0/events.out.tfevents.1") == f"{local}/trial_0/events.out.tfevents.1"
+    assert mirror_path(local, "b/run/", "b/run/..x/%2e%2e/...") == f"{local}/..x/%2e%2e/..."  # names, not steps up
+    hostile = ["b/run/../x.tfevents", "b/run/a/../../x.tfevents", "b/run/..", "b/run/./x.tfevents", "b/run//etc/x.tfevents",
+               "b/run/a//x.tfevents", "b/other/x.tfevents", "b/run2/x.tfevents", "b/run", "/etc/x.tfevents"]
+    for key in hostile:
+        assert mirror_path(local, "b/run", key) is None, key
+    os.symlink(tmp_path, os.path.join(local, "link"))  # a link inside the folder that leads out of it
+    assert mirror_path(local, "b/run", "b/run/link/x.tfevents") is None
+
+
+def test_mirror_skips_keys_that_lead_outside(s3_server, tmp_path, capfd):
+    """Event files on a real S3 server mirrored into a folder holding a symlink that leads out: the
+    key through it is named in one warning and never written. (SeaweedFS refuses keys with `..`
+    segments; any it accepts must be skipped too, which test_mirror_path_keeps_keys_inside_the_folder
+    checks on the mapping itself.)"""
+    s3_server.make_bucket("mirror")
+    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("mirror"))
+    keys = ["run/trial_0/events.out.tfevents.1", "run/%2e%2e/events.out.tfevents.2", "run/link/events.out.tfevents.3",
+            "run/../../events.out.tfevents.4", "run/a/../../../events.out.tfevents.5"]
+    for key in keys:
+        try:
+            with fs.open_output_stream(f"mirror/{key}") as f:
+                f.write(b"events")
+        except OSError:  # refused by the server
+            pass
+    listed = [f.path for f in fs.get_file_info(pafs.FileSelector("mirror/run", recursive=True)) if f.type == pafs.FileType.File]
+    good = ["mirror/run/trial_0/events.out.tfevents.1", "mirror/run/%2e%2e/events.out.tfevents.2"]
+    hostile = sorted(set(listed) - set(good))
+    assert "mirror/run/link/events.out.tfevents.3" in hostile
+    local, outside = tmp_path / "mirror", tmp_path / "outside"
+    local.mkdir()
+    outside.mkdir()
+    os.symlink(outside, local / "link")
+    rejected: set[str] = set()
+    assert mirror_events(s3_server.uri("mirror/run"), str(local), rejected) == 2
+    assert (local / "trial_0/events.out.tfevents.1").read_bytes() == b"events"
+    assert (local / "%2e%2e/events.out.tfevents.2").read_bytes() == b"events"
+    assert sorted(os.listdir(tmp_path)) == ["mirror", "outside"] and not os.listdir(outside)  # nothing written outside
+    skipped = [line for line in capfd.readouterr().err.splitlines() if "skipped" in line]
+    assert len(skipped) == len(hostile) and all(any(repr(k) in line for line in skipped) for k in hostile), skipped
+    assert mirror_events(s3_server.uri("mirror/run"), str(local), rejected) == 0  # a refresh: nothing new, each warned once
+    assert "skipped" not in capfd.readouterr().err
