@@ -200,7 +200,7 @@ class ClipStats:
     clips: int = 0
     has_audio: bool = False
     gaps: int = 0
-    seconds: float = 0.0  # sampled length, gaps excluded
+    seconds: float = 0.0  # length seen (video: sampled frames / fps), for the reason of a too-short input
 
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # a fresh handle on the input per call
@@ -282,12 +282,12 @@ def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> I
         if track.start > t + 1e-6:  # the track restarted after a gap
             stats.gaps += 1
             t = track.start
-            continue
-        stats.seconds = max(stats.seconds, track.end - track.start)
-        if track.end + 1e-6 < t + clip_s:
+        elif track.end + 1e-6 < t + clip_s:  # the audio ends inside this window
+            stats.seconds = track.end - t
             return
-        yield t, None
-        t += stride_s
+        else:
+            yield t, None
+            t += stride_s
 
 
 class ShardWriter:
@@ -368,8 +368,10 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec]) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict: dict) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` function: one batch of inputs → one committed Parquet shard + record."""
+def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict: dict, lock_token: str) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function: one batch of inputs → one committed Parquet shard + record.
+    Commits only while the run that started it holds the output's lock (a task outliving a
+    killed run must not commit beside the run that took over)."""
     import cv2
     import torch
 
@@ -382,6 +384,8 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs())
     outcomes = [process_file(str(p), str(v), src_fs, cfg, writer) for p, v in zip(batch["path"], batch["video_id"])]
     shards = [f"{DATA_DIR}/{name}.parquet"] if writer.close() else []
+    if _lock_token(out_fs, out_root) != lock_token:
+        raise RuntimeError(f"{redact(out)}: the lock of this prepare was taken over by another run; not committing")
     # the record names the shard before the shard arrives: the move commits both
     write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", {"shards": shards, "outcomes": [dataclasses.asdict(o) for o in outcomes]})
     for shard in shards:
@@ -423,8 +427,9 @@ class OutputLock:
     the second run fail with a one-line error."""
 
     def __init__(self, fs: pafs.FileSystem, root: str, label: str):
-        self.fs, self.path, self.label = fs, f"{root}/{LOCK}", label
-        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
+        self.fs, self.root, self.path, self.label = fs, root, f"{root}/{LOCK}", label
+        self.token = uuid.uuid4().hex
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._heartbeat, daemon=True)
 
@@ -462,13 +467,20 @@ class OutputLock:
             return None
 
     def _mine(self) -> bool:
-        holder = self._holder()
-        return bool(holder) and holder.get("token") == self.me["token"]
+        return _lock_token(self.fs, self.root) == self.token
 
     def _heartbeat(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             if self._mine():
                 write_json(self.fs, self.path, self._stamp())
+
+
+def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
+    """The token of the run holding the lock of the output at ``root`` (None: no lock)."""
+    try:
+        return read_json(fs, f"{root}/{LOCK}").get("token")
+    except (FileNotFoundError, ValueError):  # gone, or being written
+        return None
 
 
 def _stale(holder: dict) -> str:
@@ -516,7 +528,7 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     out_fs, out_root = resolve(out)
     params = to_dict(cfg)
     out_fs.create_dir(f"{out_root}/{TMP_DIR}", recursive=True)
-    with OutputLock(out_fs, out_root, redact(out)):
+    with OutputLock(out_fs, out_root, redact(out)) as lock:
         _check_output(out_fs, out_root, out, source, params)
         out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
         write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**params, "source": source})
@@ -538,7 +550,7 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
                 prepare_shard,
                 batch_size=cfg.videos_per_shard,
                 num_cpus=cfg.cpus_per_task,
-                fn_kwargs={"src": src, "out": out, "cfg_dict": params},
+                fn_kwargs={"src": src, "out": out, "cfg_dict": params, "lock_token": lock.token},
             )
             ds.materialize()
         records = committed(out_fs, out_root)

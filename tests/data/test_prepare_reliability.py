@@ -99,28 +99,34 @@ def test_prepare_leaves_files_it_did_not_write_alone(ray_session, two_videos, tm
 # 2: one writer at a time
 
 
-def test_second_concurrent_prepare_is_refused(ray_session, tmp_path):
+def test_a_second_writer_is_refused_and_a_killed_one_resumed(ray_session, tmp_path, capfd):
+    """Run A (a real `raysup prepare` process) holds the output: run B is refused. A is killed
+    mid-way: the next run breaks its lock and finishes with every clip exactly once."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
-    for i in range(6):
-        write_media(src / f"v{i}.mp4", seconds=3.0)
+    for i in range(16):
+        write_media(src / f"v{i:02d}.mp4", seconds=3.0)
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": REPO}
-    first = subprocess.Popen([sys.executable, "-c", "import sys; from raysup.cli import main; sys.exit(main(sys.argv[1:]))",
-                              "prepare", str(src), str(out), "--videos-per-shard", "1", "--flow", "tvl1"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # one task at a time (4 CPUs each on the 4-CPU test instance), one video per task
+    args = ["prepare", str(src), str(out), "--videos-per-shard", "1", "--cpus-per-task", "4", "--flow", "tvl1"]
+    first = subprocess.Popen([sys.executable, "-c", "import sys; from raysup.cli import main; sys.exit(main(sys.argv[1:]))", *args],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (out / LOCK).exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while not list((out / "data").glob("part-*.parquet")) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     holder = json.loads((out / LOCK).read_text())
     assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+    cfg = PrepareConfig(videos_per_shard=1, cpus_per_task=4, flow="tvl1")
     with pytest.raises(FileExistsError, match=f"being prepared by pid {first.pid} on {socket.gethostname()}"):
-        prepare(str(src), str(out), PrepareConfig(videos_per_shard=1, flow="tvl1"))
-    assert first.poll() is None, "the first prepare ended before the second tried: the test proves nothing"
-    _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
-    m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["clips"] == 18 and not (out / LOCK).exists()
-    assert PreparedData(str(out)).dataset(["video_id"]).count() == 18
+        prepare(str(src), str(out), cfg)
+    first.kill()
+    first.wait()
+    assert 0 < len(list((out / "data").glob("part-*.parquet"))) < 16, "run A was not killed mid-way: the test proves nothing"
+    m = prepare(str(src), str(out), cfg)
+    assert f"breaking the stale lock of {out} held by pid {first.pid}" in capfd.readouterr().err
+    assert m["counts"]["clips"] == 48 and len(m["shards"]) == 16 and not (out / LOCK).exists()
+    rows = pq.read_table([str(out / s) for s in m["shards"]], columns=["video_id", "clip_index"]).to_pylist()
+    assert sorted((r["video_id"], r["clip_index"]) for r in rows) == [(f"v{i:02d}", k) for i in range(16) for k in range(3)]
 
 
 def test_live_lock_is_a_one_line_cli_error(ray_session, two_videos, tmp_path, capsys):
