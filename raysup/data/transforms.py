@@ -68,7 +68,7 @@ def random_resized_crop_flip(
     rois = torch.cat([torch.arange(b, device=x.device, dtype=x.dtype)[:, None], boxes], 1)  # [B,5] sample, box
     out = roi_align(x.reshape(b, -1, h, w), rois, [oh, ow], sampling_ratio=0, aligned=True)  # [B,C',S_h,S_w]
     flip = torch.rand(b, device=x.device) < 0.5  # [B]
-    out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    out[flip] = out[flip].flip(-1)
     if flow_channels:
         sign = 1 - 2 * flip.to(x.dtype)  # [B] −1 where flipped
         zoom = torch.stack([sign * ow / (boxes[:, 2] - boxes[:, 0]), oh / (boxes[:, 3] - boxes[:, 1])], 1)  # [B,2] dx, dy factors
