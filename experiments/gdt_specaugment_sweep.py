@@ -18,6 +18,6 @@ if __name__ == "__main__":
         name="gdt_specaugment_sweep",
         grid=GRID,
         paper_grid=GRID,
-        quick_base={"epochs": 2},
+        quick_base={"epochs": 1},
         argv=sys.argv[1:],
     )

@@ -17,6 +17,6 @@ if __name__ == "__main__":
         name="gdt_temporal_jitter",
         grid=GRID,
         paper_grid=GRID,
-        quick_base={"epochs": 2},
+        quick_base={"epochs": 1},
         argv=sys.argv[1:],
     )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import ray
-
+from raysup.runtime import init_ray
 from raysup.sweep import Sweep, run_sweep
 
 if __name__ == "__main__":
@@ -22,6 +21,6 @@ if __name__ == "__main__":
     p.add_argument("--resume", action="store_true")
     p.add_argument("--autoscaler-config")
     a = p.parse_args()
-    ray.init(address=a.address, log_to_driver=False)
+    init_ray(a.address)
     grid = run_sweep(Sweep(**json.loads(a.sweep)), resume=a.resume, autoscaler_config=a.autoscaler_config)
     print(f"sweep finished: {len(grid)} trials", flush=True)

@@ -1,42 +1,112 @@
-"""The sweep scripts run end to end (``--quick``) on a real local Ray cluster with Tune."""
+"""The sweep scripts run end to end (``--quick``, on the 24-video set) on a real local Ray
+cluster with Tune. The XDC sweep runs once, as a user would (its own process, joining the
+test session's Ray): data and results on a real S3 server with the keys in the URIs. Its
+results feed several checks: the table and plot on S3, the stage breakdown, no secret in any
+object written or in anything printed, a quiet terminal, and reruns refused in one line."""
 from __future__ import annotations
 
 import os
 import runpy
+import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from tests.s3server import SECRET_KEY
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+XDC = os.path.join(ROOT, "experiments", "xdc_k_sweep.py")
 
 
-def test_xdc_k_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
-    data, labels = prepared
-    argv = ["xdc_k_sweep.py", "--quick", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_k_sweep.py"), run_name="__main__")
-    out_dir = tmp_path / "xdc_k_sweep"
+def _run(argv: list[str], address: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # the keys come only in the URIs
+    return subprocess.run([sys.executable, XDC, *argv, "--address", address], env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def xdc_on_s3(ray_session, small_prepared, s3_server, tmp_path_factory):
+    data, labels = small_prepared
+    s3_server.make_bucket("sweeps")
+    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("sweeps"))
+    pafs.copy_files(data, "sweeps/prepared", destination_filesystem=fs)
+    argv = ["--quick", "--data", s3_server.uri("sweeps/prepared"), "--labels", labels, "--storage", s3_server.uri("sweeps/results")]
+    address = ray_session.get_runtime_context().gcs_address
+    t = time.perf_counter()
+    run = _run(argv, address)
+    wall = time.perf_counter() - t
+    assert run.returncode == 0, run.stderr[-3000:]
+    print(f"quick XDC sweep on S3: {wall:.0f} s, {len(run.stderr.splitlines())} lines on stderr:\n{run.stderr}")
+    mirror = tmp_path_factory.mktemp("mirror")  # everything the sweep wrote, read back from S3
+    pafs.copy_files("sweeps/results", str(mirror), source_filesystem=fs)
+    return SimpleNamespace(run=run, argv=argv, address=address, fs=fs, dir=mirror / "xdc_k_sweep")
+
+
+def test_xdc_k_sweep_quick_writes_its_table_to_s3(xdc_on_s3):
+    out_dir = xdc_on_s3.dir
     table = pd.read_csv(out_dir / "results.csv")
     assert table["method.k"].astype(str).tolist() == ["4", "8", "random init"]
     assert table[["video", "audio"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (out_dir / "results.png").stat().st_size > 1000 and (out_dir / "results.md").exists()
-    assert "XDC: number of clusters k" in capsys.readouterr().out
+    assert "XDC: number of clusters k" in xdc_on_s3.run.stdout
     # Tune's own results (progress.csv, TensorBoard events) are there for the dashboard
     assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(out_dir) for f in fs)
     # the stage-5 benchmark's breakdown of this sweep's wall time (experiments/bench/sweep.py)
-    rows = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "bench", "sweep.py"))["breakdown"](str(out_dir))
+    rows = runpy.run_path(os.path.join(ROOT, "experiments", "bench", "sweep.py"))["breakdown"](str(out_dir))
     trials, share = rows[:-1], rows[-1]
     assert len(trials) == 2 and share["goal"].startswith("next bottleneck"), rows
     for r in trials:
         assert r["features s"] > 0 and r["k-means s"] > 0 and r["train steps s"] > 0 and r["probe s"] > 0, r
         assert r["trial total s"] > r["features s"] + r["k-means s"] + r["train steps s"] + r["probe s"], r
-    assert "Sweep wall time by stage" in capsys.readouterr().out
 
 
-def test_gdt_specaugment_sweep_quick(prepared, tmp_path, monkeypatch, capsys):
+def test_no_secret_is_written_or_printed(xdc_on_s3):
+    secret = SECRET_KEY.encode()
+    files = [f for f in xdc_on_s3.fs.get_file_info(pafs.FileSelector("sweeps/results", recursive=True)) if f.type == pafs.FileType.File]
+    names = {os.path.basename(f.path) for f in files}
+    assert {"tuner.pkl", "params.json", "params.pkl", "result.json", "sweep.json", "results.csv", "timing.json"} <= names, names
+    for f in files:
+        with xdc_on_s3.fs.open_input_stream(f.path) as stream:
+            content = stream.read()
+        # pickles hold it as is; Tune's experiment state holds pickles hex-encoded
+        assert secret not in content and secret.hex().encode() not in content, f.path
+    assert SECRET_KEY not in xdc_on_s3.run.stdout + xdc_on_s3.run.stderr
+
+
+def test_the_terminal_stays_quiet(xdc_on_s3):
+    """One line per trial and a few of set-up on stderr: no progress bars, no worker output."""
+    lines = xdc_on_s3.run.stderr.splitlines()
+    assert len(lines) < 20, "\n".join(lines)
+    assert not any("WARNING" in line or "ERROR" in line for line in lines), "\n".join(lines)  # e.g. results Tune could not read back
+    assert sum("xdc_k_sweep [" in line and "done in" in line for line in lines) == 2, lines
+    assert any(line.startswith("Ray worker logs: ") for line in lines), lines
+
+
+def test_a_finished_sweep_is_not_overwritten_nor_resumed_with_other_arguments(xdc_on_s3):
+    def results() -> bytes:
+        with xdc_on_s3.fs.open_input_stream("sweeps/results/xdc_k_sweep/results.csv") as f:
+            return f.read()
+
+    before = results()
+    rerun = _run(xdc_on_s3.argv, xdc_on_s3.address)
+    assert rerun.returncode == 2 and len(rerun.stderr.splitlines()) == 1, rerun.stderr
+    assert "already holds a finished sweep" in rerun.stderr and "--resume" in rerun.stderr and "--overwrite" in rerun.stderr
+    changed = _run([*xdc_on_s3.argv, "--resume", "--set", "batch_size=4"], xdc_on_s3.address)
+    assert changed.returncode == 2 and len(changed.stderr.splitlines()) == 1, changed.stderr
+    assert "other arguments" in changed.stderr and "base:" in changed.stderr and "'batch_size'" in changed.stderr
+    assert SECRET_KEY not in rerun.stderr + changed.stderr
+    assert results() == before
+
+
+def test_gdt_specaugment_sweep_quick(small_prepared, tmp_path, monkeypatch, capsys):
     """A two-key grid: --quick keeps two SpecAugment settings at sync=True."""
-    data, labels = prepared
-    argv = ["gdt_specaugment_sweep.py", "--quick", "--data", data.uri, "--labels", labels, "--storage", str(tmp_path)]
+    data, labels = small_prepared
+    argv = ["gdt_specaugment_sweep.py", "--quick", "--data", data, "--labels", labels, "--storage", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "gdt_specaugment_sweep.py"), run_name="__main__")
+    runpy.run_path(os.path.join(ROOT, "experiments", "gdt_specaugment_sweep.py"), run_name="__main__")
     table = pd.read_csv(tmp_path / "gdt_specaugment_sweep" / "results.csv")
     assert table["method.specaugment"].tolist() == ["mild", "none", "random init"]
     assert table["method.sync"].tolist()[:2] == [True, True]

@@ -1,0 +1,70 @@
+"""What a sweep refuses before any work (no Ray needed), and what its cached supervised baseline
+is keyed on."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raysup.data.storage import resolve, write_json
+from raysup.sweep import Sweep, check_start, supervised_dir
+
+
+def _sweep(storage, **kw) -> Sweep:
+    fields = {"method": "xdc", "grid": {"method.k": [4, 8]}, "data": "s3://KEY:SECRET@b/prepared?endpoint_override=h:1",
+              "labels": "labels.csv", "storage": str(storage), "name": "s", **kw}
+    return Sweep(**fields)
+
+
+def _started(s: Sweep) -> None:
+    """The folder as a started sweep leaves it (run_sweep records its arguments first)."""
+    fs, root = resolve(s.storage)
+    fs.create_dir(f"{root}/{s.name}")
+    write_json(fs, f"{root}/{s.name}/sweep.json", s.record())
+
+
+def test_the_record_has_no_credentials(tmp_path):
+    record = _sweep(tmp_path).record()
+    assert record["data"] == "s3://b/prepared?endpoint_override=h:1" and "storage" not in record
+    assert "SECRET" not in json.dumps(record)
+
+
+def test_an_existing_sweep_is_neither_restarted_nor_overwritten_by_accident(tmp_path):
+    s = _sweep(tmp_path)
+    check_start(s)  # nothing there yet
+    _started(s)
+    with pytest.raises(FileExistsError, match=r"already holds a sweep; pass --resume to continue it, --overwrite"):
+        check_start(s)
+    (tmp_path / "s" / "results.csv").write_text("k,video\n")
+    with pytest.raises(FileExistsError, match="already holds a finished sweep"):
+        check_start(s)
+    check_start(s, resume=True)
+    check_start(s, overwrite=True)
+    with pytest.raises(ValueError, match="pass one of them"):
+        check_start(s, resume=True, overwrite=True)
+
+
+def test_resume_with_other_arguments_is_refused_naming_them(tmp_path):
+    _started(_sweep(tmp_path))
+    check_start(_sweep(tmp_path, data="s3://OTHER:KEYS@b/prepared?endpoint_override=h:1"), resume=True)  # same data, other keys
+    with pytest.raises(ValueError) as e:
+        check_start(_sweep(tmp_path, data="s3://KEY:SECRET@b/other", preset="paper"), resume=True)
+    msg = str(e.value)
+    assert "data: 's3://b/prepared?endpoint_override=h:1' -> 's3://b/other'" in msg and "preset: 'tiny' -> 'paper'" in msg
+    assert "grid" not in msg and "SECRET" not in msg
+    with pytest.raises(ValueError, match=r"supervised: False -> True"):
+        check_start(_sweep(tmp_path, supervised=True), resume=True)
+
+
+def test_the_supervised_baseline_is_keyed_by_data_labels_and_preset(small_prepared, prepared, tmp_path):
+    small, small_labels = small_prepared
+    big, big_labels = prepared
+    key = supervised_dir(_sweep(tmp_path, data=small, labels=small_labels))
+    assert key.startswith(f"{tmp_path}/s/baselines/supervised-")
+    assert supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, name="other_sweep", grid={"method.k": [2]})).endswith(key.rsplit("/", 1)[1])
+    others = {
+        supervised_dir(_sweep(tmp_path, data=big.uri, labels=small_labels)),
+        supervised_dir(_sweep(tmp_path, data=small, labels=big_labels)),
+        supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, preset="paper")),
+    }
+    assert len(others) == 3 and key not in others
