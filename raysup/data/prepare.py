@@ -175,11 +175,13 @@ def _walk(root: str, real_root: str) -> Iterator[str]:
         if real in seen:
             continue
         seen.add(real)
-        for entry in os.scandir(folder):
+        subfolders = []
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if not entry.is_dir():
                 yield entry.path
             elif not (entry.is_symlink() and _inside(os.path.realpath(entry.path), real_root)):
-                stack.append(entry.path)
+                subfolders.append(entry.path)
+        stack += reversed(subfolders)  # visited in name order: the first name of a folder wins
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -279,15 +281,17 @@ def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> I
     stride_s = _stride(cfg) / cfg.fps
     while t is not None:
         track.read(t, clip_s)
-        if track.start > t + 1e-6:  # the track restarted after a gap
+        if track.start > t + 1e-6:  # a new stretch after a gap
             stats.gaps += 1
             t = track.start
-        elif track.end + 1e-6 < t + clip_s:  # the audio ends inside this window
-            stats.seconds = track.end - t
-            return
-        else:
+        elif track.end + 1e-6 >= t + clip_s:
             yield t, None
             t += stride_s
+        elif track.pending is not None:  # the stretch ends inside this window: go to the next
+            t = track.end
+        else:  # the audio ends inside this window
+            stats.seconds = track.end - t
+            return
 
 
 class ShardWriter:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysup.config import ConfigError
-from raysup.data.decode import DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
+from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare, thin
 from tests.conftest import write_media
@@ -74,6 +74,19 @@ def test_windows_never_span_a_gap():
     samples = [(float(i), i) for i in range(5)] + [Gap(4, 9)] + [(float(i), i) for i in range(9, 12)]
     assert [[x for _, x in w] for w in windows(samples, 2, 2)] == [[0, 1], [2, 3], [9, 10]]
     assert [[x for _, x in w] for w in windows(samples, 2, 3)] == [[0, 1], [3, 4], [9, 10]]
+
+
+def test_audio_track_places_chunks_at_their_timestamps():
+    """Small gaps become silence; the audio after a long one waits for reads to get there; only
+    what is still needed is held."""
+    sr = 10
+    ones, twos = np.ones(10, np.float32), np.full(10, 2, np.float32)
+    track = AudioTrack([(30.0, ones), (31.5, ones), (100.0, twos)], sr)
+    assert track.first_time() == 30.0
+    assert track.read(30.5, 1.5).tolist() == [1] * 5 + [0] * 5 + [1] * 5  # 31.0-31.5 silent
+    assert track.read(31.6, 1.0).tolist() == [1] * 9 + [0]  # 32.5-100 s: nothing
+    assert track.read(99.5, 1.0).tolist() == [0] * 5 + [2] * 5
+    assert track.start == 100.0 and len(track.buf) == 10
 
 
 def test_thin():
