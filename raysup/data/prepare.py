@@ -219,17 +219,11 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
         stats.has_audio = bool(audio_c.streams.audio)
         track = AudioTrack(audio_chunks(audio_c, cfg.sample_rate), cfg.sample_rate) if stats.has_audio else None
         if cfg.audio_only:
-            clips, n_planned = _audio_windows(track, cfg, stats), None
-            if cfg.max_clips_per_video:
-                with opener() as f, open_media(f) as c:
-                    n_planned = sum(1 for _ in _audio_windows(AudioTrack(audio_chunks(c, cfg.sample_rate), cfg.sample_rate), cfg, ClipStats()))
+            clips = _audio_windows(track, cfg, stats)
         else:
             video_c = stack.enter_context(open_media(stack.enter_context(opener())))
-            clips, n_planned = _video_windows(video_samples(video_c, cfg.fps, cfg.size), cfg, stats), None
-            if cfg.max_clips_per_video:
-                with opener() as f, open_media(f) as c:
-                    n_planned = sum(1 for _ in _video_windows(resample(((t, None) for t in video_times(c)), cfg.fps), cfg, ClipStats()))
-        keep = None if n_planned is None else thin(n_planned, cfg.max_clips_per_video)
+            clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size), cfg, stats)
+        keep = thin(_count_clips(opener, cfg), cfg.max_clips_per_video) if cfg.max_clips_per_video else None
         t0 = None
         for i, (t, frames) in enumerate(clips):
             t0 = t if t0 is None else t0
@@ -252,6 +246,15 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
         if not cfg.audio_only and not stats.seconds:
             raise DecodeError("video stream has no decodable frames")
         raise DecodeError(f"shorter than one clip ({stats.seconds:.2f} s < {clip_s:.2f} s)")
+
+
+def _count_clips(opener: Opener, cfg: PrepareConfig) -> int:
+    """How many clips an input has, from its timestamps: the video's packets (not decoded), or
+    in audio-only sets the decoded audio."""
+    with opener() as f, open_media(f) as c:
+        if cfg.audio_only:
+            return sum(1 for _ in _audio_windows(AudioTrack(audio_chunks(c, cfg.sample_rate), cfg.sample_rate), cfg, ClipStats()))
+        return sum(1 for _ in _video_windows(resample(((t, None) for t in video_times(c)), cfg.fps), cfg, ClipStats()))
 
 
 def _stride(cfg: PrepareConfig) -> int:
