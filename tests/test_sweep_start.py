@@ -68,3 +68,18 @@ def test_the_supervised_baseline_is_keyed_by_data_labels_and_preset(small_prepar
         supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, preset="paper")),
     }
     assert len(others) == 3 and key not in others
+
+
+def test_overwrite_clears_the_sweep_but_keeps_its_cached_baselines(tmp_path):
+    from raysup.sweep import _clear
+
+    s = _sweep(tmp_path)
+    _started(s)
+    for f in ["results.csv", "tuner.pkl", "trial_0/result.json", "runs/t0/round_0/checkpoint.pt", "baselines/supervised-0123/checkpoint.pt"]:
+        (tmp_path / "s" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s" / f).write_text("x")
+    fs, root = resolve(s.storage)
+    _clear(fs, f"{root}/s")
+    assert [str(p.relative_to(tmp_path / "s")) for p in sorted((tmp_path / "s").rglob("*"))] == [
+        "baselines", "baselines/supervised-0123", "baselines/supervised-0123/checkpoint.pt"]
+    check_start(s)  # nothing left to refuse
