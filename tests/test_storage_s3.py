@@ -1,7 +1,8 @@
 """Data on object storage, against a real S3-compatible server (SeaweedFS): ``raysup prepare
 s3://… s3://…`` with endpoint and credentials in pyarrow URIs, and the same data read back
-through the standard AWS environment variables. (A sweep reading its data from S3 and writing
-its results and checkpoints there runs in test_dashboard.py.)"""
+through the standard AWS environment variables. (Sweeps reading their data from S3 and writing
+their results and checkpoints there run in test_experiments.py, with the keys in the URIs, and
+in test_dashboard.py, with the keys in the environment.)"""
 from __future__ import annotations
 
 import os
