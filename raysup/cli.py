@@ -1,13 +1,26 @@
-"""``raysup`` console script: synth, prepare, train, probe, labels, dashboard."""
+"""``raysup`` console script: synth, prepare, train, probe, labels, dashboard, visualize-embeddings.
+
+Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
+exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
+import time
+import traceback
 
+from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
+from raysup.data.storage import redact
 from raysup.runtime import init_ray
+
+# what a user can fix (bad config, bad input, missing or existing paths): exit 2
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ArithmeticError)
 
 
 def cmd_synth(a) -> None:
@@ -32,8 +45,8 @@ def cmd_prepare(a) -> None:
     c = m["counts"]
     print(f"{c['inputs']} inputs: {c['videos']} prepared into {c['clips']} clips, {c['skipped']} skipped, {c['no_audio']} without audio")
     for s in m["skipped"]:
-        print(f"  skipped {s['path']}: {s['reason']}")
-    print(f"manifest: {a.out.rstrip('/')}/manifest.json")
+        print(f"  skipped {redact(s['path'])}: {s['reason']}")
+    print(f"manifest: {redact(a.out).rstrip('/')}/manifest.json")
 
 
 def cmd_train(a) -> None:
@@ -47,17 +60,18 @@ def cmd_train(a) -> None:
         overrides["gpus_per_worker"] = a.gpus_per_worker
     cfg = make_config(a.method, a.preset, overrides)
     data = PreparedData(a.data)
-    data.manifest  # fail early on a folder that was not prepared
+    method = method_module(cfg.method_name)
+    method.check(cfg, data)  # fail before starting Ray
     init_ray(a.address)
-    metrics = method_module(cfg.method_name).run(cfg, data, a.out, labels=a.labels, resume=a.resume)
+    metrics = method.run(cfg, data, a.out, labels=a.labels, resume=a.resume)
     print(json.dumps(metrics, indent=1, default=str))
 
 
 def cmd_probe(a) -> None:
     from raysup.data.ingest import PreparedData
     from raysup.evaluate import cv_probe, finetune, probe
+    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.methods import load_config
-    from raysup.train import latest_checkpoint, load_checkpoint_file
 
     ckpt = latest_checkpoint(a.run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
@@ -105,76 +119,79 @@ def cmd_dashboard(a) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raysup", description=__doc__)
+    p = argparse.ArgumentParser(prog="raysup", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"raysup {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (default: written to a log file)")
     sub = p.add_subparsers(dest="command", required=True)
+    address_help = "Ray cluster to join (e.g. auto; default: $RAY_ADDRESS, else start a local one)"
 
     s = sub.add_parser("synth", help="generate the embedded synthetic dataset (mp4 + labels.csv + splits)")
-    s.add_argument("out")
-    s.add_argument("--videos", type=int, default=240)
-    s.add_argument("--classes", type=int, default=6)
-    s.add_argument("--size", type=int, default=64)
-    s.add_argument("--seconds", type=float, default=4.0)
-    s.add_argument("--fps", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("out", help="output folder")
+    s.add_argument("--videos", type=int, default=240, help="number of videos")
+    s.add_argument("--classes", type=int, default=6, help="number of hidden classes")
+    s.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
+    s.add_argument("--seconds", type=float, default=4.0, help="length of each video")
+    s.add_argument("--fps", type=int, default=16, help="frame rate of the written videos")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     s.set_defaults(fn=cmd_synth)
 
     s = sub.add_parser("prepare", help="videos (folder or URI) → Parquet clips + manifest.json")
-    s.add_argument("src")
-    s.add_argument("out")
-    s.add_argument("--clip-frames", type=int)
-    s.add_argument("--fps", type=float)
-    s.add_argument("--size", type=int)
+    s.add_argument("src", help="folder or URI of videos (searched recursively)")
+    s.add_argument("out", help="output folder or URI (rerun on the same one to resume)")
+    s.add_argument("--clip-frames", type=int, help="frames per clip (default 8)")
+    s.add_argument("--fps", type=float, help="frames are resampled to this rate (default 8)")
+    s.add_argument("--size", type=int, help="short side of the stored frames in pixels (default 32)")
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
-    s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"])
+    s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
-    s.add_argument("--videos-per-shard", type=int)
-    s.add_argument("--cpus-per-task", type=float)
-    s.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    s.add_argument("--videos-per-shard", type=int, help="input files per Ray Data task and Parquet shard (default 8)")
+    s.add_argument("--cpus-per-task", type=float, help="logical CPUs per Ray Data task (default 1)")
+    s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)
 
     s = sub.add_parser("train", help="train a method with a Ray Train TorchTrainer")
-    s.add_argument("method")
+    s.add_argument("method", help="cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc")
     s.add_argument("--data", required=True, help="prepared folder or URI")
-    s.add_argument("--out", required=True, help="run folder or URI (checkpoints, config.json)")
+    s.add_argument("--out", required=True, help="run folder or URI (checkpoints, config.json, metrics)")
     s.add_argument("--labels", help="labels CSV (supervised baseline; cluster analysis)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. optim.lr=0.01")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--gpus-per-worker", type=float)
-    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. optim.lr=0.01 (repeatable)")
+    s.add_argument("--workers", type=int, help="Ray Train workers (DDP across them)")
+    s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker (0: CPU)")
+    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="tiny (CPU, minutes) or the paper's settings")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    s.add_argument("--address")
+    s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("probe", help="linear probe (or finetune) a run's encoders on labelled clips")
-    s.add_argument("run_dir")
-    s.add_argument("--data", required=True)
-    s.add_argument("--labels", required=True)
+    s.add_argument("run_dir", help="run folder or URI of `raysup train`")
+    s.add_argument("--data", required=True, help="prepared folder or URI of the labelled videos")
+    s.add_argument("--labels", required=True, help="labels CSV (video_id,label,split)")
     s.add_argument("--random-init", action="store_true", help="probe the same architecture untrained")
-    s.add_argument("--finetune", action="store_true")
+    s.add_argument("--finetune", action="store_true", help="train each encoder with a new linear head instead")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
     s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
-    s.add_argument("--address")
+    s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)
 
     s = sub.add_parser("labels", help="official split files → labels CSV (video_id,label,split)")
-    s.add_argument("dataset", choices=["ucf101", "hmdb51", "esc50"])
-    s.add_argument("root")
-    s.add_argument("out")
+    s.add_argument("dataset", choices=["ucf101", "hmdb51", "esc50"], help="which dataset's split files")
+    s.add_argument("root", help="folder holding the dataset's split files")
+    s.add_argument("out", help="labels CSV to write")
     s.add_argument("--split", type=int, default=1, help="split (UCF101/HMDB51: 1-3) or test fold (ESC-50: 1-5)")
     s.set_defaults(fn=cmd_labels)
 
     s = sub.add_parser("visualize-embeddings", help="PNGs of frames, flow and pixel embeddings of a cpfs run (paper Fig. 4)")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="run folder or URI of a cpfs or cpfs_direct run")
     s.add_argument("--data", required=True, help="prepared folder or URI (needs flow)")
     s.add_argument("--out", help="output folder (default: RUN_DIR/embeddings)")
-    s.add_argument("--clips", type=int, default=8)
-    s.add_argument("--address")
+    s.add_argument("--clips", type=int, default=8, help="number of clips to draw")
+    s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_visualize_embeddings)
 
     s = sub.add_parser("dashboard", help="TensorBoard over a run or sweep folder (or URI); prints it and the Ray dashboard's URL")
-    s.add_argument("path", metavar="RUN_OR_SWEEP_DIR")
+    s.add_argument("path", metavar="RUN_OR_SWEEP_DIR", help="run or sweep folder, or an s3:// URI (mirrored locally)")
     s.add_argument("--port", type=int, default=6006, help="TensorBoard port (0: any free port)")
     s.add_argument("--host", default="127.0.0.1", help="TensorBoard address (default: this machine only)")
     s.add_argument("--address", default="auto", help="Ray cluster whose dashboard to show (default: the one running here)")
@@ -182,13 +199,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def log_error(command: str) -> str:
+    """Write the current exception's traceback to a log file (``$RAYSUP_LOG_DIR``, default the
+    temp folder) and return its path."""
+    folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    with open(path, "w") as f:
+        f.write(redact_text(traceback.format_exc()))
+    return path
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the credentials of every URI in it removed (see :func:`redact`)."""
+    return re.sub(r"[a-z0-9+.-]+://\S+", lambda m: redact(m.group(0)), text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"raysup {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"raysup {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        where = log_error(args.command)
+        lines = str(e).strip().splitlines() or [""]
+        kind = "error" if isinstance(e, USER_ERRORS) else f"internal error ({type(e).__name__})"
+        print(f"raysup {args.command}: {kind}: {redact_text(lines[0])}  (details: {where})", file=sys.stderr)
+        return 2 if isinstance(e, USER_ERRORS) else 1
     return 0
 
 

@@ -6,6 +6,7 @@ Every error names the offending field with its dotted path, e.g.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -79,14 +80,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 pass
         raise ConfigError(f"{path}: expected int, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, str):
             try:
-                return float(value.strip())
+                value = float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{path}: expected float, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{path}: expected a finite float, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
@@ -159,20 +160,29 @@ def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser and per-epoch learning-rate schedule."""
+    """Optimiser and learning-rate schedule, applied per optimiser step (``raysup.train.lr_factor``)."""
 
     name: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    decay_norm_and_bias: bool = False  # weight decay on normalisation weights and biases too
     schedule: Literal["constant", "cosine", "step"] = "cosine"
-    milestones: tuple[float, ...] = ()  # step schedule: fractions of the epochs where lr *= gamma
+    milestones: tuple[float, ...] = ()  # step schedule: fractions of the run where lr *= gamma
     gamma: float = 0.1
-    warmup_epochs: int = 0
+    warmup_epochs: float = 0.0  # linear warm-up, in epochs (fractions allowed), per step
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this; 0: off
 
     def validate(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "clip_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum: must be < 1, got {self.momentum}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma: must be in (0, 1], got {self.gamma}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones: fractions in (0, 1), got {self.milestones}")
 
@@ -209,5 +219,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
+        for name in ("max_failures", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError("gpus_per_worker/cpus_per_worker: must be >= 0")

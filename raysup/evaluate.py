@@ -3,94 +3,21 @@ frozen features averaged over each video's clips; train/test from the labels CSV
 from __future__ import annotations
 
 import re
+import sys
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import torch
 
-from raysup.config import TrainConfig, to_dict
+from raysup.checkpoint import load_checkpoint_file
+from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
+from raysup.data.labels import LabelRow, class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
-from raysup.data.labels import LabelRow, read_labels_csv
-from raysup.data.schema import TensorSpec
-
-
-@dataclass(frozen=True)
-class Features:
-    """Per-clip features: ``video_id`` [N], ``clip_index`` [N], ``feats[name]`` [N,D]."""
-
-    video_id: np.ndarray
-    clip_index: np.ndarray
-    feats: dict[str, np.ndarray]
-
-
-class Embedder:
-    """Ray Data actor: clip batches → features of every encoder of a (possibly untrained) model."""
-
-    def __init__(self, config: dict, specs: dict, checkpoint: str | None):
-        from raysup.methods import load_config, method_module
-        from raysup.train import load_checkpoint_file
-
-        cfg = load_config(config)
-        self.specs = {k: TensorSpec.from_dict(v) for k, v in specs.items()}
-        torch.manual_seed(cfg.seed)
-        self.method = method_module(cfg.method_name).build(cfg, self.specs)
-        if checkpoint is not None:
-            self.method.load_state_dict(load_checkpoint_file(checkpoint)["model"])
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.method.to(self.device).eval()
-        self.collate = ClipCollate(self.specs)
-
-    @torch.no_grad()
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        tensors = {k: v.to(self.device) for k, v in self.collate(batch).items()}
-        feats = self.method.embed(tensors, train=False)
-        out = {"video_id": batch.column("video_id").to_numpy(zero_copy_only=False), "clip_index": tensors["clip_index"].cpu().numpy()}
-        out.update({f"feat_{k}": v.float().cpu().numpy() for k, v in feats.items()})
-        return out
-
-
-def extract_features(
-    ds, cfg: TrainConfig, specs: dict[str, TensorSpec], checkpoint: str | None, *, actors: int = 1, batch_size: int = 64
-) -> Features:
-    """Features of every clip in ``ds`` as a Ray Data ``map_batches`` over an actor pool
-    (one GPU per actor when the cluster has GPUs)."""
-    import ray
-
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    out = ds.map_batches(
-        Embedder,
-        fn_constructor_kwargs={"config": to_dict(cfg), "specs": {k: v.to_dict() for k, v in specs.items()}, "checkpoint": checkpoint},
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=gpus,
-        num_cpus=1,
-    )
-    parts = list(out.iter_batches(batch_format="numpy", batch_size=None))
-    if not parts:
-        raise ValueError("no clips to extract features from")
-    names = [k[5:] for k in parts[0] if k.startswith("feat_")]
-    vid = np.concatenate([p["video_id"] for p in parts]).astype(str)
-    clip = np.concatenate([p["clip_index"] for p in parts])
-    order = np.lexsort((clip, vid))  # deterministic order: by video, then clip
-    feats = {n: np.concatenate([p[f"feat_{n}"] for p in parts])[order] for n in names}
-    return Features(vid[order], clip[order], feats)
-
-
-def video_average(f: Features) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Average clip features per video → (video ids [V], {name: [V,D]})."""
-    ids, inverse = np.unique(f.video_id, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(ids))[:, None]
-    out = {}
-    for name, x in f.feats.items():
-        acc = np.zeros((len(ids), x.shape[1]), np.float64)
-        np.add.at(acc, inverse, x)
-        out[name] = (acc / counts).astype(np.float32)
-    return ids, out
+from raysup.features import extract_features, video_average
+from raysup.methods import method_module
 
 
 def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> float:
@@ -111,13 +38,18 @@ def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> fl
     return float((clf.predict(x_test) == y_test).mean())
 
 
-def labelled(rows: list[LabelRow], present: set[str]) -> tuple[dict[str, int], dict[str, str]]:
-    """(class index by name, split by video) for the labelled videos that were prepared."""
-    classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
+def labelled(rows: list[LabelRow], present: set[str], *, splits: tuple[str, ...] = ("train", "test")) -> dict[str, str]:
+    """Split by video for the labelled videos that were prepared. Rows of videos that were not
+    prepared are counted on stderr; a split left without videos is a ConfigError."""
     split = {r.video_id: r.split for r in rows if r.video_id in present}
-    if not any(s == "train" for s in split.values()) or not any(s == "test" for s in split.values()):
-        raise ValueError("labels: need prepared videos in both the train and the test split")
-    return classes, split
+    missing = sum(r.video_id not in present for r in rows)
+    if missing:
+        print(f"labels: {missing} of {len(rows)} rows name videos that are not in the prepared data; probing without them", file=sys.stderr)
+    for name in splits:
+        if not any(s == name for s in split.values()):
+            n = sum(r.split == name for r in rows)
+            raise ConfigError(f"labels: none of the {n} {name} videos of the labels CSV is in the prepared data")
+    return split
 
 
 def probe(
@@ -125,8 +57,8 @@ def probe(
 ) -> dict[str, float]:
     """Linear-probe top-1 per encoder; ``checkpoint=None`` probes random-init weights."""
     rows = read_labels_csv(labels_csv)
-    classes, split = labelled(rows, set(data.video_ids))
-    label = {r.video_id: classes[r.label] for r in rows}
+    split = labelled(rows, set(data.video_ids))
+    label = label_of(rows)
     ids, feats = _video_features(cfg, data, split, checkpoint, actors)
     y = np.array([label[i] for i in ids])
     is_train = np.array([split[i] == "train" for i in ids])
@@ -146,9 +78,10 @@ def cv_probe(
     from sklearn.model_selection import GroupKFold
 
     rows = read_labels_csv(labels_csv)
-    classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
-    prepared = set(data.video_ids)
-    label = {r.video_id: classes[r.label] for r in rows if r.video_id in prepared}
+    present = labelled(rows, set(data.video_ids), splits=())
+    if len(present) < folds:
+        raise ConfigError(f"labels: {len(present)} labelled videos are in the prepared data; {folds}-fold cross-validation needs at least {folds}")
+    label = {v: y for v, y in label_of(rows).items() if v in present}
     ids, feats = _video_features(cfg, data, label, checkpoint, actors)
     y = np.array([label[i] for i in ids])
     groups = [re.sub(r"_c\d+$", "", i) for i in ids]
@@ -163,12 +96,10 @@ def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint:
     """Features of the given videos' clips, averaged per video (see :func:`video_average`)."""
     keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
     ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], keep)
-    return video_average(extract_features(ds, cfg, data.specs, checkpoint, actors=actors))
+    return video_average(extract_features(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
 
 
 def _columns(cfg: TrainConfig) -> list[str]:
-    from raysup.methods import method_module
-
     return sorted(set(method_module(cfg.method_name).COLUMNS) | {"video_id", "clip_index"})
 
 
@@ -184,13 +115,11 @@ def finetune(
 ) -> dict[str, float]:
     """Finetune each encoder with a new linear head on the train split (Adam, augmented clips);
     top-1 on the test split with clip softmax scores averaged per video."""
-    from raysup.methods import method_module
-    from raysup.train import load_checkpoint_file
-
     rows = read_labels_csv(labels_csv)
-    classes, split = labelled(rows, set(data.video_ids))
+    split = labelled(rows, set(data.video_ids))
+    classes = class_index(rows)
     ids = sorted(split)
-    label = {r.video_id: classes[r.label] for r in rows}
+    label = label_of(rows)
     table = pa.table({
         "video_id": pa.array(ids, pa.string()),
         "label": pa.array([label[i] for i in ids], pa.int64()),
@@ -198,7 +127,7 @@ def finetune(
         "is_train": pa.array([split[i] == "train" for i in ids]),
     })
     train_ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], table.filter(table["is_train"]))
-    test_ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], table.filter(pa.compute.invert(table["is_train"])))
+    test_ds = join_columns(data.dataset(_columns(cfg)), ["video_id"], table.filter(pc.invert(table["is_train"])))
     collate = ClipCollate(data.specs)
     state = load_checkpoint_file(checkpoint)["model"] if checkpoint else None
 

@@ -29,12 +29,15 @@ import pyarrow.fs as pafs
 
 from ray import tune
 
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.config import parse_overrides
 from raysup.data.ingest import PreparedData
+from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
+from raysup.data.synthetic import SynthConfig, make_synthetic
 from raysup.evaluate import cv_probe, probe
-from raysup.methods import make_config, method_module
+from raysup.methods import load_config, make_config, method_module
 from raysup.runtime import init_ray
-from raysup.train import latest_checkpoint
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,7 @@ def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
             "a train worker (cpus_per_worker, gpus_per_worker)": worker,
             "the probe's feature extractor": {"CPU": 1.0},
         }
-        if hasattr(cfg.method, "cluster_cpus"):
-            requests["the k-means task (method.cluster_cpus, cluster_gpus)"] = {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}
+        requests.update(method_module(s.method).side_tasks(cfg))
         for what, need in requests.items():
             if not any(fits(need, node) for node in shapes):
                 nodes = sorted({str(n) for n in shapes})
@@ -327,9 +329,6 @@ def baselines(s: Sweep) -> dict[str, dict[str, float]]:
         run_dir = supervised_dir(s)
         method_module("supervised").run(make_config("supervised", s.preset), data, run_dir, labels=s.labels, resume=True)
         ckpt = latest_checkpoint(run_dir)
-        from raysup.methods import load_config
-        from raysup.train import load_checkpoint_file
-
         out["supervised"] = objective(s, load_config(load_checkpoint_file(ckpt)["config"]), data, ckpt)
     return out
 
@@ -393,9 +392,6 @@ def default_dataset(root: str) -> tuple[str, str]:
 
 def make_default_dataset(root: str) -> None:
     """Generate and prepare the embedded synthetic dataset under ``root`` once (reruns reuse it)."""
-    from raysup.data.prepare import PrepareConfig, prepare
-    from raysup.data.synthetic import SynthConfig, make_synthetic
-
     videos, prepared = os.path.join(root, "videos"), os.path.join(root, "prepared")
     if not os.path.exists(os.path.join(videos, "synthetic.json")):
         make_synthetic(videos, SynthConfig(videos=120, seconds=4.0, size=48), workers=2)
@@ -455,8 +451,6 @@ def experiment_main(
 
 def _experiment(a, method, title, name, chosen, base, tiny_base, quick_base, probe_folds, random_per) -> str:
     import ray
-
-    from raysup.config import parse_overrides
 
     clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
     storage = a.storage if "://" in a.storage else os.path.abspath(a.storage)

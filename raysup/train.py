@@ -18,48 +18,102 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.train import UserCallback
+from ray.train import TrainingFailedError, UserCallback
 
 from raysup import dist
-from raysup.config import OptimConfig, TrainConfig, to_dict
+from raysup.checkpoint import CHECKPOINT_FILE, load_checkpoint_file
+from raysup.config import ConfigError, OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
-from raysup.data.storage import exists, join, resolve, uri_of, write_json
+from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.features import Build
 
-CHECKPOINT_FILE = "checkpoint.pt"
+RESUMABLE_FIELDS = ("epochs", "max_failures", "cpus_per_worker", "gpus_per_worker")  # may change on --resume
+ERROR_KEY = "raysup_error"  # a report that carries the one-line error every worker agreed to stop on
 
 
-def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+class NonFiniteLoss(ArithmeticError):
+    """A loss or metric became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def make_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD/Adam/AdamW over the trainable parameters; normalisation weights and biases (every
+    parameter of fewer than 2 dims) get no weight decay unless ``cfg.decay_norm_and_bias``
+    ("no bias decay", He et al. 2019, Bag of Tricks, §3.1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1 or cfg.decay_norm_and_bias]
+    no_decay = [p for p in params if not (p.ndim > 1 or cfg.decay_norm_and_bias)]
+    groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epochs: int):
-    """Per-epoch multiplier: linear warm-up, then constant, cosine to 0, or steps at milestones."""
+def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (counted from 0 over the whole run):
+    linear warm-up over ``warmup_epochs``, then constant, cosine to 0, or ×``gamma`` at each
+    milestone (fractions of the run), all per step."""
+    total, warmup = steps_per_epoch * epochs, cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(step >= m * total for m in cfg.milestones)
+    return 1.0
 
-    def factor(epoch: int) -> float:
-        if epoch < cfg.warmup_epochs:
-            return (epoch + 1) / (cfg.warmup_epochs + 1)
-        if cfg.schedule == "cosine":
-            span = max(1, epochs - cfg.warmup_epochs)
-            return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
-        if cfg.schedule == "step":
-            return cfg.gamma ** sum(epoch >= m * epochs for m in cfg.milestones)
-        return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def make_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int):
+    """A scheduler stepped after every optimiser step (see :func:`lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch, epochs))
 
 
-def load_checkpoint_file(path: str) -> dict[str, Any]:
-    """A checkpoint dict from a checkpoint directory or ``checkpoint.pt`` (local or URI); safe load."""
-    if not path.endswith(".pt"):
-        path = join(path, CHECKPOINT_FILE)
-    fs, p = resolve(path)
-    with fs.open_input_file(p) as f:
-        return torch.load(f, map_location="cpu", weights_only=True)
+def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted field: (saved, new)}`` for every field that differs between two config dicts."""
+    out = {}
+    for key in sorted(set(saved) | set(new)):
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update({f"{key}.{k}": v for k, v in config_changes(a, b).items()})
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            out[key] = (a, b)
+    return out
+
+
+def record_config(fs, root: str, cfg: TrainConfig) -> None:
+    """Write ``config.json`` of a new run; for a continued run, refuse changed fields other than
+    :data:`RESUMABLE_FIELDS` (naming them) and append the allowed changes to ``resumes.jsonl``."""
+    new = to_dict(cfg)
+    if exists(fs, f"{root}/config.json"):
+        changes = config_changes(read_json(fs, f"{root}/config.json"), new)
+        fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+        if fixed:
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in fixed.items())
+            raise ConfigError(f"resume: the run was made with other settings ({diff}); only {', '.join(RESUMABLE_FIELDS)} may change on --resume")
+        if changes:
+            append_line(fs, f"{root}/resumes.jsonl", {"time": time.time(), "changed": {k: list(v) for k, v in changes.items()}})
+    write_json(fs, f"{root}/config.json", new)
+
+
+def read_lines(fs, path: str) -> list[dict]:
+    """The JSON lines of ``path`` (none if it does not exist)."""
+    if not exists(fs, path):
+        return []
+    with fs.open_input_stream(path) as f:
+        return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+
+
+def append_line(fs, path: str, obj: dict) -> None:
+    """Append one JSON line to ``path`` (rewrites the file: object stores cannot append)."""
+    old = b""
+    if exists(fs, path):
+        with fs.open_input_stream(path) as f:
+            old = f.read()
+    with fs.open_output_stream(path) as f:
+        f.write(old + (json.dumps(obj, default=str) + "\n").encode())
 
 
 def timed_batches(batches: Iterable, clock: dict[str, float]) -> Iterator:
@@ -75,22 +129,33 @@ def timed_batches(batches: Iterable, clock: dict[str, float]) -> Iterator:
 
 
 def train_loop(loop_cfg: dict[str, Any]) -> None:
-    """Ray Train worker function (``train_loop_per_worker``)."""
+    """Ray Train worker function (``train_loop_per_worker``). An error the user must fix (a
+    :class:`ConfigError` or :class:`NonFiniteLoss`, which every worker meets at the same step)
+    is reported as ``{ERROR_KEY: message}`` and ends the run without the retries that
+    ``max_failures`` grants to crashes."""
+    import ray.train
+
+    try:
+        _train(loop_cfg)
+    except (ConfigError, NonFiniteLoss) as e:
+        ray.train.report({ERROR_KEY: f"{type(e).__name__}: {e}"})
+
+
+def _train(loop_cfg: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from raysup.methods import load_config, method_module
-
-    cfg = load_config(loop_cfg["config"])
-    specs = {k: TensorSpec.from_dict(v) for k, v in loop_cfg["specs"].items()}
+    cfg: TrainConfig = loop_cfg["config"]
+    specs: dict[str, TensorSpec] = loop_cfg["specs"]
+    steps_per_epoch: int = loop_cfg["steps_per_epoch"]
     torch.manual_seed(cfg.seed)  # identical init on every worker
-    method = method_module(cfg.method_name).build(cfg, specs)
+    method = loop_cfg["build"](cfg, specs)
     if loop_cfg.get("init_checkpoint"):
-        method.load_pretrained(load_checkpoint_file(loop_cfg["init_checkpoint"])["model"])
+        load_weights(method, loop_cfg["init_checkpoint"], pretrained=True)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(method)  # to device; DDP when world size > 1
-    optimizer = make_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
-    scheduler = make_scheduler(cfg.optim, optimizer, cfg.epochs)
+    optimizer = make_optimizer(cfg.optim, method)
+    scheduler = make_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     state = {"epoch": -1, "best_val": math.inf, "bad_epochs": 0}
@@ -98,8 +163,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            saved = load_checkpoint_file(d)
-        method.load_state_dict(saved["model"])
+            saved = load_weights(method, d)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -110,6 +174,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if loop_cfg.get("has_val") else None
     iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device)
+    params = [p for p in method.parameters() if p.requires_grad]
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
@@ -118,19 +183,23 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
         for batch in timed_batches(batches, clock):
             with torch.autocast(device.type, enabled=use_amp):
                 out = model(batch)
+            check_finite(out, epoch, steps)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out["loss"]).backward()
+            if cfg.optim.clip_grad_norm > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
             method.after_step()
             for k, v in out.items():
                 sums[k] += v.detach().float()
             steps += 1
         if steps == 0:
-            raise ValueError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
+            raise ConfigError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
         metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}
         metrics.update(lr=optimizer.param_groups[0]["lr"], steps=steps)
-        scheduler.step()
         if val_shard is not None:
             metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp)
             if metrics["val_loss"] < state["best_val"]:
@@ -152,7 +221,7 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(),
                         "state": state,
-                        "config": loop_cfg["config"],
+                        "config": to_dict(cfg),
                         "epoch": epoch,
                     },
                     os.path.join(tmp, CHECKPOINT_FILE),
@@ -161,6 +230,29 @@ def train_loop(loop_cfg: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if stop:
             break
+
+
+def check_finite(out: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """Raise :class:`NonFiniteLoss` naming the epoch, step and metric when any value of a step's
+    output is NaN or infinite (on any worker: the verdict is shared, so all stop together)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in out.values()])  # [M]
+    bad = (~torch.isfinite(values)).float()
+    if dist.all_reduce_mean(bad).sum().item() > 0:
+        names = [k for k, b in zip(out, bad.tolist()) if b] or ["(on another worker)"]
+        raise NonFiniteLoss(f"{names[0]} is not finite at epoch {epoch}, step {step}; the run stopped at its last good checkpoint (lower optim.lr or set optim.clip_grad_norm)")
+
+
+def load_weights(method: torch.nn.Module, checkpoint: str, *, pretrained: bool = False) -> dict[str, Any]:
+    """Load a checkpoint's model weights into ``method`` (``load_pretrained`` when ``pretrained``:
+    e.g. XDC's next round) and return the checkpoint; a checkpoint of another architecture is
+    a :class:`ConfigError` naming it."""
+    saved = load_checkpoint_file(checkpoint)
+    try:
+        (method.load_pretrained if pretrained else method.load_state_dict)(saved["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"checkpoint: {checkpoint} does not fit this model ({first})") from None
+    return saved
 
 
 @torch.no_grad()
@@ -180,18 +272,22 @@ class MetricsLogger(UserCallback):
     """Runs in the Train controller: appends each report's rank-0 metrics to
     ``run_dir/metrics.jsonl`` and writes them to TensorBoard under ``run_dir/tensorboard``
     (numbers as scalars, lists of numbers as histograms; step = ``step_offset`` + epoch, so
-    later rounds continue the curves)."""
+    later rounds continue the curves). A URI ``run_dir`` gets both through its filesystem
+    (event files are written locally, then copied after every report)."""
 
     def __init__(self, run_dir: str, step_offset: int = 0):
-        self.run_dir, self.step_offset, self.writer = run_dir, step_offset, None
+        self.run_dir, self.step_offset, self.writer, self.local = run_dir, step_offset, None, None
 
     def after_report(self, run_context, metrics, checkpoint):
         from torch.utils.tensorboard import SummaryWriter
 
+        fs, root = resolve(self.run_dir)
         m = dict(metrics[0], checkpoint=checkpoint.path if checkpoint else None)
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(m, default=str) + "\n")
-        self.writer = self.writer or SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
+        append_line(fs, f"{root}/metrics.jsonl", m)
+        if self.writer is None:
+            remote = "://" in self.run_dir
+            self.local = tempfile.mkdtemp(prefix="raysup-tb-") if remote else os.path.join(root, "tensorboard")
+            self.writer = SummaryWriter(self.local)
         step = self.step_offset + int(m.get("epoch", 0))
         for k, v in m.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -199,35 +295,47 @@ class MetricsLogger(UserCallback):
             elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
                 self.writer.add_histogram(k, np.asarray(v), step)  # e.g. cluster sizes
         self.writer.flush()
+        if "://" in self.run_dir:
+            for name in os.listdir(self.local):
+                with open(os.path.join(self.local, name), "rb") as f, fs.open_output_stream(f"{root}/tensorboard/{name}") as out:
+                    out.write(f.read())
 
 
 def fit(
     cfg: TrainConfig,
+    build: Build,
     datasets: dict[str, Any],
     run_dir: str,
     specs: dict[str, TensorSpec],
     *,
+    rows_per_epoch: int,
     name: str = "train",
     resume: bool = False,
     init_checkpoint: str | None = None,
     callbacks: list | None = None,
     step_offset: int = 0,
     extra_metrics: dict[str, float] | None = None,
-):
-    """Train ``cfg`` on ``datasets`` (``train`` and optional ``val``) with a TorchTrainer whose
-    checkpoints live in ``run_dir/name``. ``extra_metrics`` (e.g. a clustering round's NMI) are
-    added to every report. Returns the Ray Train ``Result``.
+) -> dict[str, Any]:
+    """Train the model ``build(cfg, specs)`` on ``datasets`` (``train`` and optional ``val``) with a
+    TorchTrainer whose checkpoints live in ``run_dir/name``; returns the final metrics.
+    ``rows_per_epoch`` (training clips per epoch, all workers) sets the per-step learning-rate
+    schedule and refuses a ``batch_size`` no worker can fill before anything starts.
+    ``extra_metrics`` (e.g. a clustering round's NMI) are added to every report.
 
-    Without ``resume`` an existing ``run_dir/name`` is an error, so nothing is overwritten.
+    Without ``resume`` an existing ``run_dir/name`` is an error, so nothing is overwritten; with it,
+    changed settings are refused (:func:`record_config`).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    steps_per_epoch = rows_per_epoch // cfg.workers // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {rows_per_epoch // cfg.workers} training clips per worker and epoch; lower batch_size (or workers)")
     fs, root = resolve(run_dir)
     if exists(fs, f"{root}/{name}") and not resume:
-        raise FileExistsError(f"{run_dir}/{name} already holds a run; pass --resume to continue it or use a new --out")
+        raise FileExistsError(f"{redact(run_dir)}/{name} already holds a run; pass --resume to continue it or use a new --out")
     fs.create_dir(root, recursive=True)
-    write_json(fs, f"{root}/config.json", to_dict(cfg))
+    record_config(fs, root, cfg)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.workers,
         use_gpu=cfg.gpus_per_worker > 0,
@@ -236,8 +344,10 @@ def fit(
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={
-            "config": to_dict(cfg),
-            "specs": {k: v.to_dict() for k, v in specs.items()},
+            "config": cfg,
+            "build": build,
+            "specs": specs,
+            "steps_per_epoch": steps_per_epoch,
             "init_checkpoint": init_checkpoint,
             "has_val": "val" in datasets,
             "extra_metrics": extra_metrics,
@@ -249,23 +359,33 @@ def fit(
             storage_filesystem=None if "://" not in run_dir else fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=(callbacks or []) + ([MetricsLogger(root, step_offset)] if "://" not in run_dir else []),
+            callbacks=(callbacks or []) + [MetricsLogger(run_dir, step_offset)],
         ),
         datasets=datasets,
     )
-    return trainer.fit()
+    log = f"{root}/metrics.jsonl"
+    before = len(read_lines(fs, log))
+    try:
+        metrics = trainer.fit().metrics or {}
+    except TrainingFailedError as e:
+        raise RunFailed(worker_error(e)) from e
+    # Train keeps only reports with a checkpoint as the result; the error report is in the log
+    for line in read_lines(fs, log)[before:]:
+        if ERROR_KEY in line:
+            kind, _, message = line[ERROR_KEY].partition(": ")
+            raise (NonFiniteLoss if kind == NonFiniteLoss.__name__ else ConfigError)(message)
+    return metrics
 
 
-def latest_checkpoint(run_dir: str) -> str:
-    """Path of the newest checkpoint directory anywhere in ``run_dir`` (all rounds)."""
-    import pyarrow.fs as pafs
+class RunFailed(RuntimeError):
+    """Training crashed more often than ``max_failures`` allows; the message is the workers' error."""
 
-    fs, root = resolve(run_dir)
-    found = [
-        f.path
-        for f in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_")
-    ]
-    if not found:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}; train first (`raysup train`)")
-    return uri_of(run_dir, max(found, key=lambda p: os.path.basename(p)))
+
+def worker_error(e: Exception) -> str:
+    """One line for a failed Ray Train run: the first worker's exception type and message."""
+    failures = getattr(e, "worker_failures", None) or {}
+    root = next(iter(failures.values()), e)
+    while getattr(root, "cause", None) is not None:  # RayTaskError wraps the worker's exception
+        root = root.cause
+    text = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {text[-1] if text else ''}"

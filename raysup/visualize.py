@@ -11,8 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.storage import join, resolve
+from raysup.methods import load_config, method_module
+from raysup.methods.cpfs import COLUMNS, standardize
 
 PANEL = 128  # minimum panel side in pixels (nearest-neighbour upscaling)
 
@@ -48,10 +51,6 @@ def visualize_embeddings(run_dir: str, data: PreparedData, out_dir: str | None =
     defaults to ``<run_dir>/embeddings``. Frame and flow are the validation inputs (frame t,
     flow t→t+k); the embeddings are the L2-normalised head outputs at every pixel. Returns
     the paths written."""
-    from raysup.methods import load_config, method_module
-    from raysup.methods.cpfs import COLUMNS, standardize
-    from raysup.train import latest_checkpoint, load_checkpoint_file
-
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     cfg = load_config(saved["config"])
     if cfg.method_name not in ("cpfs", "cpfs_direct"):

@@ -36,3 +36,32 @@ def test_train_then_probe_json(prepared, tmp_path, capsys):
     assert main(["probe", run, "--data", data.uri, "--labels", labels, "--finetune", "--epochs", "1", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
+
+
+def test_version_help_and_python_m(capsys):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from raysup import __version__
+    from raysup.cli import parser
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"raysup {__version__}"
+    out = subprocess.run([sys.executable, "-m", "raysup", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "prepare" in out and "--version" in out
+    # every option of every command says what it does
+    subparsers = next(a for a in parser()._actions if a.dest == "command").choices
+    missing = [f"{name} {a.dest}" for name, sp in subparsers.items() for a in sp._actions if a.dest != "help" and not a.help]
+    assert not missing, missing
+
+
+def test_errors_are_one_line_with_the_traceback_in_a_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAYSUP_LOG_DIR", str(tmp_path / "logs"))
+    code = main(["train", "supervised", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--set", "method_name=xdc"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "method_name: set by the command" in err[0], err
+    log = err[0].rsplit("(details: ", 1)[1].rstrip(")")
+    assert "Traceback" in open(log).read()

@@ -25,6 +25,16 @@ def test_overrides_are_typed_and_nested():
         ({"batch_size": "0"}, "batch_size: must be >= 1"),
         ({"optim.lr": "-1"}, "optim.lr: must be > 0"),
         ({"amp": "maybe"}, "amp: expected bool"),
+        ({"optim.lr": "nan"}, "optim.lr: expected a finite float, got nan"),
+        ({"optim.lr": "inf"}, "optim.lr: expected a finite float"),
+        ({"optim.weight_decay": "-0.1"}, "optim.weight_decay: must be >= 0"),
+        ({"optim.momentum": "-0.9"}, "optim.momentum: must be >= 0"),
+        ({"optim.momentum": "1"}, "optim.momentum: must be < 1"),
+        ({"optim.warmup_epochs": "-2"}, "optim.warmup_epochs: must be >= 0"),
+        ({"max_failures": "-1"}, "max_failures: must be >= 0"),
+        ({"method_name": "xdc"}, "method_name: set by the command"),
+        ({"preset": "paper"}, "preset: set by the command"),
+        ({"method": "foo"}, "method: a section of method settings"),
     ],
 )
 def test_bad_values_name_the_field(override, message):

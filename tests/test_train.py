@@ -11,8 +11,10 @@ import time
 import pytest
 import torch
 
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.cli import main
+from raysup.config import ConfigError
 from raysup.methods import make_config, method_module
-from raysup.train import latest_checkpoint, load_checkpoint_file
 
 
 def _epochs(run_dir):
@@ -70,9 +72,57 @@ def test_resume_continues_and_refuses_to_overwrite(prepared, tmp_path):
         run(make_config("supervised", "tiny", {"epochs": 2}), data, run_dir, labels=labels)
     r = run(make_config("supervised", "tiny", {"epochs": 3}), data, run_dir, labels=labels, resume=True)
     assert _epochs(run_dir) == [0, 1, 2] and r["epoch"] == 2
+    resumes = [json.loads(line) for line in open(os.path.join(run_dir, "resumes.jsonl"))]
+    assert [r["changed"] for r in resumes] == [{"epochs": [2, 3]}]
+    # a resume may train longer, but not change what the run is
+    with pytest.raises(ConfigError, match=r"method.video_encoder: .r2plus1d_tiny. -> .r2plus1d_18., optim.lr: 0.003 -> 0.1"):
+        run(make_config("supervised", "tiny", {"epochs": 4, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
 
     saved = load_checkpoint_file(latest_checkpoint(run_dir))  # weights_only=True inside
     assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}
     assert saved["config"]["method_name"] == "supervised"
     assert all(isinstance(v, torch.Tensor) for v in saved["model"].values())
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
+
+
+def _error_line(capsys) -> str:
+    """The one error line of a command (Ray Data's own progress bars may share stderr)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("raysup ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def test_user_errors_stop_before_training_in_one_line(small_prepared, tmp_path, capsys):
+    data, labels = small_prepared
+    train = ["train", "supervised", "--data", data, "--out", str(tmp_path / "run"), "--labels", labels]
+    assert main([*train, "--set", "batch_size=4096"]) == 2
+    assert "batch_size: 4096 is more than the" in _error_line(capsys)
+    other = tmp_path / "other.csv"
+    other.write_text("video_id,label,split\nnot/there,a,train\nnor/here,b,test\n")
+    assert main([*train[:-1], str(other)]) == 2
+    assert "labels: none of the 1 train videos" in _error_line(capsys)
+    assert main(["train", "xdc", "--data", data, "--out", str(tmp_path / "x"), "--set", "method.k=1000"]) == 2
+    assert "method.k: 1000 clusters need at least as many clips" in _error_line(capsys)
+    assert not os.path.exists(tmp_path / "run" / "train")  # nothing started
+
+
+def test_non_finite_loss_stops_the_run_without_retries(small_prepared, tmp_path, capsys):
+    data, labels = small_prepared
+    sets = ["optim.name=sgd", "optim.lr=1e38", "optim.schedule=constant", "epochs=3", "batch_size=8", "max_failures=2"]
+    started = time.time()
+    code = main(["train", "supervised", "--data", data, "--out", str(tmp_path / "run"), "--labels", labels, *[a for s in sets for a in ("--set", s)]])
+    assert code == 2 and "is not finite at epoch 0, step" in _error_line(capsys)
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert len(lines) == 1 and "raysup_error" in lines[0]  # one attempt: not retried max_failures times
+    assert time.time() - started < 120
+
+
+def test_ray_address_is_respected(ray_session):
+    import subprocess
+    import sys
+
+    address = ray_session.get_runtime_context().gcs_address
+    code = "from raysup.runtime import init_ray; import ray; init_ray(); print(ray.get_runtime_context().gcs_address)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == address, out.stderr[-2000:]

@@ -285,8 +285,9 @@ def plain_train_worker(rank: int, world: int, port: int, job: dict) -> None:
     torch.manual_seed(cfg.seed)
     method = method_module(cfg.method_name).build(cfg, specs)
     model = torch.nn.parallel.DistributedDataParallel(method) if world > 1 else method
-    optimizer = make_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
-    scheduler = make_scheduler(cfg.optim, optimizer, cfg.epochs)
+    optimizer = make_optimizer(cfg.optim, method)
+    # stepped per step as in raysup's loop; its length does not change the step cost measured here
+    scheduler = make_scheduler(cfg.optim, optimizer, steps_per_epoch=1000, epochs=cfg.epochs)
     data = ParquetBatches(job["files"][rank::world], specs, cfg.batch_size, columns=job["columns"], labels=job["labels"], seed=cfg.seed)
     ends = []
     with tempfile.TemporaryDirectory() as ckpt_dir:
@@ -302,6 +303,7 @@ def plain_train_worker(rank: int, world: int, port: int, job: dict) -> None:
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 optimizer.step()
+                scheduler.step()
                 method.after_step()
                 for k, v in out.items():
                     sums[k] += v.detach().float()
@@ -313,7 +315,6 @@ def plain_train_worker(rank: int, world: int, port: int, job: dict) -> None:
                     dist.all_reduce(v)
                     v = v / world
                 metrics[k] = v.item()
-            scheduler.step()
             if rank == 0:
                 torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, os.path.join(ckpt_dir, "checkpoint.pt"))
             ends.append(time.time())

@@ -30,7 +30,7 @@ import common  # noqa: E402
 
 from raysup.config import to_dict  # noqa: E402
 from raysup.data.ingest import PreparedData  # noqa: E402
-from raysup.data.labels import read_labels_csv  # noqa: E402
+from raysup.data.labels import label_of, read_labels_csv  # noqa: E402
 from raysup.methods import make_config, supervised  # noqa: E402
 
 
@@ -70,10 +70,9 @@ def ray_run(cfg, data: PreparedData, labels: str, run_dir: str) -> dict:
 
 
 def plain_run(cfg, data: PreparedData, labels: str, workdir: str) -> dict:
-    classes = supervised.class_index(labels)
     job = {
         "config": to_dict(cfg), "specs": {k: v.to_dict() for k, v in data.specs.items()}, "files": common.parquet_files(data.uri),
-        "columns": list(supervised.COLUMNS), "labels": {r.video_id: classes[r.label] for r in read_labels_csv(labels)},
+        "columns": list(supervised.COLUMNS), "labels": label_of(read_labels_csv(labels)),
         "threads": int(cfg.cpus_per_worker), "niceness": common.RAY_WORKER_NICENESS, "out": os.path.join(workdir, "plain.json"),
     }
     start = time.time()

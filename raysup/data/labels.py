@@ -82,6 +82,17 @@ def read_labels_csv(path: str | Path) -> list[LabelRow]:
     return rows
 
 
+def class_index(rows: list[LabelRow]) -> dict[str, int]:
+    """Label name → class index, sorted by name (stable across runs and splits)."""
+    return {name: i for i, name in enumerate(sorted({r.label for r in rows}))}
+
+
+def label_of(rows: list[LabelRow]) -> dict[str, int]:
+    """Video id → class index of every labelled video."""
+    classes = class_index(rows)
+    return {r.video_id: classes[r.label] for r in rows}
+
+
 def write_labels_csv(rows: list[LabelRow], path: str | Path) -> None:
     """Write rows as a labels CSV (header video_id,label,split)."""
     path = Path(path)

@@ -6,11 +6,18 @@ machine running a sweep, those imports were a large share of every epoch's start
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 ASYNC_AUDIO = "audio_async"  # GDT's extra tensor column when sync=False: audio of another clip
+
+
+def is_held_out(video_id: str, fraction: float) -> bool:
+    """Whether a video is in a method's held-out validation split (a stable hash of its id)."""
+    return zlib.crc32(video_id.encode()) % 1000 < fraction * 1000
 
 
 def join_columns(ds, key: list[str], table: pa.Table):

@@ -1,20 +1,44 @@
-"""What every method module provides, and the base class of its model.
-
-A method module (one file per method) defines:
-- ``Config``: frozen dataclass of the method's own settings (``--set method.x=…``);
-- ``COLUMNS``: the Parquet columns the method reads (labels are joined by ``run``);
-- ``PRESETS``: ``{"tiny": {...}, "paper": {...}}`` dotted overrides of the whole TrainConfig;
-- ``build(cfg: TrainConfig, specs) -> Method``: the model;
-- ``run(cfg, data, run_dir, *, labels=None, resume=False) -> dict``: train it (one
-  ``raysup.train.fit`` call for most methods; several rounds for XDC); returns the final
-  metrics dict.
-"""
+"""The method contract: what every method module provides, and the base class of its model."""
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from raysup.config import TrainConfig
+from raysup.data.ingest import PreparedData
+from raysup.data.schema import TensorSpec
 from raysup.data.transforms import audio_input, video_input
+
+
+class MethodModule(Protocol):
+    """A method module (one file per method, listed in :data:`raysup.methods.METHODS`).
+
+    - ``Config``: frozen dataclass of the method's own settings (``--set method.x=…``);
+    - ``COLUMNS``: the Parquet columns the method reads (labels are joined by ``run``);
+    - ``PRESETS``: ``{"tiny": {...}, "paper": {...}}``, dotted overrides of the whole TrainConfig.
+    """
+
+    Config: type
+    COLUMNS: tuple[str, ...]
+    PRESETS: dict[str, dict[str, Any]]
+
+    def check(self, cfg: TrainConfig, data: PreparedData) -> None:
+        """Raise ``ConfigError`` naming the field when ``cfg`` cannot train on ``data``; cheap
+        (reads the manifest only), so commands and sweeps call it before any work."""
+
+    def build(self, cfg: TrainConfig, specs: dict[str, TensorSpec]) -> Method:
+        """The model, on the CPU, for tensors of these ``specs``."""
+
+    def run(self, cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None,
+            resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+        """Train (one or more ``raysup.train.fit`` calls; ``callbacks`` go to each) and return
+        the final metrics as a JSON-able dict."""
+
+    def side_tasks(self, cfg: TrainConfig) -> dict[str, dict[str, float]]:
+        """Ray resources of the tasks the method starts beside its train workers, by what they
+        are (e.g. XDC's k-means task), so a sweep can check they fit on some node."""
 
 
 class Method(nn.Module):

@@ -27,21 +27,23 @@ folds the BN statistics into the convolutions for use elsewhere.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ray.data.expressions import col
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.flow import log_normalize
 from raysup.data.ingest import PreparedData
+from raysup.data.tables import is_held_out
 from raysup.data.transforms import random_resized_crop_flip
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
 from raysup.methods.base import Method
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
+from raysup.train import fit
 
 BACKBONES = {"alexnet": alexnet_hypercolumn, "alexnet_tiny": alexnet_hypercolumn_tiny}
 
@@ -191,7 +193,7 @@ def flow_classes(flow: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.bucketize(flow.contiguous(), edges, right=True)  # [lo, hi) bins; 1 in the last
 
 
-def check_data(cfg: Config, specs) -> None:
+def check_specs(cfg: Config, specs) -> None:
     if "flow" not in specs or "frames" not in specs:
         raise ConfigError("cpfs needs frames and flow: prepare the data with --flow farneback (or tvl1/dis)")
     steps = specs["flow"].shape[0]
@@ -199,27 +201,27 @@ def check_data(cfg: Config, specs) -> None:
         raise ConfigError(f"method.k: flow t→t+{cfg.k} needs clips of more than {cfg.k} frames; the prepared clips have {steps + 1}")
 
 
+def check(cfg: TrainConfig, data: PreparedData) -> None:
+    check_specs(cfg.method, data.specs)
+
+
 def build(cfg: TrainConfig, specs) -> CPFS:
-    check_data(cfg.method, specs)
+    check_specs(cfg.method, specs)
     return CPFS(cfg.method)
 
 
-def is_val(video_id: str, fraction: float) -> bool:
-    """Whether a video is in the held-out validation split (stable hash of its id)."""
-    return zlib.crc32(video_id.encode()) % 1000 < fraction * 1000
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    return {}
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
     the videos for the early-stopping loss."""
-    from ray.data.expressions import col
-
-    from raysup.train import fit
-
-    check_data(cfg.method, data.specs)
-    val_ids = [v for v in data.video_ids if is_val(v, cfg.method.val_fraction)]
+    check(cfg, data)
+    val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]
     clips = data.dataset(list(COLUMNS))
     datasets = {"train": clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order()}
     if val_ids:
         datasets["val"] = clips.filter(expr=col("video_id").is_in(val_ids))
-    return fit(cfg, datasets, run_dir, data.specs, resume=resume, **fit_kw).metrics
+    rows = sum(n for v, n in data.manifest["videos"].items() if v not in set(val_ids))
+    return fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

@@ -42,6 +42,7 @@ from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Method
 from raysup.models import image_encoder
+from raysup.train import fit
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,8 @@ def feature_spread(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return spread, x.float().std(0).mean()
 
 
-def check(cfg: TrainConfig, specs) -> int:
-    """Errors (naming the field) for configs the prepared data cannot serve; returns the
-    prepared frame size."""
+def frame_size(cfg: TrainConfig, specs) -> int:
+    """The prepared frame size; errors (naming the field) for configs the data cannot serve."""
     m: Config = cfg.method
     if "frames" not in specs:
         raise ConfigError("Cross and Learn needs frames: the prepared data has none (--audio-only?)")
@@ -189,8 +189,16 @@ def check(cfg: TrainConfig, specs) -> int:
     return size
 
 
+def check(cfg: TrainConfig, data: PreparedData) -> None:
+    frame_size(cfg, data.specs)
+
+
 def build(cfg: TrainConfig, specs) -> CrossAndLearn:
-    return CrossAndLearn(cfg.method, check(cfg, specs))
+    return CrossAndLearn(cfg.method, frame_size(cfg, specs))
+
+
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    return {}
 
 
 def train_dataset(cfg: TrainConfig, data: PreparedData):
@@ -200,9 +208,8 @@ def train_dataset(cfg: TrainConfig, data: PreparedData):
     )
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video (labels are not used)."""
-    from raysup.train import fit
-
-    check(cfg, data.specs)  # fail before starting Ray Train
-    return fit(cfg, {"train": train_dataset(cfg, data)}, run_dir, data.specs, resume=resume, **fit_kw).metrics
+    check(cfg, data)  # fail before starting Ray Train
+    rows = len(data.video_ids) * cfg.method.pairs_per_video
+    return fit(cfg, build, {"train": train_dataset(cfg, data)}, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

@@ -51,6 +51,7 @@ from raysup.data.transforms import audio_input, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Method
 from raysup.models import audio_encoder, video_encoder
+from raysup.train import fit
 
 
 
@@ -286,10 +287,26 @@ def shuffle_across_workers(xs: list[torch.Tensor]):
     return [g[mine] for g in gathered], unshuffle
 
 
+def check(cfg: TrainConfig, data: PreparedData) -> None:
+    if "audio" not in data.specs or "frames" not in data.specs:
+        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
+    if not audio_videos(data):
+        raise ConfigError("GDT needs audio: no prepared video has an audio track")
+
+
 def build(cfg: TrainConfig, specs) -> GDT:
     if "audio" not in specs:
         raise ConfigError("GDT needs audio: the prepared data has no audio column")
     return GDT(cfg.method)
+
+
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    return {}
+
+
+def audio_videos(data: PreparedData) -> int:
+    """Prepared videos with an audio track (the ones GDT draws from)."""
+    return len(data.video_ids) - len(data.manifest.get("no_audio", []))
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -302,13 +319,11 @@ def train_dataset(cfg: Config, data: PreparedData):
     )
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
-    """Pretrain on every prepared video (labels are not used)."""
-    from raysup.train import fit
-
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
+    """Pretrain on every prepared video with audio (labels are not used)."""
+    check(cfg, data)
     specs = dict(data.specs)
-    if "audio" not in specs or "frames" not in specs:
-        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
     if not cfg.method.sync:
         specs[ASYNC_AUDIO] = specs["audio"]  # same fixed-size binary encoding
-    return fit(cfg, {"train": train_dataset(cfg.method, data)}, run_dir, specs, resume=resume, **fit_kw)
+    rows = audio_videos(data) * cfg.method.draws_per_epoch
+    return fit(cfg, build, {"train": train_dataset(cfg.method, data)}, run_dir, specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

@@ -2,17 +2,18 @@
 with cross-entropy on the labels CSV's train split. It proves the spine end to end."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
+from raysup.data.labels import class_index, read_labels_csv
 from raysup.data.tables import join_columns, labels_table
-from raysup.data.labels import read_labels_csv
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
+from raysup.train import fit
 
 
 @dataclass(frozen=True)
@@ -68,29 +69,37 @@ class Supervised(Method):
         }
 
 
+def check(cfg: TrainConfig, data: PreparedData) -> None:
+    missing = sorted({"frames", "audio"} - set(data.specs))
+    if missing:
+        raise ConfigError(f"supervised needs frames and audio: the prepared data has no {' or '.join(missing)} column")
+
+
 def build(cfg: TrainConfig, specs) -> Supervised:
     if cfg.method.num_classes < 2:
         raise ConfigError("method.num_classes: needs >= 2 classes (set by the labels CSV)")
     return Supervised(cfg.method)
 
 
-def class_index(labels_csv: str) -> dict[str, int]:
-    """Label name → index, sorted by name (stable across runs)."""
-    return {name: i for i, name in enumerate(sorted({r.label for r in read_labels_csv(labels_csv)}))}
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    return {}
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, **fit_kw):
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Train on the labelled train split (labels are joined here, never stored in the Parquet)."""
-    from dataclasses import replace
-
-    from raysup.train import fit
-
+    check(cfg, data)
     if labels is None:
         raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
-    classes = class_index(labels)
-    train_ids = {r.video_id: classes[r.label] for r in read_labels_csv(labels) if r.split == "train"}
+    rows = read_labels_csv(labels)
+    classes = class_index(rows)
+    prepared = set(data.video_ids)
+    train = [r for r in rows if r.split == "train"]
+    train_ids = {r.video_id: classes[r.label] for r in train if r.video_id in prepared}
+    if not train_ids:
+        raise ConfigError(f"labels: none of the {len(train)} train videos in {labels} is in the prepared data "
+                          f"(ids such as {train[0].video_id if train else '-'!r} vs. {next(iter(prepared), '-')!r})")
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or len(classes)))
     # the labelled clips are read and joined once, not every epoch (they are the small labelled
     # subset; the object store spills them to disk if not)
     ds = join_columns(data.dataset(list(COLUMNS)), ["video_id"], labels_table(train_ids)).materialize().randomize_block_order()
-    return fit(cfg, {"train": ds}, run_dir, data.specs, resume=resume, **fit_kw).metrics
+    return fit(cfg, build, {"train": ds}, run_dir, data.specs, rows_per_epoch=ds.count(), resume=resume, callbacks=callbacks)

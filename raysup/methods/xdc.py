@@ -13,7 +13,6 @@ Clips of videos without audio are left out (their audio clusters would be noise)
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,13 +22,17 @@ from torch import nn
 
 from ray.data.expressions import col
 
+from raysup.checkpoint import latest_checkpoint
 from raysup.clustering import cluster_stats, pseudo_labels_task
-from raysup.config import TrainConfig
+from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import clip_table, join_columns, repeat_rows
-from raysup.data.storage import exists, read_json, resolve, write_json
+from raysup.data.labels import label_of, read_labels_csv
+from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.data.tables import clip_table, is_held_out, join_columns, repeat_rows
+from raysup.features import extract_features
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
+from raysup.train import fit
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,21 @@ class XDC(Method):
         self.load_state_dict({k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
 
 
+def check(cfg: TrainConfig, data: PreparedData) -> None:
+    if "audio" not in data.specs or "frames" not in data.specs:
+        raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them")
+    no_audio = set(data.manifest.get("no_audio", []))
+    clips = sum(n for v, n in data.manifest["videos"].items() if v not in no_audio)
+    if cfg.method.k > clips:
+        raise ConfigError(f"method.k: {cfg.method.k} clusters need at least as many clips; the prepared data has {clips} with audio")
+
+
 def build(cfg: TrainConfig, specs) -> XDC:
     return XDC(cfg.method)
 
 
-def _is_val(video_id: str, fraction: float) -> bool:
-    return (zlib.crc32(video_id.encode()) % 1000) < fraction * 1000
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
 def uniform_cluster_counts(labels: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
@@ -138,17 +150,15 @@ def uniform_cluster_counts(labels: dict[str, np.ndarray], n: int, seed: int) -> 
     return np.random.default_rng(seed).multinomial(n, w / w.sum())
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None, **fit_kw):
+def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """All clustering rounds; finished rounds are skipped on ``resume``. Returns the last
     round's final metrics."""
-    from raysup.evaluate import extract_features
-    from raysup.train import fit, latest_checkpoint
-
+    check(cfg, data)
     m: Config = cfg.method
     fs, root = resolve(run_dir)
     if exists(fs, f"{root}/clusters") and not resume:
-        raise FileExistsError(f"{run_dir} already holds an XDC run; pass --resume to continue it or use a new --out")
-    truth_of = _truth(labels)
+        raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
+    truth_of = label_of(read_labels_csv(labels)) if labels else {}
     no_audio = set(data.manifest.get("no_audio", []))
     clips = data.dataset(list(COLUMNS))
     if no_audio:
@@ -169,7 +179,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
             ids, clip_idx, pl = np.array(saved["video_id"]), np.array(saved["clip_index"]), _labels(saved["labels"])
         else:
             t = time.perf_counter()
-            feats = extract_features(clips, cfg, data.specs, init)
+            feats = extract_features(clips, cfg, build, data.specs, init)
             ids, clip_idx = feats.video_id, feats.clip_index
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -185,7 +195,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
             truth = None  # some clips unlabelled: no ground-truth analysis
         # per encoder, the clusters it learns from (the paper's Table 6 analysis)
         stats = {e: cluster_stats(pl[e], m.k, previous=None if previous is None else previous[e], truth=truth) for e in ("video", "audio")}
-        is_val = np.array([_is_val(v, m.val_fraction) for v in ids])
+        is_val = np.array([is_held_out(v, m.val_fraction) for v in ids])
         n_draw = int(round(m.epoch_size * (~is_val).sum()))
         repeat = np.zeros(len(ids), np.int64)
         repeat[~is_val] = uniform_cluster_counts({k: v[~is_val] for k, v in pl.items()}, n_draw, cfg.seed + r)
@@ -196,7 +206,8 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         if is_val.any():
             datasets["val"] = joined.filter(expr=col("is_val") == True).drop_columns(["is_val", "repeat"])  # noqa: E712
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
-        metrics = fit(cfg, datasets, run_dir, data.specs, name=name, resume=resume, init_checkpoint=init, callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra, **fit_kw).metrics
+        metrics = fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=n_draw, name=name, resume=resume, init_checkpoint=init,
+                      callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra)
         epochs = int(metrics["epoch"]) + 1
         epochs_done += epochs
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
@@ -207,13 +218,3 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
 
 def _labels(saved: dict[str, list]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in saved.items()}
-
-
-def _truth(labels_csv: str | None) -> dict[str, int]:
-    if not labels_csv:
-        return {}
-    from raysup.data.labels import read_labels_csv
-
-    rows = read_labels_csv(labels_csv)
-    classes = {c: i for i, c in enumerate(sorted({r.label for r in rows}))}
-    return {r.video_id: classes[r.label] for r in rows}

@@ -158,15 +158,15 @@ def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     """Pretraining on the synthetic set: σ is learned and logged every epoch, the held-out
     videos' loss falls, and the rgb features beat random-init ones on a linear probe."""
     from raysup.evaluate import cv_probe
-    from raysup.methods.cpfs import is_val
-    from raysup.train import latest_checkpoint, load_checkpoint_file
+    from raysup.data.tables import is_held_out
+    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 
     data, labels = prepared
     run_dir = str(tmp_path / "cpfs")
     cfg = make_config("cpfs", "tiny")
     method_module("cpfs").run(cfg, data, run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    assert len(logged) == 12 and any(is_val(v, cfg.method.val_fraction) for v in data.video_ids)
+    assert len(logged) == 12 and any(is_held_out(v, cfg.method.val_fraction) for v in data.video_ids)
     sigmas, val = [m["sigma"] for m in logged], [m["val_loss"] for m in logged]
     assert len(set(sigmas)) == len(sigmas) and sigmas[-1] > 1.3 * cfg.method.sigma_init, sigmas  # σ learned, logged per epoch
     assert min(val) < val[0] - 0.004, val  # ~1/4 of the way from uniform (4.852) to the target's entropy (~4.80)

@@ -220,7 +220,7 @@ def test_rgb_probe_beats_random_init(prepared, tmp_path):
     import os
 
     from raysup.evaluate import cv_probe
-    from raysup.train import latest_checkpoint
+    from raysup.checkpoint import latest_checkpoint
 
     data, labels = prepared
     cfg = make_config("cross_and_learn", "tiny")

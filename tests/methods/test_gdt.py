@@ -313,7 +313,7 @@ def test_gdt_probe_beats_random_init(prepared, tmp_path):
     import time
 
     from raysup.evaluate import probe
-    from raysup.train import latest_checkpoint
+    from raysup.checkpoint import latest_checkpoint
 
     data, labels = prepared
     cfg = make_config("gdt", "tiny")

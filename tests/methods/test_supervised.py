@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from raysup.evaluate import probe
 from raysup.methods import make_config, method_module
-from raysup.train import latest_checkpoint
+from raysup.checkpoint import latest_checkpoint
 
 
 def test_supervised_probe_beats_random_init(prepared, tmp_path):
@@ -12,7 +12,7 @@ def test_supervised_probe_beats_random_init(prepared, tmp_path):
     method_module("supervised").run(cfg, data, str(tmp_path / "run"), labels=labels)
     ckpt = latest_checkpoint(str(tmp_path / "run"))
     from raysup.methods import load_config
-    from raysup.train import load_checkpoint_file
+    from raysup.checkpoint import load_checkpoint_file
 
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
     trained = probe(cfg, data, labels, ckpt)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from raysup.methods import make_config, method_module
-from raysup.methods.xdc import XDC, _is_val, uniform_cluster_counts
-from raysup.train import latest_checkpoint, load_checkpoint_file
+from raysup.data.tables import is_held_out
+from raysup.methods.xdc import XDC, uniform_cluster_counts
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 
 
 def test_uniform_cluster_sampling():
@@ -48,7 +49,7 @@ def test_two_rounds_with_cluster_analysis_and_resume(prepared, tmp_path):
     assert [m["round"] for m in logged] == [0, 0, 1, 1]
     # uniform sampling over clusters: every epoch draws epoch_size × the train split's clips
     saved = json.load(open(os.path.join(run_dir, "clusters", "round_0_labels.json")))
-    n_train = sum(not _is_val(v, cfg.method.val_fraction) for v in saved["video_id"])
+    n_train = sum(not is_held_out(v, cfg.method.val_fraction) for v in saved["video_id"])
     assert logged[0]["steps"] == round(cfg.method.epoch_size * n_train) // cfg.batch_size
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["model"]["heads.video.weight"].shape[0] == 8
