@@ -68,9 +68,9 @@ def cmd_train(a) -> None:
 
 
 def cmd_probe(a) -> None:
+    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.data.ingest import PreparedData
     from raysup.evaluate import cv_probe, finetune, probe
-    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.methods import load_config
 
     ckpt = latest_checkpoint(a.run_dir)

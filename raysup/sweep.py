@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
-
 from ray import tune
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file

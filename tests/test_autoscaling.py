@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 import pytest
 import yaml
+from ray.util.state.exception import RayStateApiException
 
 from raysup.sweep import Sweep, check_fits, node_shapes
 
@@ -106,7 +107,7 @@ def test_sweep_on_an_autoscaling_cluster(small_prepared, tmp_path):
         while driver.poll() is None and time.time() < deadline:
             try:
                 seen.update({n["node_id"]: n["resources_total"] for n in _worker_nodes(f"http://127.0.0.1:{dash}")})
-            except Exception:  # the head's dashboard is still starting
+            except (OSError, ValueError, RayStateApiException):  # the head's dashboard is still starting
                 pass
             time.sleep(1)
         out = (tmp_path / "driver.log").read_text()

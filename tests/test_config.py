@@ -1,6 +1,8 @@
 """Config parsing: defaults, presets, --set overrides, and errors that name the field."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from raysup.config import ConfigError, OptimConfig, from_dict, parse_overrides
@@ -57,7 +59,7 @@ def test_set_syntax():
 def test_from_dict_tuples_and_frozen():
     opt = from_dict(OptimConfig, {"schedule": "step", "milestones": "0.5,0.75"})
     assert opt.milestones == (0.5, 0.75)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         opt.lr = 3  # frozen
     with pytest.raises(ConfigError, match="fps: must be > 0"):
         from_dict(PrepareConfig, {"fps": 0})

@@ -15,7 +15,7 @@ import platform
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -109,12 +109,12 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
     Writing it directly takes seconds instead of decoding videos. Returns ``out``."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     from raysup.data.prepare import DATA_DIR, MANIFEST, PrepareConfig, build_manifest
     from raysup.data.schema import arrow_schema
     from raysup.data.storage import write_json
-    import pyarrow.fs as pafs
 
     cfg = PrepareConfig(flow="farneback" if flow else "none")
     specs = cfg.tensor_specs()

@@ -52,7 +52,7 @@ class Clock:
     def __init__(self):
         self.wall, self.cpu, self.name = {}, {}, None
 
-    def __call__(self, name: str) -> "Clock":
+    def __call__(self, name: str) -> Clock:
         self.name = name
         return self
 

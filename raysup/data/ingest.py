@@ -16,7 +16,6 @@ from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, resolve
 from raysup.data.tables import pack_video
 
-
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
 MIN_BLOCKS = 16
 

@@ -36,7 +36,17 @@ import pyarrow.parquet as pq
 from raysup.config import ConfigError, to_dict
 from raysup.data.audio import AudioConfig, log_mel
 from raysup.data.decode import (
-    MAX_GAP_S, AudioTrack, DecodeError, Gap, audio_chunks, check_streams, open_media, resample, video_samples, video_times, windows,
+    MAX_GAP_S,
+    AudioTrack,
+    DecodeError,
+    Gap,
+    audio_chunks,
+    check_streams,
+    open_media,
+    resample,
+    video_samples,
+    video_times,
+    windows,
 )
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import TensorSpec, arrow_schema, tensor_bytes
@@ -440,7 +450,7 @@ class OutputLock:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._heartbeat, daemon=True)
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         for _ in range(3):
             if create_exclusive(self.fs, self.path, self._stamp()) and self._mine():
                 self.thread.start()

@@ -39,7 +39,7 @@ class TensorSpec:
         return {"shape": list(self.shape), "dtype": self.dtype}
 
     @staticmethod
-    def from_dict(d: dict) -> "TensorSpec":
+    def from_dict(d: dict) -> TensorSpec:
         return TensorSpec(tuple(int(x) for x in d["shape"]), str(d["dtype"]))
 
 

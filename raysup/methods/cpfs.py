@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from ray.data.expressions import col
+from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.flow import log_normalize

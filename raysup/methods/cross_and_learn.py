@@ -37,8 +37,8 @@ from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import draw_video_clips
 from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
+from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Method
 from raysup.models import image_encoder

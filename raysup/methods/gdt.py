@@ -45,14 +45,13 @@ from torch import nn
 from raysup import dist
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
+from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.transforms import audio_input, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Method
 from raysup.models import audio_encoder, video_encoder
 from raysup.train import fit
-
 
 
 @dataclass(frozen=True)

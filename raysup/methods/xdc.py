@@ -18,9 +18,8 @@ from typing import Literal
 
 import numpy as np
 import torch.nn.functional as F
-from torch import nn
-
 from ray.data.expressions import col
+from torch import nn
 
 from raysup.checkpoint import latest_checkpoint
 from raysup.clustering import cluster_stats, pseudo_labels_task

@@ -157,9 +157,9 @@ def test_training_steps_lower_the_loss(name):
 def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     """Pretraining on the synthetic set: σ is learned and logged every epoch, the held-out
     videos' loss falls, and the rgb features beat random-init ones on a linear probe."""
-    from raysup.evaluate import cv_probe
-    from raysup.data.tables import is_held_out
     from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+    from raysup.data.tables import is_held_out
+    from raysup.evaluate import cv_probe
 
     data, labels = prepared
     run_dir = str(tmp_path / "cpfs")

@@ -219,8 +219,8 @@ def test_rgb_probe_beats_random_init(prepared, tmp_path):
     import json
     import os
 
-    from raysup.evaluate import cv_probe
     from raysup.checkpoint import latest_checkpoint
+    from raysup.evaluate import cv_probe
 
     data, labels = prepared
     cfg = make_config("cross_and_learn", "tiny")

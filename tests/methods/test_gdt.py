@@ -312,8 +312,8 @@ def test_batch_negatives_and_shuffled_bn_on_two_processes(tmp_path):
 def test_gdt_probe_beats_random_init(prepared, tmp_path):
     import time
 
-    from raysup.evaluate import probe
     from raysup.checkpoint import latest_checkpoint
+    from raysup.evaluate import probe
 
     data, labels = prepared
     cfg = make_config("gdt", "tiny")

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from raysup.methods import make_config, method_module
-from raysup.data.tables import is_held_out
-from raysup.methods.xdc import XDC, uniform_cluster_counts
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.data.tables import is_held_out
+from raysup.methods import make_config, method_module
+from raysup.methods.xdc import XDC, uniform_cluster_counts
 
 
 def test_uniform_cluster_sampling():
