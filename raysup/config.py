@@ -16,83 +16,69 @@ class ConfigError(ValueError):
     """A config value or key is invalid; the message starts with the field path."""
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _bool(v: Any) -> bool | None:
+    if isinstance(v, bool):
+        return v
+    return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}.get(v.strip().lower()) if isinstance(v, str) else None
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
+    except ValueError:
+        return None
+    return f if f is not None and math.isfinite(f) else None
+
+
+# scalar field type → (what the error says it expected, parser returning None when it cannot)
+SCALARS = {bool: ("bool", _bool), int: ("int", _int), float: ("a finite float", _float), str: ("str", lambda v: v if isinstance(v, str) else None)}
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Return ``value`` converted to ``tp`` (strings from the CLI are parsed)."""
-    origin = get_origin(tp)
+    origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+    if origin in (Union, types.UnionType):  # X | None, or float | Literal[...]
+        if type(None) in args and (value is None or str(value).lower() in ("none", "null")):
+            return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, path)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+        raise ConfigError(" or ".join(errors))
     if origin is Literal:
-        choices = get_args(tp)
-        if value in choices:
+        if value in args:
             return value
-        raise ConfigError(f"{path}: expected one of {list(choices)}, got {value!r}")
-    if origin is tuple:
-        args = get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
+    if origin is tuple:  # tuple[X, ...] from a list or "a,b,c"
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
-        elem = args[0] if args else Any
-        return tuple(_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_coerce(v, args[0] if args else Any, f"{path}[{i}]") for i, v in enumerate(items))
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return from_dict(tp, value, path)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{path}: expected bool, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{path}: expected int, got {value!r}")
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise ConfigError(f"{path}: expected a finite float, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path}: expected str, got {value!r}")
-    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
+    if tp not in SCALARS:
+        raise ConfigError(f"{path}: unsupported field type {getattr(tp, '__name__', tp)}")
+    expected, parse = SCALARS[tp]
+    result = parse(value)
+    if result is None:
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+    return result
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:

@@ -256,10 +256,13 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
               on_last_wave: Callable[[], None] | None = None) -> tune.ResultGrid:
     """Run the grid; with ``resume``, continue it (finished trials are not redone); with
     ``overwrite``, start it over (cached baselines stay). Refused as :func:`check_start` says; a
-    sweep that could never be scheduled fails first (:func:`check_fits` against
-    :func:`node_shapes`). ``on_last_wave`` is called once, as the last wave of trials starts (see
+    sweep that could never be scheduled or whose configs the data cannot serve fails first
+    (:func:`check_fits` against :func:`node_shapes`, each method's ``check``). ``on_last_wave`` is called once, as the last wave of trials starts (see
     :class:`OnLastWave`). Progress: one line per trial on stderr (:class:`Progress`)."""
     check_start(s, resume=resume, overwrite=overwrite)
+    data = PreparedData(s.data)
+    for point in s.points():  # a config the data cannot serve fails here, not in every trial
+        method_module(s.method).check(make_config(s.method, s.preset, {**s.base, **point}), data)
     check_fits(s, node_shapes(autoscaler_config))
     _autoscaling_coordinator_here()
     fs, root = resolve(s.storage)

@@ -27,7 +27,7 @@ def test_overrides_are_typed_and_nested():
         ({"batch_size": "0"}, "batch_size: must be >= 1"),
         ({"optim.lr": "-1"}, "optim.lr: must be > 0"),
         ({"amp": "maybe"}, "amp: expected bool"),
-        ({"optim.lr": "nan"}, "optim.lr: expected a finite float, got nan"),
+        ({"optim.lr": "nan"}, "optim.lr: expected a finite float, got 'nan'"),
         ({"optim.lr": "inf"}, "optim.lr: expected a finite float"),
         ({"optim.weight_decay": "-0.1"}, "optim.weight_decay: must be >= 0"),
         ({"optim.momentum": "-0.9"}, "optim.momentum: must be >= 0"),
