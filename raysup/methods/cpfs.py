@@ -81,10 +81,7 @@ class Config:
 
 # tiny: 32 px frames at 8 fps; M = 56 px scaled to the ~7x smaller frames; 128 of the 1024
 # pixels (the cost is mostly per pixel); a higher lr than the paper's for the few hundred steps
-# of a CPU run (measured, 30 epochs, 5-fold probe over the test set's 180 videos: lr 3e-3 0.35,
-# 1e-3 0.26-0.33, 1e-2 0.33; random init 0.18-0.23). 12 epochs: the sigma sweep's trials ran 20-25
-# of 30 before early stopping (~270 s each, two at a time: the sweep took ~15 min), and 12 epochs
-# already probe 0.28 vs 0.17 (tests/methods/test_cpfs.py).
+# of a CPU run; 12 epochs (measurements behind each choice: docs/methods.md, "The tiny presets").
 PRESETS = {
     "tiny": {
         "epochs": 12,

@@ -95,12 +95,9 @@ class Config:
         return SPECAUGMENT_PRESETS[self.specaugment]
 
 
-# tiny: batch negatives learn far faster than a momentum queue over the few hundred steps of a
-# CPU run (measured on the test set, 30 epochs: video probe 0.60 batch vs 0.46 queue, random
-# init 0.23); queue_size/momentum are the values to use with method.negatives=queue. Three clips
-# per video per epoch over 10 epochs (90 steps on the default 120-video set, as 30 epochs of one,
-# and the same 70 s): 5-fold video probe 0.48 vs 0.30 for 30x1 (random init 0.18); 15x4 reached
-# 0.65 but took 117 s.
+# tiny: batch negatives, which learn far faster than a momentum queue over the few hundred steps
+# of a CPU run (queue_size/momentum are the values to use with method.negatives=queue), and three
+# clips per video per epoch over 10 epochs (measurements: docs/methods.md, "The tiny presets").
 # paper: the paper's queue setting with the official K400 script's optimiser (SGD 0.01, momentum
 # 0.9, wd 1e-5, 10 warm-up epochs, no decay within its 201 epochs) and waveform volume jitter
 # U[0.9, 1.1] ≈ ±0.9 dB.

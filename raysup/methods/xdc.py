@@ -62,11 +62,9 @@ class Config:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
 
 
-# tiny: one long round. Measured on the embedded set (120 videos, k=16): random-init video
-# features cluster into noise (NMI with the hidden class 0.06), which the audio net memorises
-# within a round (train accuracy > 90%), so a second round's audio clusters (NMI 0.59 → 0.13)
-# undo the video encoder's first-round gain (video probe 67% after round 1, 19% after round 2;
-# random init 27%). More rounds pay off with more data (the paper preset).
+# tiny: one long round: on the small embedded set a second round's clusters undo the first
+# round's gain (measurements: docs/methods.md, "The tiny presets"); more rounds pay off with more
+# data (the paper preset).
 PRESETS = {
     "tiny": {
         "epochs": 3,
