@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from raysup.cli import main
+import pytest
+
+from raysup import __version__
+from raysup.cli import main, parser
 from raysup.data.labels import read_labels_csv
 
 
@@ -39,14 +44,6 @@ def test_train_then_probe_json(prepared, tmp_path, capsys):
 
 
 def test_version_help_and_python_m(capsys):
-    import subprocess
-    import sys
-
-    import pytest
-
-    from raysup import __version__
-    from raysup.cli import parser
-
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"raysup {__version__}"

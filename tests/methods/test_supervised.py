@@ -1,9 +1,9 @@
 """The spine end to end: supervised training on the synthetic set beats random init on a probe."""
 from __future__ import annotations
 
-from raysup.checkpoint import latest_checkpoint
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.evaluate import probe
-from raysup.methods import make_config, method_module
+from raysup.methods import load_config, make_config, method_module
 
 
 def test_supervised_probe_beats_random_init(prepared, tmp_path):
@@ -11,9 +11,6 @@ def test_supervised_probe_beats_random_init(prepared, tmp_path):
     cfg = make_config("supervised", "tiny")
     method_module("supervised").run(cfg, data, str(tmp_path / "run"), labels=labels)
     ckpt = latest_checkpoint(str(tmp_path / "run"))
-    from raysup.checkpoint import load_checkpoint_file
-    from raysup.methods import load_config
-
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
     trained = probe(cfg, data, labels, ckpt)
     random = probe(cfg, data, labels, None)
