@@ -5,8 +5,7 @@ A sweep folder holds Tune's TensorBoard events for every trial (each reported me
 accuracies, XDC's NMI and cluster statistics, probe accuracies); a ``raysup train`` run folder
 holds them under ``tensorboard/``. For a URI (``s3://…``) the event files are mirrored into a
 local folder and refreshed while TensorBoard runs; an object whose key would land outside that
-folder is skipped with a warning, and a URI is shown without its credentials (issue 15 items 14
-and 15). The Ray dashboard (Jobs, Actors, Logs) belongs
+folder is skipped with a warning, and a URI is shown without its credentials. The Ray dashboard (Jobs, Actors, Logs) belongs
 to the running cluster, found at ``address``; on a ``ray up`` cluster reach it with
 ``ray dashboard cluster.yaml``.
 """

@@ -86,7 +86,7 @@ class Config:
 # so stacks of 6 flow fields or 4 frame differences); 10 epochs of 16 pairs per video (300 steps
 # on the 120-video embedded set: at 90 steps the RGB stream had not yet learned the class), and
 # no channel splitting: the synthetic sprite is only guaranteed to stand out from the background
-# in one colour channel, so a random single channel often hides it (issue 6, README).
+# in one colour channel, so a random single channel often hides it (docs/results.md).
 # paper: CaffeNet-BN at 224 px, 10 flow fields (prepare with --clip-frames 11 --size 256), SGD
 # 0.01 → 0.001 after 50K of 65K iterations, B=30 tuples (60 pairs); on UCF101 split 1 (9537
 # videos), 65 epochs of 6 pairs per video ≈ 65K iterations.

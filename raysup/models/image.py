@@ -53,7 +53,7 @@ def caffenet_bn(in_channels: int = 3, fc_dim: int = 4096) -> ImageEncoder:
 def caffenet_tiny(in_channels: int = 3, fc_dim: int = 256) -> ImageEncoder:
     """CaffeNet's five-conv layout at 1/16 width (conv5: 32 channels) with strides for 32–64 px
     input: a step of both Cross and Learn streams costs ~1/3 of the 1/8-width net's, which
-    learned more per step but not per CPU second (issue 6, README)."""
+    learned more per step but not per CPU second (docs/results.md)."""
     features = nn.Sequential(
         *_conv(in_channels, 16, 5, 2, 2), nn.MaxPool2d(2),  # conv1, pool1
         *_conv(16, 32, 3, 1, 1),  # conv2
