@@ -23,9 +23,9 @@ def _results(trial_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _trial_dirs(sweep_dir: str) -> dict[int, str]:
-    """Tune's trial folders by the trial's k."""
-    return {json.load(open(p))["method.k"]: os.path.dirname(p) for p in glob.glob(f"{sweep_dir}/*/params.json")}
+def _trial_dirs(sweep_dir: str) -> dict[float, str]:
+    """Tune's trial folders by the trial's learning rate."""
+    return {json.load(open(p))["optim.lr"]: os.path.dirname(p) for p in glob.glob(f"{sweep_dir}/*/params.json")}
 
 
 def _saved_trials(sweep_dir: str) -> dict[str, str]:
@@ -42,9 +42,10 @@ def _saved_trials(sweep_dir: str) -> dict[str, str]:
 
 def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_prepared, tmp_path):
     data, labels = small_prepared
-    # k=1000 > 48 clips: that trial fails in its k-means task, every time
-    s = Sweep("xdc", {"method.k": [4, 1000]}, data, labels, str(tmp_path), "survive",
-              base={"epochs": 1, "batch_size": 8, "method.rounds": 1, "max_failures": 0}, max_concurrent=1, max_failures=1)
+    # lr 1e38: that trial's loss is not finite at its first steps, every time
+    s = Sweep("xdc", {"optim.lr": [0.002, 1e38]}, data, labels, str(tmp_path), "survive",
+              base={"epochs": 1, "batch_size": 8, "method.rounds": 1, "method.k": 4, "max_failures": 0, "optim.name": "sgd"},
+              max_concurrent=1, max_failures=1)
     sweep_dir = str(tmp_path / "survive")
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its state every second, not every 10+ s
@@ -62,14 +63,14 @@ def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_pre
     saved = _saved_trials(sweep_dir)
     (done_before,) = [t for t, status in saved.items() if status == "TERMINATED"]  # killed mid-sweep
 
-    with pytest.raises(RuntimeError, match=r"(?s)1 trial\(s\) failed.*k: 1000 clusters need at least"):
+    with pytest.raises(RuntimeError, match=r"(?s)1 trial\(s\) failed.*loss is not finite at epoch 0"):
         run_sweep(s, resume=True)
 
     trials = _trial_dirs(sweep_dir)
-    assert sorted(trials) == [4, 1000]
-    probes = [r for r in _results(trials[4]) if "probe_video" in r]
+    assert sorted(trials) == [0.002, 1e38]
+    probes = [r for r in _results(trials[0.002]) if "probe_video" in r]
     assert len(probes) == 1 and probes[0]["trial_id"] == done_before, probes  # the finished trial was not redone
     assert glob.glob(f"{sweep_dir}/runs/{done_before}/round_0/checkpoint_*/checkpoint.pt")
-    with open(os.path.join(trials[1000], "error.txt")) as f:
+    with open(os.path.join(trials[1e38], "error.txt")) as f:
         errors = f.read()
-    assert "Failure # 2" in errors and "k: 1000 clusters need at least" in errors  # retried once, then reported
+    assert "Failure # 2" in errors and "loss is not finite at epoch 0" in errors  # retried once, then reported
