@@ -101,6 +101,7 @@ def test_a_finished_sweep_is_not_overwritten_nor_resumed_with_other_arguments(xd
     assert results() == before
 
 
+@pytest.mark.slow  # ~85 s; the sweep machinery runs in the XDC tests above, GDT training in test_method_contract
 def test_gdt_specaugment_sweep_quick(small_prepared, tmp_path, monkeypatch, capsys):
     """A two-key grid: --quick keeps two SpecAugment settings at sync=True."""
     data, labels = small_prepared

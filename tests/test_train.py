@@ -14,6 +14,7 @@ import torch
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
 from raysup.config import ConfigError
+from raysup.data.ingest import PreparedData
 from raysup.methods import make_config, method_module
 
 
@@ -63,20 +64,20 @@ def test_two_workers_survive_a_killed_worker(prepared, tmp_path):
     assert result["r"]["epoch"] == 3
 
 
-def test_resume_continues_and_refuses_to_overwrite(prepared, tmp_path):
-    data, labels = prepared
+def test_resume_continues_and_refuses_to_overwrite(small_prepared, tmp_path):
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "run")
     run = method_module("supervised").run
-    run(make_config("supervised", "tiny", {"epochs": 2}), data, run_dir, labels=labels)
+    run(make_config("supervised", "tiny", {"epochs": 2, "batch_size": 8}), data, run_dir, labels=labels)
     with pytest.raises(FileExistsError, match="--resume"):
-        run(make_config("supervised", "tiny", {"epochs": 2}), data, run_dir, labels=labels)
-    r = run(make_config("supervised", "tiny", {"epochs": 3}), data, run_dir, labels=labels, resume=True)
+        run(make_config("supervised", "tiny", {"epochs": 2, "batch_size": 8}), data, run_dir, labels=labels)
+    r = run(make_config("supervised", "tiny", {"epochs": 3, "batch_size": 8}), data, run_dir, labels=labels, resume=True)
     assert _epochs(run_dir) == [0, 1, 2] and r["epoch"] == 2
     resumes = [json.loads(line) for line in open(os.path.join(run_dir, "resumes.jsonl"))]
     assert [r["changed"] for r in resumes] == [{"epochs": [2, 3]}]
     # a resume may train longer, but not change what the run is
     with pytest.raises(ConfigError, match=r"method.video_encoder: .r2plus1d_tiny. -> .r2plus1d_18., optim.lr: 0.003 -> 0.1"):
-        run(make_config("supervised", "tiny", {"epochs": 4, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
+        run(make_config("supervised", "tiny", {"epochs": 4, "batch_size": 8, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
 
     saved = load_checkpoint_file(latest_checkpoint(run_dir))  # weights_only=True inside
     assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}

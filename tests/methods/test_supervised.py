@@ -8,7 +8,7 @@ from raysup.methods import load_config, make_config, method_module
 
 def test_supervised_probe_beats_random_init(prepared, tmp_path):
     data, labels = prepared
-    cfg = make_config("supervised", "tiny")
+    cfg = make_config("supervised", "tiny", {"epochs": 8})
     method_module("supervised").run(cfg, data, str(tmp_path / "run"), labels=labels)
     ckpt = latest_checkpoint(str(tmp_path / "run"))
     cfg = load_config(load_checkpoint_file(ckpt)["config"])

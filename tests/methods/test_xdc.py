@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out
 from raysup.methods import make_config, method_module
 from raysup.methods.xdc import XDC, uniform_cluster_counts
@@ -31,10 +32,10 @@ def test_heads_reset_between_rounds():
     assert not torch.equal(a.heads["video"].weight, b.heads["video"].weight)  # heads fresh
 
 
-def test_two_rounds_with_cluster_analysis_and_resume(prepared, tmp_path):
-    data, labels = prepared
+def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "xdc")
-    cfg = make_config("xdc", "tiny", {"method.k": 8, "method.rounds": 2, "epochs": 2, "method.epoch_size": 1.0})
+    cfg = make_config("xdc", "tiny", {"method.k": 8, "method.rounds": 2, "epochs": 2, "method.epoch_size": 1.0, "batch_size": 8})
     metrics = method_module("xdc").run(cfg, data, run_dir, labels=labels)
     assert metrics["round"] == 1 and "val_loss" in metrics
     for e in ("video", "audio"):  # the clusters each encoder learns from
