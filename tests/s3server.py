@@ -40,6 +40,15 @@ class S3Server:
         fs, _ = pafs.FileSystem.from_uri(self.uri(name) + "&allow_bucket_creation=true")
         fs.create_dir(name)
 
+    def upload(self, local: str, path: str) -> str:
+        """Copy the folder ``local`` to ``bucket/path`` (making the bucket); returns its URI."""
+        import pyarrow.fs as pafs
+
+        self.make_bucket(path.split("/", 1)[0])
+        fs, _ = pafs.FileSystem.from_uri(self.uri(path))
+        pafs.copy_files(local, path, destination_filesystem=fs)
+        return self.uri(path)
+
 
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]

@@ -48,9 +48,7 @@ def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     data, labels = small_prepared
-    s3_server.make_bucket("dash")
-    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("dash"))
-    pafs.copy_files(data, "dash/prepared", destination_filesystem=fs)
+    fs, _ = pafs.FileSystem.from_uri(s3_server.upload(data, "dash/prepared"))
     sweep = {"method": "xdc", "grid": {"method.k": [4]}, "data": "s3://dash/prepared", "labels": labels,
              "storage": "s3://dash/results", "name": "watched", "base": {"epochs": 1, "batch_size": 8, "method.rounds": 1}}
     gcs = ray_session.get_runtime_context().gcs_address

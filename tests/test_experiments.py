@@ -30,10 +30,9 @@ def _run(argv: list[str], address: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def xdc_on_s3(ray_session, small_prepared, s3_server, tmp_path_factory):
     data, labels = small_prepared
-    s3_server.make_bucket("sweeps")
-    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("sweeps"))
-    pafs.copy_files(data, "sweeps/prepared", destination_filesystem=fs)
-    argv = ["--quick", "--data", s3_server.uri("sweeps/prepared"), "--labels", labels, "--storage", s3_server.uri("sweeps/results")]
+    prepared = s3_server.upload(data, "sweeps/prepared")
+    fs, _ = pafs.FileSystem.from_uri(prepared)
+    argv = ["--quick", "--data", prepared, "--labels", labels, "--storage", s3_server.uri("sweeps/results")]
     address = ray_session.get_runtime_context().gcs_address
     t = time.perf_counter()
     run = _run(argv, address)

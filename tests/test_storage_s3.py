@@ -19,9 +19,7 @@ from tests.s3server import SECRET_KEY
 
 def test_prepare_from_and_to_s3(s3_server, small_prepared, monkeypatch):
     _, labels = small_prepared
-    s3_server.make_bucket("prep")
-    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("prep"))
-    pafs.copy_files(os.path.join(os.path.dirname(labels), "videos"), "prep/videos", destination_filesystem=fs)
+    s3_server.upload(os.path.join(os.path.dirname(labels), "videos"), "prep/videos")
 
     # Ray Data tasks read the videos from S3 and write Parquet shards and the manifest to S3
     assert main(["prepare", s3_server.uri("prep/videos"), s3_server.uri("prep/prepared")]) == 0
