@@ -33,7 +33,6 @@ class Embedder:
     """Ray Data actor: clip batches → features of every encoder of a (possibly untrained) model."""
 
     def __init__(self, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None):
-        self.specs = specs
         torch.manual_seed(cfg.seed)
         self.method = build(cfg, specs)
         if checkpoint is not None:

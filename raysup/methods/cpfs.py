@@ -215,10 +215,11 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
     the videos for the early-stopping loss."""
     check(cfg, data)
+    clips_of = data.manifest["videos"]  # video id → its number of clips
     val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]
     clips = data.dataset(list(COLUMNS))
     datasets = {"train": clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order()}
     if val_ids:
         datasets["val"] = clips.filter(expr=col("video_id").is_in(val_ids))
-    rows = sum(n for v, n in data.manifest["videos"].items() if v not in set(val_ids))
+    rows = sum(clips_of.values()) - sum(clips_of[v] for v in val_ids)
     return fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)
