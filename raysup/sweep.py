@@ -79,7 +79,8 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     method_module(s.method).run(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
     timing = {"time_run_s": time.perf_counter() - t}
     t = time.perf_counter()
-    acc = objective(s, cfg, data, latest_checkpoint(run_dir))
+    ckpt = latest_checkpoint(run_dir)  # probed as trained (e.g. with the classes the labels gave)
+    acc = objective(s, load_config(load_checkpoint_file(ckpt)["config"]), data, ckpt)
     timing["time_probe_s"] = time.perf_counter() - t
     tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
 

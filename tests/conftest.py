@@ -3,6 +3,8 @@ generated and prepared once (real mp4 files → real Parquet through Ray Data)."
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # reports otherwise wait ~2 s
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -103,3 +105,49 @@ def s3_server(tmp_path_factory):
 
     with seaweedfs(str(tmp_path_factory.mktemp("seaweedfs"))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def xdc_sweep_job(ray_session, small_prepared, s3_server, tmp_path_factory):
+    """The quick XDC sweep the way it runs on a cluster, run once for the session and checked by
+    tests/test_experiments.py (table, secrets, terminal, reruns) and tests/test_dashboard.py
+    (what a user watches): ``experiments/xdc_k_sweep.py --quick`` submitted as a Ray job (what
+    ``ray job submit`` does; the script joins through ``RAY_ADDRESS``), reading its Parquet from
+    a real S3 server and writing results and checkpoints there, with the keys only in the URIs."""
+    import time
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    data, labels = small_prepared
+    prepared = s3_server.upload(data, "sweeps/prepared")
+    fs, _ = pafs.FileSystem.from_uri(prepared)
+    argv = ["--quick", "--data", prepared, "--labels", labels, "--storage", s3_server.uri("sweeps/results")]
+    address = ray_session.get_runtime_context().gcs_address
+    client = JobSubmissionClient(address)
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_k_sweep.py")
+    entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, script, *argv])
+    started, deadline = time.perf_counter(), time.time() + 900
+    while True:
+        try:  # Train runs listed by the dashboard's Train API
+            job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}})
+            break
+        except RuntimeError as e:  # a just-started cluster: "No available agent to submit job, please try again later"
+            if "try again" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(1)
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    # Ray's job manager opens the log with lines of its own, the last one the entrypoint exactly
+    # as submitted (keys included: `ray job submit` echoes what the user typed); the script's
+    # own output follows it
+    ray_preamble, _, logs = logs.partition(f"Running entrypoint for job {job}: {entrypoint}\n")
+    assert len(ray_preamble.splitlines()) <= 2, ray_preamble
+    print(f"quick XDC sweep as a Ray job on S3: {time.perf_counter() - started:.0f} s, {len(logs.splitlines())} lines of output:\n{logs}")
+    mirror = tmp_path_factory.mktemp("mirror")  # everything the sweep wrote, read back from S3
+    pafs.copy_files("sweeps/results", str(mirror), source_filesystem=fs)
+    return SimpleNamespace(job=job, logs=logs, argv=argv, address=address, fs=fs, dir=mirror / "xdc_k_sweep",
+                           uri=s3_server.uri("sweeps/results/xdc_k_sweep"), results="sweeps/results/xdc_k_sweep")

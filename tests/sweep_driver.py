@@ -1,5 +1,5 @@
-"""A sweep driver for tests that need the sweep in its own process (to kill it, to submit it as
-a Ray job, or to run it on another Ray cluster):
+"""A sweep driver for tests that need the sweep in its own process (to kill it, or to run it
+on another Ray cluster):
 
     python tests/sweep_driver.py SWEEP_JSON [--address ADDR] [--resume] [--autoscaler-config P]
 

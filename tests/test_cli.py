@@ -1,7 +1,6 @@
 """The ``raysup`` console script, called the way a user calls it."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -26,22 +25,6 @@ def test_bad_config_names_the_field(small_prepared, tmp_path, capsys):
     assert code == 2 and "unknown field 'optim.lrr'" in capsys.readouterr().err
     code = main(["train", "supervised", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
     assert code == 2 and "not a prepared dataset" in capsys.readouterr().err
-
-
-def test_train_then_probe_json(small_prepared, tmp_path, capsys):
-    """(``raysup train`` of every other method prints JSON too: tests/test_method_contract.py.)"""
-    data, labels = small_prepared
-    run = str(tmp_path / "run")
-    assert main(["train", "supervised", "--data", data, "--out", run, "--labels", labels, "--set", "epochs=1", "--set", "batch_size=8"]) == 0
-    assert json.loads(capsys.readouterr().out)["epoch"] == 0
-    assert main(["probe", run, "--data", data, "--labels", labels, "--json"]) == 0
-    acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(acc) == {"video", "audio"} and all(0 <= v <= 1 for v in acc.values())
-    assert main(["probe", run, "--data", data, "--labels", labels, "--random-init", "--folds", "3"]) == 0
-    assert "linear probe (3-fold CV) (random init)" in capsys.readouterr().out
-    assert main(["probe", run, "--data", data, "--labels", labels, "--finetune", "--epochs", "1", "--json"]) == 0
-    tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
 
 
 def test_version_help_and_python_m(capsys):

@@ -1,16 +1,13 @@
-"""A sweep the way it runs on a cluster, watched the way users look: a tiny XDC sweep submitted as
-a Ray job (what `ray job submit` does), reading its Parquet from S3 and writing Tune's results
-and Train's checkpoints to S3 (a real S3-compatible server; endpoint and keys reach every worker
-as the standard AWS variables in the job's runtime_env). Then `raysup dashboard s3://…`: the Ray
-dashboard's HTTP API lists the job and its Train run, TensorBoard serves the trial's curves
-(XDC's NMI and cluster statistics included), and headless Chromium shows both pages; nothing it
-prints carries the URI's secret. Object keys that would be mirrored outside the local folder are
-skipped (issue 15 items 14 and 15)."""
+"""The quick XDC sweep the way it runs on a cluster (the ``xdc_sweep_job`` fixture in conftest.py:
+a Ray job reading its Parquet from S3 and writing Tune's results and Train's checkpoints to S3,
+a real S3-compatible server), watched the way users look: `raysup dashboard s3://…` with the keys
+in the URI. The Ray dashboard's HTTP API lists the job and its Train runs, TensorBoard serves the
+trials' curves (XDC's NMI and cluster statistics included), and headless Chromium shows both
+pages; nothing it prints carries the URI's secret. Object keys that would be mirrored outside the
+local folder are skipped (issue 15 items 14 and 15)."""
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -25,47 +22,15 @@ from raysup.dashboard import mirror_events, mirror_path
 from tests.chromium import CHROMIUM, look
 from tests.s3server import SECRET_KEY
 
-DRIVER = os.path.join(os.path.dirname(__file__), "sweep_driver.py")
-
 
 def _token() -> str:
     return (Path.home() / ".ray" / "auth_token").read_text().strip()
 
 
-def _submit(client, **kw) -> str:
-    deadline = time.time() + 180
-    while True:
-        try:
-            return client.submit_job(**kw)
-        except RuntimeError as e:  # a just-started cluster: "No available agent to submit job, please try again later"
-            if "try again" not in str(e) or time.time() > deadline:
-                raise
-            time.sleep(1)
-
-
 @pytest.fixture(scope="module")
-def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    data, labels = small_prepared
-    fs, _ = pafs.FileSystem.from_uri(s3_server.upload(data, "dash/prepared"))
-    sweep = {"method": "xdc", "grid": {"method.k": [4]}, "data": "s3://dash/prepared", "labels": labels,
-             "storage": "s3://dash/results", "name": "watched", "base": {"epochs": 1, "batch_size": 8, "method.rounds": 1}}
-    gcs = ray_session.get_runtime_context().gcs_address
-    client = JobSubmissionClient(gcs)
-    job = _submit(
-        client,
-        entrypoint=f"{shlex.quote(sys.executable)} {DRIVER} {shlex.quote(json.dumps(sweep))}",
-        # Train runs listed by the dashboard's Train API; S3 endpoint and keys for every worker of the job
-        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1", **s3_server.env}},
-    )
-    deadline = time.time() + 600
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
-        time.sleep(1)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
-
-    # then, as a user would: raysup dashboard SWEEP_URI, with endpoint and keys in the URI
-    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", s3_server.uri("dash/results/watched"), "--port", "0", "--address", gcs]
+def watched(xdc_sweep_job, tmp_path_factory):
+    # as a user would: raysup dashboard SWEEP_URI, with endpoint and keys in the URI
+    cmd = [sys.executable, "-m", "raysup.cli", "dashboard", xdc_sweep_job.uri, "--port", "0", "--address", xdc_sweep_job.address]
     stderr = tmp_path_factory.mktemp("dashboard") / "stderr.txt"
     with open(stderr, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -76,7 +41,7 @@ def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
             name, _, rest = line.partition(": ")
             if name in ("TensorBoard", "Ray dashboard"):
                 urls[name] = rest.split()[0].rstrip("/")
-        yield SimpleNamespace(tb=urls["TensorBoard"], dashboard=urls["Ray dashboard"], job=job, fs=fs,
+        yield SimpleNamespace(tb=urls["TensorBoard"], dashboard=urls["Ray dashboard"], job=xdc_sweep_job.job, fs=xdc_sweep_job.fs,
                               printed=lambda: "".join(printed) + stderr.read_text())
     finally:
         proc.kill()
@@ -84,7 +49,7 @@ def watched(ray_session, small_prepared, s3_server, tmp_path_factory):
 
 
 def test_results_and_checkpoints_are_on_s3(watched):
-    files = [f.path for f in watched.fs.get_file_info(pafs.FileSelector("dash/results/watched", recursive=True))]
+    files = [f.path for f in watched.fs.get_file_info(pafs.FileSelector("sweeps/results/xdc_k_sweep", recursive=True))]
     assert any(os.path.basename(f).startswith("experiment_state") for f in files)  # what --resume restores
     assert any(f.endswith("result.json") for f in files) and any("tfevents" in f for f in files)
     assert any("/round_0/checkpoint_" in f and f.endswith("checkpoint.pt") for f in files)
@@ -92,7 +57,7 @@ def test_results_and_checkpoints_are_on_s3(watched):
 
 def test_dashboard_never_prints_the_secret(watched):
     printed = watched.printed()
-    assert "in s3://dash/results/watched?endpoint_override=" in printed, printed  # the URI, redacted
+    assert "in s3://sweeps/results/xdc_k_sweep?endpoint_override=" in printed, printed  # the URI, redacted
     assert SECRET_KEY not in printed, printed
 
 
@@ -100,10 +65,10 @@ def test_dashboard_api_lists_the_job_and_its_train_runs(watched):
     auth = {"Authorization": f"Bearer {_token()}"}
     jobs = requests.get(f"{watched.dashboard}/api/jobs/", headers=auth, timeout=30).json()
     (job,) = [j for j in jobs if j["submission_id"] == watched.job]
-    assert job["status"] == "SUCCEEDED" and "sweep_driver.py" in job["entrypoint"]
+    assert job["status"] == "SUCCEEDED" and "xdc_k_sweep.py" in job["entrypoint"]
     runs = requests.get(f"{watched.dashboard}/api/train/v2/runs/v1", headers=auth, timeout=30).json()["train_runs"]
     ours = [r for r in runs if r["job_id"] == job["job_id"]]
-    assert [r["name"] for r in ours] == ["round_0"] and ours[0]["status"] == "FINISHED", ours
+    assert [r["name"] for r in ours] == ["round_0"] * 2 and all(r["status"] == "FINISHED" for r in ours), ours  # k = 4 and 8
 
 
 def _tags(tb: str, plugin: str = "scalars") -> dict[str, list[str]]:
@@ -118,13 +83,16 @@ def _tags(tb: str, plugin: str = "scalars") -> dict[str, list[str]]:
 
 def test_tensorboard_serves_every_metric_of_the_trial(watched):
     tags = _tags(watched.tb)
-    (run,) = [r for r, t in tags.items() if any(tag.startswith("ray/tune/") for tag in t)]  # the one trial (its train run logs too)
-    for metric in ("loss", "acc_video", "val_loss", "nmi_truth_video", "purity_audio", "largest_cluster_fraction_video",
-                   "empty_clusters_video", "probe_video"):
-        assert f"ray/tune/{metric}" in tags[run], tags[run]
-    assert "ray/tune/cluster_sizes_video" in _tags(watched.tb, "histograms")[run]  # cluster-size histograms
-    points = requests.get(f"{watched.tb}/data/plugin/scalars/scalars", params={"run": run, "tag": "ray/tune/loss"}, timeout=30).json()
-    assert len(points) == 1  # [wall_time, step, value] per epoch
+    trials = [r for r, t in tags.items() if any(tag.startswith("ray/tune/") for tag in t)]  # (their train runs log too)
+    assert len(trials) == 2, tags  # k = 4 and 8
+    histograms = _tags(watched.tb, "histograms")
+    for run in trials:
+        for metric in ("loss", "acc_video", "val_loss", "nmi_truth_video", "purity_audio", "largest_cluster_fraction_video",
+                       "empty_clusters_video", "probe_video"):
+            assert f"ray/tune/{metric}" in tags[run], tags[run]
+        assert "ray/tune/cluster_sizes_video" in histograms[run]  # cluster-size histograms
+        points = requests.get(f"{watched.tb}/data/plugin/scalars/scalars", params={"run": run, "tag": "ray/tune/loss"}, timeout=30).json()
+        assert len(points) == 1  # [wall_time, step, value] per epoch
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")

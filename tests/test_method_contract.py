@@ -33,7 +33,7 @@ def test_module_provides_the_contract(name):
         assert list(inspect.signature(getattr(mod, fn)).parameters) == want, fn
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS) - {"supervised"}))  # supervised: tests/test_cli.py::test_train_then_probe_json
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"supervised"}))  # supervised: tests/test_train.py
 def test_train_prints_json_metrics(name, small_prepared, tmp_path, capsys):
     data, labels = small_prepared
     sets = ["epochs=1", "batch_size=8", *SHORT.get(name, [])]

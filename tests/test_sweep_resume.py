@@ -42,19 +42,19 @@ def _saved_trials(sweep_dir: str) -> dict[str, str]:
 
 def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_prepared, tmp_path):
     data, labels = small_prepared
-    # lr 1e38: that trial's loss is not finite at its first steps, every time
-    s = Sweep("xdc", {"optim.lr": [0.002, 1e38]}, data, labels, str(tmp_path), "survive",
-              base={"epochs": 1, "batch_size": 8, "method.rounds": 1, "method.k": 4, "max_failures": 0, "optim.name": "sgd"},
+    # the supervised method: the cheapest trials; lr 1e38: that trial's loss is not finite at its first steps, every time
+    s = Sweep("supervised", {"optim.lr": [0.002, 1e38]}, data, labels, str(tmp_path), "survive",
+              base={"epochs": 1, "batch_size": 8, "max_failures": 0, "optim.name": "sgd"},
               max_concurrent=1, max_failures=1)
     sweep_dir = str(tmp_path / "survive")
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its state every second, not every 10+ s
     driver = subprocess.Popen([sys.executable, DRIVER, json.dumps(asdict(s)), "--address", address],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.err", "w"))
     try:  # kill the driver once the saved state has the first trial finished
         deadline = time.time() + 600
         while "TERMINATED" not in _saved_trials(sweep_dir).values():
-            assert driver.poll() is None, "the driver ended before it could be killed"
+            assert driver.poll() is None, "the driver ended before it could be killed: " + (tmp_path / "driver.err").read_text()[-3000:]
             assert time.time() < deadline, "no trial finished in time"
             time.sleep(0.5)
     finally:
@@ -70,7 +70,7 @@ def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_pre
     assert sorted(trials) == [0.002, 1e38]
     probes = [r for r in _results(trials[0.002]) if "probe_video" in r]
     assert len(probes) == 1 and probes[0]["trial_id"] == done_before, probes  # the finished trial was not redone
-    assert glob.glob(f"{sweep_dir}/runs/{done_before}/round_0/checkpoint_*/checkpoint.pt")
+    assert glob.glob(f"{sweep_dir}/runs/{done_before}/train/checkpoint_*/checkpoint.pt")
     with open(os.path.join(trials[1e38], "error.txt")) as f:
         errors = f.read()
     assert "Failure # 2" in errors and "is not finite at epoch 0" in errors  # retried once, then reported

@@ -1,11 +1,9 @@
-"""The TorchTrainer loop on a real local Ray cluster: 2 workers with DDP, a worker killed
-mid-run that resumes from its checkpoint, ``--resume``, and safe checkpoints."""
+"""The TorchTrainer loop on a real local Ray cluster: ``--resume``, safe checkpoints, errors.
+(Two workers with DDP and a worker killed mid-run: tests/methods/test_supervised.py.)"""
 from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 
 import pytest
@@ -22,53 +20,24 @@ def _epochs(run_dir):
     return [json.loads(line)["epoch"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
 
 
-def _alive_train_workers():
-    import ray
-    from ray.util.state import list_actors
-
-    return list_actors(
-        address=ray.get_runtime_context().gcs_address,  # this session's cluster, not any other on the host
-        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
-    )
-
-
-def test_two_workers_survive_a_killed_worker(prepared, tmp_path):
-    data, labels = prepared
-    run_dir = str(tmp_path / "run")
-    cfg = make_config("supervised", "tiny", {"workers": 2, "epochs": 4, "batch_size": 16, "max_failures": 1})
-    result, error = {}, []
-
-    def train():
-        try:
-            result["r"] = method_module("supervised").run(cfg, data, run_dir, labels=labels)
-        except Exception as e:  # noqa: BLE001 - re-raised in the test thread
-            error.append(e)
-
-    t = threading.Thread(target=train)
-    t.start()
-    killed = None
-    deadline = time.time() + 240
-    while time.time() < deadline and killed is None and t.is_alive():
-        if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):  # epoch 0 is checkpointed
-            workers = _alive_train_workers()
-            if len(workers) == 2:
-                killed = workers[1].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    t.join(timeout=400)
-    assert not error, error
-    assert killed is not None, "the run finished before a worker could be killed"
-    epochs = _epochs(run_dir)
-    # the restarted group continued from the last checkpoint: no epoch was trained twice from scratch
-    assert epochs[-1] == 3 and epochs.count(0) == 1, epochs
-    assert result["r"]["epoch"] == 3
-
-
-def test_resume_continues_and_refuses_to_overwrite(small_prepared, tmp_path):
+def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, capsys):
+    """``raysup train`` prints JSON, ``raysup probe`` reads the run (linear, CV, random init,
+    finetuned), and the run resumes (``raysup train`` of every other method: tests/test_method_contract.py)."""
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "run")
+    assert main(["train", "supervised", "--data", data.uri, "--out", run_dir, "--labels", labels, "--set", "epochs=2", "--set", "batch_size=8"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 1
+    probe = ["probe", run_dir, "--data", data.uri, "--labels", labels]
+    assert main([*probe, "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(acc) == {"video", "audio"} and all(0 <= v <= 1 for v in acc.values())
+    assert main([*probe, "--random-init", "--folds", "3"]) == 0
+    assert "linear probe (3-fold CV) (random init)" in capsys.readouterr().out
+    assert main([*probe, "--finetune", "--epochs", "1", "--json"]) == 0
+    tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
+
     run = method_module("supervised").run
-    run(make_config("supervised", "tiny", {"epochs": 2, "batch_size": 8}), data, run_dir, labels=labels)
     with pytest.raises(FileExistsError, match="--resume"):
         run(make_config("supervised", "tiny", {"epochs": 2, "batch_size": 8}), data, run_dir, labels=labels)
     r = run(make_config("supervised", "tiny", {"epochs": 3, "batch_size": 8}), data, run_dir, labels=labels, resume=True)

@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-            clips, epochs = (128, 2) if args.quick else (512, 4)  # quick: 2 steps per worker
+            clips, epochs = (64, 2) if args.quick else (512, 4)  # quick: 2 steps
             data = PreparedData(common.write_prepared(os.path.join(tmp, "prepared"), clips, flow=False))
             labels = os.path.join(data.uri, "labels.csv")
             print(f"data: {clips} clips (frames uint8 8x32x32x3 + log-mel 40x99), supervised tiny preset (R(2+1)D-tiny + "
                   f"ResNet-audio-tiny, Adam), batch 32, {epochs} epochs; 1 CPU and 1 torch thread per worker; "
                   f"Train health check every {os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S', '2')} s\n")
-            for workers in (2,) if args.quick else (1, 2):  # quick: the DDP path only
+            for workers in (1,) if args.quick else (1, 2):  # quick: one worker (DDP runs in tests/methods/test_supervised.py)
                 cfg = make_config("supervised", "tiny", {"workers": workers, "epochs": epochs, "batch_size": 32, "method.num_classes": 6})
                 for rep in range(args.repeats):
                     plain = plain_run(cfg, data, labels, tmp)

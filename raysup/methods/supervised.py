@@ -39,19 +39,24 @@ COLUMNS = ("video_id", "clip_index", "frames", "audio")
 
 
 class Supervised(Method):
+    """Both encoders with a linear classifier each. Built before the labels are known
+    (``num_classes`` 0, e.g. a random-init probe) it has no classifiers and can only embed."""
 
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
         self.video = video_encoder(cfg.video_encoder)
         self.audio = audio_encoder(cfg.audio_encoder)
-        self.video_head = nn.Linear(self.video.out_dim, cfg.num_classes)
-        self.audio_head = nn.Linear(self.audio.out_dim, cfg.num_classes)
+        if cfg.num_classes >= 2:
+            self.video_head = nn.Linear(self.video.out_dim, cfg.num_classes)
+            self.audio_head = nn.Linear(self.audio.out_dim, cfg.num_classes)
 
     def embed(self, batch, *, train=False):
         return audio_visual_embed(self.video, self.audio, batch, train)
 
     def forward(self, batch):
+        if self.cfg.num_classes < 2:
+            raise ConfigError("method.num_classes: needs >= 2 classes (set by the labels CSV)")
         y = batch["label"]  # [B]
         feats = self.embed(batch, train=self.training)
         v_logits = self.video_head(feats["video"])  # [B,K]
@@ -76,8 +81,6 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
 
 
 def build(cfg: TrainConfig, specs) -> Supervised:
-    if cfg.method.num_classes < 2:
-        raise ConfigError("method.num_classes: needs >= 2 classes (set by the labels CSV)")
     return Supervised(cfg.method)
 
 

@@ -1,16 +1,61 @@
-"""The spine end to end: supervised training on the synthetic set beats random init on a probe."""
+"""The spine end to end: supervised training with DDP on two workers, one of them killed mid-run
+(the restarted group continues from the last checkpoint), beats random init on a probe."""
 from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.evaluate import probe
 from raysup.methods import load_config, make_config, method_module
 
 
-def test_supervised_probe_beats_random_init(prepared, tmp_path):
+def _alive_train_workers():
+    import ray
+    from ray.util.state import list_actors
+
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,  # this session's cluster, not any other on the host
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
+
+
+def test_two_workers_survive_a_killed_worker_and_beat_random_init(prepared, tmp_path):
     data, labels = prepared
-    cfg = make_config("supervised", "tiny", {"epochs": 8})
-    method_module("supervised").run(cfg, data, str(tmp_path / "run"), labels=labels)
-    ckpt = latest_checkpoint(str(tmp_path / "run"))
+    run_dir = str(tmp_path / "run")
+    # batch 16 per worker: the tiny preset's 32 per step
+    cfg = make_config("supervised", "tiny", {"workers": 2, "epochs": 8, "batch_size": 16, "max_failures": 1})
+    result, error = {}, []
+
+    def train():
+        try:
+            result["r"] = method_module("supervised").run(cfg, data, run_dir, labels=labels)
+        except Exception as e:  # noqa: BLE001 - re-raised in the test thread
+            error.append(e)
+
+    t = threading.Thread(target=train)
+    t.start()
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and killed is None and t.is_alive():
+        if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):  # epoch 0 is checkpointed
+            workers = _alive_train_workers()
+            if len(workers) == 2:
+                killed = workers[1].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    t.join(timeout=600)
+    assert not error, error
+    assert killed is not None, "the run finished before a worker could be killed"
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    # the restarted group continued from the last checkpoint: no epoch was trained twice from scratch
+    assert epochs[-1] == 7 and epochs.count(0) == 1, epochs
+    assert result["r"]["epoch"] == 7
+
+    ckpt = latest_checkpoint(run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
     trained = probe(cfg, data, labels, ckpt)
     random = probe(cfg, data, labels, None)
