@@ -164,8 +164,9 @@ def lookup(keys: pa.Table, uri: str, files: tuple[str, ...], columns: list[str],
     ``video_id`` range covers the batch's videos are read: a join by key that holds one batch."""
     ids = pc.unique(keys.column("video_id"))
     found = _labels_dataset(uri, files).to_table(columns=KEY + columns, filter=pc.field("video_id").isin(ids))
-    found = found.rename_columns(KEY + [prefix + c for c in columns]).cast(
-        pa.schema([pa.field(n, keys.schema.field(n).type if n in KEY else t) for n, t in zip(found.column_names, found.schema.types, strict=True)]))
+    found = pa.table({"video_id": found.column("video_id").cast(keys.schema.field("video_id").type),
+                      "clip_index": found.column("clip_index").cast(keys.schema.field("clip_index").type),
+                      **{prefix + c: found.column(c) for c in columns}})
     return keys.join(found, keys=KEY, join_type="inner")
 
 
