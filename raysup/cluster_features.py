@@ -87,6 +87,13 @@ def parquet_files(uri: str) -> list[str]:
     return sorted(f.path for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
 
+def count_rows(uri: str) -> int:
+    """Rows of a Parquet folder, from the files' footers (no data read)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(parquet_files(uri), filesystem=resolve(uri)[0], format="parquet").count_rows()
+
+
 def ensure_empty(uri: str) -> None:
     """Refuse an output folder that holds anything (nothing raysup did not write is touched)."""
     fs, root = resolve(uri)
@@ -298,7 +305,7 @@ def cluster_features(
     missing = sorted(set(KEY + columns) - set(ds.schema().names))
     if missing:
         raise ValueError(f"{features}: no column {', '.join(missing)} (it has {', '.join(ds.schema().names)})")
-    rows = ds.count()
+    rows = count_rows(features)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
     n = min(rows, sample or POINTS_PER_CENTROID * k)
