@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from raysup.cli import main
-from raysup.cluster_features import Clustering, cluster_features, parquet_files, to_numpy, vectors
-from raysup.clustering import cluster_stats, contingency, kmeans, nmi
+from raysup.cluster_features import Clustering, cluster_features, parquet_files, priorities, to_numpy, vectors
+from raysup.clustering import cluster_stats, contingency, kmeans, nmi, project
 
 K = 8
 
@@ -40,21 +40,27 @@ def _labels(folder: str) -> pa.Table:
 
 
 def test_agrees_with_in_memory_faiss(ray_session, blobs, tmp_path):
-    folder, x, truth, _ = blobs
-    stats = cluster_features(folder, str(tmp_path / "all"), [Clustering("label", ("video",))], K, sample=10**6, nredo=10, seed=1)
+    """The dataset path is faiss k-means on the sample (in the order of its hashes), then every row
+    to its nearest centroid: exactly what in-memory faiss gives on the same rows."""
+    folder, x, truth, vid = blobs
+    keys = pa.table({"video_id": vid, "clip_index": pa.array(np.arange(len(x)) % 4, pa.int32())})
+    order = np.argsort(priorities(keys, 1), kind="stable")  # the sample's order
+    stats = cluster_features(folder, str(tmp_path / "all"), [Clustering("label", ("video",))], K, sample=10**6, seed=1)
     assert stats["sample"] == stats["rows"] == len(x)  # a sample larger than the set: all rows
     labels = _labels(str(tmp_path / "all"))
     assert labels.column_names == ["video_id", "clip_index", "label", "label_distance"] and labels.num_rows == len(x)
-    ref = kmeans(x, K, nredo=10, seed=1)  # restarts: one random initialisation can merge two blobs, in either
-    assert nmi(contingency(labels["label"].to_numpy(), ref.labels, (K, K))) > 0.99
-    assert stats["label"]["objective"] == pytest.approx(ref.objective / len(x), rel=0.01)
-    centroids = np.load(tmp_path / "all" / "centroids.npy")
-    assert centroids.shape == (K, 16)
-    # centroids trained on a 1,000-row sample still find the blobs; the statistics match the labels'
-    stats = cluster_features(folder, str(tmp_path / "sample"), [Clustering("label", ("video",))], K, sample=1000, nredo=3, seed=1)
-    labels = _labels(str(tmp_path / "sample"))
-    assert stats["sample"] == 1000 and nmi(contingency(labels["label"].to_numpy(), truth, (K, K))) > 0.99
-    assert stats["label"]["cluster_sizes"] == np.bincount(labels["label"].to_numpy(), minlength=K).tolist()
+    ref = kmeans(x[order], K, seed=1)
+    assert np.array_equal(labels["label"].to_numpy()[order], ref.labels)
+    assert stats["label"]["objective"] == pytest.approx(ref.objective / len(x), rel=1e-4)
+    assert np.allclose(np.load(tmp_path / "all" / "centroids.npy"), ref.centroids)
+    # centroids trained on 1,000 rows: every row goes to its nearest one; sizes as counted
+    stats = cluster_features(folder, str(tmp_path / "sample"), [Clustering("label", ("video",))], K, sample=1000, seed=1)
+    labels = _labels(str(tmp_path / "sample"))["label"].to_numpy()
+    ref = kmeans(x[order[:1000]], K, seed=1)
+    nearest = ((project(x, None)[:, None, :] - ref.centroids[None]) ** 2).sum(-1).argmin(1)
+    assert stats["sample"] == 1000 and (labels == nearest).mean() > 0.999  # float ties aside
+    assert stats["label"]["cluster_sizes"] == np.bincount(labels, minlength=K).tolist()
+    assert nmi(contingency(labels, truth, (K, K))) > 0.8  # and they are the blobs, up to a k-means local optimum
 
 
 def test_statistics_from_counts_equal_those_of_gathered_arrays(ray_session, blobs, tmp_path):
