@@ -3,8 +3,9 @@ sample in one Ray task, every row assigned by Ray Data ``map_batches``, labels a
 in-memory faiss k-means on all points (the whole matrix read into one process), on synthetic
 features with known clusters written as Parquet by this script.
 
-Each clustering runs in a child process (a driver that joins this script's Ray instance), so its
-peak RSS (``ru_maxrss``) is that driver's alone; Ray's workers are separate processes.
+Each clustering runs in a child process (a driver that joins this script's Ray instance, importing
+only what ``raysup cluster`` imports: no torch), so its peak RSS (``ru_maxrss``) is that driver's
+alone; Ray's workers are separate processes.
 
     python experiments/bench/cluster_scale.py           # N = 0.5M, 1M, 2M x 128, k = 100 (~1 GB of Parquet at 2M)
     python experiments/bench/cluster_scale.py --quick   # N = 10k x 16, k = 8: seconds (the test suite runs this)
@@ -26,9 +27,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
+# no module-level import of common.py (it imports torch): a child driver's peak RSS must be
+# raysup's, not torch's ~400 MB
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -103,6 +103,9 @@ def run_child(kind: str, args: dict) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     import pyarrow.parquet as pq
     import ray
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
 
     from raysup.cluster_features import parquet_files
     from raysup.clustering import contingency, nmi
