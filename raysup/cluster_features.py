@@ -156,6 +156,15 @@ def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict
     return pa.table(out).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
 
 
+def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Per row, whether its video is in the held-out split (:func:`raysup.data.tables.is_held_out`,
+    hashed once per video)."""
+    if not len(video_ids):
+        return np.zeros(0, bool)
+    uniq, inv = np.unique(video_ids, return_inverse=True)
+    return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
+
+
 # ---- 4. statistics -----------------------------------------------------------------------------
 
 @lru_cache(maxsize=8)
@@ -183,11 +192,8 @@ def count_batch(batch: pa.Table, *, names: list[str], k: int, val_fraction: floa
     [k], the sum of squared distances, and the contingency tables with the previous labels
     [k,k] and the ground-truth classes [k,classes] (plus the rows without a class)."""
     vid = batch.column("video_id").to_numpy(zero_copy_only=False)
-    uniq, inv = np.unique(vid, return_inverse=True)
-    train = ~np.array([is_held_out(v, val_fraction) for v in uniq], bool)[inv] if len(vid) else np.zeros(0, bool)
-    cls = None
-    if truth is not None:
-        cls = np.array([truth.get(v, -1) for v in uniq], np.int64)[inv] if len(vid) else np.zeros(0, np.int64)
+    train = ~held_out(vid, val_fraction)
+    cls = None if truth is None else np.array([truth.get(v, -1) for v in vid], np.int64)
     prev = lookup(batch.select([*KEY, *names]), previous[0], previous[1], names, "previous_") if previous else None
     out = {}
     for name in names:
@@ -231,7 +237,7 @@ def statistics(counts: dict[str, np.ndarray], name: str) -> dict:
 
 def draw_rates(train_sizes: dict[str, list[int]], n: int) -> dict[str, np.ndarray]:
     """Per head and cluster, the expected draws per clip in an epoch of ``n`` clips so that every
-    cluster is sampled about equally (DeepCluster, as XDC does): a clip's weight is 1/|its cluster| among the
+    cluster is sampled about equally (DeepCluster): a clip's weight is 1/|its cluster| among the
     training clips, averaged over the heads' label sets; the weights of all clips sum to the mean
     number of non-empty clusters, so a clip's expected draws are n · weight / that sum. Only the
     cluster sizes are needed: each clip's draws are made where it is read (:func:`round_rows`)."""
@@ -249,9 +255,7 @@ def round_rows(batch: pa.Table, *, labels: str, files: tuple[str, ...], heads: d
     next to each other, or they would share a batch)."""
     sources = sorted(set(heads.values()))
     joined = lookup(batch, labels, files, sources, prefix="cluster_")
-    vid = joined.column("video_id").to_numpy(zero_copy_only=False)
-    uniq, inv = np.unique(vid, return_inverse=True)
-    held = np.array([is_held_out(v, val_fraction) for v in uniq], bool)[inv] if len(vid) else np.zeros(0, bool)
+    held = held_out(joined.column("video_id").to_numpy(zero_copy_only=False), val_fraction)
     joined = joined.filter(pa.array(held if rates is None else ~held))
     label = {h: joined.column(f"cluster_{src}").to_numpy().astype(np.int64) for h, src in heads.items()}
     joined = joined.drop_columns([f"cluster_{src}" for src in sources])
@@ -263,7 +267,6 @@ def round_rows(batch: pa.Table, *, labels: str, files: tuple[str, ...], heads: d
     mean = sum(rates[h][label[h]] for h in heads) if joined.num_rows else np.zeros(0)
     repeat = np.floor(mean).astype(np.int64) + (rng.random(len(mean)) < mean % 1)
     return joined.take(pa.array(rng.permutation(np.repeat(np.arange(joined.num_rows), repeat))))
-
 
 
 # ---- all of it ---------------------------------------------------------------------------------

@@ -146,3 +146,27 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
         assert main(argv) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("raysup ")]  # not Ray Data's progress
         assert len(err) == 1 and message in err[0], err
+
+
+def test_training_rows_join_labels_by_key(tmp_path):
+    """XDC's training rows: each clip gets the labels of its own key from the labels Parquet (video
+    head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
+    drawn rates-many times."""
+    from raysup.cluster_features import held_out, round_rows
+    from raysup.clustering import HEADS
+
+    vid = np.array([f"v{i // 2}" for i in range(20)])
+    clip = pa.array(np.arange(20) % 2, pa.int32())
+    pq.write_table(pa.table({"video_id": vid, "clip_index": clip, "video": pa.array(np.arange(20) % 3, pa.int32()),
+                             "audio": pa.array(np.arange(20) % 5, pa.int32())}), tmp_path / "part.parquet")
+    perm = np.random.default_rng(0).permutation(20)
+    batch = pa.table({"video_id": vid[perm], "clip_index": clip.take(pa.array(perm)), "frames": pa.array([b"x"] * 20, pa.binary(1))})
+    kw = {"labels": str(tmp_path), "files": (str(tmp_path / "part.parquet"),), "heads": HEADS["xdc"], "val_fraction": 0.5}
+    val = round_rows(batch, **kw, rates=None)
+    row = {(v, c): i for i, (v, c) in enumerate(zip(vid, np.arange(20) % 2, strict=True))}
+    for v, c, pv, pa_ in zip(*(val[n].to_pylist() for n in ("video_id", "clip_index", "pl_video", "pl_audio")), strict=True):
+        assert (pv, pa_) == (row[v, c] % 5, row[v, c] % 3)  # video learns audio's clusters and vice versa
+    held = held_out(vid, 0.5)
+    assert 0 < held.sum() < 20 and val.num_rows == held.sum() and set(val["video_id"].to_pylist()) == set(vid[held])
+    train = round_rows(batch, **kw, rates={"video": np.full(5, 1.0), "audio": np.full(3, 1.0)})  # 1 + 1 draws per clip
+    assert train.num_rows == 2 * (~held).sum() and "frames" in train.column_names and not set(train["video_id"].to_pylist()) & set(vid[held])
