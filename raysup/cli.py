@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, train, probe, labels, dashboard, visualize-embeddings.
+"""``raysup`` console script: synth, prepare, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -94,6 +94,35 @@ def cmd_probe(a) -> None:
         print(f"{name:<10} {100 * v:6.2f}%")
 
 
+def cmd_features(a) -> None:
+    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+    from raysup.data.ingest import PreparedData
+    from raysup.features import write_features
+    from raysup.methods import load_config, method_module
+
+    ckpt = latest_checkpoint(a.run_dir)
+    cfg = load_config(load_checkpoint_file(ckpt)["config"])
+    data = PreparedData(a.data)
+    method = method_module(cfg.method_name)
+    init_ray(a.address)
+    columns = sorted(set(method.COLUMNS) | {"video_id", "clip_index"})
+    write_features(data.dataset(columns), a.out, cfg, method.build, data.specs, ckpt,
+                   encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
+
+
+def cmd_cluster(a) -> None:
+    from raysup.cluster_features import Clustering, cluster_features
+
+    init_ray(a.address)
+    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], a.k, sample=a.sample, niter=a.niter,
+                             seed=a.seed, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
+    st = stats["label"]
+    print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
+          f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")
+    print(f"labels, centroids.npy and stats.json: {redact(a.out)}")
+
+
 def cmd_labels(a) -> None:
     from raysup.data.labels import esc50_labels, hmdb51_labels, ucf101_labels, write_labels_csv
 
@@ -174,6 +203,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)
+
+    s = sub.add_parser("features", help="a run's frozen features of every clip → Parquet (video_id, clip_index, one vector column per encoder)")
+    s.add_argument("run_dir", help="run folder or URI of `raysup train` (its last checkpoint)")
+    s.add_argument("--data", required=True, help="prepared folder or URI of the clips")
+    s.add_argument("--out", required=True, help="new folder or URI for the Parquet files")
+    s.add_argument("--encoders", nargs="+", metavar="NAME", help="encoders to keep, e.g. video audio (default: all of the method's)")
+    s.add_argument("--actors", type=int, default=1, help="feature-extraction actors (one GPU each when the cluster has GPUs)")
+    s.add_argument("--address", help=address_help)
+    s.set_defaults(fn=cmd_features)
+
+    s = sub.add_parser("cluster", help="k-means of a features Parquet folder (centroids from a sample, every row assigned) → labels Parquet")
+    s.add_argument("features", help="Parquet folder or URI with video_id, clip_index and vector columns (e.g. `raysup features`)")
+    s.add_argument("--column", action="append", required=True, metavar="NAME",
+                   help="vector column to cluster; repeat it to cluster the columns L2-normalised and concatenated")
+    s.add_argument("--k", type=int, required=True, help="number of clusters")
+    s.add_argument("--out", required=True, help="new folder or URI: labels Parquet (video_id, clip_index, label, label_distance), centroids.npy, stats.json")
+    s.add_argument("--sample", type=int, help="rows the centroids are trained on (default: 256 per cluster, all rows if fewer)")
+    s.add_argument("--niter", type=int, default=20, help="k-means iterations")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample and of k-means")
+    s.add_argument("--pca-dim", type=int, default=0, help="PCA-whitening to this dimension, fitted on the sample (0: off)")
+    s.add_argument("--cpus", type=float, default=1, help="CPUs of the k-means task (faiss threads)")
+    s.add_argument("--gpus", type=float, default=0, help="GPUs of the k-means task (GPU faiss if > 0)")
+    s.add_argument("--address", help=address_help)
+    s.set_defaults(fn=cmd_cluster)
 
     s = sub.add_parser("labels", help="official split files → labels CSV (video_id,label,split)")
     s.add_argument("dataset", choices=["ucf101", "hmdb51", "esc50"], help="which dataset's split files")

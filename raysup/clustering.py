@@ -1,6 +1,6 @@
 """k-means pseudo-labels for deep clustering (XDC, Alwassel et al. 2020, §3) with faiss.
 
-:func:`pseudo_labels` is the one place where the four variants differ:
+:data:`CLUSTERINGS` and :data:`HEADS` are the one place where the four variants differ:
 
 | variant | video encoder learns                | audio encoder learns                |
 |---------|-------------------------------------|-------------------------------------|
@@ -8,6 +8,11 @@
 | ``xdc`` | clusters of audio features          | clusters of video features          |
 | ``mdc`` | both (two heads: ``video``, ``video_cross``) | both (``audio``, ``audio_cross``) |
 | ``cdc`` | clusters of [v/‖v‖, a/‖a‖]          | the same clusters                    |
+
+In memory (:func:`kmeans`, :func:`pseudo_labels`) for small sets and baselines; XDC clusters its
+features dataset with :mod:`raysup.cluster_features`, which trains these same k-means on a sample.
+The cluster statistics are computed from counts (:func:`stats_from_counts`), which that module
+sums over the batches of a dataset.
 """
 from __future__ import annotations
 
@@ -19,12 +24,30 @@ import numpy as np
 Variant = Literal["sdc", "mdc", "cdc", "xdc"]
 
 
+# variant → {clustering: the feature columns it clusters (several: each L2-normalised, then
+# concatenated)}, and {classification head: the clustering whose labels it learns}
+CLUSTERINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "sdc": {"video": ("video",), "audio": ("audio",)},
+    "xdc": {"video": ("video",), "audio": ("audio",)},
+    "mdc": {"video": ("video",), "audio": ("audio",)},
+    "cdc": {"joint": ("video", "audio")},
+}
+HEADS: dict[str, dict[str, str]] = {
+    "sdc": {"video": "video", "audio": "audio"},
+    "xdc": {"video": "audio", "audio": "video"},
+    "mdc": {"video": "video", "audio": "audio", "video_cross": "audio", "audio_cross": "video"},
+    "cdc": {"video": "joint", "audio": "joint"},
+}
+
+
 @dataclass(frozen=True)
 class KMeansResult:
     labels: np.ndarray  # int64 [N]
     sizes: np.ndarray  # int64 [k] clips per cluster
-    objective: float
+    objective: float  # sum of squared distances to the assigned centroids
     iterations: int = 0  # k-means iterations run, over all restarts (faiss stops a restart once converged)
+    centroids: np.ndarray | None = None  # float32 [k,d] in the (whitened, normalised) space clustered
+    pca: tuple[np.ndarray, np.ndarray] | None = None  # PCA-whitening y = A x + b: A [d,D], b [d]
 
 
 def import_faiss():
@@ -58,6 +81,20 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def joint(columns: list[np.ndarray]) -> np.ndarray:
+    """The matrix one clustering sees: one column's features as they are, several (CDC) each
+    L2-normalised, then concatenated."""
+    return columns[0] if len(columns) == 1 else np.concatenate([l2_normalize(c) for c in columns], axis=1)
+
+
+def project(x: np.ndarray, pca: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """PCA-whitening (if fitted), then L2 normalisation: the space k-means works in."""
+    x = np.asarray(x, np.float32)
+    if pca is not None:
+        x = x @ pca[0].T + pca[1]
+    return np.ascontiguousarray(l2_normalize(x), dtype=np.float32)
+
+
 def kmeans(
     x: np.ndarray, k: int, *, niter: int = 20, nredo: int = 1, seed: int = 0, pca_dim: int = 0, gpu: bool = False
 ) -> KMeansResult:
@@ -74,19 +111,21 @@ def kmeans(
         raise ValueError(f"k: {k} clusters need at least {k} clips, got {n}")
     if k < 2:
         raise ValueError(f"k: must be >= 2, got {k}")
+    pca = None
     if pca_dim:
-        pca = faiss.PCAMatrix(d, min(pca_dim, d), -0.5)  # eigen_power −0.5 = whitening
-        pca.train(x)
-        x = pca.apply(x)
-    x = l2_normalize(x)
-    if np.ptp(x, axis=0).max() < 1e-6:  # every clip has the same feature
+        p = faiss.PCAMatrix(d, min(pca_dim, d), -0.5)  # eigen_power −0.5 = whitening
+        p.train(x)
+        pca = (faiss.vector_to_array(p.A).reshape(p.d_out, p.d_in), faiss.vector_to_array(p.b))
+    x = project(x, pca)
+    if np.ptp(x, axis=0).max() < 1e-6:  # every clip has the same feature: one cluster
+        centroids = np.concatenate([x[:1], np.repeat(-x[:1], k - 1, axis=0)])  # the others antipodal, never nearest
         labels = np.zeros(n, np.int64)
-        return KMeansResult(labels, np.bincount(labels, minlength=k), 0.0)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=gpu, min_points_per_centroid=1, max_points_per_centroid=1 << 20, verbose=False)
+        return KMeansResult(labels, np.bincount(labels, minlength=k), 0.0, centroids=centroids, pca=pca)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=gpu, min_points_per_centroid=1, max_points_per_centroid=1 << 30, verbose=False)
     km.train(x)
-    _, assign = km.index.search(x, 1)
+    dist, assign = km.index.search(x, 1)
     labels = assign[:, 0].astype(np.int64)
-    return KMeansResult(labels, np.bincount(labels, minlength=k), float(km.obj[-1]) if len(km.obj) else 0.0, len(km.iteration_stats))
+    return KMeansResult(labels, np.bincount(labels, minlength=k), float(dist.sum()), len(km.iteration_stats), km.centroids.copy(), pca)
 
 
 def pseudo_labels(
@@ -101,27 +140,25 @@ def pseudo_labels(
     pca_dim: int = 0,
     gpu: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Pseudo-labels per clip for each classification head (keys: ``video``, ``audio``; MDC
-    adds ``video_cross`` and ``audio_cross``). Features are [N,D] with rows aligned."""
+    """In memory: pseudo-labels per clip for each classification head (:data:`HEADS`: ``video``,
+    ``audio``; MDC adds ``video_cross`` and ``audio_cross``). Features are [N,D] with rows
+    aligned. XDC runs the same clusterings over a features dataset
+    (:func:`raysup.cluster_features.cluster_features`)."""
+    if variant not in HEADS:
+        raise ValueError(f"variant: expected one of sdc, mdc, cdc, xdc, got {variant!r}")
     if len(video_feats) != len(audio_feats):
         raise ValueError(f"video and audio features differ in length: {len(video_feats)} vs {len(audio_feats)}")
-    km = lambda x: kmeans(x, k, niter=niter, nredo=nredo, seed=seed, pca_dim=pca_dim, gpu=gpu).labels  # noqa: E731
-    if variant == "sdc":
-        return {"video": km(video_feats), "audio": km(audio_feats)}
-    if variant == "xdc":
-        return {"video": km(audio_feats), "audio": km(video_feats)}
-    if variant == "mdc":
-        v, a = km(video_feats), km(audio_feats)
-        return {"video": v, "audio": a, "video_cross": a, "audio_cross": v}
-    if variant == "cdc":
-        joint = km(np.concatenate([l2_normalize(video_feats), l2_normalize(audio_feats)], axis=1))
-        return {"video": joint, "audio": joint}
-    raise ValueError(f"variant: expected one of sdc, mdc, cdc, xdc, got {variant!r}")
+    feats = {"video": video_feats, "audio": audio_feats}
+    labels = {
+        name: kmeans(joint([feats[c] for c in columns]), k, niter=niter, nredo=nredo, seed=seed, pca_dim=pca_dim, gpu=gpu).labels
+        for name, columns in CLUSTERINGS[variant].items()
+    }
+    return {head: labels[source] for head, source in HEADS[variant].items()}
 
 
 def pseudo_labels_task(video_feats, audio_feats, *, cpus: float = 1, gpus: float = 0, **kw) -> dict[str, np.ndarray]:
-    """:func:`pseudo_labels` as a Ray task with its own CPU/GPU resources (so a cluster can run
-    it on a big node); faiss uses as many OpenMP threads as CPUs requested."""
+    """:func:`pseudo_labels` as a Ray task with its own CPU/GPU resources (the in-memory baseline
+    of experiments/bench/clustering.py); faiss uses as many OpenMP threads as CPUs requested."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -135,21 +172,52 @@ def pseudo_labels_task(video_feats, audio_feats, *, cpus: float = 1, gpus: float
     return ray.get(task.remote(video_feats, audio_feats))
 
 
-def cluster_stats(labels: np.ndarray, k: int, *, previous: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, float | list]:
-    """The paper's cluster analysis: sizes histogram, empty clusters, NMI with the previous
-    round's labels, and purity / NMI against ground-truth labels when given (Table 6)."""
-    from sklearn.metrics import normalized_mutual_info_score as nmi
+def nmi(contingency: np.ndarray) -> float:
+    """Normalised mutual information (arithmetic normalisation, as scikit-learn's
+    ``normalized_mutual_info_score``) of two labelings given only their contingency table
+    [a,b] (counts of rows per label pair), so it can be summed over batches of any dataset."""
+    c = np.asarray(contingency, np.float64)
+    c = c[c.sum(1) > 0][:, c.sum(0) > 0]
+    if c.shape[0] == c.shape[1] == 1 or c.size == 0:
+        return 1.0
+    p = c / c.sum()
+    pa, pb = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
+    ha, hb = float(-(pa * np.log(pa)).sum()), float(-(pb * np.log(pb)).sum())
+    return max(0.0, min(1.0, mi / max((ha + hb) / 2, np.finfo(np.float64).eps)))
 
-    sizes = np.bincount(labels, minlength=k)
+
+def stats_from_counts(sizes: np.ndarray, *, previous: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, float | list]:
+    """The paper's cluster analysis from counts: sizes histogram [k], empty clusters, NMI with
+    the previous round's labels (contingency [k,k]) and purity / NMI against ground-truth
+    classes (contingency [k,classes], Table 6)."""
+    sizes = np.asarray(sizes, np.int64)
     out: dict[str, float | list] = {
         "cluster_sizes": sizes.tolist(),
         "empty_clusters": int((sizes == 0).sum()),
         "largest_cluster_fraction": float(sizes.max() / max(1, sizes.sum())),
     }
     if previous is not None:
-        out["nmi_previous"] = float(nmi(previous, labels))
+        out["nmi_previous"] = nmi(previous)
     if truth is not None:
-        out["nmi_truth"] = float(nmi(truth, labels))
-        purity = sum(np.bincount(truth[labels == c]).max() for c in np.unique(labels))
-        out["purity"] = float(purity / len(labels))
+        out["nmi_truth"] = nmi(truth)
+        out["purity"] = float(truth.max(1).sum() / max(1, truth.sum()))
     return out
+
+
+def contingency(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Counts of rows per label pair (a[i], b[i]) → [shape] int64."""
+    out = np.zeros(shape, np.int64)
+    np.add.at(out, (np.asarray(a), np.asarray(b)), 1)
+    return out
+
+
+def cluster_stats(labels: np.ndarray, k: int, *, previous: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, float | list]:
+    """:func:`stats_from_counts` of labels held in memory."""
+    labels = np.asarray(labels)
+    return stats_from_counts(
+        np.bincount(labels, minlength=k),
+        previous=None if previous is None else contingency(labels, previous, (k, max(k, int(np.max(previous)) + 1))),
+        truth=None if truth is None else contingency(labels, truth, (k, int(np.max(truth)) + 1)),
+    )

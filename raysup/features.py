@@ -1,5 +1,10 @@
 """Frozen features of every clip, extracted by Ray Data actors (a GPU each when there is one).
 
+The features are a dataset, never an array in one process: :func:`embed` maps the clips to rows
+of ``video_id``, ``clip_index`` and one ``fixed_size_list<float32>`` column per encoder, named
+after it (``video``, ``audio``, ...), and :func:`write_features` streams them to Parquet (a
+folder or URI), which :mod:`raysup.cluster_features` clusters and ``raysup features`` writes.
+
 Below the methods: the caller hands over the method's ``build`` function, so this module
 never imports the method registry.
 """
@@ -13,16 +18,19 @@ import pyarrow as pa
 import torch
 
 from raysup.checkpoint import load_checkpoint_file
+from raysup.cluster_features import ensure_empty, to_numpy, vectors
 from raysup.config import TrainConfig
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
+from raysup.data.storage import resolve
 
 Build = Callable[[TrainConfig, dict[str, TensorSpec]], torch.nn.Module]
+KEY = ("video_id", "clip_index")
 
 
 @dataclass(frozen=True)
 class Features:
-    """Per-clip features: ``video_id`` [N], ``clip_index`` [N], ``feats[name]`` [N,D]."""
+    """Per-clip features in memory: ``video_id`` [N], ``clip_index`` [N], ``feats[name]`` [N,D]."""
 
     video_id: np.ndarray
     clip_index: np.ndarray
@@ -30,9 +38,11 @@ class Features:
 
 
 class Embedder:
-    """Ray Data actor: clip batches → features of every encoder of a (possibly untrained) model."""
+    """Ray Data actor: clip batches → ``video_id``, ``clip_index`` and one vector column per
+    encoder (all of the model's, or ``encoders``) of a (possibly untrained) model."""
 
-    def __init__(self, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None):
+    def __init__(self, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None,
+                 encoders: tuple[str, ...] | None = None):
         torch.manual_seed(cfg.seed)
         self.method = build(cfg, specs)
         if checkpoint is not None:
@@ -40,42 +50,61 @@ class Embedder:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.method.to(self.device).eval()
         self.collate = ClipCollate(specs)
+        self.encoders = encoders
 
     @torch.no_grad()
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         tensors = {k: v.to(self.device) for k, v in self.collate(batch).items()}
         feats = self.method.embed(tensors, train=False)
-        out = {"video_id": batch.column("video_id").to_numpy(zero_copy_only=False), "clip_index": tensors["clip_index"].cpu().numpy()}
-        out.update({f"feat_{k}": v.float().cpu().numpy() for k, v in feats.items()})
-        return out
+        missing = sorted(set(self.encoders or ()) - set(feats))
+        if missing:
+            raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(feats))})")
+        out = {"video_id": batch.column("video_id"), "clip_index": pa.array(tensors["clip_index"].cpu().numpy().astype(np.int32))}
+        out.update({name: vectors(feats[name].float().cpu().numpy()) for name in (self.encoders or sorted(feats))})
+        return pa.table(out)
 
 
-def extract_features(
-    ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *, actors: int = 1, batch_size: int = 64
-) -> Features:
-    """Features of every clip in ``ds`` as a Ray Data ``map_batches`` over an actor pool
-    (one GPU per actor when the cluster has GPUs)."""
+def embed(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
+          encoders: tuple[str, ...] | None = None, actors: int = 1, batch_size: int = 64):
+    """The features of every clip of ``ds`` as a lazy Ray Dataset: ``map_batches`` over an actor
+    pool (one GPU per actor when the cluster has GPUs)."""
     import ray
 
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    out = ds.map_batches(
+    return ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={"cfg": cfg, "build": build, "specs": specs, "checkpoint": checkpoint},
+        fn_constructor_kwargs={"cfg": cfg, "build": build, "specs": specs, "checkpoint": checkpoint, "encoders": encoders},
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,
         num_cpus=1,
     )
-    parts = list(out.iter_batches(batch_format="numpy", batch_size=None))
+
+
+def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
+                   encoders: tuple[str, ...] | None = None, actors: int = 1, batch_size: int = 64) -> None:
+    """Stream the features of ``ds``'s clips into Parquet files in ``out`` (a new or empty folder
+    or URI); no process holds more than a few batches."""
+    ensure_empty(out)
+    fs, root = resolve(out)
+    embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size).write_parquet(root, filesystem=fs)
+
+
+def extract_features(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
+                     actors: int = 1, batch_size: int = 64) -> Features:
+    """The features of ``ds``'s clips gathered in this process, sorted by video then clip: for
+    the linear probe of a labelled set (whose logistic regression holds them anyway). Clustering
+    never gathers: it reads :func:`write_features`' Parquet."""
+    parts = list(embed(ds, cfg, build, specs, checkpoint, actors=actors, batch_size=batch_size).iter_batches(batch_format="pyarrow", batch_size=None))
     if not parts:
         raise ValueError("no clips to extract features from")
-    names = [k[5:] for k in parts[0] if k.startswith("feat_")]
-    vid = np.concatenate([p["video_id"] for p in parts]).astype(str)
-    clip = np.concatenate([p["clip_index"] for p in parts])
+    table = pa.concat_tables(parts)
+    names = [n for n in table.column_names if n not in KEY]
+    vid = table.column("video_id").to_numpy(zero_copy_only=False).astype(str)
+    clip = table.column("clip_index").to_numpy()
     order = np.lexsort((clip, vid))  # deterministic order: by video, then clip
-    feats = {n: np.concatenate([p[f"feat_{n}"] for p in parts])[order] for n in names}
-    return Features(vid[order], clip[order], feats)
+    return Features(vid[order], clip[order], {n: to_numpy(table.column(n))[order] for n in names})
 
 
 def video_average(f: Features) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -15,7 +15,7 @@ def _numbers(rows: list[dict]) -> list[float]:
     return [v for r in rows for v in r.values() if isinstance(v, float)]
 
 
-@pytest.mark.parametrize("script", ["prepare", "ingest", "train_step", "clustering"])
+@pytest.mark.parametrize("script", ["prepare", "ingest", "train_step", "clustering", "cluster_scale"])
 def test_bench_quick(script, ray_session, capsys):
     rows = runpy.run_path(os.path.join(BENCH, f"{script}.py"))["main"](["--quick"])
     out = capsys.readouterr().out

@@ -80,3 +80,17 @@ def test_pseudo_labels_as_ray_task(ray_session, two_partitions):
     v, a, pv, pa = two_partitions
     pl = pseudo_labels_task(v, a, cpus=1, k=4, variant="xdc", seed=1, nredo=3)
     assert _match(pl["video"], pa) > 0.9
+
+
+def test_nmi_from_counts_equals_scikit_learn():
+    """The NMI XDC's round statistics sum over batches equals scikit-learn's on the arrays."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from raysup.clustering import contingency, nmi
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 6, 500), rng.integers(0, 4, 500)
+    b[:250] = a[:250] % 4  # partly dependent
+    assert nmi(contingency(a, b, (6, 4))) == pytest.approx(normalized_mutual_info_score(a, b))
+    assert nmi(contingency(a, a, (8, 8))) == pytest.approx(1.0)  # empty labels (rows/columns of zeros) change nothing
+    assert nmi(contingency(np.zeros(9, int), np.zeros(9, int), (2, 2))) == 1.0  # one cluster each: sklearn's convention

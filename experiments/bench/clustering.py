@@ -1,5 +1,6 @@
-"""Stage 4, clustering: the faiss k-means Ray task (``raysup.clustering.pseudo_labels_task``, as XDC
-calls it between rounds: one k-means per modality with the XDC paper preset's ``method.niter``/
+"""Stage 4, clustering: the faiss k-means Ray task (``raysup.clustering.pseudo_labels_task``: the
+k-means XDC trains on its sample of each round's features, experiments/bench/cluster_scale.py
+measuring the whole path; one k-means per modality with the XDC paper preset's ``method.niter``/
 ``method.nredo``, 20 iterations and one initialisation as in DeepCluster; ``--nredo`` for more) vs.
 scikit-learn ``KMeans`` with its defaults (k-means++, up to 300 iterations, tol 1e-4) on the same
 L2-normalised features, and faiss's time per iteration vs. the machine's matrix-multiply rate

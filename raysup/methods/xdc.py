@@ -1,11 +1,13 @@
 """XDC: cross-modal deep clustering (Alwassel et al. 2020), with the SDC/MDC/CDC baselines.
 
 Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
-1. features of every clip from the current encoders (Ray Data ``map_batches`` actor pool);
-2. k-means pseudo-labels as a Ray task (faiss; :func:`raysup.clustering.pseudo_labels`
-   decides which modality's clusters supervise which encoder);
-3. the labels are joined to the clips, clips are resampled uniformly over clusters,
-   10% of videos are held out for the pseudo-label validation loss;
+1. features of every clip from the current encoders (Ray Data ``map_batches`` actor pool),
+   written as Parquet to the run folder (:func:`raysup.features.write_features`);
+2. k-means pseudo-labels (:func:`raysup.cluster_features.cluster_features`: centroids trained
+   on a sample in one faiss Ray task, every clip assigned by ``map_batches``, labels as Parquet;
+   :data:`raysup.clustering.HEADS` decides which modality's clusters supervise which encoder);
+3. the labels are joined to the clips by key as they stream, clips are resampled uniformly over
+   clusters, 10% of videos are held out for the pseudo-label validation loss;
 4. the classification heads are reset and a TorchTrainer trains until the validation loss
    stops improving (``patience``) or ``epochs``; the next round starts from its checkpoint.
 Clips of videos without audio are left out (their audio clusters would be noise).
@@ -16,19 +18,17 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch.nn.functional as F
-from ray.data.expressions import col
 from torch import nn
 
 from raysup.checkpoint import latest_checkpoint
-from raysup.clustering import cluster_stats, pseudo_labels_task
+from raysup.cluster_features import STATS, Clustering, cluster_features, draw_rates, parquet_files, round_rows
+from raysup.clustering import CLUSTERINGS, HEADS
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import label_of, read_labels_csv
-from raysup.data.storage import exists, read_json, redact, resolve, write_json
-from raysup.data.tables import clip_table, is_held_out, join_columns, repeat_rows
-from raysup.features import extract_features
+from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
+from raysup.features import write_features
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
 from raysup.train import fit
@@ -40,6 +40,7 @@ class Config:
     k: int = 64  # clusters per head
     rounds: int = 3  # clustering rounds; each trains for up to TrainConfig.epochs
     niter: int = 20  # k-means iterations
+    sample: int = 0  # clips k-means trains its centroids on (0: up to 256 per centroid, faiss' rule); all clips are then assigned
     nredo: int = 1  # k-means initialisations, best kept (DeepCluster: 1)
     pca_dim: int = 0  # PCA-whitening dimension before k-means (0: off)
     val_fraction: float = 0.1  # videos held out for the pseudo-label validation loss
@@ -56,6 +57,8 @@ class Config:
             raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
         if self.epoch_size <= 0:
             raise ValueError(f"epoch_size: must be > 0, got {self.epoch_size}")
+        if self.sample and self.sample < self.k:
+            raise ValueError(f"sample: {self.sample} clips cannot train {self.k} centroids; use 0 (the default) or at least k")
         if self.niter < 1 or self.nredo < 1:
             raise ValueError(f"niter/nredo: must be >= 1, got {self.niter}/{self.nredo}")
         if not 0 <= self.val_fraction < 1:
@@ -85,6 +88,7 @@ PRESETS = {
 }
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
+STAT_KEYS = ("cluster_sizes", "empty_clusters", "largest_cluster_fraction", "nmi_previous", "nmi_truth", "purity")
 
 
 def head_names(variant: str) -> tuple[str, ...]:
@@ -138,80 +142,68 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
-def uniform_cluster_counts(labels: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
-    """How often each clip is drawn in a round so that every cluster is sampled about
-    equally (DeepCluster): weights 1/|cluster|, averaged over the heads' label sets."""
-    w = np.zeros(len(next(iter(labels.values()))))
-    for lab in labels.values():
-        w += 1.0 / np.bincount(lab)[lab]
-    return np.random.default_rng(seed).multinomial(n, w / w.sum())
-
-
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """All clustering rounds; finished rounds are skipped on ``resume``. Returns the last
-    round's final metrics."""
+    round's final metrics. Round r writes ``RUN_DIR/features/round_r`` (the clips' features,
+    Parquet; a round's are removed once the next round has clustered) and
+    ``RUN_DIR/clusters/round_r/`` (:func:`raysup.cluster_features.cluster_features`'s labels,
+    centroids and statistics)."""
     check(cfg, data)
     m: Config = cfg.method
     fs, root = resolve(run_dir)
     if exists(fs, f"{root}/clusters") and not resume:
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
-    truth_of = label_of(read_labels_csv(labels)) if labels else {}
+    truth_of = label_of(read_labels_csv(labels)) if labels else None
     no_audio = set(data.manifest.get("no_audio", []))
     clips = data.dataset(list(COLUMNS))
     if no_audio:
         clips = clips.filter(lambda row: row["video_id"] not in no_audio)
+    clusterings = [Clustering(name, columns) for name, columns in CLUSTERINGS[m.variant].items()]
+    heads = HEADS[m.variant]
     previous, metrics, epochs_done = None, {}, 0
     for r in range(m.rounds):
         name = f"round_{r}"
+        features, clusters = join(run_dir, "features", name), join(run_dir, "clusters", name)
         done_path = f"{root}/clusters/{name}_done.json"
         if exists(fs, done_path):
             done = read_json(fs, done_path)
-            previous, epochs_done, metrics = _labels(done["labels"]), epochs_done + done["epochs"], done["metrics"]
+            previous, epochs_done, metrics = clusters, epochs_done + done["epochs"], done["metrics"]
             continue
         init = latest_checkpoint(run_dir) if r > 0 else None
-        pl_path = f"{root}/clusters/{name}_labels.json"
         timing = {"time_features_s": 0.0, "time_kmeans_s": 0.0}  # wall seconds of this round's clustering
-        if exists(fs, pl_path):  # resumed mid-round: same labels as before
-            saved = read_json(fs, pl_path)
-            ids, clip_idx, pl = np.array(saved["video_id"]), np.array(saved["clip_index"]), _labels(saved["labels"])
+        stats_path = f"{root}/clusters/{name}/{STATS}"
+        if exists(fs, stats_path):  # resumed mid-round: same labels as before
+            cstats = read_json(fs, stats_path)
         else:
+            for folder in (f"{root}/features/{name}", f"{root}/clusters/{name}"):  # a killed round's partial output
+                if exists(fs, folder):
+                    fs.delete_dir(folder)
             t = time.perf_counter()
-            feats = extract_features(clips, cfg, build, data.specs, init)
-            ids, clip_idx = feats.video_id, feats.clip_index
+            write_features(clips, features, cfg, build, data.specs, init, encoders=("audio", "video"))
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            pl = pseudo_labels_task(
-                feats.feats["video"], feats.feats["audio"], cpus=m.cluster_cpus, gpus=m.cluster_gpus,
-                k=m.k, variant=m.variant, seed=cfg.seed + r, niter=m.niter, nredo=m.nredo, pca_dim=m.pca_dim,
+            cstats = cluster_features(
+                features, clusters, clusterings, m.k, sample=m.sample or None, niter=m.niter, nredo=m.nredo, seed=cfg.seed + r,
+                pca_dim=m.pca_dim, cpus=m.cluster_cpus, gpus=m.cluster_gpus, previous=previous, truth=truth_of, val_fraction=m.val_fraction,
             )
             timing["time_kmeans_s"] = time.perf_counter() - t
-            fs.create_dir(f"{root}/clusters", recursive=True)
-            write_json(fs, pl_path, {"video_id": ids.tolist(), "clip_index": clip_idx.tolist(), "labels": {k: v.tolist() for k, v in pl.items()}})
-        truth = np.array([truth_of.get(v, -1) for v in ids]) if truth_of else None
-        if truth is not None and (truth < 0).any():
-            truth = None  # some clips unlabelled: no ground-truth analysis
+            if r > 0 and exists(fs, f"{root}/features/round_{r - 1}"):
+                fs.delete_dir(f"{root}/features/round_{r - 1}")
         # per encoder, the clusters it learns from (the paper's Table 6 analysis)
-        stats = {e: cluster_stats(pl[e], m.k, previous=None if previous is None else previous[e], truth=truth) for e in ("video", "audio")}
-        is_val = np.array([is_held_out(v, m.val_fraction) for v in ids])
-        n_draw = int(round(m.epoch_size * (~is_val).sum()))
-        repeat = np.zeros(len(ids), np.int64)
-        repeat[~is_val] = uniform_cluster_counts({k: v[~is_val] for k, v in pl.items()}, n_draw, cfg.seed + r)
-        table = clip_table(ids, clip_idx, repeat=repeat, is_val=is_val, **{f"pl_{k}": v.astype(np.int64) for k, v in pl.items()})
-        joined = join_columns(clips, ["video_id", "clip_index"], table)
-        train = joined.filter(expr=col("is_val") == False)  # noqa: E712 (an expression, not a comparison)
-        datasets = {"train": train.map_batches(repeat_rows, batch_format="pyarrow").drop_columns(["is_val"]).randomize_block_order()}
-        if is_val.any():
-            datasets["val"] = joined.filter(expr=col("is_val") == True).drop_columns(["is_val", "repeat"])  # noqa: E712
+        stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in ("video", "audio")}
+        n_train = int(sum(cstats[clusterings[0].name]["train_sizes"]))
+        n_draw = int(round(m.epoch_size * n_train))
+        rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
+        rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
+        datasets = {"train": clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()}
+        if n_train < cstats["rows"]:
+            datasets["val"] = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow")
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
         metrics = fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=n_draw, name=name, resume=resume, init_checkpoint=init,
                       callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra)
         epochs = int(metrics["epoch"]) + 1
         epochs_done += epochs
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
-        write_json(fs, done_path, {"epochs": epochs, "metrics": metrics, "labels": {e: pl[e].tolist() for e in ("video", "audio")}})
-        previous = pl
+        write_json(fs, done_path, {"epochs": epochs, "metrics": metrics})
+        previous = clusters
     return metrics
-
-
-def _labels(saved: dict[str, list]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in saved.items()}

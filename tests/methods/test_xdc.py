@@ -5,22 +5,33 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.cluster_features import parquet_files
 from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out
 from raysup.methods import make_config, method_module
-from raysup.methods.xdc import XDC, uniform_cluster_counts
+from raysup.methods.xdc import XDC
 
 
 def test_uniform_cluster_sampling():
+    """Each clip's draws come from the cluster sizes alone: both clusters of a 90/10 split get
+    half of an epoch, and the epoch has about the asked size."""
     import numpy as np
 
-    labels = {"video": np.array([0] * 90 + [1] * 10)}
-    counts = uniform_cluster_counts(labels, 10000, seed=0)
-    assert abs(counts[:90].sum() - 5000) < 300 and abs(counts[90:].sum() - 5000) < 300
+    from raysup.cluster_features import draw_rates
+
+    labels = np.array([0] * 90 + [1] * 10)
+    rates = draw_rates({"video": np.bincount(labels).tolist()}, 10000)
+    draws = rates["video"][labels]  # expected draws per clip
+    assert draws[:90].sum() == pytest.approx(5000) and draws[90:].sum() == pytest.approx(5000)
+    # two heads: the weights average over both label sets
+    rates = draw_rates({"video": [90, 10], "audio": [50, 50]}, 10000)
+    assert (rates["video"][labels] + rates["audio"][labels % 2]).sum() == pytest.approx(10000)
 
 
 def test_heads_reset_between_rounds():
@@ -48,10 +59,17 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     assert "round_1" in latest_checkpoint(run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [m["round"] for m in logged] == [0, 0, 1, 1]
-    # uniform sampling over clusters: every epoch draws epoch_size × the train split's clips
-    saved = json.load(open(os.path.join(run_dir, "clusters", "round_0_labels.json")))
-    n_train = sum(not is_held_out(v, cfg.method.val_fraction) for v in saved["video_id"])
-    assert logged[0]["steps"] == round(cfg.method.epoch_size * n_train) // cfg.batch_size
+    # uniform sampling over clusters: every epoch draws about epoch_size × the train split's clips
+    saved = pq.read_table(parquet_files(os.path.join(run_dir, "clusters", "round_0")))  # labels Parquet, keyed by clip
+    assert saved.num_rows == PreparedData(small_prepared[0]).manifest["counts"]["clips"]
+    n_train = sum(not is_held_out(v, cfg.method.val_fraction) for v in saved["video_id"].to_pylist())
+    expected = cfg.method.epoch_size * n_train / cfg.batch_size
+    assert all(abs(m["steps"] - expected) <= 2 for m in logged), (expected, [m["steps"] for m in logged])
+    assert sorted(os.listdir(os.path.join(run_dir, "features"))) == ["round_1"]  # round 0's removed once round 1 clustered
+    features = pq.read_table(parquet_files(os.path.join(run_dir, "features", "round_1")))
+    dims = {e: getattr(XDC(cfg.method), e).out_dim for e in ("video", "audio")}
+    assert {e: features.schema.field(e).type for e in dims} == {e: pa.list_(pa.float32(), d) for e, d in dims.items()}
+    assert features.num_rows == saved.num_rows
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["model"]["heads.video.weight"].shape[0] == 8
     with pytest.raises(FileExistsError, match="--resume"):

@@ -1,0 +1,350 @@
+"""k-means over a features dataset of any size (XDC §3; DeepCluster's faiss k-means), with no
+process holding more than the sample plus a few batches:
+
+1. **sample**: a streaming ``map_batches`` keeps the rows whose hash of (seed, ``video_id``,
+   ``clip_index``) falls below a threshold, and of those the ``sample`` with the smallest hashes
+   (a uniform sample without replacement, the same for the same seed whatever the blocks);
+2. **train**: one Ray task (GPU faiss when it has a GPU) fits the optional PCA-whitening and
+   k-means on the sample (:func:`raysup.clustering.kmeans`);
+3. **assign**: a ``map_batches`` across the cluster gives every row its nearest centroid
+   (faiss ``IndexFlatL2``) and its squared distance; the labels are written as Parquet
+   ``video_id, clip_index, <name>, <name>_distance``;
+4. **statistics** from counts summed over the labels' batches (sizes, objective, and the
+   contingency tables with the previous round's labels and with ground-truth classes).
+
+The functions that Ray Data runs in its tasks import no torch (see raysup/data/tables.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from raysup.clustering import import_faiss, joint, kmeans, project, stats_from_counts
+from raysup.data.storage import exists, resolve, write_json
+from raysup.data.tables import is_held_out
+
+KEY = ["video_id", "clip_index"]
+POINTS_PER_CENTROID = 256  # faiss' default max_points_per_centroid: its own rule for a training sample
+STATS = "stats.json"
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """One k-means: its name (the labels' column) and the feature columns it clusters (several:
+    each L2-normalised, then concatenated, as CDC does)."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained clustering: centroids [k,d] in the space :func:`raysup.clustering.project` maps
+    the features to, with the PCA-whitening fitted on the sample (or None)."""
+
+    centroids: np.ndarray
+    pca: tuple[np.ndarray, np.ndarray] | None
+    sample_objective: float  # mean squared distance over the sample
+    iterations: int
+
+
+def vectors(x: np.ndarray) -> pa.FixedSizeListArray:
+    """[N,D] float32 → Arrow ``fixed_size_list<float32, D>`` (zero-copy)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+
+
+def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A ``fixed_size_list<float32, D>`` column → [N,D] float32."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)
+
+
+def matrix(table: pa.Table, c: Clustering) -> np.ndarray:
+    return joint([to_numpy(table.column(name)) for name in c.columns])
+
+
+def read(uri: str, columns: list[str] | None = None):
+    """A Parquet folder or URI (features or labels) as a streaming Ray Dataset."""
+    import ray
+
+    ray.data.DataContext.get_current().use_datasource_v2 = False  # see raysup.data.ingest.PreparedData.dataset
+    fs, root = resolve(uri)
+    if not exists(fs, root):
+        raise FileNotFoundError(f"{uri}: no such folder")
+    return ray.data.read_parquet(root, filesystem=fs, columns=columns)
+
+
+def parquet_files(uri: str) -> list[str]:
+    fs, root = resolve(uri)
+    return sorted(f.path for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
+
+
+def count_rows(uri: str) -> int:
+    """Rows of a Parquet folder, from the files' footers (no data read)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(parquet_files(uri), filesystem=resolve(uri)[0], format="parquet").count_rows()
+
+
+def ensure_empty(uri: str) -> None:
+    """Refuse an output folder that holds anything (nothing raysup did not write is touched)."""
+    fs, root = resolve(uri)
+    if exists(fs, root) and fs.get_file_info(pafs.FileSelector(root)):
+        raise FileExistsError(f"--out: {uri} is not empty; write to a new folder")
+
+
+# ---- 1. sample ---------------------------------------------------------------------------------
+
+def priorities(table: pa.Table, seed: int) -> np.ndarray:
+    """A uniform number in [0,1) per row, a hash of (seed, video_id, clip_index): the same for a
+    row whatever batch it is in."""
+    import pandas as pd
+
+    df = pd.DataFrame({"v": table.column("video_id").to_numpy(zero_copy_only=False), "c": table.column("clip_index").to_numpy()})
+    h = pd.util.hash_pandas_object(df, index=False, hash_key=f"raysup{seed % 10**10:010d}").to_numpy()
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def sample_batch(batch: pa.Table, *, columns: list[str], seed: int, threshold: float) -> pa.Table:
+    u = priorities(batch, seed)
+    keep = u < threshold
+    return batch.select(columns).filter(pa.array(keep)).append_column("priority", pa.array(u[keep]))
+
+
+def sample_threshold(n: int, rows: int) -> float:
+    """Hash threshold that lets ~n + 4√n + 16 of ``rows`` through: fewer than n with probability
+    < 1e-4 (then the sample is a little smaller), so the train task receives little more than n."""
+    return 1.0 if n >= rows else min(1.0, (n + 4 * math.sqrt(n) + 16) / rows)
+
+
+# ---- 2. train ----------------------------------------------------------------------------------
+
+def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int, seed: int, pca_dim: int, gpu: bool,
+          *parts: pa.Table) -> dict[str, Model]:
+    """The ``n`` rows of the smallest priority among ``parts`` → one :class:`Model` per clustering."""
+    table = pa.concat_tables(parts)
+    table = table.take(np.argsort(table.column("priority").to_numpy(), kind="stable")[:n])
+    out = {}
+    for c in clusterings:
+        r = kmeans(matrix(table, c), k, niter=niter, nredo=nredo, seed=seed, pca_dim=pca_dim, gpu=gpu)
+        out[c.name] = Model(r.centroids, r.pca, r.objective / table.num_rows, r.iterations)
+    return out
+
+
+# ---- 3. assign ---------------------------------------------------------------------------------
+
+def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict[str, Model]) -> pa.Table:
+    """Nearest centroid and squared distance of every row, per clustering; rows sorted by key
+    (so the labels' Parquet row groups cover narrow ``video_id`` ranges: :func:`lookup` reads few)."""
+    faiss = import_faiss()
+    out = {"video_id": batch.column("video_id"), "clip_index": batch.column("clip_index")}
+    for c in clusterings:
+        m = models[c.name]
+        index = faiss.IndexFlatL2(m.centroids.shape[1])
+        index.add(m.centroids)
+        dist, label = index.search(project(matrix(batch, c), m.pca), 1)
+        out[c.name] = pa.array(label[:, 0].astype(np.int32))
+        out[f"{c.name}_distance"] = pa.array(dist[:, 0])
+    return pa.table(out).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+
+
+def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Per row, whether its video is in the held-out split (:func:`raysup.data.tables.is_held_out`,
+    hashed once per video)."""
+    if not len(video_ids):
+        return np.zeros(0, bool)
+    uniq, inv = np.unique(video_ids, return_inverse=True)
+    return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
+
+
+# ---- 4. statistics -----------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _labels_dataset(uri: str, files: tuple[str, ...]):
+    import pyarrow.dataset as pads
+
+    return pads.dataset(list(files), filesystem=resolve(uri)[0], format="parquet")
+
+
+def lookup(keys: pa.Table, uri: str, files: tuple[str, ...], columns: list[str], prefix: str = "") -> pa.Table:
+    """``keys`` (with ``video_id``, ``clip_index``) inner-joined with the ``columns`` of the labels
+    Parquet ``files`` in ``uri`` (renamed ``prefix + column``). Only the row groups whose
+    ``video_id`` range covers the batch's videos are read: a join by key that holds one batch."""
+    ids = pc.unique(keys.column("video_id"))
+    found = _labels_dataset(uri, files).to_table(columns=KEY + columns, filter=pc.field("video_id").isin(ids))
+    found = pa.table({"video_id": found.column("video_id").cast(keys.schema.field("video_id").type),
+                      "clip_index": found.column("clip_index").cast(keys.schema.field("clip_index").type),
+                      **{prefix + c: found.column(c) for c in columns}})
+    return keys.join(found, keys=KEY, join_type="inner")
+
+
+def count_batch(batch: pa.Table, *, names: list[str], k: int, val_fraction: float, previous: tuple[str, tuple[str, ...]] | None,
+                truth: dict[str, int] | None, classes: int) -> dict[str, np.ndarray]:
+    """One batch's counts: per clustering its sizes [k], sizes among training rows (not held out)
+    [k], the sum of squared distances, and the contingency tables with the previous labels
+    [k,k] and the ground-truth classes [k,classes] (plus the rows without a class)."""
+    vid = batch.column("video_id").to_numpy(zero_copy_only=False)
+    train = ~held_out(vid, val_fraction)
+    cls = None if truth is None else np.array([truth.get(v, -1) for v in vid], np.int64)
+    prev = lookup(batch.select([*KEY, *names]), previous[0], previous[1], names, "previous_") if previous else None
+    out = {}
+    for name in names:
+        lab = batch.column(name).to_numpy().astype(np.int64)
+        out[f"{name}/sizes"] = np.bincount(lab, minlength=k)
+        out[f"{name}/train_sizes"] = np.bincount(lab[train], minlength=k)
+        out[f"{name}/distance"] = np.array([batch.column(f"{name}_distance").to_numpy().astype(np.float64).sum()])
+        if prev is not None:
+            c = np.zeros((k, k), np.int64)
+            np.add.at(c, (prev.column(name).to_numpy(), prev.column(f"previous_{name}").to_numpy()), 1)
+            out[f"{name}/previous"] = c
+        if cls is not None:
+            c = np.zeros((k, classes), np.int64)
+            known = cls >= 0
+            np.add.at(c, (lab[known], cls[known]), 1)
+            out[f"{name}/truth"] = c
+            out[f"{name}/unlabelled"] = np.array([int((~known).sum())])
+    return {key: v[None] for key, v in out.items()}  # one row per batch
+
+
+def summed_counts(labels, **kw) -> dict[str, np.ndarray]:
+    """:func:`count_batch` over every batch of ``labels`` (a Ray Dataset), summed as they stream in."""
+    total: dict[str, np.ndarray] = {}
+    for b in labels.map_batches(count_batch, fn_kwargs=kw, batch_format="pyarrow", batch_size=None).iter_batches(batch_format="numpy", batch_size=None):
+        for key, v in b.items():
+            total[key] = total.get(key, 0) + v.sum(0)
+    return total
+
+
+def statistics(counts: dict[str, np.ndarray], name: str) -> dict:
+    """The cluster analysis of one clustering (:func:`raysup.clustering.stats_from_counts`)."""
+    sizes = counts[f"{name}/sizes"]
+    labelled = f"{name}/truth" in counts and counts[f"{name}/unlabelled"][0] == 0  # some rows unlabelled: no truth analysis
+    out = stats_from_counts(sizes, previous=counts.get(f"{name}/previous"), truth=counts[f"{name}/truth"] if labelled else None)
+    out["train_sizes"] = counts[f"{name}/train_sizes"].tolist()
+    out["objective"] = float(counts[f"{name}/distance"][0] / max(1, sizes.sum()))
+    return out
+
+
+# ---- 5. pseudo-labelled clips (XDC's training rows) ------------------------------------------
+
+def draw_rates(train_sizes: dict[str, list[int]], n: int) -> dict[str, np.ndarray]:
+    """Per head and cluster, the expected draws per clip in an epoch of ``n`` clips so that every
+    cluster is sampled about equally (DeepCluster): a clip's weight is 1/|its cluster| among the
+    training clips, averaged over the heads' label sets; the weights of all clips sum to the mean
+    number of non-empty clusters, so a clip's expected draws are n · weight / that sum. Only the
+    cluster sizes are needed: each clip's draws are made where it is read (:func:`round_rows`)."""
+    sizes = {h: np.asarray(s, np.float64) for h, s in train_sizes.items()}
+    total = np.mean([(s > 0).sum() for s in sizes.values()])
+    return {h: np.where(s > 0, n / (len(sizes) * total * np.maximum(s, 1)), 0.0) for h, s in sizes.items()}
+
+
+def round_rows(batch: pa.Table, *, labels: str, files: tuple[str, ...], heads: dict[str, str], val_fraction: float,
+               rates: dict[str, np.ndarray] | None, rng=None) -> pa.Table:
+    """Clips of one batch with their pseudo-labels ``pl_<head>`` (joined by key from the round's
+    labels Parquet): the held-out videos' clips when ``rates`` is None (validation), else the
+    training clips, each repeated a random number of times with mean Σ_head rates[head][label]
+    (stochastic rounding), in random order (copies of a clip from a small cluster must not sit
+    next to each other, or they would share a batch)."""
+    sources = sorted(set(heads.values()))
+    joined = lookup(batch, labels, files, sources, prefix="cluster_")
+    held = held_out(joined.column("video_id").to_numpy(zero_copy_only=False), val_fraction)
+    joined = joined.filter(pa.array(held if rates is None else ~held))
+    label = {h: joined.column(f"cluster_{src}").to_numpy().astype(np.int64) for h, src in heads.items()}
+    joined = joined.drop_columns([f"cluster_{src}" for src in sources])
+    for h in heads:
+        joined = joined.append_column(f"pl_{h}", pa.array(label[h]))
+    if rates is None:
+        return joined
+    rng = rng if rng is not None else np.random.default_rng()
+    mean = sum(rates[h][label[h]] for h in heads) if joined.num_rows else np.zeros(0)
+    repeat = np.floor(mean).astype(np.int64) + (rng.random(len(mean)) < mean % 1)
+    return joined.take(pa.array(rng.permutation(np.repeat(np.arange(joined.num_rows), repeat))))
+
+
+# ---- all of it ---------------------------------------------------------------------------------
+
+def cluster_features(
+    features: str,
+    out: str,
+    clusterings: list[Clustering],
+    k: int,
+    *,
+    sample: int | None = None,
+    niter: int = 20,
+    nredo: int = 1,
+    seed: int = 0,
+    pca_dim: int = 0,
+    cpus: float = 1,
+    gpus: float = 0,
+    previous: str | None = None,
+    truth: dict[str, int] | None = None,
+    val_fraction: float = 0.0,
+) -> dict:
+    """k-means of the features Parquet at ``features`` (``video_id``, ``clip_index`` and vector
+    columns), one per clustering, trained on ``sample`` rows (default: up to
+    :data:`POINTS_PER_CENTROID` per centroid, all rows if fewer) in one Ray task with ``cpus`` and
+    ``gpus``. Writes to ``out`` (a new folder or URI) the labels as Parquet, each clustering's
+    centroids (``centroids.npy`` for one clustering, else ``centroids_<name>.npy``; PCA-whitening
+    in ``pca.npz`` / ``pca_<name>.npz``) and ``stats.json``, written last. ``previous`` (labels
+    written by an earlier call with the same names) and ``truth`` (``video_id`` → class) add
+    NMI and purity; ``val_fraction`` splits the training sizes off the held-out videos. Returns
+    the statistics."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if k < 2:
+        raise ValueError(f"k: must be >= 2, got {k}")
+    ensure_empty(out)
+    columns = sorted({c for cl in clusterings for c in cl.columns})
+    ds = read(features, KEY + columns)
+    missing = sorted(set(KEY + columns) - set(ds.schema().names))
+    if missing:
+        raise ValueError(f"{features}: no column {', '.join(missing)} (it has {', '.join(ds.schema().names)})")
+    rows = count_rows(features)
+    if k > rows:
+        raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
+    n = min(rows, sample or POINTS_PER_CENTROID * k)
+    if n < k:
+        raise ValueError(f"sample: {n} rows cannot train {k} centroids; use a sample of at least k rows")
+
+    fs, root = resolve(out)
+    parts = ds.map_batches(sample_batch, fn_kwargs={"columns": columns, "seed": seed, "threshold": sample_threshold(n, rows)},
+                           batch_format="pyarrow", batch_size=None).materialize()
+    # placement_group=None: schedule on the cluster, not inside a Tune trial's bundle
+    task = ray.remote(train).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    models = ray.get(task.remote(clusterings, n, k, niter, nredo, seed, pca_dim, gpus > 0, *parts.to_arrow_refs()))
+    del parts
+    labels = ds.map_batches(assign_batch, fn_kwargs={"clusterings": clusterings, "models": models}, batch_format="pyarrow").materialize()
+    labels.write_parquet(root, filesystem=fs)
+    for c in clusterings:
+        suffix = "" if len(clusterings) == 1 else f"_{c.name}"
+        _save(fs, f"{root}/centroids{suffix}.npy", models[c.name].centroids)
+        if models[c.name].pca is not None:
+            A, b = models[c.name].pca
+            _save(fs, f"{root}/pca{suffix}.npz", A=A, b=b)
+    prev = None if previous is None else (previous, tuple(parquet_files(previous)))
+    classes = 1 + max(truth.values(), default=0) if truth else 0
+    counts = summed_counts(labels, names=[c.name for c in clusterings], k=k, val_fraction=val_fraction, previous=prev, truth=truth or None, classes=classes)
+    stats = {"rows": rows, "sample": n, "k": k}
+    for c in clusterings:
+        m = models[c.name]
+        stats[c.name] = statistics(counts, c.name) | {"columns": list(c.columns), "sample_objective": m.sample_objective, "iterations": m.iterations}
+    write_json(fs, f"{root}/{STATS}", stats)
+    return stats
+
+
+def _save(fs, path: str, array: np.ndarray | None = None, **arrays: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array) if array is not None else np.savez(buf, **arrays)
+    with fs.open_output_stream(path) as f:
+        f.write(buf.getvalue())

@@ -1,0 +1,172 @@
+"""k-means over a features dataset (raysup.cluster_features) on the session's Ray: agreement with
+in-memory faiss k-means, the sample-size edge cases, statistics from counts equal to those of
+gathered arrays, and the `raysup features` / `raysup cluster` commands end to end."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from raysup.cli import main
+from raysup.cluster_features import Clustering, cluster_features, parquet_files, priorities, to_numpy, vectors
+from raysup.clustering import cluster_stats, contingency, kmeans, nmi, project
+
+K = 8
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """4,000 rows of 16-d features around 8 well-separated centres, in three Parquet files, 4 clips
+    per video; returns (folder, features [N,D] in key order, true cluster [N], video ids [N])."""
+    rng = np.random.default_rng(0)
+    n, d = 4000, 16
+    truth = rng.integers(0, K, n)
+    x = (rng.normal(size=(K, d)) * 4)[truth] + rng.normal(size=(n, d))
+    vid = np.array([f"v{i // 4:05d}" for i in range(n)])
+    clip = (np.arange(n) % 4).astype(np.int32)
+    out = tmp_path_factory.mktemp("features")
+    for i, s in enumerate(np.array_split(np.arange(n), 3)):
+        pq.write_table(pa.table({"video_id": vid[s], "clip_index": clip[s], "video": vectors(x[s])}), out / f"part-{i}.parquet")
+    return str(out), x.astype(np.float32), truth, vid
+
+
+def _labels(folder: str) -> pa.Table:
+    return pq.read_table(parquet_files(folder)).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+
+
+def test_agrees_with_in_memory_faiss(ray_session, blobs, tmp_path):
+    """The dataset path is faiss k-means on the sample (in the order of its hashes), then every row
+    to its nearest centroid: exactly what in-memory faiss gives on the same rows."""
+    folder, x, truth, vid = blobs
+    keys = pa.table({"video_id": vid, "clip_index": pa.array(np.arange(len(x)) % 4, pa.int32())})
+    order = np.argsort(priorities(keys, 1), kind="stable")  # the sample's order
+    stats = cluster_features(folder, str(tmp_path / "all"), [Clustering("label", ("video",))], K, sample=10**6, seed=1)
+    assert stats["sample"] == stats["rows"] == len(x)  # a sample larger than the set: all rows
+    labels = _labels(str(tmp_path / "all"))
+    assert labels.column_names == ["video_id", "clip_index", "label", "label_distance"] and labels.num_rows == len(x)
+    ref = kmeans(x[order], K, seed=1)
+    assert np.array_equal(labels["label"].to_numpy()[order], ref.labels)
+    assert stats["label"]["objective"] == pytest.approx(ref.objective / len(x), rel=1e-4)
+    assert np.allclose(np.load(tmp_path / "all" / "centroids.npy"), ref.centroids)
+    # centroids trained on 1,000 rows: every row goes to its nearest one; sizes as counted
+    stats = cluster_features(folder, str(tmp_path / "sample"), [Clustering("label", ("video",))], K, sample=1000, seed=1)
+    labels = _labels(str(tmp_path / "sample"))["label"].to_numpy()
+    ref = kmeans(x[order[:1000]], K, seed=1)
+    nearest = ((project(x, None)[:, None, :] - ref.centroids[None]) ** 2).sum(-1).argmin(1)
+    assert stats["sample"] == 1000 and (labels == nearest).mean() > 0.999  # float ties aside
+    assert stats["label"]["cluster_sizes"] == np.bincount(labels, minlength=K).tolist()
+    assert nmi(contingency(labels, truth, (K, K))) > 0.8  # and they are the blobs, up to a k-means local optimum
+
+
+def test_statistics_from_counts_equal_those_of_gathered_arrays(ray_session, blobs, tmp_path):
+    """NMI with a previous round (joined by key), purity and NMI against classes, training sizes
+    and the PCA-whitened joint clustering of two columns, from counts summed over batches."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    folder, x, truth, vid = blobs
+    first = cluster_features(folder, str(tmp_path / "r0"), [Clustering("label", ("video",))], 5, seed=0)
+    classes = {v: int(t) % 3 for v, t in zip(vid[::4], truth[::4], strict=True)}
+    second = cluster_features(folder, str(tmp_path / "r1"), [Clustering("label", ("video",))], 5, seed=7, pca_dim=8,
+                              previous=str(tmp_path / "r0"), truth=classes, val_fraction=0.3)
+    a, b = _labels(str(tmp_path / "r0"))["label"].to_numpy(), _labels(str(tmp_path / "r1"))["label"].to_numpy()
+    y = np.array([classes[v] for v in vid])
+    expected = cluster_stats(b, 5, previous=a, truth=y)
+    for key in ("cluster_sizes", "empty_clusters", "nmi_previous", "nmi_truth", "purity"):
+        assert second["label"][key] == pytest.approx(expected[key]), key
+    assert expected["nmi_truth"] == pytest.approx(normalized_mutual_info_score(y, b))
+    assert sum(second["label"]["train_sizes"]) < second["rows"] and first["label"]["iterations"] > 0
+    assert set(os.listdir(tmp_path / "r1")) >= {"centroids.npy", "pca.npz", "stats.json"}
+
+
+def test_sample_and_k_edge_cases(ray_session, blobs, tmp_path):
+    folder, x, _, _ = blobs
+    few = tmp_path / "few"
+    few.mkdir()
+    pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(12)], "clip_index": pa.array([0] * 12, pa.int32()), "video": vectors(x[:12])}),
+                   few / "part.parquet")
+    stats = cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], 12)  # k = N: one row each
+    assert stats["sample"] == 12 and stats["label"]["cluster_sizes"] == [1] * 12
+    stats = cluster_features(str(few), str(tmp_path / "k11"), [Clustering("label", ("video",))], 11)  # k close to N
+    assert sum(stats["label"]["cluster_sizes"]) == 12 and stats["label"]["empty_clusters"] == 0
+    with pytest.raises(ValueError, match="k: 13 clusters need at least 13 rows; .* has 12"):
+        cluster_features(str(few), str(tmp_path / "k13"), [Clustering("label", ("video",))], 13)
+    with pytest.raises(ValueError, match="sample: 5 rows cannot train 8 centroids"):
+        cluster_features(folder, str(tmp_path / "s5"), [Clustering("label", ("video",))], 8, sample=5)
+    with pytest.raises(ValueError, match="no column audio"):
+        cluster_features(folder, str(tmp_path / "a"), [Clustering("label", ("audio",))], 8)
+    with pytest.raises(FileExistsError, match="not empty"):
+        cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], 4)
+
+
+def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, capsys):
+    """`raysup features` on a run's checkpoint writes one fixed-size float32 vector column per
+    encoder, equal to the model's embeddings; `raysup cluster` labels every clip; bad input is one
+    line and exit 2."""
+    from raysup.config import to_dict
+    from raysup.data.ingest import ClipCollate, PreparedData
+    from raysup.methods import make_config, method_module
+
+    data = PreparedData(small_prepared[0])
+    cfg = make_config("xdc", "tiny", {"method.k": 4})
+    model = method_module("xdc").build(cfg, data.specs)
+    ckpt = tmp_path / "run" / "round_0" / "checkpoint_000000"
+    ckpt.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "config": to_dict(cfg)}, ckpt / "checkpoint.pt")
+    feats = str(tmp_path / "features")
+    assert main(["features", str(tmp_path / "run"), "--data", small_prepared[0], "--out", feats, "--encoders", "video", "audio"]) == 0
+    table = pq.read_table(parquet_files(feats)).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+    clips = data.manifest["counts"]["clips"]
+    assert table.num_rows == clips and table.column_names == ["video_id", "clip_index", "video", "audio"]
+    assert table.schema.field("video").type == pa.list_(pa.float32(), model.video.out_dim)
+    first = pq.read_table(os.path.join(data.uri, data.shards()[0])).slice(0, 4)  # four clips, embedded here
+    with torch.no_grad():
+        expected = model.eval().embed(ClipCollate(data.specs)(first))["video"].numpy()
+    keys = list(zip(table["video_id"].to_pylist(), table["clip_index"].to_pylist(), strict=True))
+    rows = [keys.index(k) for k in zip(first["video_id"].to_pylist(), first["clip_index"].to_pylist(), strict=True)]
+    assert np.allclose(to_numpy(table.take(rows)["video"]), expected, atol=1e-4)
+
+    labels = str(tmp_path / "labels")
+    assert main(["cluster", feats, "--column", "video", "--column", "audio", "--k", "4", "--out", labels, "--sample", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert f"{clips} rows in 4 clusters (centroids trained on {clips})" in out
+    lab = pq.read_table(parquet_files(labels))
+    assert lab.num_rows == clips and set(lab["label"].to_pylist()) <= set(range(4))
+    assert np.load(os.path.join(labels, "centroids.npy")).shape == (4, model.video.out_dim + model.audio.out_dim)
+    assert json.load(open(os.path.join(labels, "stats.json")))["label"]["columns"] == ["video", "audio"]
+    for argv, message in [
+        (["cluster", feats, "--column", "video", "--k", str(clips + 1), "--out", str(tmp_path / "x")], f"k: {clips + 1} clusters need at least"),
+        (["cluster", feats, "--column", "video", "--k", "4", "--out", labels], "not empty"),
+        (["features", str(tmp_path / "run"), "--data", small_prepared[0], "--out", feats], "not empty"),
+    ]:
+        assert main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("raysup ")]  # not Ray Data's progress
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_training_rows_join_labels_by_key(tmp_path):
+    """XDC's training rows: each clip gets the labels of its own key from the labels Parquet (video
+    head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
+    drawn rates-many times."""
+    from raysup.cluster_features import held_out, round_rows
+    from raysup.clustering import HEADS
+
+    vid = np.array([f"v{i // 2}" for i in range(20)])
+    clip = pa.array(np.arange(20) % 2, pa.int32())
+    pq.write_table(pa.table({"video_id": vid, "clip_index": clip, "video": pa.array(np.arange(20) % 3, pa.int32()),
+                             "audio": pa.array(np.arange(20) % 5, pa.int32())}), tmp_path / "part.parquet")
+    perm = np.random.default_rng(0).permutation(20)
+    batch = pa.table({"video_id": vid[perm], "clip_index": clip.take(pa.array(perm)), "frames": pa.array([b"x"] * 20, pa.binary(1))})
+    kw = {"labels": str(tmp_path), "files": (str(tmp_path / "part.parquet"),), "heads": HEADS["xdc"], "val_fraction": 0.5}
+    val = round_rows(batch, **kw, rates=None)
+    row = {(v, c): i for i, (v, c) in enumerate(zip(vid, np.arange(20) % 2, strict=True))}
+    for v, c, pv, pa_ in zip(*(val[n].to_pylist() for n in ("video_id", "clip_index", "pl_video", "pl_audio")), strict=True):
+        assert (pv, pa_) == (row[v, c] % 5, row[v, c] % 3)  # video learns audio's clusters and vice versa
+    held = held_out(vid, 0.5)
+    assert 0 < held.sum() < 20 and val.num_rows == held.sum() and set(val["video_id"].to_pylist()) == set(vid[held])
+    train = round_rows(batch, **kw, rates={"video": np.full(5, 1.0), "audio": np.full(3, 1.0)})  # 1 + 1 draws per clip
+    assert train.num_rows == 2 * (~held).sum() and "frames" in train.column_names and not set(train["video_id"].to_pylist()) & set(vid[held])
