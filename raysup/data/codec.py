@@ -2,8 +2,10 @@
 
 Stored (one Parquet row per clip; frames at the video's own aspect, short side = ``size``):
 
-- ``frames``: list<binary>, the clip's T frames, each a JPEG (RGB, 4:2:0) of H×W;
-- ``flow``: list<binary>, the T−1 fields, each a grayscale JPEG (quality 95) of [2H, W]: dx above
+- ``frames``: binary, one JPEG (RGB, 4:2:0) of the clip's T frames of H×W stacked top to
+  bottom: [T·H, W, 3] (one encode and one decode call per clip; with a short side that is a
+  multiple of 16, the JPEG blocks never straddle two frames);
+- ``flow``: binary, one grayscale JPEG (quality 95) of [(T−1)·2H, W]: per field, dx above
   dy, each component companded to 8 bits as ``q = 128 + round(127·sign(f)·log(1+|f|/k)/log(1+R/k))``
   (R = ``flow_range`` px, motions beyond it are clipped; k = ``FLOW_KNEE_PX``): steps of
   ~0.03 px near zero, where most flow is, and coarser for fast motion; zero is exact. Two-stream
@@ -31,16 +33,16 @@ CROPS = ("centre", "random")
 DECODE_BATCH_BYTES = 16 * 1024**2  # decoded tensor bytes per map_batches batch
 
 
-def encode_frames(frames: np.ndarray, quality: int) -> list[bytes]:
-    """uint8 RGB [T,H,W,3] → T JPEG images."""
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    out = []
-    for f in frames:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), params)
-        if not ok:
-            raise ValueError("JPEG encoding failed")
-        out.append(buf.tobytes())
-    return out
+def encode_frames(frames: np.ndarray, quality: int) -> bytes:
+    """uint8 RGB [T,H,W,3] → one JPEG of the frames stacked top to bottom ([T·H, W, 3])."""
+    return _jpeg(cv2.cvtColor(frames.reshape(-1, *frames.shape[2:]), cv2.COLOR_RGB2BGR), quality)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding of a {img.shape} image failed")
+    return buf.tobytes()
 
 
 def quantise_flow(flow: np.ndarray, flow_range: float) -> np.ndarray:
@@ -60,16 +62,10 @@ def dequantise_flow(q: np.ndarray, flow_range: float) -> np.ndarray:
     return flow_levels(flow_range)[q]
 
 
-def encode_flow(flow: np.ndarray, flow_range: float) -> list[bytes]:
-    """float [T−1,H,W,2] pixels → T−1 grayscale JPEG images of [2H, W] (dx above dy)."""
-    q = quantise_flow(flow, flow_range)
-    out = []
-    for field in q:
-        ok, buf = cv2.imencode(".jpg", np.concatenate([field[..., 0], field[..., 1]], 0), [cv2.IMWRITE_JPEG_QUALITY, FLOW_QUALITY])
-        if not ok:
-            raise ValueError("JPEG encoding failed")
-        out.append(buf.tobytes())
-    return out
+def encode_flow(flow: np.ndarray, flow_range: float) -> bytes:
+    """float [T−1,H,W,2] pixels → one grayscale JPEG of [(T−1)·2H, W]: per field, dx above dy."""
+    q = quantise_flow(flow, flow_range).transpose(0, 3, 1, 2)  # [T−1,2,H,W]
+    return _jpeg(np.ascontiguousarray(q.reshape(-1, q.shape[-1])), FLOW_QUALITY)
 
 
 def crop_box(h: int, w: int, size: int, crop: str, rng: np.random.Generator) -> tuple[int, int]:
@@ -88,27 +84,25 @@ def _image(cell: bytes, flags: int) -> np.ndarray:
     return img
 
 
-def decode_clip(frames: list[bytes] | None, flow: list[bytes] | None, size: int, flow_range: float, crop: str,
+def decode_clip(frames: bytes | None, flow: bytes | None, size: int, flow_range: float, crop: str,
                 rng: np.random.Generator, frames_out: np.ndarray | None = None, flow_out: np.ndarray | None = None) -> tuple[int, int]:
     """Decode one clip's cells into ``frames_out`` uint8 [T,S,S,3] and ``flow_out`` [T−1,S,S,2]
-    (either may be None), cropped at one box; returns the box's (top, left)."""
+    (either may be None), both cropped at one box; returns the box's (top, left)."""
     box = None
     if frames is not None and frames_out is not None:
-        for t, cell in enumerate(frames):
-            img = _image(cell, cv2.IMREAD_COLOR_RGB)  # [H,W,3]
-            if box is None:
-                box = crop_box(img.shape[0], img.shape[1], size, crop, rng)
-            frames_out[t] = img[box[0] : box[0] + size, box[1] : box[1] + size]
+        img = _image(frames, cv2.IMREAD_COLOR_RGB)  # [T·H,W,3]
+        t = len(frames_out)
+        img = img.reshape(t, img.shape[0] // t, *img.shape[1:])  # [T,H,W,3]
+        box = crop_box(img.shape[1], img.shape[2], size, crop, rng)
+        frames_out[:] = img[:, box[0] : box[0] + size, box[1] : box[1] + size]
     if flow is not None and flow_out is not None:
-        levels = flow_levels(flow_range)
-        for t, cell in enumerate(flow):
-            img = _image(cell, cv2.IMREAD_GRAYSCALE)  # [2H,W]
-            h = img.shape[0] // 2
-            if box is None:
-                box = crop_box(h, img.shape[1], size, crop, rng)
-            top, cols = box[0], slice(box[1], box[1] + size)
-            for c in range(2):
-                flow_out[t, ..., c] = levels[img[c * h + top : c * h + top + size, cols]]
+        img = _image(flow, cv2.IMREAD_GRAYSCALE)  # [(T−1)·2H,W]
+        t = len(flow_out)
+        img = img.reshape(t, 2, img.shape[0] // (2 * t), img.shape[1])  # [T−1,2,H,W]
+        if box is None:
+            box = crop_box(img.shape[2], img.shape[3], size, crop, rng)
+        levels = img[:, :, box[0] : box[0] + size, box[1] : box[1] + size]  # [T−1,2,S,S]
+        flow_out[:] = flow_levels(flow_range)[levels.transpose(0, 2, 3, 1)]
     return box or (0, 0)
 
 

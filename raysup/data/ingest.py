@@ -115,7 +115,7 @@ class PreparedData:
         epoch instead (a groupby and a random_shuffle, two all-to-all exchanges) made a GDT epoch
         ~12 s in a two-trial sweep on 2 cores; with this, 1.7 s."""
         return (
-            self.dataset(columns)
+            self.dataset(columns, crop=None)
             .groupby("video_id", num_partitions=self.group_partitions(columns))
             .map_groups(pack_video, batch_format="pyarrow", fn_kwargs={"require": require})
             .random_shuffle()  # groups come out sorted by video id (often by class) within a partition

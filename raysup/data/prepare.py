@@ -377,11 +377,11 @@ class ShardWriter:
 
 
 def row_bytes(row: dict) -> int:
-    """Bytes of a clip row's tensor cells (numpy arrays, or lists of encoded images)."""
+    """Bytes of a clip row's tensor cells (numpy arrays or encoded images)."""
     n = 0
     for name in TENSOR_COLUMNS:
         v = row.get(name)
-        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else sum(len(b) for b in v)
+        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else len(v)
     return n
 
 
@@ -423,7 +423,7 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str 
     schema = arrow_schema(specs, encoding)
     cols = {}
     for field in schema:
-        if field.name in specs and pa.types.is_list(field.type):  # encoded images
+        if field.name in specs and pa.types.is_binary(field.type):  # encoded images
             cols[field.name] = [r.get(field.name) for r in rows]
         elif field.name in specs:
             cols[field.name] = [tensor_bytes(r.get(field.name), specs[field.name]) for r in rows]
@@ -639,10 +639,11 @@ def encoding_record(cfg: PrepareConfig) -> dict:
     it (before version 3) are ``{"format": "raw"}`` with the clip's own audio span."""
     rec: dict = {"format": cfg.encoding}
     if cfg.encoding == "jpeg" and not cfg.audio_only:
-        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "crop": [cfg.size, cfg.size]}
+        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "[T·H, W, 3] RGB, frames top to bottom",
+                         "crop": [cfg.size, cfg.size]}
         if cfg.flow != "none":
             rec["flow"] = {"codec": "jpeg", "quality": codec.FLOW_QUALITY, "quantisation": "log", "range_px": cfg.flow_range,
-                           "knee_px": codec.FLOW_KNEE_PX, "layout": "[2H,W] uint8: dx above dy"}
+                           "knee_px": codec.FLOW_KNEE_PX, "layout": "[(T-1)·2H, W] uint8: per field, dx above dy"}
     a = cfg.audio
     rec["audio"] = {"dtype": "float16", "seconds": cfg.audio_window_s, "centred_on_clip": True, "hop_ms": a.hop_ms,
                     "window_ms": a.window_ms, "sample_rate": a.sample_rate, "n_mels": a.n_mels, "edges": "zero padding"}

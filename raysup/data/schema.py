@@ -6,10 +6,10 @@
 | clip_index   | int32                      | index of the clip within its video               |
 | start_s      | float32                    | clip start in seconds                            |
 | frames       | raw: fixed_size_binary     | uint8 [T,S,S,3] (null for audio-only sets)       |
-|              | jpeg: list<binary>         | T JPEGs of H×W, short side S, the video's aspect |
+|              | jpeg: binary               | JPEG of [T·H,W,3]: short side S, video's aspect  |
 | audio        | fixed_size_binary, null ok | float16 log-mel [n_mels, n_frames] (null: no audio) |
 | flow         | raw: fixed_size_binary     | float16 [T-1,S,S,2] pixels/frame (null: flow off) |
-|              | jpeg: list<binary>         | T-1 8-bit JPEGs of [2H,W] (raysup.data.codec)    |
+|              | jpeg: binary               | 8-bit JPEG of [(T-1)·2H,W] (raysup.data.codec)   |
 | motion       | float32                    | mean flow magnitude (pixels/frame), 0 w/o flow   |
 
 Raw tensor columns are little-endian bytes of a fixed shape; shapes and dtypes (for jpeg
@@ -27,7 +27,7 @@ import pyarrow as pa
 
 TENSOR_COLUMNS = ("frames", "audio", "flow")
 SCALAR_COLUMNS = ("video_id", "clip_index", "start_s", "motion")
-ENCODED_COLUMNS = ("frames", "flow")  # list<binary> of images in the jpeg encoding
+ENCODED_COLUMNS = ("frames", "flow")  # binary: one image per clip in the jpeg encoding
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TensorSpec:
 
 def arrow_schema(specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Schema:
     """Arrow schema for clips with the given tensor columns (name → spec). With the ``jpeg``
-    encoding, frames and flow are list<binary> (one encoded image per frame or field:
+    encoding, frames and flow are binary (one encoded image per clip:
     :mod:`raysup.data.codec`); ``specs`` are then the shapes they decode to."""
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -58,7 +58,7 @@ def arrow_schema(specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Sche
     ]
     for name in TENSOR_COLUMNS:
         if name in specs and encoding == "jpeg" and name in ENCODED_COLUMNS:
-            fields.append(pa.field(name, pa.list_(pa.binary()), nullable=True))
+            fields.append(pa.field(name, pa.binary(), nullable=True))
         elif name in specs:
             fields.append(pa.field(name, pa.binary(specs[name].nbytes), nullable=True))
     fields.append(pa.field("motion", pa.float32(), nullable=False))
