@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
     s.add_argument("--encoding", choices=["jpeg", "raw"], help="jpeg: compressed frames (own aspect) and flow, decoded while reading "
                    "(default); raw: fixed-size tensors, centre square")
-    s.add_argument("--jpeg-quality", type=int, help="JPEG quality of the frames (default 90)")
+    s.add_argument("--jpeg-quality", type=int, help="JPEG quality of the frames (default 92)")
     s.add_argument("--flow-range", type=float, help="jpeg: stored flow is clipped to ±this many px per frame (default 128)")
     s.add_argument("--audio-seconds", type=float, help="audio window per clip, centred on the clip (default: the clip's span)")
     s.add_argument("--audio-hop-ms", type=float, help="log-mel hop in ms (default 10; 20 gives XDC's 40×100 for 2 s)")

@@ -76,7 +76,7 @@ class PrepareConfig:
     flow: FlowMethod = "farneback"
     audio_only: bool = False  # audio sets (ESC-50): no frames, files without video are fine
     encoding: str = "jpeg"  # "jpeg": compressed cells, frames at their own aspect (raysup.data.codec); "raw": fixed-size tensors
-    jpeg_quality: int = 90  # frames' JPEG quality (90: 37.7 dB PSNR on real footage, docs/performance.md)
+    jpeg_quality: int = 92  # frames' JPEG quality: the lowest with >= 35 dB PSNR on each real video of docs/performance.md
     flow_range: float = codec.FLOW_RANGE_PX  # jpeg: stored flow is clipped to ±flow_range px per frame
     sample_rate: int = 24000
     n_mels: int = 40
@@ -570,7 +570,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 # what an output prepared before these parameters existed was prepared with
-PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 90, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None}
+PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None}
 
 
 def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
