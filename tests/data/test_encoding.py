@@ -20,7 +20,7 @@ from tests.conftest import write_media
 
 
 def batches(ds) -> dict:
-    """Every row of ``ds`` through ClipCollate (what training and probing receive), by (video, clip)."""
+    """Every row of ``ds`` as one Arrow table."""
     table = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     return table
 
@@ -150,3 +150,20 @@ def test_sets_prepared_before_encodings_are_read_as_raw(ray_session, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="unknown encoding 'webp'.*re-prepare"):
         PreparedData(str(out)).dataset()
+
+
+@pytest.mark.slow
+def test_real_footage_trains_and_probes(real_prepared, tmp_path, capsys):
+    """The three real files, prepared with the default encoding: a tiny Cross and Learn run
+    and a linear probe read them through the decode stage."""
+    from raysup.cli import main
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video_id,label,split\nbigbuckbunny,animation,train\nbikes,street,train\ncityCC0,street,test\n")
+    run, data = str(tmp_path / "run"), real_prepared.uri
+    assert main(["train", "cross_and_learn", "--data", data, "--out", run, "--preset", "tiny", "--set", "epochs=1", "--set", "batch_size=8"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["steps"] >= 1 and np.isfinite(metrics["loss"])
+    assert main(["probe", run, "--data", data, "--labels", str(labels), "--json"]) == 0
+    accuracy = json.loads(capsys.readouterr().out)
+    assert set(accuracy) and all(0 <= v <= 1 for v in accuracy.values())
