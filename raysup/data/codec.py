@@ -120,10 +120,8 @@ def decode_clips(batch: pa.Table, *, layout: dict, crop: str = "centre") -> pa.T
             "flow": np.zeros((n, *layout["flow"]), np.float16) if "flow" in names else None}
     cells = {c: batch.column(c).to_pylist() for c in names}
     for i in range(n):
-        decode_clip(cells["frames"][i] if "frames" in names else None, cells["flow"][i] if "flow" in names else None,
-                    size, layout["flow_range"], crop, rng,
-                    outs["frames"][i] if outs["frames"] is not None else None,
-                    outs["flow"][i] if outs["flow"] is not None else None)
+        decode_clip(*(cells[c][i] if c in cells else None for c in ("frames", "flow")), size, layout["flow_range"], crop, rng,
+                    *(outs[c][i] if outs[c] is not None else None for c in ("frames", "flow")))
     for c in names:
         arr, valid = outs[c], batch.column(c).is_valid().to_numpy(zero_copy_only=False)
         width = arr[0].nbytes if n else int(np.prod(layout[c])) * arr.itemsize
