@@ -153,14 +153,24 @@ def test_sets_prepared_before_encodings_are_read_as_raw(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_footage_trains_and_probes(real_prepared, tmp_path, capsys):
-    """The three real files, prepared with the default encoding: a tiny Cross and Learn run
-    and a linear probe read them through the decode stage."""
+def test_real_footage_trains_and_probes(ray_session, real_videos, tmp_path, capsys):
+    """The three real files (each twice: the probe's classifier needs two training videos per
+    class), prepared with the default encoding: a tiny Cross and Learn run and a linear probe
+    read them through the decode stage."""
+    import shutil
+
     from raysup.cli import main
 
+    src = tmp_path / "src"
+    for copy in ("1", "2"):
+        (src / copy).mkdir(parents=True)
+        for name in ("bigbuckbunny.mp4", "bikes.mp4", "cityCC0.mpg"):
+            shutil.copy(f"{real_videos}/{name}", src / copy / name)
+    data = str(tmp_path / "prepared")
+    prepare(str(src), data, PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2))
     labels = tmp_path / "labels.csv"
-    labels.write_text("video_id,label,split\nbigbuckbunny,animation,train\nbikes,street,train\ncityCC0,street,test\n")
-    run, data = str(tmp_path / "run"), real_prepared.uri
+    labels.write_text("video_id,label,split\n" + "".join(f"{c}/bigbuckbunny,animation,train\n{c}/bikes,street,train\n{c}/cityCC0,street,test\n" for c in "12"))
+    run = str(tmp_path / "run")
     assert main(["train", "cross_and_learn", "--data", data, "--out", run, "--preset", "tiny", "--set", "epochs=1", "--set", "batch_size=8"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["steps"] >= 1 and np.isfinite(metrics["loss"])
