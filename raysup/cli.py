@@ -38,7 +38,9 @@ def cmd_prepare(a) -> None:
     cfg = from_dict(PrepareConfig, {k: v for k, v in {
         "clip_frames": a.clip_frames, "fps": a.fps, "size": a.size, "clip_stride_s": a.clip_stride,
         "max_clips_per_video": a.max_clips, "flow": a.flow, "audio_only": a.audio_only,
-        "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task,
+        "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task, "encoding": a.encoding,
+        "jpeg_quality": a.jpeg_quality, "flow_range": a.flow_range, "audio_seconds": a.audio_seconds, "hop_ms": a.audio_hop_ms,
+        "shard_mb": a.shard_mb,
     }.items() if v is not None})
     init_ray(a.address)
     m = prepare(a.src, a.out, cfg)
@@ -169,12 +171,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output folder or URI (rerun on the same one to resume)")
     s.add_argument("--clip-frames", type=int, help="frames per clip (default 8)")
     s.add_argument("--fps", type=float, help="frames are resampled to this rate (default 8)")
-    s.add_argument("--size", type=int, help="short side of the stored frames in pixels (default 32)")
+    s.add_argument("--size", type=int, help="short side of the stored frames in pixels; readers get size×size crops (default 32)")
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
     s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
-    s.add_argument("--videos-per-shard", type=int, help="input files per Ray Data task and Parquet shard (default 8)")
+    s.add_argument("--encoding", choices=["jpeg", "raw"], help="jpeg: compressed frames (own aspect) and flow, decoded while reading "
+                   "(default); raw: fixed-size tensors, centre square")
+    s.add_argument("--jpeg-quality", type=int, help="JPEG quality of the frames (default 92)")
+    s.add_argument("--flow-range", type=float, help="jpeg: stored flow is clipped to ±this many px per frame (default 128)")
+    s.add_argument("--audio-seconds", type=float, help="audio window per clip, centred on the clip (default: the clip's span)")
+    s.add_argument("--audio-hop-ms", type=float, help="log-mel hop in ms (default 10; 20 gives XDC's 40×100 for 2 s)")
+    s.add_argument("--videos-per-shard", type=int, help="input files per Ray Data task (each writes its own shards; default 8)")
+    s.add_argument("--shard-mb", type=float, help="a Parquet shard is closed at this many MB of clips (default 256)")
     s.add_argument("--cpus-per-task", type=float, help="logical CPUs per Ray Data task (default 1)")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)

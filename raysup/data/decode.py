@@ -131,9 +131,10 @@ def windows(samples: Iterable[tuple[float, T] | Gap], length: int, stride: int) 
             yield list(run)
 
 
-def video_samples(container: av.container.InputContainer, fps: float, size: int) -> Iterator[tuple[float, np.ndarray] | Gap]:
+def video_samples(container: av.container.InputContainer, fps: float, size: int, *, square: bool = True) -> Iterator[tuple[float, np.ndarray] | Gap]:
     """:func:`resample` over the decoded frames of the first video stream, each converted once
-    (resized to ``size`` on the short side, centre crop): (t, uint8 [H,W,3]) or :class:`Gap`.
+    (resized to ``size`` on the short side, then with ``square`` a centre crop to size×size):
+    (t, uint8 [H,W,3]) or :class:`Gap`.
     Decodes on one thread: ``prepare`` runs one decode per core, and FFmpeg's frame threads
     cost ~20% more CPU time on small videos."""
     stream = container.streams.video[0]
@@ -145,7 +146,7 @@ def video_samples(container: av.container.InputContainer, fps: float, size: int)
             yield s
             continue
         if s[1] is not last_frame:  # one conversion per source frame, however often it repeats
-            last_frame, last_img = s[1], _resize_crop(s[1], size, reformatter)
+            last_frame, last_img = s[1], _resize_crop(s[1], size, reformatter, square)
         yield s[0], last_img
 
 
@@ -165,11 +166,17 @@ def video_times(container: av.container.InputContainer) -> list[float]:
         return sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None and p.size)
 
 
-def _resize_crop(frame: av.VideoFrame, size: int, reformatter: VideoReformatter) -> np.ndarray:
-    w, h = frame.width, frame.height
+def short_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """(H', W') of an H×W frame resized to ``size`` on its short side, aspect kept."""
     scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    return max(size, round(h * scale)), max(size, round(w * scale))
+
+
+def _resize_crop(frame: av.VideoFrame, size: int, reformatter: VideoReformatter, square: bool = True) -> np.ndarray:
+    nh, nw = short_side_shape(frame.height, frame.width, size)
     img = reformatter.reformat(frame, width=nw, height=nh, format="rgb24").to_ndarray()  # [H',W',3]
+    if not square:
+        return img
     top, left = (nh - size) // 2, (nw - size) // 2
     return np.ascontiguousarray(img[top : top + size, left : left + size])
 

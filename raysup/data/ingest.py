@@ -11,6 +11,8 @@ import pyarrow.fs as pafs
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
+from raysup.config import ConfigError
+from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.prepare import DATA_DIR, MANIFEST
 from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, resolve
@@ -42,8 +44,18 @@ class PreparedData:
     def video_ids(self) -> list[str]:
         return sorted(self.manifest["videos"])
 
-    def dataset(self, columns: list[str] | None = None):
-        """The clips as a streaming Ray Dataset (only ``columns`` are read, if given).
+    @property
+    def encoding(self) -> dict:
+        """How the cells are stored (manifest ``encoding``); sets prepared before it existed are raw."""
+        enc = self.manifest.get("encoding", {"format": "raw"})
+        if enc.get("format") not in ENCODINGS:
+            raise ConfigError(f"{self.uri}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
+        return enc
+
+    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre"):
+        """The clips as a streaming Ray Dataset (only ``columns`` are read, if given), with the
+        cells of a compressed set decoded to ``specs`` by :meth:`decode` (``crop``: "centre" for
+        evaluation and features, "random" for training; None: the stored cells).
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
         blocks, for block-order shuffling and parallel reads): one task per small shard cost
@@ -58,10 +70,32 @@ class PreparedData:
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.specs]
         shards = self.shards()
-        row_bytes = sum(s.nbytes for name, s in self.specs.items() if columns is None or name in columns)
-        blocks = math.ceil(row_bytes * self.manifest["counts"]["clips"] / BLOCK_BYTES)
+        blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
         blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
-        return ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks)
+        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks)
+        return ds if crop is None else self.decode(ds, crop)
+
+    def decode(self, ds, crop: str = "centre"):
+        """``ds`` (rows of this set's stored cells, e.g. clips drawn from :meth:`videos`) with
+        compressed frames and flow decoded to the raw encoding's tensors of ``specs``, cropped to
+        size×size (:func:`raysup.data.codec.decode_clips`): a ``map_batches`` stage of CPU tasks
+        that Ray may run on any node. Raw sets come back unchanged."""
+        if crop not in CROPS:
+            raise ValueError(f"crop: must be one of {', '.join(CROPS)}, got {crop!r}")
+        if self.encoding["format"] == "raw":
+            return ds
+        specs = self.specs
+        layout = {"size": self.manifest["params"]["size"], "flow_range": self.encoding.get("flow", {}).get("range_px", 0.0),
+                  "frames": list(specs["frames"].shape) if "frames" in specs else None,
+                  "flow": list(specs["flow"].shape) if "flow" in specs else None}
+        return ds.map_batches(decode_clips, batch_format="pyarrow", batch_size=decode_batch_rows(layout),
+                              fn_kwargs={"layout": layout, "crop": crop}, zero_copy_batch=True)
+
+    def stored_bytes(self, columns: list[str] | None = None) -> float:
+        """About how many bytes of tensor cells a clip holds on disk (for block sizes)."""
+        if self.encoding["format"] == "raw" or "bytes" not in self.manifest:
+            return sum(s.nbytes for name, s in self.specs.items() if columns is None or name in columns)
+        return self.manifest["bytes"] / max(1, self.manifest["counts"]["clips"])
 
     def shards(self) -> list[str]:
         """The committed Parquet shards, relative to the folder: those the manifest lists, never
@@ -74,14 +108,14 @@ class PreparedData:
         return sorted(f"{DATA_DIR}/{f.base_name}" for f in files if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
     def videos(self, columns: list[str], *, require: tuple[str, ...] = ()):
-        """One row per video (:func:`raysup.data.tables.pack_video`: a list of its clips' values
-        per column), in random order, materialised in the object store (Ray spills it to disk
-        when it does not fit in memory). Methods that draw clips per video every epoch map
-        :func:`raysup.data.tables.draw_video_clips` over it. Grouping the clips afresh every
+        """One row per video (:func:`raysup.data.tables.pack_video`: a list of its clips' stored
+        cells per column), in random order, materialised in the object store (Ray spills it to
+        disk when it does not fit in memory). Methods that draw clips per video every epoch map
+        :func:`raysup.data.tables.draw_video_clips` over it, then :meth:`decode` the drawn clips. Grouping the clips afresh every
         epoch instead (a groupby and a random_shuffle, two all-to-all exchanges) made a GDT epoch
         ~12 s in a two-trial sweep on 2 cores; with this, 1.7 s."""
         return (
-            self.dataset(columns)
+            self.dataset(columns, crop=None)
             .groupby("video_id", num_partitions=self.group_partitions(columns))
             .map_groups(pack_video, batch_format="pyarrow", fn_kwargs={"require": require})
             .random_shuffle()  # groups come out sorted by video id (often by class) within a partition
@@ -91,7 +125,7 @@ class PreparedData:
     def group_partitions(self, columns: list[str], target_bytes: int = 64 * 1024**2) -> int:
         """Hash-shuffle partitions for grouping clips by video, about ``target_bytes`` each
         (Ray's default of 200 partitions cost ~20 s on the 720-clip test set)."""
-        per_clip = sum(s.nbytes for name, s in self.specs.items() if name in columns)
+        per_clip = self.stored_bytes(columns)
         return int(min(200, max(1, -(-self.manifest["counts"]["clips"] * per_clip // target_bytes))))
 
 

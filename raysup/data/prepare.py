@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import socket
@@ -34,6 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysup.config import ConfigError, to_dict
+from raysup.data import codec
 from raysup.data.audio import AudioConfig, log_mel
 from raysup.data.decode import (
     MAX_GAP_S,
@@ -49,7 +51,7 @@ from raysup.data.decode import (
     windows,
 )
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
-from raysup.data.schema import TensorSpec, arrow_schema, tensor_bytes
+from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
@@ -59,7 +61,7 @@ DATA_DIR = "data"
 PROGRESS_DIR = "_progress"
 TMP_DIR = f"{PROGRESS_DIR}/tmp"  # shards being written
 LOCK = f"{PROGRESS_DIR}/lock.json"
-ROW_GROUP_BYTES = 16 * 1024**2  # tensor bytes of clips a task holds before writing them out
+ROW_GROUP_BYTES = 16 * 1024**2  # cell bytes of clips a task holds before writing them out
 HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
 STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
 
@@ -68,16 +70,21 @@ STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
 class PrepareConfig:
     clip_frames: int = 8  # T frames per clip
     fps: float = 8.0  # frames are resampled to this rate
-    size: int = 32  # short side resized to this, then centre crop size×size
+    size: int = 32  # short side resized to this (raw: then centre crop size×size); readers get size×size crops
     clip_stride_s: float = 0.0  # 0: non-overlapping clips
     max_clips_per_video: int = 0  # 0: every clip; else evenly spaced clips
     flow: FlowMethod = "farneback"
     audio_only: bool = False  # audio sets (ESC-50): no frames, files without video are fine
+    encoding: str = "jpeg"  # "jpeg": compressed cells, frames at their own aspect (raysup.data.codec); "raw": fixed-size tensors
+    jpeg_quality: int = 92  # frames' JPEG quality: the lowest with >= 35 dB PSNR on each real video of docs/performance.md
+    flow_range: float = codec.FLOW_RANGE_PX  # jpeg: stored flow is clipped to ±flow_range px per frame
     sample_rate: int = 24000
     n_mels: int = 40
     window_ms: float = 20.0
     hop_ms: float = 10.0
-    videos_per_shard: int = 8
+    audio_seconds: float | None = None  # audio window centred on the clip's centre; None: the clip's own span
+    videos_per_shard: int = 8  # inputs per Ray Data task; a task writes one shard, or more when it exceeds shard_mb
+    shard_mb: float = 256.0  # a shard is closed once its cells reach this many MB
     cpus_per_task: float = 1.0
 
     def validate(self) -> None:
@@ -91,19 +98,33 @@ class PrepareConfig:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.clip_stride_s < 0 or self.max_clips_per_video < 0:
             raise ValueError("clip_stride_s/max_clips_per_video: must be >= 0")
+        if self.encoding not in codec.ENCODINGS:
+            raise ValueError(f"encoding: must be one of {', '.join(codec.ENCODINGS)}, got {self.encoding!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality: must be in 1..100, got {self.jpeg_quality}")
+        for name in ("flow_range", "shard_mb"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.audio_seconds is not None and self.audio_seconds * self.sample_rate < self.audio.n_fft:
+            raise ValueError(f"audio_seconds: {self.audio_seconds} s is shorter than one {self.window_ms} ms window")
 
     @property
     def clip_seconds(self) -> float:
         return self.clip_frames / self.fps
 
     @property
+    def audio_window_s(self) -> float:
+        """Seconds of audio per clip (``audio_seconds``, else the clip's span)."""
+        return self.clip_seconds if self.audio_seconds is None else self.audio_seconds
+
+    @property
     def audio(self) -> AudioConfig:
         return AudioConfig(self.sample_rate, self.n_mels, self.window_ms, self.hop_ms)
 
     def tensor_specs(self) -> dict[str, TensorSpec]:
-        """Shapes of the tensor columns these parameters produce."""
+        """Shapes of the tensor columns readers get (the ``jpeg`` encoding's cells decode to these)."""
         t, s = self.clip_frames, self.size
-        specs = {"audio": TensorSpec((self.n_mels, self.audio.n_frames(self.clip_seconds)), "float16")}
+        specs = {"audio": TensorSpec((self.n_mels, self.audio.n_frames(self.audio_window_s)), "float16")}
         if not self.audio_only:
             specs["frames"] = TensorSpec((t, s, s, 3), "uint8")
             if self.flow != "none":
@@ -222,7 +243,8 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
     """One input's clip rows (schema columns, tensors as numpy), streamed: decoding holds one
     clip's frames and audio. Video and audio are read through two handles on the input, each
     at its own pace, aligned by their timestamps."""
-    clip_s = cfg.clip_seconds
+    clip_s, audio_s = cfg.clip_seconds, cfg.audio_window_s
+    jpeg = cfg.encoding == "jpeg"
     with contextlib.ExitStack() as stack:
         audio_c = stack.enter_context(open_media(stack.enter_context(opener())))
         check_streams(audio_c, want_video=not cfg.audio_only)
@@ -232,7 +254,7 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             clips = _audio_windows(track, cfg, stats)
         else:
             video_c = stack.enter_context(open_media(stack.enter_context(opener())))
-            clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size), cfg, stats)
+            clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size, square=not jpeg), cfg, stats)
         keep = thin(_count_clips(opener, cfg), cfg.max_clips_per_video) if cfg.max_clips_per_video else None
         t0 = None
         for i, (t, frames) in enumerate(clips):
@@ -240,13 +262,13 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             if keep is not None and i not in keep:
                 continue
             row = {"video_id": video_id, "clip_index": stats.clips, "start_s": t - t0, "motion": 0.0}
-            if track is not None:
-                row["audio"] = log_mel(track.read(t, clip_s), cfg.audio, clip_s).astype(np.float16)
+            if track is not None:  # centred on the clip; silence where the window overhangs the audio
+                row["audio"] = log_mel(track.read(t + (clip_s - audio_s) / 2, audio_s), cfg.audio, audio_s).astype(np.float16)
             if frames is not None:
-                row["frames"] = frames  # [T,H,W,3]
+                row["frames"] = codec.encode_frames(frames, cfg.jpeg_quality) if jpeg else frames  # [T,H,W,3]
                 if cfg.flow != "none":
                     flow = compute_flow(frames, cfg.flow)  # [T-1,H,W,2]
-                    row["flow"] = flow.astype(np.float16)
+                    row["flow"] = codec.encode_flow(flow, cfg.flow_range) if jpeg else flow.astype(np.float16)
                     row["motion"] = motion_magnitude(flow)
             stats.clips += 1
             yield row
@@ -288,17 +310,18 @@ def _video_windows(samples, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tu
 
 
 def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, None]]:
-    """(start time, None) of every clip-long window of the audio; after a long gap the
-    windows restart where the audio does."""
-    t, clip_s = track.first_time(), cfg.clip_seconds
+    """(clip start time, None) of every window of ``audio_window_s`` of the audio (the clip is
+    centred in it); after a long gap the windows restart where the audio does."""
+    t, clip_s = track.first_time(), cfg.audio_window_s
     stride_s = _stride(cfg) / cfg.fps
+    shift = (clip_s - cfg.clip_seconds) / 2  # the clip a window is centred on starts this much later
     while t is not None:
         track.read(t, clip_s)
         if track.start > t + 1e-6:  # a new stretch after a gap
             stats.gaps += 1
             t = track.start
         elif track.end + 1e-6 >= t + clip_s:
-            yield t, None
+            yield t + shift, None
             t += stride_s
         elif track.pending is not None:  # the stretch ends inside this window: go to the next
             t = track.end
@@ -308,36 +331,58 @@ def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> I
 
 
 class ShardWriter:
-    """Clip rows → one Parquet file, in row groups of about ``ROW_GROUP_BYTES``: only one row
-    group is ever held in memory. The file is created with the first row group."""
+    """Clip rows → Parquet files, in row groups of about ``ROW_GROUP_BYTES`` of cells: only one
+    row group is ever held in memory. A file is created with its first row group and closed
+    once its cells reach ``max_bytes``; the next row starts a new one. ``path`` names the first
+    file; the k-th is ``<path without .parquet>-<k>.parquet``."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str, specs: dict[str, TensorSpec]):
-        self.fs, self.path, self.specs = fs, path, specs
-        self.rows_per_group = max(1, ROW_GROUP_BYTES // max(1, sum(s.nbytes for s in specs.values())))
+    def __init__(self, fs: pafs.FileSystem, path: str, specs: dict[str, TensorSpec], encoding: str = "raw", max_bytes: float = math.inf):
+        self.fs, self.path, self.specs, self.encoding, self.max_bytes = fs, path, specs, encoding, max_bytes
         self.pending: list[dict] = []
+        self.pending_bytes = self.file_bytes = 0
         self.rows = 0
+        self.paths: list[str] = []  # files written, in order
         self.writer: pq.ParquetWriter | None = None
 
     def write(self, row: dict) -> None:
         self.pending.append(row)
-        if len(self.pending) >= self.rows_per_group:
+        self.pending_bytes += row_bytes(row)
+        if self.pending_bytes >= min(ROW_GROUP_BYTES, self.max_bytes - self.file_bytes):
             self._flush()
+        if self.file_bytes >= self.max_bytes:
+            self._close_file()
 
     def _flush(self) -> None:
         if not self.pending:
             return
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, arrow_schema(self.specs), filesystem=self.fs)
-        self.writer.write_table(rows_to_table(self.pending, self.specs))
+            stem = self.path[: -len(".parquet")]
+            self.paths.append(self.path if not self.paths else f"{stem}-{len(self.paths)}.parquet")
+            self.writer = pq.ParquetWriter(self.paths[-1], arrow_schema(self.specs, self.encoding), filesystem=self.fs)
+        self.writer.write_table(rows_to_table(self.pending, self.specs, self.encoding))
         self.rows += len(self.pending)
-        self.pending = []
+        self.file_bytes += self.pending_bytes
+        self.pending, self.pending_bytes = [], 0
+
+    def _close_file(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer, self.file_bytes = None, 0
 
     def close(self) -> int:
         """Rows written (0: no file)."""
         self._flush()
-        if self.writer is not None:
-            self.writer.close()
+        self._close_file()
         return self.rows
+
+
+def row_bytes(row: dict) -> int:
+    """Bytes of a clip row's tensor cells (numpy arrays or encoded images)."""
+    n = 0
+    for name in TENSOR_COLUMNS:
+        v = row.get(name)
+        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else len(v)
+    return n
 
 
 def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConfig, writer: ShardWriter) -> Outcome:
@@ -374,11 +419,13 @@ def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConf
     return Outcome(video_id, path, "ok", reason, stats.clips, stats.has_audio, stats.gaps)
 
 
-def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec]) -> pa.Table:
-    schema = arrow_schema(specs)
+def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Table:
+    schema = arrow_schema(specs, encoding)
     cols = {}
     for field in schema:
-        if field.name in specs:
+        if field.name in specs and pa.types.is_binary(field.type):  # encoded images
+            cols[field.name] = [r.get(field.name) for r in rows]
+        elif field.name in specs:
             cols[field.name] = [tensor_bytes(r.get(field.name), specs[field.name]) for r in rows]
         else:
             cols[field.name] = [r[field.name] for r in rows]
@@ -398,15 +445,16 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     src_fs, _ = resolve(src)
     out_fs, out_root = resolve(out)
     name = f"part-{uuid.uuid4().hex}"
-    writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs())
+    writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs(), cfg.encoding, cfg.shard_mb * 1024**2)
     outcomes = [process_file(str(p), str(v), src_fs, cfg, writer) for p, v in zip(batch["path"], batch["video_id"])]
-    shards = [f"{DATA_DIR}/{name}.parquet"] if writer.close() else []
+    writer.close()
+    shards = [f"{DATA_DIR}/{path.rsplit('/', 1)[1]}" for path in writer.paths]
     if _lock_token(out_fs, out_root) != lock_token:
         raise RuntimeError(f"{redact(out)}: the lock of this prepare was taken over by another run; not committing")
     # the record names the shard before the shard arrives: the move commits both
     write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", {"shards": shards, "outcomes": [dataclasses.asdict(o) for o in outcomes]})
-    for shard in shards:
-        out_fs.move(f"{out_root}/{TMP_DIR}/{name}.parquet", f"{out_root}/{shard}")
+    for shard in shards:  # the last one to arrive commits (committed() deletes the others of an interrupted commit)
+        out_fs.move(f"{out_root}/{TMP_DIR}/{shard.rsplit('/', 1)[1]}", f"{out_root}/{shard}")
     return {
         "video_id": np.array([o.video_id for o in outcomes]),
         "status": np.array([o.status for o in outcomes]),
@@ -425,9 +473,12 @@ def committed(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
         record = read_json(out_fs, f.path)
         if isinstance(record, list):  # written before records named their shard
             record = {"shards": [f"{DATA_DIR}/{f.base_name[:-5]}.parquet"] if any(o["clips"] for o in record) else [], "outcomes": record}
-        if all(exists(out_fs, f"{out_root}/{s}") for s in record["shards"]):
+        present = [s for s in record["shards"] if exists(out_fs, f"{out_root}/{s}")]
+        if len(present) == len(record["shards"]):
             records.append(record)
-        else:
+        else:  # the shards this record names are prepare's own: those that arrived go too
+            for s in present:
+                out_fs.delete_file(f"{out_root}/{s}")
             out_fs.delete_file(f.path)
     tmp = f"{out_root}/{TMP_DIR}"
     if exists(out_fs, tmp):
@@ -518,15 +569,19 @@ def _pid_alive(pid: int) -> bool:
     return pid > 0
 
 
+# what an output prepared before these parameters existed was prepared with
+PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None}
+
+
 def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
     """Refuse to add to an output prepared from another source or with other parameters."""
     path = f"{out_root}/{PROGRESS_DIR}/params.json"
     if not exists(out_fs, path):
         return
-    old = read_json(out_fs, path)
+    old = {**PARAMS_BEFORE_ENCODINGS, **read_json(out_fs, path)}
     if old.get("source", source) != source:
         raise ConfigError(f"source: {redact(out)} was prepared from {old['source']}, not {source}; use a new output folder")
-    diff = [k for k in params if k not in ("videos_per_shard", "cpus_per_task") and old.get(k) != params[k]]
+    diff = [k for k in params if k not in ("videos_per_shard", "shard_mb", "cpus_per_task") and old.get(k) != params[k]]
     if diff:
         raise ConfigError(f"{diff[0]}: {redact(out)} was prepared with {diff[0]}={old.get(diff[0])!r}, not {params[diff[0]]!r}; use a new output folder")
 
@@ -574,8 +629,25 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
         outcomes = [o for r in records for o in r["outcomes"]] + [dataclasses.asdict(o) for o in extra]
         shards = sorted(s for r in records for s in r["shards"])
         manifest = build_manifest(source, cfg, sorted(outcomes, key=lambda o: o["video_id"]), shards)
+        manifest["bytes"] = sum(f.size for f in out_fs.get_file_info([f"{out_root}/{s}" for s in shards]))
         write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
     return manifest
+
+
+def encoding_record(cfg: PrepareConfig) -> dict:
+    """How the cells are stored (manifest ``encoding``; docs/data-format.md). Manifests without
+    it (before version 3) are ``{"format": "raw"}`` with the clip's own audio span."""
+    rec: dict = {"format": cfg.encoding}
+    if cfg.encoding == "jpeg" and not cfg.audio_only:
+        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "[T·H, W, 3] RGB, frames top to bottom",
+                         "crop": [cfg.size, cfg.size]}
+        if cfg.flow != "none":
+            rec["flow"] = {"codec": "jpeg", "quality": codec.FLOW_QUALITY, "quantisation": "log", "range_px": cfg.flow_range,
+                           "knee_px": codec.FLOW_KNEE_PX, "layout": "[(T-1)·2H, W] uint8: per field, dx above dy"}
+    a = cfg.audio
+    rec["audio"] = {"dtype": "float16", "seconds": cfg.audio_window_s, "centred_on_clip": True, "hop_ms": a.hop_ms,
+                    "window_ms": a.window_ms, "sample_rate": a.sample_rate, "n_mels": a.n_mels, "edges": "zero padding"}
+    return rec
 
 
 def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict], shards: list[str] | None = None) -> dict:
@@ -584,10 +656,11 @@ def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict], shards: l
     ok = [o for o in outcomes if o["status"] == "ok"]
     skipped = [o for o in outcomes if o["status"] == "skipped"]
     manifest = {
-        "version": 2 if shards is not None else 1,
+        "version": 3 if shards is not None else 1,
         "source": redact(src),
         "params": to_dict(cfg),
         "columns": {k: v.to_dict() for k, v in cfg.tensor_specs().items()},
+        "encoding": encoding_record(cfg),
         "counts": {
             "inputs": len(outcomes),
             "videos": len(ok),

@@ -5,14 +5,17 @@
 | video_id     | string                     | path under the source root, no extension, '/'    |
 | clip_index   | int32                      | index of the clip within its video               |
 | start_s      | float32                    | clip start in seconds                            |
-| frames       | fixed_size_binary, null ok | uint8 [T,H,W,3] (null for audio-only sets)       |
+| frames       | raw: fixed_size_binary     | uint8 [T,S,S,3] (null for audio-only sets)       |
+|              | jpeg: binary               | JPEG of [T·H,W,3]: short side S, video's aspect  |
 | audio        | fixed_size_binary, null ok | float16 log-mel [n_mels, n_frames] (null: no audio) |
-| flow         | fixed_size_binary, null ok | float16 [T-1,H,W,2] pixels/frame (null: flow off) |
+| flow         | raw: fixed_size_binary     | float16 [T-1,S,S,2] pixels/frame (null: flow off) |
+|              | jpeg: binary               | 8-bit JPEG of [(T-1)·2H,W] (raysup.data.codec)   |
 | motion       | float32                    | mean flow magnitude (pixels/frame), 0 w/o flow   |
 
-Tensor columns are raw little-endian bytes of a fixed shape; shapes and dtypes are
-in the Parquet schema metadata (key ``raysup``) and in ``manifest.json``. Reading
-them is a zero-parse ``np.frombuffer`` over the Arrow data buffer.
+Raw tensor columns are little-endian bytes of a fixed shape; shapes and dtypes (for jpeg
+sets: the shapes the cells decode to) are in the Parquet schema metadata (key ``raysup``)
+and in ``manifest.json``. Reading them is a zero-parse ``np.frombuffer`` over the Arrow
+data buffer; jpeg cells are decoded by a Ray Data stage (:func:`raysup.data.codec.decode_clips`).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import pyarrow as pa
 
 TENSOR_COLUMNS = ("frames", "audio", "flow")
 SCALAR_COLUMNS = ("video_id", "clip_index", "start_s", "motion")
+ENCODED_COLUMNS = ("frames", "flow")  # binary: one image per clip in the jpeg encoding
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,19 @@ class TensorSpec:
         return TensorSpec(tuple(int(x) for x in d["shape"]), str(d["dtype"]))
 
 
-def arrow_schema(specs: dict[str, TensorSpec]) -> pa.Schema:
-    """Arrow schema for clips with the given tensor columns (name → spec)."""
+def arrow_schema(specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Schema:
+    """Arrow schema for clips with the given tensor columns (name → spec). With the ``jpeg``
+    encoding, frames and flow are binary (one encoded image per clip:
+    :mod:`raysup.data.codec`); ``specs`` are then the shapes they decode to."""
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("clip_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float32(), nullable=False),
     ]
     for name in TENSOR_COLUMNS:
-        if name in specs:
+        if name in specs and encoding == "jpeg" and name in ENCODED_COLUMNS:
+            fields.append(pa.field(name, pa.binary(), nullable=True))
+        elif name in specs:
             fields.append(pa.field(name, pa.binary(specs[name].nbytes), nullable=True))
     fields.append(pa.field("motion", pa.float32(), nullable=False))
     meta = {"raysup": json.dumps({k: v.to_dict() for k, v in specs.items()})}

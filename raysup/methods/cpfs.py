@@ -217,9 +217,9 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     check(cfg, data)
     clips_of = data.manifest["videos"]  # video id → its number of clips
     val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]
-    clips = data.dataset(list(COLUMNS))
-    datasets = {"train": clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order()}
+    clips = data.dataset(list(COLUMNS), crop=None)
+    datasets = {"train": data.decode(clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order(), "random")}
     if val_ids:
-        datasets["val"] = clips.filter(expr=col("video_id").is_in(val_ids))
+        datasets["val"] = data.decode(clips.filter(expr=col("video_id").is_in(val_ids)))
     rows = sum(clips_of.values()) - sum(clips_of[v] for v in val_ids)
     return fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

@@ -203,9 +203,9 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 
 def train_dataset(cfg: TrainConfig, data: PreparedData):
     """Each epoch's motion-weighted pairs (see the module docstring) as a Ray Dataset."""
-    return data.videos(list(COLUMNS)).map_batches(
+    return data.decode(data.videos(list(COLUMNS)).map_batches(
         draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"}
-    )
+    ), "random")
 
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:

@@ -308,11 +308,11 @@ def audio_videos(data: PreparedData) -> int:
 # --- data -------------------------------------------------------------------------------------
 def train_dataset(cfg: Config, data: PreparedData):
     """Each epoch's clips (see the module docstring) as a Ray Dataset."""
-    return data.videos(list(COLUMNS), require=("audio",)).map_batches(
+    return data.decode(data.videos(list(COLUMNS), require=("audio",)).map_batches(
         draw_video_clips,
         batch_format="pyarrow",
         fn_kwargs={"draws": cfg.draws_per_epoch, "first_only": not cfg.temporal_jitter, "async_audio": not cfg.sync},
-    )
+    ), "random")
 
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:

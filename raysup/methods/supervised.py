@@ -104,5 +104,6 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or len(classes)))
     # the labelled clips are read and joined once, not every epoch (they are the small labelled
     # subset; the object store spills them to disk if not)
-    ds = join_columns(data.dataset(list(COLUMNS)), ["video_id"], labels_table(train_ids)).materialize().randomize_block_order()
-    return fit(cfg, build, {"train": ds}, run_dir, data.specs, rows_per_epoch=ds.count(), resume=resume, callbacks=callbacks)
+    ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
+    return fit(cfg, build, {"train": data.decode(ds.randomize_block_order(), "random")}, run_dir, data.specs, rows_per_epoch=ds.count(),
+               resume=resume, callbacks=callbacks)

@@ -155,7 +155,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
     truth_of = label_of(read_labels_csv(labels)) if labels else None
     no_audio = set(data.manifest.get("no_audio", []))
-    clips = data.dataset(list(COLUMNS))
+    clips = data.dataset(list(COLUMNS), crop=None)  # stored cells; decoded after each round's draw
     if no_audio:
         clips = clips.filter(lambda row: row["video_id"] not in no_audio)
     clusterings = [Clustering(name, columns) for name, columns in CLUSTERINGS[m.variant].items()]
@@ -179,7 +179,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
                 if exists(fs, folder):
                     fs.delete_dir(folder)
             t = time.perf_counter()
-            write_features(clips, features, cfg, build, data.specs, init, encoders=("audio", "video"))
+            write_features(data.decode(clips), features, cfg, build, data.specs, init, encoders=("audio", "video"))
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
             cstats = cluster_features(
@@ -195,9 +195,10 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         n_draw = int(round(m.epoch_size * n_train))
         rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
-        datasets = {"train": clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()}
+        datasets = {"train": data.decode(clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
+                                         .randomize_block_order(), "random")}
         if n_train < cstats["rows"]:
-            datasets["val"] = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow")
+            datasets["val"] = data.decode(clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow"))
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
         metrics = fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=n_draw, name=name, resume=resume, init_checkpoint=init,
                       callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra)

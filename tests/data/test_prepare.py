@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from raysup.config import ConfigError
+from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare, thin
@@ -115,11 +117,15 @@ def test_prepare_counts_reasons_and_columns(ray_session, messy_source, tmp_path)
     assert rows[("good/b", 2)]["start_s"] == pytest.approx(2.0)
     assert rows[("silent", 0)]["audio"] is None and rows[("good/a", 0)]["audio"] is not None
     meta = json.loads(table.schema.metadata[b"raysup"])
-    assert meta["frames"] == {"shape": [8, 32, 32, 3], "dtype": "uint8"}
+    assert meta["frames"] == {"shape": [8, 32, 32, 3], "dtype": "uint8"}  # what readers get: size×size crops
     assert meta["audio"] == {"shape": [40, 99], "dtype": "float16"}
-    flow = np.frombuffer(rows[("good/a", 0)]["flow"], np.float16).reshape(7, 32, 32, 2)
-    assert rows[("good/a", 0)]["motion"] == pytest.approx(np.linalg.norm(flow.astype(np.float32), axis=-1).mean(), rel=1e-2)
-    assert rows[("good/a", 0)]["motion"] > 0  # the bar moves
+    # stored: one JPEG of the 8 48×64 frames at a short side of 32, one of the 7 flow fields' dx, dy
+    a0 = rows[("good/a", 0)]
+    assert cv2.imdecode(np.frombuffer(a0["frames"], np.uint8), cv2.IMREAD_COLOR).shape == (8 * 32, 43, 3)
+    assert cv2.imdecode(np.frombuffer(a0["flow"], np.uint8), cv2.IMREAD_GRAYSCALE).shape == (7 * 2 * 32, 43)
+    flow = np.zeros((7, 32, 32, 2), np.float32)
+    decode_clip(None, a0["flow"], 32, CFG.flow_range, "centre", np.random.default_rng(), flow_out=flow)
+    assert a0["motion"] > 0  # the bar moves
     assert flow[..., 0].max() > 1.0 and flow[..., 0].max() > 4 * np.abs(flow[..., 1]).max()  # to the right
 
 
@@ -161,10 +167,10 @@ def test_prepare_audio_only(ray_session, tmp_path):
 
 def test_videos_groups_every_clip_once_in_clip_order(prepared):
     """``PreparedData.videos`` (what GDT and Cross and Learn draw their clips from): one row per
-    video holding exactly that video's clips, in clip order, frames included byte for byte."""
+    video holding exactly that video's clips, in clip order, stored frames included byte for byte."""
     data, _ = prepared
     columns = ["video_id", "clip_index", "frames"]
-    clips = pa.concat_tables(data.dataset(columns).iter_batches(batch_size=None, batch_format="pyarrow"))
+    clips = pa.concat_tables(data.dataset(columns, crop=None).iter_batches(batch_size=None, batch_format="pyarrow"))
     packed = pa.concat_tables(data.videos(columns).iter_batches(batch_size=None, batch_format="pyarrow"))
     assert sorted(packed["video_id"].to_pylist()) == data.video_ids
     assert packed["video_id"].to_pylist() != data.video_ids  # shuffled, not sorted by class

@@ -10,6 +10,7 @@ import sys
 import time
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -52,7 +53,7 @@ def write_timed(path, times, size=(48, 64)):
 def clips_of(path, cfg=CFG, tmp=None):
     """(outcome, clip rows) of one input through the task's code path (no Ray)."""
     out = os.path.join(str(tmp), "shard.parquet")
-    writer = ShardWriter(pafs.LocalFileSystem(), out, cfg.tensor_specs())
+    writer = ShardWriter(pafs.LocalFileSystem(), out, cfg.tensor_specs(), cfg.encoding)
     outcome = process_file(str(path), "v", pafs.LocalFileSystem(), cfg, writer)
     rows = pq.read_table(out).to_pylist() if writer.close() else []
     return outcome, rows
@@ -172,7 +173,7 @@ def test_clips_honour_the_start_time(tmp_path):
     """2 s of frames starting at 30 s: 2 clips of distinct frames, not 32 of repeats."""
     outcome, rows = clips_of(write_timed(tmp_path / "late.mkv", [30 + i / 16 for i in range(32)]), tmp=tmp_path)
     assert outcome.clips == 2 and [r["start_s"] for r in rows] == [0.0, 1.0]
-    frames = np.concatenate([np.frombuffer(r["frames"], np.uint8).reshape(8, 32, 32, 3) for r in rows])
+    frames = np.concatenate([cv2.imdecode(np.frombuffer(r["frames"], np.uint8), cv2.IMREAD_COLOR_RGB).reshape(8, 32, 43, 3) for r in rows])
     assert all((a != b).any() for a, b in zip(frames, frames[1:]))
 
 
@@ -193,10 +194,10 @@ MEMORY_SCRIPT = """
 import resource, sys
 import pyarrow.fs as pafs
 from raysup.data.prepare import PrepareConfig, ShardWriter, process_file
-cfg = PrepareConfig(clip_frames=8, fps=8.0, size=64, flow="none")
+cfg = PrepareConfig(clip_frames=8, fps=8.0, size=64, flow="none", encoding="raw")
 fs = pafs.LocalFileSystem()
 def run(path, out):
-    w = ShardWriter(fs, out, cfg.tensor_specs())
+    w = ShardWriter(fs, out, cfg.tensor_specs(), cfg.encoding)
     o = process_file(path, "v", fs, cfg, w)
     w.close()
     return o

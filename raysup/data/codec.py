@@ -1,0 +1,137 @@
+"""Compressed clip cells (``--encoding jpeg``) and their decoding in the Ray Data stream.
+
+Stored (one Parquet row per clip; frames at the video's own aspect, short side = ``size``):
+
+- ``frames``: binary, one JPEG (RGB, 4:2:0) of the clip's T frames of H×W stacked top to
+  bottom: [T·H, W, 3] (one encode and one decode call per clip; with a short side that is a
+  multiple of 16, the JPEG blocks never straddle two frames);
+- ``flow``: binary, one grayscale JPEG (quality 95) of [(T−1)·2H, W]: per field, dx above
+  dy, each component companded to 8 bits as ``q = 128 + round(127·sign(f)·log(1+|f|/k)/log(1+R/k))``
+  (R = ``flow_range`` px, motions beyond it are clipped; k = ``FLOW_KNEE_PX``): steps of
+  ~0.03 px near zero, where most flow is, and coarser for fast motion; zero is exact. Two-stream
+  networks store TV-L1 flow as 8-bit JPEGs too (linear over ±20 px; Simonyan & Zisserman 2014,
+  §6); the log curve is Mahendran et al. 2018's flow normalisation (eq. 6). On the real
+  footage of docs/performance.md: end-point error 0.04 px against the float flow.
+
+:func:`decode_clips` turns those cells back into the fixed-size tensors of the ``raw``
+encoding — uint8 [T,S,S,3] frames and float16 [T−1,S,S,2] flow, an S×S crop (S = ``size``)
+at the same box for frames and flow of a clip: centred (evaluation, features) or at a
+uniformly random position along the long side (training). It runs as a Ray Data
+``map_batches`` task, so this module imports only numpy, pyarrow and OpenCV (no torch).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+ENCODINGS = ("jpeg", "raw")
+FLOW_RANGE_PX = 128.0  # default R: flow beyond ±R px per frame is clipped
+FLOW_KNEE_PX = 2.0  # k: the companding curve is ~linear below k px, logarithmic above
+FLOW_QUALITY = 95  # JPEG quality of the flow images (adds ~0.002 px to the quantisation's error)
+CROPS = ("centre", "random")
+DECODE_BATCH_BYTES = 16 * 1024**2  # decoded tensor bytes per map_batches batch
+
+
+def encode_frames(frames: np.ndarray, quality: int) -> bytes:
+    """uint8 RGB [T,H,W,3] → one JPEG of the frames stacked top to bottom ([T·H, W, 3])."""
+    return _jpeg(cv2.cvtColor(frames.reshape(-1, *frames.shape[2:]), cv2.COLOR_RGB2BGR), quality)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding of a {img.shape} image failed")
+    return buf.tobytes()
+
+
+def quantise_flow(flow: np.ndarray, flow_range: float) -> np.ndarray:
+    """float pixels → uint8 levels (see the module docstring)."""
+    y = np.log1p(np.abs(flow) / FLOW_KNEE_PX) * (127.0 / np.log1p(flow_range / FLOW_KNEE_PX))
+    return (128 + np.sign(flow) * np.minimum(np.rint(y), 127)).astype(np.uint8)
+
+
+def flow_levels(flow_range: float) -> np.ndarray:
+    """float32 [256]: the pixels of each uint8 level (the inverse of :func:`quantise_flow`)."""
+    y = (np.arange(256, dtype=np.float64) - 128) / 127
+    return (np.sign(y) * FLOW_KNEE_PX * np.expm1(np.abs(y) * np.log1p(flow_range / FLOW_KNEE_PX))).astype(np.float32)
+
+
+def dequantise_flow(q: np.ndarray, flow_range: float) -> np.ndarray:
+    """uint8 levels → float32 pixels."""
+    return flow_levels(flow_range)[q]
+
+
+def encode_flow(flow: np.ndarray, flow_range: float) -> bytes:
+    """float [T−1,H,W,2] pixels → one grayscale JPEG of [(T−1)·2H, W]: per field, dx above dy."""
+    q = quantise_flow(flow, flow_range).transpose(0, 3, 1, 2)  # [T−1,2,H,W]
+    return _jpeg(np.ascontiguousarray(q.reshape(-1, q.shape[-1])), FLOW_QUALITY)
+
+
+def crop_box(h: int, w: int, size: int, crop: str, rng: np.random.Generator) -> tuple[int, int]:
+    """(top, left) of a size×size crop of an H×W image: centred, or uniform along each side."""
+    if h < size or w < size:
+        raise ValueError(f"a stored frame of {h}×{w} is smaller than the crop size {size}")
+    if crop == "random":
+        return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return (h - size) // 2, (w - size) // 2
+
+
+def _image(cell: bytes, flags: int) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(cell, np.uint8), flags)
+    if img is None:
+        raise ValueError("a stored image does not decode (corrupt cell)")
+    return img
+
+
+def decode_clip(frames: bytes | None, flow: bytes | None, size: int, flow_range: float, crop: str,
+                rng: np.random.Generator, frames_out: np.ndarray | None = None, flow_out: np.ndarray | None = None) -> tuple[int, int]:
+    """Decode one clip's cells into ``frames_out`` uint8 [T,S,S,3] and ``flow_out`` [T−1,S,S,2]
+    (either may be None), both cropped at one box; returns the box's (top, left)."""
+    box = None
+    if frames is not None and frames_out is not None:
+        img = _image(frames, cv2.IMREAD_COLOR_RGB)  # [T·H,W,3]
+        t = len(frames_out)
+        img = img.reshape(t, img.shape[0] // t, *img.shape[1:])  # [T,H,W,3]
+        box = crop_box(img.shape[1], img.shape[2], size, crop, rng)
+        frames_out[:] = img[:, box[0] : box[0] + size, box[1] : box[1] + size]
+    if flow is not None and flow_out is not None:
+        img = _image(flow, cv2.IMREAD_GRAYSCALE)  # [(T−1)·2H,W]
+        t = len(flow_out)
+        img = img.reshape(t, 2, img.shape[0] // (2 * t), img.shape[1])  # [T−1,2,H,W]
+        if box is None:
+            box = crop_box(img.shape[2], img.shape[3], size, crop, rng)
+        levels = img[:, :, box[0] : box[0] + size, box[1] : box[1] + size]  # [T−1,2,S,S]
+        flow_out[:] = flow_levels(flow_range)[levels.transpose(0, 2, 3, 1)]
+    return box or (0, 0)
+
+
+def decode_clips(batch: pa.Table, *, layout: dict, crop: str = "centre") -> pa.Table:
+    """Ray Data ``map_batches`` function: compressed ``frames``/``flow`` cells → the raw
+    encoding's fixed-size binary cells (null stays null). ``layout``: {"size", "flow_range",
+    "frames": [T,S,S,3] or None, "flow": [T−1,S,S,2] or None}."""
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng()
+    size, n = int(layout["size"]), batch.num_rows
+    names = [c for c in ("frames", "flow") if c in batch.column_names and layout.get(c)]
+    if not names:
+        return batch
+    outs = {"frames": np.zeros((n, *layout["frames"]), np.uint8) if "frames" in names else None,
+            "flow": np.zeros((n, *layout["flow"]), np.float16) if "flow" in names else None}
+    cells = {c: batch.column(c).to_pylist() for c in names}
+    for i in range(n):
+        decode_clip(*(cells[c][i] if c in cells else None for c in ("frames", "flow")), size, layout["flow_range"], crop, rng,
+                    *(outs[c][i] if outs[c] is not None else None for c in ("frames", "flow")))
+    for c in names:
+        arr, valid = outs[c], batch.column(c).is_valid().to_numpy(zero_copy_only=False)
+        width = arr[0].nbytes if n else int(np.prod(layout[c])) * arr.itemsize
+        bitmap = None if valid.all() else pa.array(valid).buffers()[1]
+        col = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [bitmap, pa.py_buffer(arr)], null_count=int((~valid).sum()))
+        batch = batch.set_column(batch.column_names.index(c), pa.field(c, pa.binary(width), nullable=True), col)
+    return batch
+
+
+def decode_batch_rows(layout: dict) -> int:
+    """Rows per :func:`decode_clips` batch: about ``DECODE_BATCH_BYTES`` of decoded tensors."""
+    row = sum(int(np.prod(layout[c])) * (1 if c == "frames" else 2) for c in ("frames", "flow") if layout.get(c))
+    return max(1, DECODE_BATCH_BYTES // max(1, row))
