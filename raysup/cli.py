@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, train, probe, labels, dashboard, visualize-embeddings.
+"""``raysup`` console script: synth, prepare, config, train, probe, labels, dashboard, visualize-embeddings.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -47,6 +47,14 @@ def cmd_prepare(a) -> None:
     for s in m["skipped"]:
         print(f"  skipped {redact(s['path'])}: {s['reason']}")
     print(f"manifest: {redact(a.out).rstrip('/')}/manifest.json")
+
+
+def cmd_config(a) -> None:
+    from raysup.config import to_dict
+    from raysup.methods import make_config
+
+    cfg = make_config(a.method, a.preset, parse_overrides(a.set or []))
+    print(json.dumps(to_dict(cfg), indent=1))
 
 
 def cmd_train(a) -> None:
@@ -150,15 +158,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)
 
+    methods_help = "cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc"
+    set_help = "override a config field, e.g. optim.lr=0.01 (repeatable)"
+    preset_help = "tiny (CPU, minutes) or the paper's settings"
+
+    s = sub.add_parser("config", help="print the fully resolved config a train run would use, as JSON")
+    s.add_argument("method", help=methods_help)
+    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help=preset_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    s.set_defaults(fn=cmd_config)
+
     s = sub.add_parser("train", help="train a method with a Ray Train TorchTrainer")
-    s.add_argument("method", help="cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc")
+    s.add_argument("method", help=methods_help)
     s.add_argument("--data", required=True, help="prepared folder or URI")
     s.add_argument("--out", required=True, help="run folder or URI (checkpoints, config.json, metrics)")
     s.add_argument("--labels", help="labels CSV (supervised baseline; cluster analysis)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. optim.lr=0.01 (repeatable)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.add_argument("--workers", type=int, help="Ray Train workers (DDP across them)")
     s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker (0: CPU)")
-    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="tiny (CPU, minutes) or the paper's settings")
+    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help=preset_help)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_train)

@@ -177,7 +177,10 @@ class OptimConfig:
 class TrainConfig:
     """One training run: the method's own config under ``method``, the loop's settings here.
 
-    ``batch_size`` is per worker; ``patience`` > 0 stops early when ``val_loss`` has not
+    ``batch_size`` is per worker; ``max_steps`` > 0 ends each ``fit`` (each XDC round) after that
+    many optimiser steps, with the checkpoint and metrics of a normal end (the learning-rate
+    schedule still spans ``epochs``, so the steps taken are the full run's first ones; a resumed
+    run continues with the next epoch); ``patience`` > 0 stops early when ``val_loss`` has not
     improved for that many epochs (needs a validation dataset). Clips stream in Parquet
     order with the blocks shuffled, then through a local shuffle buffer of
     ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
@@ -188,6 +191,7 @@ class TrainConfig:
     method: Any
     preset: Literal["tiny", "paper"] = "tiny"
     epochs: int = 10
+    max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32
     workers: int = 1
     gpus_per_worker: float = 0.0
@@ -205,7 +209,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
-        for name in ("max_failures", "patience"):
+        for name in ("max_failures", "patience", "max_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
