@@ -160,11 +160,12 @@ def parser() -> argparse.ArgumentParser:
 
     methods_help = "cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc"
     set_help = "override a config field, e.g. optim.lr=0.01 (repeatable)"
-    preset_help = "tiny (CPU, minutes) or the paper's settings"
+    preset_help = "tiny (CPU, minutes), paper (the paper's settings) or paper_vgg16 (Cross and Learn's VGG16 variant)"
+    presets = ["tiny", "paper", "paper_vgg16"]
 
     s = sub.add_parser("config", help="print the fully resolved config a train run would use, as JSON")
     s.add_argument("method", help=methods_help)
-    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help=preset_help)
+    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.set_defaults(fn=cmd_config)
 
@@ -176,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.add_argument("--workers", type=int, help="Ray Train workers (DDP across them)")
     s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker (0: CPU)")
-    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help=preset_help)
+    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_train)

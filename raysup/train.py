@@ -36,19 +36,20 @@ class NonFiniteLoss(ArithmeticError):
     """A loss or metric became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-def make_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD/Adam/AdamW over the trainable parameters; normalisation weights and biases (every
-    parameter of fewer than 2 dims) get no weight decay unless ``cfg.decay_norm_and_bias``
-    ("no bias decay", He et al. 2019, Bag of Tricks, §3.1)."""
+def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, global_batch: int = 1) -> torch.optim.Optimizer:
+    """SGD/Adam/AdamW over the trainable parameters at ``cfg.scaled_lr(global_batch)``;
+    normalisation weights and biases (every parameter of fewer than 2 dims) get no weight decay
+    unless ``cfg.decay_norm_and_bias`` ("no bias decay", He et al. 2019, Bag of Tricks, §3.1)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1 or cfg.decay_norm_and_bias]
     no_decay = [p for p in params if not (p.ndim > 1 or cfg.decay_norm_and_bias)]
     groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+    lr = cfg.scaled_lr(global_batch)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -154,7 +155,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         load_weights(method, loop_cfg["init_checkpoint"], pretrained=True)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(method)  # to device; DDP when world size > 1
-    optimizer = make_optimizer(cfg.optim, method)
+    optimizer = make_optimizer(cfg.optim, method, global_batch=cfg.workers * cfg.batch_size)
     scheduler = make_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
