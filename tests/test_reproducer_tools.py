@@ -27,6 +27,7 @@ def test_config_errors_are_one_line_and_exit_2(capsys):
         (["config", "gdt", "--set", "optim.lrr=1"], "unknown field 'optim.lrr'"),
         (["config", "gdt", "--set", "max_steps=-1"], "max_steps: must be >= 0"),
         (["config", "nope"], "method: unknown 'nope'"),
+        (["config", "gdt", "--preset", "paper_vgg16"], "preset: expected one of ['paper', 'tiny']"),  # Cross and Learn's only
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()

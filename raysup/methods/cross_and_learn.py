@@ -1,10 +1,11 @@
 """Cross and Learn (Sayed, Brattoli, Ommer 2018, "Cross and Learn: Cross-Modal
 Self-Supervision"): a two-stream network, f on a clip's centre RGB frame and g on the stack of
 optical-flow fields (``method.modality=flow``) or frame differences (``diff``) around it, with
-the same architecture but the first layer (CaffeNet-BN or VGG16-BN, BN on the conv layers only;
-fc6 features after ReLU, dropout on fc6's input). A batch of 2B pairs forms B tuples (pair i = row b, pair j = row B+b);
-:func:`raysup.losses.cross_and_learn_loss` pulls a pair's RGB and motion features together
-(L_cross) and pushes different pairs apart within each modality (L_div).
+the same architecture but the first layer (CaffeNet-BN or VGG16-BN, BN on the conv layers
+only; fc6 features after ReLU, dropout on fc6's input). A batch of 2B pairs forms B tuples
+(pair i = row b, pair j = row B+b); :func:`raysup.losses.cross_and_learn_loss` pulls a pair's
+RGB and motion features together (L_cross) and pushes different pairs apart within each
+modality (L_div).
 
 Variants (``method.variant``), the paper's ablations: ``cross_and_learn`` (L_cross −
 ``div_weight``·L_div; ``div_weight=0`` is L_cross alone, which collapses), ``only_div``
