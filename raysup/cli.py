@@ -78,15 +78,22 @@ def cmd_train(a) -> None:
 def cmd_probe(a) -> None:
     from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.data.ingest import PreparedData
-    from raysup.evaluate import cv_probe, finetune, probe
+    from raysup.evaluate import PAPER_PROTOCOLS, cv_probe, finetune, paper_protocol, probe
     from raysup.methods import load_config
 
     ckpt = latest_checkpoint(a.run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
+    if a.protocol == "paper" and cfg.method_name not in PAPER_PROTOCOLS:
+        raise ConfigError(f"--protocol paper: not implemented for {cfg.method_name} yet (only {', '.join(PAPER_PROTOCOLS)}); use --protocol linear")
     init_ray(a.address)
     data = PreparedData(a.data)
     weights = None if a.random_init else ckpt
-    if a.finetune:
+    if a.protocol == "paper":
+        if a.finetune or a.folds:
+            raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
+        out = f"{a.run_dir.rstrip('/')}.paper_protocol" + ("/random_init" if a.random_init else "")
+        acc = paper_protocol(cfg, data, a.labels, weights, out, epochs=a.paper_epochs)
+    elif a.finetune:
         acc = finetune(cfg, data, a.labels, weights, epochs=a.epochs)
     elif a.folds:
         acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
@@ -95,7 +102,7 @@ def cmd_probe(a) -> None:
     if a.json:
         print(json.dumps(acc))
         return
-    kind = ("finetune" if a.finetune else "linear probe") + (f" ({a.folds}-fold CV)" if a.folds and not a.finetune else "")
+    kind = "paper protocol" if a.protocol == "paper" else ("finetune" if a.finetune else "linear probe") + (f" ({a.folds}-fold CV)" if a.folds and not a.finetune else "")
     kind += " (random init)" if a.random_init else ""
     print(f"{'encoder':<10} {kind} top-1")
     for name, v in acc.items():
@@ -190,6 +197,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--finetune", action="store_true", help="train each encoder with a new linear head instead")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
     s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
+    s.add_argument("--protocol", choices=["linear", "paper"], default="linear",
+                   help="linear: this probe; paper: the method's paper protocol (gdt: full finetuning, docs/reproducing.md), run in RUN_DIR.paper_protocol")
+    s.add_argument("--paper-epochs", type=int, help="--protocol paper: finetuning epochs instead of the paper's (for a quick check)")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)
