@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
+"""``raysup`` console script: synth, prepare, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -51,6 +51,14 @@ def cmd_prepare(a) -> None:
     print(f"manifest: {redact(a.out).rstrip('/')}/manifest.json")
 
 
+def cmd_config(a) -> None:
+    from raysup.config import to_dict
+    from raysup.methods import make_config
+
+    cfg = make_config(a.method, a.preset, parse_overrides(a.set or []))
+    print(json.dumps(to_dict(cfg), indent=1))
+
+
 def cmd_train(a) -> None:
     from raysup.data.ingest import PreparedData
     from raysup.methods import make_config, method_module
@@ -72,15 +80,22 @@ def cmd_train(a) -> None:
 def cmd_probe(a) -> None:
     from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.data.ingest import PreparedData
-    from raysup.evaluate import cv_probe, finetune, probe
+    from raysup.evaluate import PAPER_PROTOCOLS, cv_probe, finetune, paper_protocol, probe
     from raysup.methods import load_config
 
     ckpt = latest_checkpoint(a.run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
+    if a.protocol == "paper" and cfg.method_name not in PAPER_PROTOCOLS:
+        raise ConfigError(f"--protocol paper: not implemented for {cfg.method_name} yet (only {', '.join(PAPER_PROTOCOLS)}); use --protocol linear")
     init_ray(a.address)
     data = PreparedData(a.data)
     weights = None if a.random_init else ckpt
-    if a.finetune:
+    if a.protocol == "paper":
+        if a.finetune or a.folds:
+            raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
+        out = f"{a.run_dir.rstrip('/')}.paper_protocol" + ("/random_init" if a.random_init else "")
+        acc = paper_protocol(cfg, data, a.labels, weights, out, epochs=a.paper_epochs)
+    elif a.finetune:
         acc = finetune(cfg, data, a.labels, weights, epochs=a.epochs)
     elif a.folds:
         acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
@@ -89,7 +104,7 @@ def cmd_probe(a) -> None:
     if a.json:
         print(json.dumps(acc))
         return
-    kind = ("finetune" if a.finetune else "linear probe") + (f" ({a.folds}-fold CV)" if a.folds and not a.finetune else "")
+    kind = "paper protocol" if a.protocol == "paper" else ("finetune" if a.finetune else "linear probe") + (f" ({a.folds}-fold CV)" if a.folds and not a.finetune else "")
     kind += " (random init)" if a.random_init else ""
     print(f"{'encoder':<10} {kind} top-1")
     for name, v in acc.items():
@@ -188,15 +203,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)
 
+    methods_help = "cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc"
+    set_help = "override a config field, e.g. optim.lr=0.01 (repeatable)"
+    preset_help = "tiny (CPU, minutes), paper (the paper's settings) or paper_vgg16 (Cross and Learn's VGG16 variant)"
+    presets = ["tiny", "paper", "paper_vgg16"]
+
+    s = sub.add_parser("config", help="print the fully resolved config a train run would use, as JSON")
+    s.add_argument("method", help=methods_help)
+    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    s.set_defaults(fn=cmd_config)
+
     s = sub.add_parser("train", help="train a method with a Ray Train TorchTrainer")
-    s.add_argument("method", help="cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc")
+    s.add_argument("method", help=methods_help)
     s.add_argument("--data", required=True, help="prepared folder or URI")
     s.add_argument("--out", required=True, help="run folder or URI (checkpoints, config.json, metrics)")
     s.add_argument("--labels", help="labels CSV (supervised baseline; cluster analysis)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. optim.lr=0.01 (repeatable)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.add_argument("--workers", type=int, help="Ray Train workers (DDP across them)")
     s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker (0: CPU)")
-    s.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="tiny (CPU, minutes) or the paper's settings")
+    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_train)
@@ -209,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--finetune", action="store_true", help="train each encoder with a new linear head instead")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
     s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
+    s.add_argument("--protocol", choices=["linear", "paper"], default="linear",
+                   help="linear: this probe; paper: the method's paper protocol (gdt: full finetuning, docs/reproducing.md), run in RUN_DIR.paper_protocol")
+    s.add_argument("--paper-epochs", type=int, help="--protocol paper: finetuning epochs instead of the paper's (for a quick check)")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)

@@ -150,6 +150,7 @@ class OptimConfig:
 
     name: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-3
+    lr_batch: int = 0  # > 0: lr is for a global batch of this many clips, scaled linearly to workers × batch_size
     momentum: float = 0.9
     weight_decay: float = 0.0
     decay_norm_and_bias: bool = False  # weight decay on normalisation weights and biases too
@@ -162,7 +163,7 @@ class OptimConfig:
     def validate(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
-        for name in ("momentum", "weight_decay", "warmup_epochs", "clip_grad_norm"):
+        for name in ("lr_batch", "momentum", "weight_decay", "warmup_epochs", "clip_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.momentum >= 1:
@@ -172,12 +173,21 @@ class OptimConfig:
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones: fractions in (0, 1), got {self.milestones}")
 
+    def scaled_lr(self, global_batch: int) -> float:
+        """The learning rate a run with ``global_batch`` clips per step uses: ``lr``, or with
+        ``lr_batch`` > 0 ``lr · global_batch / lr_batch`` (the linear scaling rule, Goyal et al.
+        2017; GDT's official code scales its lr with the number of GPUs)."""
+        return self.lr * global_batch / self.lr_batch if self.lr_batch else self.lr
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: the method's own config under ``method``, the loop's settings here.
 
-    ``batch_size`` is per worker; ``patience`` > 0 stops early when ``val_loss`` has not
+    ``batch_size`` is per worker; ``max_steps`` > 0 ends each ``fit`` (each XDC round) after that
+    many optimiser steps, with the checkpoint and metrics of a normal end (the learning-rate
+    schedule still spans ``epochs``, so the steps taken are the full run's first ones; a resumed
+    run continues with the next epoch); ``patience`` > 0 stops early when ``val_loss`` has not
     improved for that many epochs (needs a validation dataset). Clips stream in Parquet
     order with the blocks shuffled, then through a local shuffle buffer of
     ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
@@ -186,8 +196,9 @@ class TrainConfig:
 
     method_name: str
     method: Any
-    preset: Literal["tiny", "paper"] = "tiny"
+    preset: Literal["tiny", "paper", "paper_vgg16"] = "tiny"  # paper_vgg16: Cross and Learn only
     epochs: int = 10
+    max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32
     workers: int = 1
     gpus_per_worker: float = 0.0
@@ -205,7 +216,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
-        for name in ("max_failures", "patience"):
+        for name in ("max_failures", "patience", "max_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:

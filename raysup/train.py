@@ -28,7 +28,7 @@ from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 from raysup.features import Build
 
-RESUMABLE_FIELDS = ("epochs", "max_failures", "cpus_per_worker", "gpus_per_worker")  # may change on --resume
+RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker")  # may change on --resume
 ERROR_KEY = "raysup_error"  # a report that carries the one-line error every worker agreed to stop on
 
 
@@ -36,19 +36,20 @@ class NonFiniteLoss(ArithmeticError):
     """A loss or metric became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-def make_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD/Adam/AdamW over the trainable parameters; normalisation weights and biases (every
-    parameter of fewer than 2 dims) get no weight decay unless ``cfg.decay_norm_and_bias``
-    ("no bias decay", He et al. 2019, Bag of Tricks, §3.1)."""
+def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, global_batch: int = 1) -> torch.optim.Optimizer:
+    """SGD/Adam/AdamW over the trainable parameters at ``cfg.scaled_lr(global_batch)``;
+    normalisation weights and biases (every parameter of fewer than 2 dims) get no weight decay
+    unless ``cfg.decay_norm_and_bias`` ("no bias decay", He et al. 2019, Bag of Tricks, §3.1)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1 or cfg.decay_norm_and_bias]
     no_decay = [p for p in params if not (p.ndim > 1 or cfg.decay_norm_and_bias)]
     groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+    lr = cfg.scaled_lr(global_batch)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -154,11 +155,11 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         load_weights(method, loop_cfg["init_checkpoint"], pretrained=True)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(method)  # to device; DDP when world size > 1
-    optimizer = make_optimizer(cfg.optim, method)
+    optimizer = make_optimizer(cfg.optim, method, global_batch=cfg.workers * cfg.batch_size)
     scheduler = make_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    state = {"epoch": -1, "best_val": math.inf, "bad_epochs": 0}
+    state = {"epoch": -1, "step": 0, "best_val": math.inf, "bad_epochs": 0}  # step: optimiser steps so far
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -167,7 +168,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
-        state = saved["state"]
+        state = {"step": scheduler.last_epoch, **saved["state"]}  # LambdaLR counts the steps too
 
     torch.manual_seed(cfg.seed + 1000 * (state["epoch"] + 1) + dist.rank())  # per-worker augmentation
     collate = ClipCollate(specs)
@@ -175,7 +176,10 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("val") if loop_cfg.get("has_val") else None
     iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device)
     params = [p for p in method.parameters() if p.requires_grad]
+    step_limit = cfg.max_steps or math.inf
     for epoch in range(state["epoch"] + 1, cfg.epochs):
+        if state["step"] >= step_limit:
+            break  # resumed a run that already took its max_steps
         method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         steps, clock, started = 0, {"data_wait": 0.0}, time.perf_counter()
@@ -196,10 +200,13 @@ def _train(loop_cfg: dict[str, Any]) -> None:
             for k, v in out.items():
                 sums[k] += v.detach().float()
             steps += 1
+            state["step"] += 1
+            if state["step"] >= step_limit:
+                break
         if steps == 0:
             raise ConfigError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
         metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}
-        metrics.update(lr=optimizer.param_groups[0]["lr"], steps=steps)
+        metrics.update(lr=optimizer.param_groups[0]["lr"], steps=steps, total_steps=state["step"])
         if val_shard is not None:
             metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp)
             if metrics["val_loss"] < state["best_val"]:
@@ -209,7 +216,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         # this worker's epoch (training and validation) and its wait for training batches
         metrics.update(time_epoch_s=time.perf_counter() - started, time_data_wait_s=clock["data_wait"])
         state["epoch"] = epoch
-        stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
+        stop = (cfg.patience > 0 and state["bad_epochs"] >= cfg.patience) or state["step"] >= step_limit
         metrics.update(loop_cfg.get("extra_metrics") or {}, epoch=epoch, stopped_early=stop)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None

@@ -123,7 +123,7 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
     clips = data.manifest["counts"]["clips"]
     assert table.num_rows == clips and table.column_names == ["video_id", "clip_index", "video", "audio"]
     assert table.schema.field("video").type == pa.list_(pa.float32(), model.video.out_dim)
-    first = pq.read_table(os.path.join(data.uri, data.shards()[0])).slice(0, 4)  # four clips, embedded here
+    first = data.dataset().limit(4).take_batch(4, batch_format="pyarrow")  # four clips (decoded, centre crops), embedded here
     with torch.no_grad():
         expected = model.eval().embed(ClipCollate(data.specs)(first))["video"].numpy()
     keys = list(zip(table["video_id"].to_pylist(), table["clip_index"].to_pylist(), strict=True))

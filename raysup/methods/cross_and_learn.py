@@ -1,10 +1,11 @@
 """Cross and Learn (Sayed, Brattoli, Ommer 2018, "Cross and Learn: Cross-Modal
 Self-Supervision"): a two-stream network, f on a clip's centre RGB frame and g on the stack of
 optical-flow fields (``method.modality=flow``) or frame differences (``diff``) around it, with
-the same architecture but the first layer (CaffeNet-BN or VGG16-BN; fc6 features after ReLU
-and dropout). A batch of 2B pairs forms B tuples (pair i = row b, pair j = row B+b);
-:func:`raysup.losses.cross_and_learn_loss` pulls a pair's RGB and motion features together
-(L_cross) and pushes different pairs apart within each modality (L_div).
+the same architecture but the first layer (CaffeNet-BN or VGG16-BN, BN on the conv layers
+only; fc6 features after ReLU, dropout on fc6's input). A batch of 2B pairs forms B tuples
+(pair i = row b, pair j = row B+b); :func:`raysup.losses.cross_and_learn_loss` pulls a pair's
+RGB and motion features together (L_cross) and pushes different pairs apart within each
+modality (L_div).
 
 Variants (``method.variant``), the paper's ablations: ``cross_and_learn`` (L_cross −
 ``div_weight``·L_div; ``div_weight=0`` is L_cross alone, which collapses), ``only_div``
@@ -54,7 +55,7 @@ class Config:
     variant: Literal["cross_and_learn", "only_div", "concat"] = "cross_and_learn"
     div_weight: float = 1.0  # w in L_cross − w·L_div
     eps: float = 1e-5  # inside the norms of the cosine distance
-    dropout: float = 0.5  # on the fc6 features (the paper's 0.5)
+    dropout: float = 0.5  # on fc6's input (the paper's 0.5; the features entering the loss keep all units)
     crop_size: int = 0  # network input side; 0: the prepared frame size
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the random resized crop
     time_flip: bool = True
@@ -87,9 +88,21 @@ class Config:
 # on the 120-video embedded set: at 90 steps the RGB stream had not yet learned the class), and
 # no channel splitting: the synthetic sprite is only guaranteed to stand out from the background
 # in one colour channel, so a random single channel often hides it (docs/results.md).
-# paper: CaffeNet-BN at 224 px, 10 flow fields (prepare with --clip-frames 11 --size 256), SGD
-# 0.01 → 0.001 after 50K of 65K iterations, B=30 tuples (60 pairs); on UCF101 split 1 (9537
-# videos), 65 epochs of 6 pairs per video ≈ 65K iterations.
+#
+# paper (Sayed et al. 2018, §4 "Implementation details"; docs/reproducing.md): prepare UCF101
+# with `--clip-frames 11 --size 256 --flow tvl1 --fps 25` (TV-L1 at UCF101's own 25 fps, 10 flow
+# fields per stack). Epochs count 6 pairs per video: on UCF101 split 1 (9537 training videos)
+# an epoch is 9537·6/60 ≈ 954 iterations of B = 30 tuples.
+# paper_vgg16: the paper's VGG16 variant (§4: B = 12, lr 0.005, 160K iterations); an epoch is
+# 9537·6/24 ≈ 2384 iterations of 12 tuples.
+PAPER_METHOD = {
+    "encoder": "caffenet_bn",  # §4: CaffeNet with batch normalization on all convolutional layers
+    "flow_fields": 10,  # §4: stacks of 10 optical-flow frames (20 channels)
+    "diff_fields": 4,  # §4.3 (Table 4): 4 frame differences (12 channels)
+    "crop_size": 224,  # §4: random 224 crops (the prepared short side is 256)
+    "dropout": 0.5,  # §4: dropout 0.5 (on fc6's input, official CaffeNet_BN)
+    "pairs_per_video": 6,
+}
 PRESETS = {
     "tiny": {
         "epochs": 10,
@@ -98,10 +111,19 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"},
     },
     "paper": {
-        "epochs": 65,
-        "batch_size": 60,
-        "method": {"encoder": "caffenet_bn", "flow_fields": 10, "diff_fields": 4, "crop_size": 224, "pairs_per_video": 6},
+        "epochs": 68,  # §4: 65K iterations ≈ 68 epochs × 954
+        "batch_size": 60,  # §4: B = 30 tuples of 2 pairs
+        "method": PAPER_METHOD,
+        # §4: SGD, lr 0.01, ×0.1 after 50K of the 65K iterations (50/65 = 0.769 of the run);
+        # momentum 0.9 and weight decay 5e-4: CaffeNet's usual values (not verified against the paper)
         "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
+    },
+    "paper_vgg16": {
+        "epochs": 67,  # §4: 160K iterations ≈ 67 epochs × 2384
+        "batch_size": 24,  # §4: B = 12 tuples of 2 pairs
+        "method": {**PAPER_METHOD, "encoder": "vgg16_bn"},  # §4: VGG16 with batch normalization
+        # §4: lr 0.005; the decay point is not given for VGG16: the CaffeNet run's 0.769 is assumed
+        "optim": {"name": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
     },
 }
 

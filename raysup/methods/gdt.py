@@ -19,7 +19,8 @@ Negatives (``method.negatives``):
 
 Transformations: video — random resized crop + horizontal flip
 (:func:`raysup.data.transforms.video_input`); audio — volume jitter (random gain in dB on the
-log-mel) and SpecAugment (``method.specaugment`` none/mild/strong or explicit
+log-mel, applied after the spectrogram's standardisation statistics are taken, so that it is
+not cancelled) and SpecAugment (``method.specaugment`` none/mild/strong or explicit
 ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
 spectrogram). Both only in training mode.
 
@@ -98,9 +99,12 @@ class Config:
 # tiny: batch negatives, which learn far faster than a momentum queue over the few hundred steps
 # of a CPU run (queue_size/momentum are the values to use with method.negatives=queue), and three
 # clips per video per epoch over 10 epochs (measurements: docs/methods.md, "The tiny presets").
-# paper: the paper's queue setting with the official K400 script's optimiser (SGD 0.01, momentum
-# 0.9, wd 1e-5, 10 warm-up epochs, no decay within its 201 epochs) and waveform volume jitter
-# U[0.9, 1.1] ≈ ±0.9 dB.
+#
+# paper: Patrick et al. (ICCV 2021) §3.3 and §4 with the official Kinetics-400 script
+# (scripts/pretrain_gdt_k400.sh, main_gdt.py): 16 GPUs × 8 clips, SGD lr 0.01 per 8 clips warmed
+# up to 0.01 × 16 over 10 epochs (GradualWarmupScheduler, multiplier = world size), no decay
+# within the run (milestone 251 > 201 epochs). optim.lr_batch=8 makes raysup scale lr 0.01
+# linearly to the run's global batch (workers × batch_size), as the official code does.
 PRESETS = {
     "tiny": {
         "epochs": 10,
@@ -117,20 +121,25 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5},
     },
     "paper": {
-        "epochs": 200,
-        "batch_size": 32,
+        "epochs": 200,  # official K400 script: MUM_EPOCHS=201 (epochs 0-200)
+        "batch_size": 8,  # official script: 8 clips per GPU
         "method": {
-            "video_encoder": "r2plus1d_18",
-            "audio_encoder": "resnet18_audio",
-            "head_hidden": 512,
+            "video_encoder": "r2plus1d_18",  # paper and script (VID_BASE_ARCH): R(2+1)D-18
+            "audio_encoder": "resnet18_audio",  # ResNet on 40-mel log-mel; the K400 script's AUD_BASE_ARCH is resnet9 (kept: docs/reproducing.md)
+            "head_hidden": 512,  # official code: MLP head 512 → 512 → 512
             "head_out": 512,
-            "negatives": "queue",
+            "negatives": "queue",  # paper: negatives from a memory queue (the official code uses the batch)
             "queue_size": 15000,
             "momentum": 0.999,
-            "tau": 0.07,
-            "volume_jitter_db": 0.9,
+            "tau": 0.07,  # paper and script (NCE_T): temperature 0.07
+            "specaugment_masks": (1, 3, 1, 6),  # §3.3: SpecAugment in t_a; script AUD_AUG_TYPE=medium: 1 freq mask < 3 rows, 1 time mask < 6 frames
+            "volume_jitter_db": 0.9,  # script AUD_VOLUME_JITTERING: waveform × U[0.9, 1.1] ≈ ±0.9 dB
         },
-        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-5, "warmup_epochs": 10, "schedule": "constant"},
+        "optim": {
+            "name": "sgd", "lr": 0.01, "lr_batch": 8,  # script LR=1e-2, BATCH_SIZE=8 per GPU, warmed up × world size
+            "momentum": 0.9, "weight_decay": 1e-5,  # official script MOMENTUM, WEIGHT_DECAY
+            "warmup_epochs": 10, "schedule": "constant",  # script LR_WARM_EPOCHS=10, LR_MIL=251 (> epochs: no decay)
+        },
     },
 }
 
@@ -173,10 +182,18 @@ class GDT(Method):
         return nn.ModuleList([self.key_video, self.key_audio, self.key_video_head, self.key_audio_head])
 
     def audio_transform(self, log_mel: torch.Tensor, *, train: bool) -> torch.Tensor:
-        """log-mel [B,M,F] → encoder input [B,1,M,F]; volume jitter + SpecAugment when training."""
+        """log-mel [B,M,F] → encoder input [B,1,M,F]; volume jitter + SpecAugment when training.
+
+        The spectrogram is standardised with its own statistics *before* the volume jitter, so
+        the jitter's gain survives as an offset (standardising after it would cancel it; the
+        official code normalises with fixed dataset constants, which keep it too)."""
         if train and self.cfg.volume_jitter_db > 0:
-            log_mel = volume_jitter(log_mel.float(), self.cfg.volume_jitter_db)
-        x = audio_input(log_mel)  # [B,1,M,F] standardised per spectrogram
+            x = log_mel.float()  # [B,M,F]
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)  # audio_input's clamp
+            x = ((volume_jitter(x, self.cfg.volume_jitter_db) - mean) / std).unsqueeze(1)  # [B,1,M,F]
+        else:
+            x = audio_input(log_mel)  # [B,1,M,F] standardised per spectrogram
         params = self.cfg.specaugment_params
         if train and params.active:
             x = spec_augment(x, params, mask_value=0.0)

@@ -1,9 +1,11 @@
 """2-D encoders for single frames, flow stacks and frame-difference stacks.
 
-CaffeNet with BN (Cross and Learn's network; AlexNet layout with batch norm after
-every conv and fc6) and VGG16-BN, each with a configurable number of input channels
-(3 RGB, 20 = 10 flow frames × (dx, dy), 12 = 4 frame differences × RGB). Input
-float [B,C,H,W]; output fc6 after ReLU (+ dropout 0.5 while training): [B,D].
+CaffeNet with BN (Cross and Learn's network: AlexNet layout with "batch normalization on all
+convolutional layers", §4 of the paper; none on the fc layers) and VGG16-BN, each with a
+configurable number of input channels (3 RGB, 20 = 10 flow frames × (dx, dy), 12 = 4 frame
+differences × RGB). Input float [B,C,H,W]; output fc6 after ReLU: [B,D]. Dropout (0.5 while
+training) acts on fc6's input, as in the official code's CaffeNet_BN (Dropout → fc6 → ReLU), so
+the features that enter the loss are not dropped out.
 """
 from __future__ import annotations
 
@@ -34,6 +36,12 @@ def _conv(cin: int, cout: int, k: int, s: int = 1, p: int = 0, groups: int = 1) 
 
 
 def _fc6(cin: int, dim: int, dropout: float) -> nn.Sequential:
+    """The paper networks' fc6: dropout on its input, no normalisation (official CaffeNet_BN)."""
+    return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, dim), nn.ReLU(inplace=True))
+
+
+def _fc6_bn(cin: int, dim: int, dropout: float) -> nn.Sequential:
+    """The tiny net's fc6: BN and dropout after it (measured on the embedded set, docs/results.md)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(cin, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
 
 
@@ -62,11 +70,11 @@ def caffenet_tiny(in_channels: int = 3, fc_dim: int = 256) -> ImageEncoder:
         *_conv(48, 32, 3, 1, 1), nn.MaxPool2d(2),  # conv5, pool5
         nn.AdaptiveAvgPool2d(2),
     )
-    return ImageEncoder(features, _fc6(32 * 4, fc_dim, 0.5), fc_dim)
+    return ImageEncoder(features, _fc6_bn(32 * 4, fc_dim, 0.5), fc_dim)
 
 
 def vgg16_bn(in_channels: int = 3, fc_dim: int = 4096) -> ImageEncoder:
-    """torchvision VGG16-BN with ``in_channels`` inputs; fc6 features."""
+    """torchvision VGG16-BN (BN after every conv) with ``in_channels`` inputs; fc6 features."""
     net = tv_vgg16_bn(weights=None)
     if in_channels != 3:
         net.features[0] = nn.Conv2d(in_channels, 64, 3, 1, 1)
