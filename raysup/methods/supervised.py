@@ -75,6 +75,7 @@ class Supervised(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
+    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     missing = sorted({"frames", "audio"} - set(data.specs))
     if missing:
         raise ConfigError(f"supervised needs frames and audio: the prepared data has no {' or '.join(missing)} column")
@@ -90,6 +91,7 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Train on the labelled train split (labels are joined here, never stored in the Parquet)."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)
     if labels is None:
         raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
