@@ -21,10 +21,14 @@ from raysup.methods import load_config, make_config, method_module
 CROP = 16  # of the 32 px short side of ``real_prepared``
 
 
-def rows(ds) -> list[dict]:
+def table(ds) -> pa.Table:
     """Every row of ``ds``, sorted by (video, clip)."""
     t = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
-    return sorted(t.to_pylist(), key=lambda r: (r["video_id"], r["clip_index"]))
+    return t.sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+
+
+def rows(ds) -> list[dict]:
+    return table(ds).to_pylist()
 
 
 def stored_frames(data: PreparedData) -> dict[tuple[str, int], np.ndarray]:
@@ -58,26 +62,26 @@ def test_crop_size_crops_at_random_positions_to_train_and_at_the_centre_to_evalu
     assert data.specs["frames"].shape == (8, CROP, CROP, 3) and data.specs["flow"].shape == (7, CROP, CROP, 2)
     assert data.specs["audio"] == real_prepared.specs["audio"] and real_prepared.specs["frames"].shape == (8, 32, 32, 3)
     full = stored_frames(real_prepared)
-    assert {f.shape[2] for f in full.values()} == {57, 75, 40}  # 16:9, 640×272 and 720×576 at a short side of 32
+    assert {f.shape[1:3] for f in full.values()} == {(32, 57), (32, 75)}  # 16:9 and 640×272 at a short side of 32
     columns = ["video_id", "clip_index", "frames", "flow"]
-    centre = rows(data.dataset(columns))
-    collated = ClipCollate(data.specs)(pa.Table.from_pylist(centre))
+    centre = table(data.dataset(columns))
+    collated = ClipCollate(data.specs)(centre)
     assert collated["frames"].shape == (22, 8, CROP, CROP, 3) and collated["flow"].shape == (22, 7, CROP, CROP, 2)
-    for i, r in enumerate(centre):
+    for i, r in enumerate(centre.select(["video_id", "clip_index"]).to_pylist()):
         f = full[r["video_id"], r["clip_index"]]
         top, left = (f.shape[1] - CROP) // 2, (f.shape[2] - CROP) // 2
         np.testing.assert_array_equal(collated["frames"][i].numpy(), f[:, top : top + CROP, left : left + CROP])
     # training: a random box per clip and pass, anywhere in the frame (both sides are longer than the crop)
-    train = [rows(data.dataset(columns, crop="random")) for _ in range(2)]
+    train = [table(data.dataset(columns, crop="random")) for _ in range(2)]
     boxes = []
     for t in train:
-        out = ClipCollate(data.specs)(pa.Table.from_pylist(t))
-        for i, r in enumerate(t):
+        out = ClipCollate(data.specs)(t)
+        for i, r in enumerate(t.select(["video_id", "clip_index"]).to_pylist()):
             f = full[r["video_id"], r["clip_index"]]
             top, left = find_box(f, out["frames"][i].numpy())
             assert 0 <= top <= f.shape[1] - CROP and 0 <= left <= f.shape[2] - CROP
             boxes.append((r["video_id"], r["clip_index"], top, left))
-            if r["flow"] is not None:  # the flow of the same clip at the same box
+            if stored_flow[r["video_id"], r["clip_index"]] is not None:  # the flow of the same clip at the same box
                 h, w = f.shape[1:3]
                 levels = cv2.imdecode(np.frombuffer(stored_flow[r["video_id"], r["clip_index"]], np.uint8), cv2.IMREAD_GRAYSCALE)
                 levels = levels.reshape(7, 2, h, w)[:, :, top : top + CROP, left : left + CROP].transpose(0, 2, 3, 1)
@@ -93,13 +97,13 @@ def test_a_raw_set_crops_its_stored_square(ray_session, real_videos, tmp_path):
     raw = PreparedData(str(tmp_path / "raw"))
     data = raw.cropped(CROP)
     columns = ["video_id", "clip_index", "frames", "flow"]
-    square = ClipCollate(raw.specs)(pa.Table.from_pylist(rows(raw.dataset(columns))))  # [3,8,32,32,3], [3,7,32,32,2]
-    centre = ClipCollate(data.specs)(pa.Table.from_pylist(rows(data.dataset(columns))))
+    square = ClipCollate(raw.specs)(table(raw.dataset(columns)))  # [3,8,32,32,3], [3,7,32,32,2]
+    centre = ClipCollate(data.specs)(table(data.dataset(columns)))
     np.testing.assert_array_equal(centre["frames"].numpy(), square["frames"][:, :, 8:24, 8:24].numpy())
     np.testing.assert_array_equal(centre["flow"].numpy(), square["flow"][:, :, 8:24, 8:24].numpy())
     lefts = set()
     for _ in range(3):
-        out = ClipCollate(data.specs)(pa.Table.from_pylist(rows(data.dataset(columns, crop="random"))))
+        out = ClipCollate(data.specs)(table(data.dataset(columns, crop="random")))
         for i in range(3):
             top, left = find_box(square["frames"][i].numpy(), out["frames"][i].numpy())
             np.testing.assert_array_equal(out["flow"][i].numpy(), square["flow"][i, :, top : top + CROP, left : left + CROP].numpy())
@@ -134,8 +138,9 @@ def test_a_probe_uses_the_crop_size_of_the_run(real_prepared, tmp_path):
     ids, feats = _video_features(saved, real_prepared, set(real_prepared.video_ids), path, actors=1)
     # by hand: the stored frames' centre crops, the stored audio, the model's embeddings, per-video means
     full = stored_frames(real_prepared)
-    audio = rows(real_prepared.dataset(["video_id", "clip_index", "audio"], crop=None))
-    batch = ClipCollate(real_prepared.specs)(pa.Table.from_pylist(audio))
+    audio_table = table(real_prepared.dataset(["video_id", "clip_index", "audio"], crop=None))
+    batch = ClipCollate(real_prepared.specs)(audio_table)
+    audio = audio_table.select(["video_id", "clip_index"]).to_pylist()
     frames = []
     for r in audio:
         f = full[r["video_id"], r["clip_index"]]
