@@ -29,6 +29,7 @@ PRESETS = {
     "paper": {
         "epochs": 45,
         "batch_size": 32,
+        "crop_size": 112,  # the XDC and GDT paper presets' clips (112 crops of frames prepared at --size 128)
         "method": {"video_encoder": "r2plus1d_18", "audio_encoder": "resnet18_audio"},
         "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 5e-4, "warmup_epochs": 2},
     },
