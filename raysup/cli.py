@@ -80,21 +80,31 @@ def cmd_train(a) -> None:
 def cmd_probe(a) -> None:
     from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.data.ingest import PreparedData
-    from raysup.evaluate import PAPER_PROTOCOLS, cv_probe, finetune, paper_protocol, probe
+    from raysup.evaluate import cv_probe, finetune, probe
     from raysup.methods import load_config
+    from raysup.protocols import check_protocol, paper_protocol
 
     ckpt = latest_checkpoint(a.run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
-    if a.protocol == "paper" and cfg.method_name not in PAPER_PROTOCOLS:
-        raise ConfigError(f"--protocol paper: not implemented for {cfg.method_name} yet (only {', '.join(PAPER_PROTOCOLS)}); use --protocol linear")
+    if a.protocol == "paper":
+        check_protocol(cfg.method_name)
+        if a.finetune or a.folds:
+            raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
+    elif a.splits:
+        raise ConfigError("--splits: only with --protocol paper")
+    if bool(a.labels) == bool(a.splits):
+        raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
     init_ray(a.address)
     data = PreparedData(a.data).cropped(cfg.crop_size)  # the crops the run trained on (centred)
     weights = None if a.random_init else ckpt
     if a.protocol == "paper":
-        if a.finetune or a.folds:
-            raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
         out = f"{a.run_dir.rstrip('/')}.paper_protocol" + ("/random_init" if a.random_init else "")
-        acc = paper_protocol(cfg, data, a.labels, weights, out, epochs=a.paper_epochs)
+        if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
+            runs = [paper_protocol(cfg, data, csv, weights, f"{out}/split{i}", epochs=a.paper_epochs, classifier=a.paper_classifier)
+                    for i, csv in enumerate(a.splits, 1)]
+            acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
+        else:
+            acc = paper_protocol(cfg, data, a.labels, weights, out, epochs=a.paper_epochs, classifier=a.paper_classifier)
     elif a.finetune:
         acc = finetune(cfg, data, a.labels, weights, epochs=a.epochs)
     elif a.folds:
@@ -230,14 +240,18 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("probe", help="linear probe (or finetune) a run's encoders on labelled clips")
     s.add_argument("run_dir", help="run folder or URI of `raysup train`")
     s.add_argument("--data", required=True, help="prepared folder or URI of the labelled videos")
-    s.add_argument("--labels", required=True, help="labels CSV (video_id,label,split)")
+    s.add_argument("--labels", help="labels CSV (video_id,label,split); required unless --splits")
     s.add_argument("--random-init", action="store_true", help="probe the same architecture untrained")
     s.add_argument("--finetune", action="store_true", help="train each encoder with a new linear head instead")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
     s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
     s.add_argument("--protocol", choices=["linear", "paper"], default="linear",
-                   help="linear: this probe; paper: the method's paper protocol (gdt: full finetuning, docs/reproducing.md), run in RUN_DIR.paper_protocol")
+                   help="linear: this probe; paper: the method's paper protocols (docs/reproducing.md), run in RUN_DIR.paper_protocol")
     s.add_argument("--paper-epochs", type=int, help="--protocol paper: finetuning epochs instead of the paper's (for a quick check)")
+    s.add_argument("--paper-classifier", choices=["linear", "svm"], default="linear",
+                   help="--protocol paper, GDT's audio: linear layer (ESC-50's protocol) or linear SVM (DCASE's)")
+    s.add_argument("--splits", nargs="+", metavar="CSV",
+                   help="--protocol paper: one labels CSV per split (e.g. UCF101's three); prints the mean over splits")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)

@@ -314,6 +314,11 @@ def cluster_features(
     n = min(rows, sample or POINTS_PER_CENTROID * k)
     if n < k:
         raise ValueError(f"sample: {n} rows cannot train {k} centroids; use a sample of at least k rows")
+    if pca_dim:
+        widths = dict(zip(ds.schema().names, ds.schema().types, strict=True))
+        dim = min(sum(widths[c].list_size for c in cl.columns) for cl in clusterings)
+        if pca_dim > min(dim, n):
+            raise ValueError(f"pca_dim: {pca_dim} is more than the {dim} feature dimensions or the {n} sampled rows")
 
     fs, root = resolve(out)
     parts = ds.map_batches(sample_batch, fn_kwargs={"columns": columns, "seed": seed, "threshold": sample_threshold(n, rows)},

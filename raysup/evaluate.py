@@ -1,9 +1,8 @@
-"""Linear probe and finetuning of a run's encoders on labelled clips (the papers' protocol:
-frozen features averaged over each video's clips; train/test from the labels CSV)."""
+"""Linear probe and finetuning of a run's encoders on labelled clips (frozen features averaged
+over each video's clips; train/test from the labels CSV). The papers' own protocols are in
+:mod:`raysup.protocols`."""
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
 import sys
 import warnings
@@ -14,18 +13,17 @@ import pyarrow.compute as pc
 import torch
 
 from raysup.checkpoint import load_checkpoint_file
-from raysup.config import ConfigError, OptimConfig, TrainConfig
+from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import LabelRow, class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.features import extract_features, video_average
 from raysup.methods import method_module
-from raysup.methods.base import Method
 
 
-def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> float:
-    """Top-1 of an L2-regularised logistic regression on standardised features
-    (regularisation chosen by 3-fold cross-validation on the train split)."""
+def linear_probe_model(x_train, y_train, seed: int = 0):
+    """An L2-regularised logistic regression on standardised features, fitted (regularisation
+    chosen by 3-fold cross-validation on the train split): a scikit-learn pipeline."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -38,7 +36,12 @@ def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> fl
     with warnings.catch_warnings():  # scikit-learn 1.8's notices of future default changes
         warnings.simplefilter("ignore", FutureWarning)
         clf.fit(x_train, y_train)
-    return float((clf.predict(x_test) == y_test).mean())
+    return clf
+
+
+def linear_probe_accuracy(x_train, y_train, x_test, y_test, seed: int = 0) -> float:
+    """Top-1 of :func:`linear_probe_model` fitted on the train split."""
+    return float((linear_probe_model(x_train, y_train, seed).predict(x_test) == y_test).mean())
 
 
 def labelled(rows: list[LabelRow], present: set[str], *, splits: tuple[str, ...] = ("train", "test")) -> dict[str, str]:
@@ -167,117 +170,5 @@ def finetune(
                 scores.index_add_(0, b["video_index"], head(model.embed(b)[name]).softmax(1))
         y = torch.tensor([label[i] for i in ids])
         tested = torch.tensor([split[i] == "test" for i in ids])
-        results[name] = float((scores.argmax(1) == y)[tested].float().mean())
-    return results
-
-
-# --- The papers' own evaluation protocols (``raysup probe --protocol paper``) ----------------
-
-
-class Finetune(Method):
-    """A method's model with a new linear head on one of its encoders, the encoder's network
-    (``module``, an attribute of the method) trained end to end with it by cross-entropy on the
-    clips' ``label``; the method's other parameters are frozen (so DDP sees no unused ones)."""
-
-    def __init__(self, inner: Method, encoder: str, module: str, dim: int, classes: int):
-        super().__init__()
-        self.inner, self.encoder = inner, encoder
-        self.head = torch.nn.Linear(dim, classes)
-        trained = {id(p) for p in getattr(inner, module).parameters()}
-        for p in inner.parameters():
-            p.requires_grad_(id(p) in trained)
-
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.inner.embed(batch, train=self.training)[self.encoder])  # [B,classes]
-
-    def forward(self, batch):
-        logits = self.logits(batch)
-        return {"loss": torch.nn.functional.cross_entropy(logits.float(), batch["label"]), "acc": (logits.argmax(1) == batch["label"]).float().mean()}
-
-    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
-        """The pretrained run's weights into the method; the head starts fresh."""
-        self.inner.load_state_dict(state)
-
-
-def build_finetune(cfg: TrainConfig, specs, *, encoder: str, module: str, dim: int, classes: int) -> Finetune:
-    return Finetune(method_module(cfg.method_name).build(cfg, specs), encoder, module, dim, classes)
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneProtocol:
-    """A paper's full-finetuning protocol: which encoders (name → the method's attribute holding
-    its network), the optimiser, epochs and batch, and how many evenly spaced clips per test
-    video have their softmax scores averaged."""
-
-    encoders: dict[str, str]
-    optim: OptimConfig
-    epochs: int
-    batch_size: int
-    test_clips: int
-
-
-PAPER_PROTOCOLS = {
-    # GDT appendix A.2 (video): full finetuning, SGD warmed up to 0.02 over 2 epochs (the paper
-    # starts the warm-up at 0.0025; raysup's warm-up starts near 0), momentum 0.9, weight decay
-    # 5e-3, batch 32, 10 epochs, lr ×0.1 at epochs 6 and 8; softmax scores averaged over 10 clips
-    # per test video. (The audio protocols, ESC-50 / DCASE, are not implemented.)
-    "gdt": FinetuneProtocol(
-        encoders={"video": "video"},
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.6, 0.8), gamma=0.1, warmup_epochs=2),
-        epochs=10,
-        batch_size=32,
-        test_clips=10,
-    ),
-}
-
-
-def paper_protocol(
-    cfg: TrainConfig, data: PreparedData, labels_csv: str, checkpoint: str | None, out_dir: str, *, epochs: int | None = None
-) -> dict[str, float]:
-    """Run the method's paper protocol (:data:`PAPER_PROTOCOLS`) and return test top-1 per
-    encoder. Each encoder is finetuned by a :func:`raysup.train.fit` run in
-    ``out_dir/<encoder>`` (GPU, DDP, AMP, checkpoints as any run; rerunning resumes it);
-    ``epochs`` overrides the protocol's (the schedule's milestones are fractions of it)."""
-    from raysup.checkpoint import latest_checkpoint
-    from raysup.train import fit
-
-    if cfg.method_name not in PAPER_PROTOCOLS:
-        raise ConfigError(f"--protocol paper: not implemented for {cfg.method_name} yet (only {', '.join(PAPER_PROTOCOLS)}); use --protocol linear")
-    p = PAPER_PROTOCOLS[cfg.method_name]
-    rows = read_labels_csv(labels_csv)
-    split = labelled(rows, set(data.video_ids))
-    classes, label = class_index(rows), label_of(rows)
-    ids = sorted(split)
-    counts = data.manifest["videos"]
-    test_clips = {v: np.unique(np.linspace(0, counts[v] - 1, min(counts[v], p.test_clips)).round().astype(np.int64)) for v in ids if split[v] == "test"}
-    train_table = pa.table({"video_id": pa.array([v for v in ids if split[v] == "train"], pa.string()), "label": pa.array([label[v] for v in ids if split[v] == "train"], pa.int64())})
-    test_table = pa.table({
-        "video_id": pa.array([v for v, c in test_clips.items() for _ in c], pa.string()),
-        "clip_index": pa.array(np.concatenate(list(test_clips.values())), pa.int32()),  # the prepared column's type
-        "video_index": pa.array([ids.index(v) for v, c in test_clips.items() for _ in c], pa.int64()),
-    })
-    clips = data.dataset(_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
-    train_ds = data.decode(join_columns(clips, ["video_id"], train_table).randomize_block_order(), "random")
-    test_ds = data.decode(join_columns(clips, ["video_id", "clip_index"], test_table))
-    ft_cfg = dataclasses.replace(cfg, optim=p.optim, epochs=epochs or p.epochs, batch_size=p.batch_size, max_steps=0, patience=0)
-    collate = ClipCollate(data.specs)
-    probe_batch = next(iter(test_ds.iter_torch_batches(batch_size=2, collate_fn=collate)))
-    with torch.no_grad():
-        dims = {k: v.shape[1] for k, v in method_module(cfg.method_name).build(cfg, data.specs).eval().embed(probe_batch).items()}
-    rows_per_epoch = sum(counts[v] for v in train_table["video_id"].to_pylist())
-    y = torch.tensor([label[v] for v in ids])
-    tested = torch.tensor([v in test_clips for v in ids])
-    results = {}
-    for name, module in p.encoders.items():
-        build = functools.partial(build_finetune, encoder=name, module=module, dim=dims[name], classes=len(classes))
-        run_dir = f"{out_dir.rstrip('/')}/{name}"
-        fit(ft_cfg, build, {"train": train_ds}, run_dir, data.specs, rows_per_epoch=rows_per_epoch, resume=True, init_checkpoint=checkpoint)
-        model = build(ft_cfg, data.specs)
-        model.load_state_dict(load_checkpoint_file(latest_checkpoint(run_dir))["model"])
-        model.eval()
-        scores = torch.zeros(len(ids), len(classes))
-        with torch.no_grad():
-            for b in test_ds.iter_torch_batches(batch_size=64, collate_fn=collate):
-                scores.index_add_(0, b["video_index"], model.logits(b).float().softmax(1))
         results[name] = float((scores.argmax(1) == y)[tested].float().mean())
     return results

@@ -1,6 +1,7 @@
 """Starting or joining Ray: the one place that calls ``ray.init``."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -21,6 +22,7 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     DataContext.get_current().enable_progress_bars = False  # datasets this process runs
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its warning that they are off
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ctx = ray.init(address=address, log_to_driver=False)

@@ -97,6 +97,8 @@ def test_sample_and_k_edge_cases(ray_session, blobs, tmp_path):
         cluster_features(str(few), str(tmp_path / "k13"), [Clustering("label", ("video",))], 13)
     with pytest.raises(ValueError, match="sample: 5 rows cannot train 8 centroids"):
         cluster_features(folder, str(tmp_path / "s5"), [Clustering("label", ("video",))], 8, sample=5)
+    with pytest.raises(ValueError, match="pca_dim: 13 is more than the .* feature dimensions or the 12 sampled rows"):  # the task's PCA would fail
+        cluster_features(str(few), str(tmp_path / "p13"), [Clustering("label", ("video",))], 4, pca_dim=13)
     with pytest.raises(ValueError, match="no column audio"):
         cluster_features(folder, str(tmp_path / "a"), [Clustering("label", ("audio",))], 8)
     with pytest.raises(FileExistsError, match="not empty"):

@@ -36,9 +36,9 @@ def test_module_provides_the_contract(name):
 @pytest.mark.parametrize("name", sorted(set(METHODS) - {"supervised"}))  # supervised: tests/test_train.py
 def test_train_prints_json_metrics(name, small_prepared, tmp_path, capsys):
     data, labels = small_prepared
-    sets = ["epochs=1", "batch_size=8", *SHORT.get(name, [])]
+    sets = ["epochs=1", "max_steps=2", "batch_size=8", *SHORT.get(name, [])]
     code = main(["train", name, "--data", data, "--out", str(tmp_path / "run"), "--labels", labels, *[a for s in sets for a in ("--set", s)]])
     out = capsys.readouterr().out
     assert code == 0
     metrics = json.loads(out)
-    assert metrics["epoch"] == 0 and math.isfinite(metrics["loss"]) and metrics["steps"] >= 1
+    assert metrics["epoch"] == 0 and math.isfinite(metrics["loss"]) and metrics["total_steps"] == 2

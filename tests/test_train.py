@@ -16,17 +16,23 @@ from raysup.data.ingest import PreparedData
 from raysup.methods import make_config, method_module
 
 
-def _epochs(run_dir):
-    return [json.loads(line)["epoch"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-
-
 def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, capsys):
-    """``raysup train`` prints JSON, ``raysup probe`` reads the run (linear, CV, random init,
-    finetuned), and the run resumes (``raysup train`` of every other method: tests/test_method_contract.py)."""
+    """``raysup train`` prints JSON and ``max_steps`` ends it with a checkpoint mid-epoch;
+    ``raysup probe`` reads the run (linear, CV, random init, finetuned); the run resumes,
+    allowing only resumable changes (``raysup train`` of every other method:
+    tests/test_method_contract.py)."""
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "run")
-    assert main(["train", "supervised", "--data", data.uri, "--out", run_dir, "--labels", labels, "--set", "epochs=2", "--set", "batch_size=8"]) == 0
-    assert json.loads(capsys.readouterr().out)["epoch"] == 1
+    base = {"epochs": 4, "batch_size": 4, "optim.schedule": "cosine"}
+    sets = [a for k, v in {**base, "max_steps": 3}.items() for a in ("--set", f"{k}={v}")]
+    assert main(["train", "supervised", "--data", data.uri, "--out", run_dir, "--labels", labels, *sets]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["epoch"], r["steps"], r["total_steps"]) == (0, 3, 3)  # stopped inside the first epoch
+    saved = load_checkpoint_file(latest_checkpoint(run_dir))
+    assert saved["epoch"] == 0 and saved["state"]["step"] == 3 and saved["scheduler"]["last_epoch"] == 3
+    # the schedule still spans `epochs`: after 3 steps the cosine lr has barely moved
+    assert 0.9 * make_config("supervised", "tiny").optim.lr < r["lr"] < make_config("supervised", "tiny").optim.lr
+
     probe = ["probe", run_dir, "--data", data.uri, "--labels", labels]
     assert main([*probe, "--json"]) == 0
     acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -39,17 +45,18 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
 
     run = method_module("supervised").run
     with pytest.raises(FileExistsError, match="--resume"):
-        run(make_config("supervised", "tiny", {"epochs": 2, "batch_size": 8}), data, run_dir, labels=labels)
-    r = run(make_config("supervised", "tiny", {"epochs": 3, "batch_size": 8}), data, run_dir, labels=labels, resume=True)
-    assert _epochs(run_dir) == [0, 1, 2] and r["epoch"] == 2
+        run(make_config("supervised", "tiny", base), data, run_dir, labels=labels)
+    r = run(make_config("supervised", "tiny", {**base, "epochs": 5, "max_steps": 5}), data, run_dir, labels=labels, resume=True)
+    assert (r["epoch"], r["steps"], r["total_steps"]) == (1, 2, 5)  # the next epoch, 2 more steps
+    assert [(m["epoch"], m["total_steps"]) for m in (json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")))] == [(0, 3), (1, 5)]
     resumes = [json.loads(line) for line in open(os.path.join(run_dir, "resumes.jsonl"))]
-    assert [r["changed"] for r in resumes] == [{"epochs": [2, 3]}]
+    assert [r["changed"] for r in resumes] == [{"epochs": [4, 5], "max_steps": [3, 5]}]
     # a resume may train longer, but not change what the run is
     with pytest.raises(ConfigError, match=r"method.video_encoder: .r2plus1d_tiny. -> .r2plus1d_18., optim.lr: 0.003 -> 0.1"):
-        run(make_config("supervised", "tiny", {"epochs": 4, "batch_size": 8, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
+        run(make_config("supervised", "tiny", {**base, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
 
     saved = load_checkpoint_file(latest_checkpoint(run_dir))  # weights_only=True inside
-    assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}
+    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == 5 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}
     assert saved["config"]["method_name"] == "supervised"
     assert all(isinstance(v, torch.Tensor) for v in saved["model"].values())
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))

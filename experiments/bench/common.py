@@ -102,26 +102,49 @@ def ray_stop(started: bool) -> None:
         ray.shutdown()
 
 
-def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool = True, classes: int = 6, seed: int = 0) -> str:
+def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool = True, classes: int = 6, seed: int = 0,
+                   encoding: str = "raw") -> str:
     """A prepared folder as ``raysup prepare`` writes it (Parquet shards of ``clips_per_file``
     clips = 8 videos x 4 clips, manifest.json) with random tensors of the default
     PrepareConfig shapes, plus ``labels.csv`` (random labels, all in the train split).
-    Writing it directly takes seconds instead of decoding videos. Returns ``out``."""
+    ``encoding="jpeg"``: frames and flow as prepare's compressed cells (raysup.data.codec) of
+    smooth random images (noise would not compress as footage does). Writing it directly takes
+    seconds instead of decoding videos. Returns ``out``."""
+    import cv2
     import numpy as np
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    from raysup.data import codec
     from raysup.data.prepare import DATA_DIR, MANIFEST, PrepareConfig, build_manifest
     from raysup.data.schema import arrow_schema
     from raysup.data.storage import write_json
 
-    cfg = PrepareConfig(flow="farneback" if flow else "none", encoding="raw")
+    cfg = PrepareConfig(flow="farneback" if flow else "none", encoding=encoding)
     specs = cfg.tensor_specs()
-    schema = arrow_schema(specs)
+    schema = arrow_schema(specs, encoding)
     rng = np.random.default_rng(seed)
+
+    def smooth(shape: tuple[int, ...]) -> np.ndarray:  # [..., H, W, C] from 8x8 noise, bicubic
+        *lead, h, w, c = shape
+        low = rng.random((int(np.prod(lead)), 8, 8, c), dtype=np.float32)
+        return np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, c) for x in low]).reshape(shape)
+
+    def cells(name: str, spec, n: int) -> pa.Array:
+        if encoding == "jpeg" and name == "frames":
+            return pa.array([codec.encode_frames((smooth(spec.shape) * 255).clip(0, 255).astype(np.uint8), cfg.jpeg_quality) for _ in range(n)], pa.binary())
+        if encoding == "jpeg" and name == "flow":
+            return pa.array([codec.encode_flow((smooth(spec.shape) - 0.5) * 8, cfg.flow_range) for _ in range(n)], pa.binary())  # ±4 px
+        if name == "frames":
+            values = rng.integers(0, 256, (n, *spec.shape), dtype=np.uint8)
+        else:
+            values = rng.standard_normal((n, *spec.shape), dtype=np.float32).astype(spec.dtype)
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(spec.nbytes), n, [None, pa.py_buffer(values.tobytes())])
+
     os.makedirs(os.path.join(out, DATA_DIR), exist_ok=True)
     ids = [f"c{i // 4 % classes}/v{i // 4:05d}" for i in range(clips)]  # 4 clips per video
+    shards = []
     for f, start in enumerate(range(0, clips, clips_per_file)):
         n = min(clips_per_file, clips - start)
         cols = {
@@ -131,16 +154,14 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
             "motion": pa.array(rng.random(n, dtype=np.float32)),
         }
         for name, spec in specs.items():
-            if name == "frames":
-                values = rng.integers(0, 256, (n, *spec.shape), dtype=np.uint8)
-            else:
-                values = rng.standard_normal((n, *spec.shape), dtype=np.float32).astype(spec.dtype)
-            cols[name] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(spec.nbytes), n, [None, pa.py_buffer(values.tobytes())])
-        table = pa.table({field.name: cols[field.name] for field in schema}, schema=schema)
-        pq.write_table(table, os.path.join(out, DATA_DIR, f"part-{f:05d}.parquet"))
+            cols[name] = cells(name, spec, n)
+        shards.append(f"{DATA_DIR}/part-{f:05d}.parquet")
+        pq.write_table(pa.table({field.name: cols[field.name] for field in schema}, schema=schema), os.path.join(out, shards[-1]))
     videos = sorted(set(ids))
     outcomes = [{"video_id": v, "path": v, "status": "ok", "reason": "", "clips": ids.count(v), "has_audio": True} for v in videos]
-    write_json(pafs.LocalFileSystem(), os.path.join(out, MANIFEST), build_manifest("random", cfg, outcomes))
+    manifest = build_manifest("random", cfg, outcomes, shards)
+    manifest["bytes"] = sum(os.path.getsize(os.path.join(out, s)) for s in shards)
+    write_json(pafs.LocalFileSystem(), os.path.join(out, MANIFEST), manifest)
     with open(os.path.join(out, "labels.csv"), "w") as f:
         f.write("video_id,label,split\n" + "".join(f"{v},class{v[1:v.index('/')]},train\n" for v in videos))
     return out

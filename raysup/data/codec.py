@@ -47,9 +47,11 @@ def _jpeg(img: np.ndarray, quality: int) -> bytes:
 
 
 def quantise_flow(flow: np.ndarray, flow_range: float) -> np.ndarray:
-    """float pixels → uint8 levels (see the module docstring)."""
-    y = np.log1p(np.abs(flow) / FLOW_KNEE_PX) * (127.0 / np.log1p(flow_range / FLOW_KNEE_PX))
-    return (128 + np.sign(flow) * np.minimum(np.rint(y), 127)).astype(np.uint8)
+    """float pixels [..., H, W, 2] → uint8 levels (see the module docstring). OpenCV's log:
+    numpy's float32 log1p made this most of prepare's encoding time (11 vs. 1.2 ms a clip)."""
+    x = np.ascontiguousarray(flow, np.float32).reshape(-1, flow.shape[-2] * flow.shape[-1])  # 2-D for OpenCV
+    y = cv2.log(np.abs(x) * np.float32(1 / FLOW_KNEE_PX) + np.float32(1)) * np.float32(127.0 / np.log1p(flow_range / FLOW_KNEE_PX))
+    return (128 + np.copysign(np.minimum(np.rint(y), 127), x)).astype(np.uint8).reshape(flow.shape)
 
 
 def flow_levels(flow_range: float) -> np.ndarray:
