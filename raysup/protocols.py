@@ -117,7 +117,7 @@ class CaffeNetClassifier(Method):
 
 
 def build_caffenet(cfg: TrainConfig, specs, *, classes: int) -> CaffeNetClassifier:
-    return CaffeNetClassifier(cfg.method.encoder, cfg.method.crop_size or specs["frames"].shape[1], classes)
+    return CaffeNetClassifier(cfg.method.encoder, specs["frames"].shape[1], classes)  # the stream's crop (crop_size)
 
 
 def rgb_frame(frames: torch.Tensor, size: int, *, train: bool) -> torch.Tensor:
