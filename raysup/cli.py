@@ -69,7 +69,7 @@ def cmd_train(a) -> None:
     if a.gpus_per_worker is not None:
         overrides["gpus_per_worker"] = a.gpus_per_worker
     cfg = make_config(a.method, a.preset, overrides)
-    data = PreparedData(a.data)
+    data = PreparedData(a.data).cropped(cfg.crop_size)  # a crop_size above the prepared size fails here
     method = method_module(cfg.method_name)
     method.check(cfg, data)  # fail before starting Ray
     init_ray(a.address)
@@ -95,7 +95,7 @@ def cmd_probe(a) -> None:
     if bool(a.labels) == bool(a.splits):
         raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
     init_ray(a.address)
-    data = PreparedData(a.data)
+    data = PreparedData(a.data).cropped(cfg.crop_size)  # the crops the run trained on (centred)
     weights = None if a.random_init else ckpt
     if a.protocol == "paper":
         out = f"{a.run_dir.rstrip('/')}.paper_protocol" + ("/random_init" if a.random_init else "")
@@ -129,7 +129,7 @@ def cmd_features(a) -> None:
 
     ckpt = latest_checkpoint(a.run_dir)
     cfg = load_config(load_checkpoint_file(ckpt)["config"])
-    data = PreparedData(a.data)
+    data = PreparedData(a.data).cropped(cfg.crop_size)  # centre crops of the run's crop_size
     method = method_module(cfg.method_name)
     init_ray(a.address)
     columns = sorted(set(method.COLUMNS) | {"video_id", "clip_index"})

@@ -187,7 +187,10 @@ class TrainConfig:
     ``batch_size`` is per worker; ``max_steps`` > 0 ends each ``fit`` (each XDC round) after that
     many optimiser steps, with the checkpoint and metrics of a normal end (the learning-rate
     schedule still spans ``epochs``, so the steps taken are the full run's first ones; a resumed
-    run continues with the next epoch); ``patience`` > 0 stops early when ``val_loss`` has not
+    run continues with the next epoch); ``crop_size`` > 0: the clips' frames and flow are
+    crop_size×crop_size crops of the prepared frames (random position for training, centred for
+    evaluation, probes and features; :meth:`raysup.data.ingest.PreparedData.cropped`), 0: the
+    prepared ``--size``; ``patience`` > 0 stops early when ``val_loss`` has not
     improved for that many epochs (needs a validation dataset). Clips stream in Parquet
     order with the blocks shuffled, then through a local shuffle buffer of
     ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
@@ -200,6 +203,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32
+    crop_size: int = 0  # frames and flow as crop_size² crops of the stored frames; 0: the prepared --size
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
@@ -216,7 +220,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
-        for name in ("max_failures", "patience", "max_steps"):
+        for name in ("max_failures", "patience", "max_steps", "crop_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:

@@ -99,7 +99,9 @@ def cv_probe(
 
 
 def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Features of the given videos' clips, averaged per video (see :func:`video_average`)."""
+    """Features of the given videos' clips (centre ``cfg.crop_size`` crops, as the run trained
+    on), averaged per video (see :func:`video_average`)."""
+    data = data.cropped(cfg.crop_size)
     keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
     ds = data.decode(join_columns(data.dataset(_columns(cfg), crop=None), ["video_id"], keep))
     return video_average(extract_features(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
@@ -120,7 +122,9 @@ def finetune(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Finetune each encoder with a new linear head on the train split (Adam, augmented clips);
-    top-1 on the test split with clip softmax scores averaged per video."""
+    top-1 on the test split with clip softmax scores averaged per video. Clips are
+    ``cfg.crop_size`` crops, as the run trained on."""
+    data = data.cropped(cfg.crop_size)
     rows = read_labels_csv(labels_csv)
     split = labelled(rows, set(data.video_ids))
     classes = class_index(rows)

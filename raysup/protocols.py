@@ -117,7 +117,7 @@ class CaffeNetClassifier(Method):
 
 
 def build_caffenet(cfg: TrainConfig, specs, *, classes: int) -> CaffeNetClassifier:
-    return CaffeNetClassifier(cfg.method.encoder, cfg.method.crop_size or specs["frames"].shape[1], classes)
+    return CaffeNetClassifier(cfg.method.encoder, specs["frames"].shape[1], classes)  # the stream's crop (crop_size)
 
 
 def rgb_frame(frames: torch.Tensor, size: int, *, train: bool) -> torch.Tensor:
@@ -316,8 +316,10 @@ def paper_protocol(
     result key. A finetuning runs as a :func:`raysup.train.fit` run in ``out_dir/<key>``
     (rerunning resumes it); ``epochs`` overrides a finetuning's epochs (the schedule's
     milestones are fractions of it); ``classifier`` picks GDT's audio classifier (``linear``:
-    ESC-50's, ``svm``: DCASE's). ``checkpoint=None``: random-init weights."""
+    ESC-50's, ``svm``: DCASE's). ``checkpoint=None``: random-init weights. Clips are
+    ``cfg.crop_size`` crops, as the run trained on (random to finetune, centred to test)."""
     check_protocol(cfg.method_name)
+    data = data.cropped(cfg.crop_size)
     protocols = PAPER_PROTOCOLS[cfg.method_name]
     rows = read_labels_csv(labels_csv)
     split = labelled(rows, set(data.video_ids))

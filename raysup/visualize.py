@@ -55,6 +55,7 @@ def visualize_embeddings(run_dir: str, data: PreparedData, out_dir: str | None =
     cfg = load_config(saved["config"])
     if cfg.method_name not in ("cpfs", "cpfs_direct"):
         raise ValueError(f"visualize-embeddings: {run_dir} is a {cfg.method_name} run; it needs a cpfs or cpfs_direct run")
+    data = data.cropped(cfg.crop_size)  # the run's input size
     method = method_module(cfg.method_name).build(cfg, data.specs)
     method.load_state_dict(saved["model"])
     method.eval()

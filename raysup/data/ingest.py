@@ -15,7 +15,7 @@ from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.prepare import DATA_DIR, MANIFEST
 from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
-from raysup.data.storage import exists, read_json, resolve
+from raysup.data.storage import exists, read_json, redact, resolve
 from raysup.data.tables import pack_video
 
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
@@ -24,9 +24,12 @@ MIN_BLOCKS = 16
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A folder (or URI) written by ``raysup prepare``: manifest + Parquet shards."""
+    """A folder (or URI) written by ``raysup prepare``: manifest + Parquet shards, read as
+    ``crop_size``×``crop_size`` crops of the stored frames and flow (0: the prepared ``size``;
+    :meth:`cropped`)."""
 
     uri: str
+    crop_size: int = 0
 
     @cached_property
     def manifest(self) -> dict:
@@ -37,8 +40,32 @@ class PreparedData:
         return read_json(fs, path)
 
     @property
-    def specs(self) -> dict[str, TensorSpec]:
+    def stored_specs(self) -> dict[str, TensorSpec]:
+        """The manifest's tensor shapes: frames and flow as prepared (S×S, S = ``--size``)."""
         return {k: TensorSpec.from_dict(v) for k, v in self.manifest["columns"].items()}
+
+    @property
+    def specs(self) -> dict[str, TensorSpec]:
+        """The tensors readers get: frames [T,C,C,3] and flow [T−1,C,C,2] at the crop size C."""
+        specs, c = self.stored_specs, self.crop_size
+        if not c:
+            return specs
+        return {k: TensorSpec((v.shape[0], c, c, *v.shape[3:]), v.dtype) if k in ("frames", "flow") else v for k, v in specs.items()}
+
+    def cropped(self, size: int) -> PreparedData:
+        """This set read as size×size crops of its stored frames and flow (0: the prepared size):
+        :meth:`decode` takes them at a random position for training, centred for evaluation
+        (the papers' e.g. random 112 crops of 128-short-side frames). A ``raw`` set's stored
+        square is cropped the same way. ``size`` above the prepared size is a ConfigError
+        naming ``crop_size``."""
+        frames = self.stored_specs.get("frames")
+        stored = frames.shape[1] if frames is not None else 0  # audio-only sets: nothing to crop
+        if size > stored > 0:
+            raise ConfigError(f"crop_size: {size} exceeds the prepared frame size {stored} of {redact(self.uri)} "
+                              f"(prepare with --size {size} or more, or lower crop_size; 0: the prepared size)")
+        new = PreparedData(self.uri, 0 if size in (0, stored) or not stored else size)
+        new.__dict__["manifest"] = self.manifest  # read once
+        return new
 
     @property
     def video_ids(self) -> list[str]:
@@ -68,7 +95,7 @@ class PreparedData:
         ray.data.DataContext.get_current().use_datasource_v2 = False
         fs, root = resolve(self.uri)
         if columns is not None:
-            columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.specs]
+            columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.stored_specs]
         shards = self.shards()
         blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
         blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
@@ -79,22 +106,25 @@ class PreparedData:
         """``ds`` (rows of this set's stored cells, e.g. clips drawn from :meth:`videos`) with
         compressed frames and flow decoded to the raw encoding's tensors of ``specs``, cropped to
         size×size (:func:`raysup.data.codec.decode_clips`): a ``map_batches`` stage of CPU tasks
-        that Ray may run on any node. Raw sets come back unchanged."""
+        that Ray may run on any node. Raw sets come back unchanged unless :meth:`cropped`."""
         if crop not in CROPS:
             raise ValueError(f"crop: must be one of {', '.join(CROPS)}, got {crop!r}")
-        if self.encoding["format"] == "raw":
+        raw = self.encoding["format"] == "raw"
+        if raw and not self.crop_size:
             return ds
         specs = self.specs
-        layout = {"size": self.manifest["params"]["size"], "flow_range": self.encoding.get("flow", {}).get("range_px", 0.0),
+        layout = {"size": self.crop_size or self.manifest["params"]["size"], "flow_range": self.encoding.get("flow", {}).get("range_px", 0.0),
                   "frames": list(specs["frames"].shape) if "frames" in specs else None,
                   "flow": list(specs["flow"].shape) if "flow" in specs else None}
+        if raw:
+            layout["raw_side"] = self.stored_specs["frames"].shape[1]
         return ds.map_batches(decode_clips, batch_format="pyarrow", batch_size=decode_batch_rows(layout),
                               fn_kwargs={"layout": layout, "crop": crop}, zero_copy_batch=True)
 
     def stored_bytes(self, columns: list[str] | None = None) -> float:
         """About how many bytes of tensor cells a clip holds on disk (for block sizes)."""
         if self.encoding["format"] == "raw" or "bytes" not in self.manifest:
-            return sum(s.nbytes for name, s in self.specs.items() if columns is None or name in columns)
+            return sum(s.nbytes for name, s in self.stored_specs.items() if columns is None or name in columns)
         return self.manifest["bytes"] / max(1, self.manifest["counts"]["clips"])
 
     def shards(self) -> list[str]:

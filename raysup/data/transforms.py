@@ -9,14 +9,20 @@ import math
 import torch
 from torchvision.ops import roi_align
 
+FIXED_MEAN, FIXED_STD = 0.45, 0.225  # official GDT code's video normalisation (datasets/GDTPretrainDataset.py)
 
-def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
-    """uint8 [B,T,H,W,3] → float [B,3,T,H,W] standardised per clip and channel (removes a
-    clip's global colour and brightness, which small nets otherwise memorise); with ``train``,
-    a random resized crop (back to H×W) and horizontal flip per clip, the same for all frames."""
+
+def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, float] = (0.5, 1.0), norm: str = "clip") -> torch.Tensor:
+    """uint8 [B,T,H,W,3] → float [B,3,T,H,W], with ``norm="clip"`` standardised per clip and
+    channel (removes a clip's global colour and brightness, which small nets otherwise
+    memorise), ``"fixed"`` as (x − 0.45)/0.225; with ``train``, a random resized crop (area
+    fraction in ``crop_scale``, back to H×W; (1, 1): none) and horizontal flip per clip, the
+    same for all frames."""
     x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)  # [B,3,T,H,W]
     if train:
         x = random_resized_crop_flip(x, crop_scale)
+    if norm == "fixed":
+        return (x - FIXED_MEAN) / FIXED_STD
     mean = x.mean(dim=(2, 3, 4), keepdim=True)
     std = x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
     return (x - mean) / std
@@ -55,7 +61,9 @@ def random_resized_crop_flip(
 ) -> torch.Tensor:
     """Per-sample random resized crop (:func:`crop_boxes`) to ``size`` (default: the input's
     H×W) and horizontal flip (probability ½) of a float [B,...,H,W]: all channels and frames of
-    a sample share its box and flip. One batched bilinear ``roi_align`` crops and resizes the
+    a sample share its box and flip. ``scale`` (1, 1) of a square input without ``size``: the
+    box is the whole image and only the flip remains (the papers' crop then comes from
+    ``TrainConfig.crop_size``). One batched bilinear ``roi_align`` crops and resizes the
     whole batch (each output pixel averages ⌈box/size⌉² samples: plain bilinear when zooming in,
     smoothing when shrinking).
 

@@ -6,8 +6,9 @@ Per clip and step: frame t and the flow t→t+k (``method.k`` counts *clip frame
 prepare fps: the prepared flow is between consecutive clip frames, so flow t→t+k is composed
 on the fly by :func:`compose_flow`; the paper's k=5 is at the video's own rate, ~0.2 s; the
 tiny preset's k=2 at 8 fps is 0.25 s). Training draws t uniformly from the clip; evaluation
-(validation loss) uses t = min(T//2, T−1−k). Image and flow get the same random resized crop
-and horizontal flip (flow rescaled to output pixels, dx negated on a flip), then the flow is
+(validation loss) uses t = min(T//2, T−1−k). Image and flow are the stream's crop
+(``crop_size``: random position in training) and get the same random resized crop
+(``method.min_crop``; 1: none) and horizontal flip (flow rescaled to output pixels, dx negated on a flip), then the flow is
 log-normalised (:func:`raysup.data.flow.log_normalize`). N random pixels per image are
 embedded by :class:`raysup.models.image.AlexNetHypercolumn` (parameter-free BN, sparse
 hypercolumns, MLP → D=16, L2-normalised) and trained with
@@ -91,13 +92,15 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0, "schedule": "constant"},
     },
     # paper: Mahendran et al. (ACCV 2018) §4 "Implementation details" as issue 16 quotes it (the
-    # stored paper text was not readable here): prepare at `--size 224` (224 crops) at the
-    # video's own frame rate, so that k = 5 clip frames is the paper's flow t→t+5.
+    # stored paper text was not readable here): prepare at `--size 256` at the video's own frame
+    # rate (k = 5 clip frames is the paper's flow t→t+5) and train on random 224 crops.
     "paper": {
         "epochs": 100,  # not stated; early stopping on the held-out loss ends the run (patience)
         "patience": 5,
         "batch_size": 96,  # §4: batch of 96 images
+        "crop_size": 224,  # §4: 224 crops (of frames prepared at --size 256)
         "method": {
+            "min_crop": 1.0,  # §4: plain 224 crops (and flips), no random resized crop
             "backbone": "alexnet",  # §4: AlexNet with BN (folded at export), sparse hypercolumn head
             "pixels": 512,  # sampled pixels per image (not verified against the paper)
             "k": 5,  # §4: flow between frames t and t+5 at the native frame rate
@@ -206,7 +209,7 @@ def check_specs(cfg: Config, specs) -> None:
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    check_specs(cfg.method, data.specs)
+    check_specs(cfg.method, data.cropped(cfg.crop_size).specs)
 
 
 def build(cfg: TrainConfig, specs) -> CPFS:
@@ -221,6 +224,7 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
     the videos for the early-stopping loss."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)
     clips_of = data.manifest["videos"]  # video id → its number of clips
     val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]

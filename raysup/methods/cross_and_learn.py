@@ -17,7 +17,8 @@ Sampling (:func:`train_dataset`): every epoch each video contributes ``method.pa
 pairs, each from one of its clips drawn anew with probability ∝ the clip's ``motion`` (mean
 flow magnitude; :func:`raysup.data.tables.draw_video_clips` over the clips grouped by video
 once per run). Augmentation per pair, identical for its frame and stack
-(:func:`raysup.data.pairs.pair_input`): random resized crop, horizontal flip (negating dx),
+(:func:`raysup.data.pairs.pair_input`): the stream's random crop (``crop_size``), a random
+resized crop (``method.crop_scale``; (1, 1): none), horizontal flip (negating dx),
 temporal flip of the stack, per-field flow mean subtraction, RGB channel splitting (the channel
 average at test time).
 
@@ -56,8 +57,7 @@ class Config:
     div_weight: float = 1.0  # w in L_cross − w·L_div
     eps: float = 1e-5  # inside the norms of the cosine distance
     dropout: float = 0.5  # on fc6's input (the paper's 0.5; the features entering the loss keep all units)
-    crop_size: int = 0  # network input side; 0: the prepared frame size
-    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the random resized crop
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the random resized crop; (1, 1): none (flip only)
     time_flip: bool = True
     channel_split: bool = True
     pairs_per_video: int = 4  # pairs each video contributes per epoch
@@ -71,8 +71,6 @@ class Config:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.eps <= 0:
             raise ValueError(f"eps: must be > 0, got {self.eps}")
-        if self.crop_size < 0:
-            raise ValueError(f"crop_size: must be >= 0, got {self.crop_size}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale: expected min,max with 0 < min <= max <= 1, got {self.crop_scale}")
         if self.pairs_per_video < 1:
@@ -99,7 +97,7 @@ PAPER_METHOD = {
     "encoder": "caffenet_bn",  # §4: CaffeNet with batch normalization on all convolutional layers
     "flow_fields": 10,  # §4: stacks of 10 optical-flow frames (20 channels)
     "diff_fields": 4,  # §4.3 (Table 4): 4 frame differences (12 channels)
-    "crop_size": 224,  # §4: random 224 crops (the prepared short side is 256)
+    "crop_scale": (1.0, 1.0),  # §4: random 224 crops (crop_size) of the 256 short side, no scale or aspect jitter
     "dropout": 0.5,  # §4: dropout 0.5 (on fc6's input, official CaffeNet_BN)
     "pairs_per_video": 6,
 }
@@ -113,6 +111,7 @@ PRESETS = {
     "paper": {
         "epochs": 68,  # §4: 65K iterations ≈ 68 epochs × 954
         "batch_size": 60,  # §4: B = 30 tuples of 2 pairs
+        "crop_size": 224,  # §4: rescaled to height 256 (prepare --size 256), random 224 crops
         "method": PAPER_METHOD,
         # §4: SGD, lr 0.01, ×0.1 after 50K of the 65K iterations (50/65 = 0.769 of the run);
         # momentum 0.9 and weight decay 5e-4: CaffeNet's usual values (not verified against the paper)
@@ -121,6 +120,7 @@ PRESETS = {
     "paper_vgg16": {
         "epochs": 67,  # §4: 160K iterations ≈ 67 epochs × 2384
         "batch_size": 24,  # §4: B = 12 tuples of 2 pairs
+        "crop_size": 224,  # §4: as the CaffeNet run
         "method": {**PAPER_METHOD, "encoder": "vgg16_bn"},  # §4: VGG16 with batch normalization
         # §4: lr 0.005; the decay point is not given for VGG16: the CaffeNet run's 0.769 is assumed
         "optim": {"name": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
@@ -134,7 +134,7 @@ class CrossAndLearn(Method):
     def __init__(self, cfg: Config, frame_size: int):
         super().__init__()
         self.cfg = cfg
-        self.size = cfg.crop_size or frame_size
+        self.size = frame_size  # the stream's crop (TrainConfig.crop_size)
         self.rgb_net = image_encoder(cfg.encoder, 3)
         self.motion_net = image_encoder(cfg.encoder, cfg.fields * CHANNELS_PER_FIELD[cfg.modality])
         for m in self.modules():
@@ -193,7 +193,7 @@ def feature_spread(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def frame_size(cfg: TrainConfig, specs) -> int:
-    """The prepared frame size; errors (naming the field) for configs the data cannot serve."""
+    """The frame size of ``specs`` (the stream's crop); errors (naming the field) for configs the data cannot serve."""
     m: Config = cfg.method
     if "frames" not in specs:
         raise ConfigError("Cross and Learn needs frames: the prepared data has none (--audio-only?)")
@@ -206,13 +206,11 @@ def frame_size(cfg: TrainConfig, specs) -> int:
         stack_start(frames - 1, m.fields)
     except ValueError as e:
         raise ConfigError(f"method.{m.modality}_fields: {e} (prepare with --clip-frames {m.fields + 1})") from None
-    if m.crop_size > size:
-        raise ConfigError(f"method.crop_size: {m.crop_size} exceeds the prepared frame size {size}")
     return size
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    frame_size(cfg, data.specs)
+    frame_size(cfg, data.cropped(cfg.crop_size).specs)
 
 
 def build(cfg: TrainConfig, specs) -> CrossAndLearn:
@@ -232,6 +230,7 @@ def train_dataset(cfg: TrainConfig, data: PreparedData):
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video (labels are not used)."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)  # fail before starting Ray Train
     rows = len(data.video_ids) * cfg.method.pairs_per_video
     return fit(cfg, build, {"train": train_dataset(cfg, data)}, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

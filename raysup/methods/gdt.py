@@ -17,8 +17,9 @@ Negatives (``method.negatives``):
   embeddings of every *other* clip of the global batch, gathered with gradients
   (``raysup.dist.all_gather(grad=True)``) → W·B−1 negatives per query.
 
-Transformations: video — random resized crop + horizontal flip
-(:func:`raysup.data.transforms.video_input`); audio — volume jitter (random gain in dB on the
+Transformations: video — the stream's random crop (``crop_size``), a random resized crop
+(``method.crop_scale``; (1, 1): none) and horizontal flip, standardised per clip or with the
+official code's fixed mean and std (``method.video_norm``; :func:`raysup.data.transforms.video_input`); audio — volume jitter (random gain in dB on the
 log-mel, applied after the spectrogram's standardisation statistics are taken, so that it is
 not cancelled) and SpecAugment (``method.specaugment`` none/mild/strong or explicit
 ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
@@ -72,6 +73,8 @@ class Config:
     sync: bool = True  # False: audio from another clip of the same video
     temporal_jitter: bool = True  # False: always a video's first clip
     draws_per_epoch: int = 1  # clips each video contributes per epoch (the paper: 1)
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the video's random resized crop; (1, 1): none (flip only)
+    video_norm: Literal["clip", "fixed"] = "clip"  # per-clip standardisation, or the official (x − 0.45)/0.225
 
     def validate(self) -> None:
         if self.tau <= 0:
@@ -86,6 +89,8 @@ class Config:
             raise ValueError(f"specaugment_masks: expected 4 non-negative ints nf,f,nt,t, got {self.specaugment_masks}")
         if self.draws_per_epoch < 1:
             raise ValueError(f"draws_per_epoch: must be >= 1, got {self.draws_per_epoch}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale: expected min,max with 0 < min <= max <= 1, got {self.crop_scale}")
         if self.volume_jitter_db < 0:
             raise ValueError(f"volume_jitter_db: must be >= 0, got {self.volume_jitter_db}")
 
@@ -123,7 +128,10 @@ PRESETS = {
     "paper": {
         "epochs": 200,  # official K400 script: MUM_EPOCHS=201 (epochs 0-200)
         "batch_size": 8,  # official script: 8 clips per GPU
+        "crop_size": 112,  # appendix: frames resized to 128×171 (prepare --size 128), random 112 crops; centre 112 to evaluate
         "method": {
+            "crop_scale": (1.0, 1.0),  # appendix: random crop and horizontal flip, no resized crop
+            "video_norm": "fixed",  # official code: (x − 0.45)/0.225, not per clip
             "video_encoder": "r2plus1d_18",  # paper and script (VID_BASE_ARCH): R(2+1)D-18
             "audio_encoder": "resnet18_audio",  # ResNet on 40-mel log-mel; the K400 script's AUD_BASE_ARCH is resnet9 (kept: docs/reproducing.md)
             "head_hidden": 512,  # official code: MLP head 512 → 512 → 512
@@ -181,6 +189,10 @@ class GDT(Method):
     def _key_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.key_video, self.key_audio, self.key_video_head, self.key_audio_head])
 
+    def video_transform(self, frames: torch.Tensor, *, train: bool) -> torch.Tensor:
+        """uint8 [B,T,H,W,3] → encoder input [B,3,T,H,W] (:func:`raysup.data.transforms.video_input`)."""
+        return video_input(frames, train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
+
     def audio_transform(self, log_mel: torch.Tensor, *, train: bool) -> torch.Tensor:
         """log-mel [B,M,F] → encoder input [B,1,M,F]; volume jitter + SpecAugment when training.
 
@@ -201,14 +213,14 @@ class GDT(Method):
 
     def embed(self, batch, *, train=False):
         return {
-            "video": self.video(video_input(batch["frames"], train=train)),  # [B,D]
+            "video": self.video(self.video_transform(batch["frames"], train=train)),  # [B,D]
             "audio": self.audio(self.audio_transform(batch["audio"], train=train)),  # [B,D]
         }
 
     # --- training -----------------------------------------------------------------------------
     def forward(self, batch):
         log_mel = batch["audio"] if self.cfg.sync else batch[ASYNC_AUDIO]  # [B,M,F]
-        v_in = video_input(batch["frames"], train=self.training)  # [B,3,T,H,W]
+        v_in = self.video_transform(batch["frames"], train=self.training)  # [B,3,T,H,W]
         a_in = self.audio_transform(log_mel, train=self.training)  # [B,1,M,F]
         v_q = self.video_head(self.video(v_in))  # [B,E]
         a_q = self.audio_head(self.audio(a_in))  # [B,E]
@@ -301,6 +313,7 @@ def shuffle_across_workers(xs: list[torch.Tensor]):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
+    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
     if not audio_videos(data):
@@ -334,6 +347,7 @@ def train_dataset(cfg: Config, data: PreparedData):
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video with audio (labels are not used)."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)
     specs = dict(data.specs)
     if not cfg.method.sync:

@@ -29,6 +29,7 @@ PRESETS = {
     "paper": {
         "epochs": 45,
         "batch_size": 32,
+        "crop_size": 112,  # the XDC and GDT paper presets' clips (112 crops of frames prepared at --size 128)
         "method": {"video_encoder": "r2plus1d_18", "audio_encoder": "resnet18_audio"},
         "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 5e-4, "warmup_epochs": 2},
     },
@@ -75,6 +76,7 @@ class Supervised(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
+    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     missing = sorted({"frames", "audio"} - set(data.specs))
     if missing:
         raise ConfigError(f"supervised needs frames and audio: the prepared data has no {' or '.join(missing)} column")
@@ -90,6 +92,7 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Train on the labelled train split (labels are joined here, never stored in the Parquet)."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)
     if labels is None:
         raise ConfigError("labels: the supervised baseline needs --labels labels.csv")

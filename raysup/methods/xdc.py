@@ -87,6 +87,7 @@ PRESETS = {
         "epochs": 20,  # per round, ended earlier by patience (unverified)
         "patience": 3,
         "batch_size": 32,  # unverified
+        "crop_size": 112,  # §4: R(2+1)D-18 on 112×112 clips (of frames prepared at --size 128)
         "method": {
             "k": 256,  # Table 2 studies k ∈ {64, …, 1024} (the sweep's grid); 256 unverified as the default
             "rounds": 10,  # unverified
@@ -137,6 +138,7 @@ class XDC(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
+    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them")
     no_audio = set(data.manifest.get("no_audio", []))
@@ -158,7 +160,8 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     round's final metrics. Round r writes ``RUN_DIR/features/round_r`` (the clips' features,
     Parquet; a round's are removed once the next round has clustered) and
     ``RUN_DIR/clusters/round_r/`` (:func:`raysup.cluster_features.cluster_features`'s labels,
-    centroids and statistics)."""
+    centroids and statistics). Features and training both see ``cfg.crop_size`` crops."""
+    data = data.cropped(cfg.crop_size)
     check(cfg, data)
     m: Config = cfg.method
     fs, root = resolve(run_dir)

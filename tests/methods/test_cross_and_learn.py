@@ -206,8 +206,6 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="method.modality: flow needs prepared flow"):
         build({"frames": SPECS["frames"]})
     assert isinstance(build({"frames": SPECS["frames"]}, **{"method.modality": "diff"}), cal.CrossAndLearn)
-    with pytest.raises(ConfigError, match="method.crop_size"):
-        build(**{"method.crop_size": 64})
 
 
 # --- learning, end to end through Ray -------------------------------------------------------------
