@@ -17,7 +17,8 @@ import torch
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
-from raysup.config import ConfigError
+from raysup.config import ConfigError, to_dict
+from raysup.data.ingest import PreparedData
 from raysup.data.schema import TensorSpec
 from raysup.methods import make_config, method_module
 from raysup.protocols import (
@@ -122,9 +123,12 @@ def test_gdt_audio_classifiers_average_clip_scores_per_video():
 
 def test_cpfs_paper_protocol_probes_each_conv_layer(small_prepared, tmp_path, capsys):
     data, labels = small_prepared
-    run = str(tmp_path / "cpfs")
-    assert main(["train", "cpfs", "--data", data, "--out", run, "--set", "epochs=1", "--set", "batch_size=8"]) == 0
-    capsys.readouterr()
+    run = str(tmp_path / "cpfs")  # a run's checkpoint, untrained: the protocol's mechanics, not learning
+    cfg = make_config("cpfs", "tiny")
+    ckpt = tmp_path / "cpfs" / "checkpoint_000000"
+    ckpt.mkdir(parents=True)
+    torch.save({"model": method_module("cpfs").build(cfg, PreparedData(data).cropped(cfg.crop_size).specs).state_dict(), "config": to_dict(cfg)},
+               ckpt / "checkpoint.pt")
     assert main([*CONV[:1], run, "--data", data, "--labels", labels, *CONV[1:]]) == 0
     acc = last_json(capsys)
     assert sorted(acc) == [f"rgb_{layer}" for layer in CONV_LAYERS] and all(0 <= v <= 1 for v in acc.values())

@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 import torch
 from tabulate import tabulate
 
+from raysup.data.codec import decode_clips
+
 
 def cpu_model() -> str:
     try:
@@ -169,13 +171,15 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
 
 class ParquetBatches(torch.utils.data.IterableDataset):
     """What a user writes without Ray: Parquet files (shuffled order per epoch, split across
-    loader workers) → batches of tensors; fixed-size-binary tensor columns via np.frombuffer.
+    loader workers) → batches of tensors; fixed-size-binary tensor columns via np.frombuffer
+    (compressed cells decoded first when ``layout`` is given).
     With ``labels`` (video_id → int) a ``label`` column is added, as the supervised method's join does."""
 
     def __init__(self, files: list[str], specs: dict, batch_size: int, *, columns: list[str] | None = None,
-                 labels: dict[str, int] | None = None, seed: int = 0):
+                 labels: dict[str, int] | None = None, seed: int = 0, layout: dict | None = None):
         self.files, self.specs, self.batch_size, self.columns = files, specs, batch_size, columns
         self.labels, self.seed, self.epoch = labels, seed, 0
+        self.layout = layout  # compressed cells: decoded (random crops) in the loader, as raysup.data.codec does in the stream
 
     def __iter__(self):
         files = list(self.files)
@@ -186,7 +190,8 @@ class ParquetBatches(torch.utils.data.IterableDataset):
         for path in files:
             table = pq.read_table(path, columns=self.columns)
             for start in range(0, table.num_rows - self.batch_size + 1, self.batch_size):  # drop_last
-                yield self.to_tensors(table.slice(start, self.batch_size))
+                batch = table.slice(start, self.batch_size)
+                yield self.to_tensors(batch if self.layout is None else decode_clips(batch, layout=self.layout, crop="random"))
 
     def to_tensors(self, table) -> dict[str, torch.Tensor]:
         out = {}

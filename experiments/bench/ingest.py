@@ -6,6 +6,9 @@ pyarrow into a plain ``torch.utils.data.DataLoader``.
     python experiments/bench/ingest.py            # ~1-2 min on 2 quiet cores
     python experiments/bench/ingest.py --quick    # seconds (the test suite runs this)
 
+Both encodings of ``raysup prepare``: ``raw`` tensors, and ``jpeg`` cells decoded (with random
+crops) in the Ray Data stream vs. in the DataLoader.
+
 Goal: Ray Data ingest >= 0.9 x the plain DataLoader (the faster of 0 and 1 loader workers).
 """
 from __future__ import annotations
@@ -27,9 +30,10 @@ from raysup.data.schema import TensorSpec  # noqa: E402
 BATCH = 32  # the tiny presets' batch size
 
 
-def dataloader_epochs(files, specs, workers: int, epochs: int) -> list[tuple[float, float, int]]:
-    """(epoch seconds, first-batch seconds, samples) per epoch of a plain DataLoader."""
-    ds = common.ParquetBatches(files, specs, BATCH)
+def dataloader_epochs(files, specs, workers: int, epochs: int, layout: dict | None = None) -> list[tuple[float, float, int]]:
+    """(epoch seconds, first-batch seconds, samples) per epoch of a plain DataLoader (decoding
+    compressed cells in the loader when ``layout`` is given)."""
+    ds = common.ParquetBatches(files, specs, BATCH, layout=layout)
     out = []
     for e in range(epochs):
         ds.epoch = e
@@ -111,36 +115,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = common.parse(p, argv)
     common.header("Stage 2: ingest (Parquet → torch batches in a train worker)", args)
     started = common.ray_start(args.address)
+    all_rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             clips = 256 if args.quick else 4096
-            data = PreparedData(common.write_prepared(os.path.join(tmp, "prepared"), clips))
-            files = common.parquet_files(data.uri)
-            sample_bytes = sum(s.nbytes for s in data.specs.values())
-            print(f"data: {clips} clips in {len(files)} Parquet files of 32 clips (as prepare writes them), columns frames "
-                  f"uint8 8x32x32x3 + audio fp16 40x99 + flow fp16 7x32x32x2 = {sample_bytes / 1e3:.1f} kB/clip; batch {BATCH}, drop_last\n")
-
-            rows = []
-            for workers in (0, 1):
-                dataloader_epochs(files, data.specs, workers, 1)  # warm the page cache and imports
-                rows.append(summarize(f"pyarrow → DataLoader(num_workers={workers})", dataloader_epochs(files, data.specs, workers, args.repeats), sample_bytes))
-            t = time.perf_counter()
-            timings = ray_epochs(data, args.repeats + 1, os.path.join(tmp, "runs"))  # +1: the first epoch starts the read tasks
-            fit_s = time.perf_counter() - t
-            rows.append(summarize(f"Ray Train worker, iter_torch_batches, local shuffle {TrainConfig.shuffle_batches} batches (as train.py)", timings["shuffle"][1:], sample_bytes))
-            rows.append(summarize("Ray Train worker, iter_torch_batches, no local shuffle", timings["no_shuffle"][1:], sample_bytes))
-            best = max(r["samples/s"] for r in rows[:2])
-            for r in rows:
-                r["ratio"] = common.ratio(r["samples/s"], best)
-                if r["reader"].startswith("Ray"):
-                    r["goal >= 0.9"] = common.goal(r["ratio"], 0.9)
-            print(f"Medians over {args.repeats} epochs (Ray: after one warm-up epoch; the whole TorchTrainer.fit took {fit_s:.1f} s); "
-                  "ratio = samples/s / the faster DataLoader:")
-            common.print_table(rows)
+            for encoding in ("jpeg",) if args.quick else ("raw", "jpeg"):  # quick: the one that decodes
+                data = PreparedData(common.write_prepared(os.path.join(tmp, encoding), clips, encoding=encoding))
+                files = common.parquet_files(data.uri)
+                sample_bytes = sum(s.nbytes for s in data.specs.values())  # decoded
+                stored = os.path.getsize(files[0]) / 32 / 1e3
+                layout = data.layout() if encoding == "jpeg" else None
+                print(f"data ({encoding}): {clips} clips in {len(files)} Parquet files of 32 clips (as prepare writes them), decoded columns "
+                      f"frames uint8 8x32x32x3 + audio fp16 40x99 + flow fp16 7x32x32x2 = {sample_bytes / 1e3:.1f} kB/clip, "
+                      f"{stored:.1f} kB/clip stored; batch {BATCH}, drop_last"
+                      + ("; jpeg cells decoded with random crops (raysup.data.codec) in the loader / the Ray Data stream" if layout else ""))
+                rows = []
+                for workers in (0, 1):
+                    dataloader_epochs(files, data.specs, workers, 1, layout)  # warm the page cache and imports
+                    rows.append(summarize(f"{encoding}: pyarrow → DataLoader(num_workers={workers})",
+                                          dataloader_epochs(files, data.specs, workers, args.repeats, layout), sample_bytes))
+                t = time.perf_counter()
+                timings = ray_epochs(data, args.repeats + 1, os.path.join(tmp, f"runs-{encoding}"))  # +1: the first epoch starts the read tasks
+                fit_s = time.perf_counter() - t
+                rows.append(summarize(f"{encoding}: Ray Train worker, iter_torch_batches, local shuffle {TrainConfig.shuffle_batches} batches (as train.py)",
+                                      timings["shuffle"][1:], sample_bytes))
+                rows.append(summarize(f"{encoding}: Ray Train worker, iter_torch_batches, no local shuffle", timings["no_shuffle"][1:], sample_bytes))
+                best = max(r["samples/s"] for r in rows[:2])
+                for r in rows:
+                    r["ratio"] = common.ratio(r["samples/s"], best)
+                    if "Ray" in r["reader"]:
+                        r["goal >= 0.9"] = common.goal(r["ratio"], 0.9)
+                print(f"Medians over {args.repeats} epochs (Ray: after one warm-up epoch; the whole TorchTrainer.fit took {fit_s:.1f} s); "
+                      "ratio = samples/s / the faster DataLoader of the same encoding:")
+                common.print_table(rows)
+                all_rows += rows
             print(f"load average now {common.load_average()}\n")
     finally:
         common.ray_stop(started)
-    return rows
+    return all_rows
 
 
 if __name__ == "__main__":

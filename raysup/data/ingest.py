@@ -109,17 +109,21 @@ class PreparedData:
         that Ray may run on any node. Raw sets come back unchanged unless :meth:`cropped`."""
         if crop not in CROPS:
             raise ValueError(f"crop: must be one of {', '.join(CROPS)}, got {crop!r}")
-        raw = self.encoding["format"] == "raw"
-        if raw and not self.crop_size:
+        if self.encoding["format"] == "raw" and not self.crop_size:
             return ds
+        layout = self.layout()
+        return ds.map_batches(decode_clips, batch_format="pyarrow", batch_size=decode_batch_rows(layout),
+                              fn_kwargs={"layout": layout, "crop": crop}, zero_copy_batch=True)
+
+    def layout(self) -> dict:
+        """What :func:`raysup.data.codec.decode_clips` needs to decode and crop this set's cells."""
         specs = self.specs
         layout = {"size": self.crop_size or self.manifest["params"]["size"], "flow_range": self.encoding.get("flow", {}).get("range_px", 0.0),
                   "frames": list(specs["frames"].shape) if "frames" in specs else None,
                   "flow": list(specs["flow"].shape) if "flow" in specs else None}
-        if raw:
+        if self.encoding["format"] == "raw":
             layout["raw_side"] = self.stored_specs["frames"].shape[1]
-        return ds.map_batches(decode_clips, batch_format="pyarrow", batch_size=decode_batch_rows(layout),
-                              fn_kwargs={"layout": layout, "crop": crop}, zero_copy_batch=True)
+        return layout
 
     def stored_bytes(self, columns: list[str] | None = None) -> float:
         """About how many bytes of tensor cells a clip holds on disk (for block sizes)."""
