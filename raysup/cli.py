@@ -124,6 +124,7 @@ def cmd_probe(a) -> None:
 def cmd_features(a) -> None:
     from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
     from raysup.data.ingest import PreparedData
+    from raysup.evaluate import clip_columns
     from raysup.features import write_features
     from raysup.methods import load_config, method_module
 
@@ -132,8 +133,7 @@ def cmd_features(a) -> None:
     data = PreparedData(a.data).cropped(cfg.crop_size)  # centre crops of the run's crop_size
     method = method_module(cfg.method_name)
     init_ray(a.address)
-    columns = sorted(set(method.COLUMNS) | {"video_id", "clip_index"})
-    write_features(data.dataset(columns), a.out, cfg, method.build, data.specs, ckpt,
+    write_features(data.dataset(clip_columns(cfg)), a.out, cfg, method.build, data.specs, ckpt,
                    encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 

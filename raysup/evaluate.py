@@ -103,11 +103,12 @@ def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint:
     on), averaged per video (see :func:`video_average`)."""
     data = data.cropped(cfg.crop_size)
     keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
-    ds = data.decode(join_columns(data.dataset(_columns(cfg), crop=None), ["video_id"], keep))
+    ds = data.decode(join_columns(data.dataset(clip_columns(cfg), crop=None), ["video_id"], keep))
     return video_average(extract_features(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
 
 
-def _columns(cfg: TrainConfig) -> list[str]:
+def clip_columns(cfg: TrainConfig) -> list[str]:
+    """The prepared columns a run of ``cfg`` reads, with the clip key."""
     return sorted(set(method_module(cfg.method_name).COLUMNS) | {"video_id", "clip_index"})
 
 
@@ -136,7 +137,7 @@ def finetune(
         "video_index": pa.array(range(len(ids)), pa.int64()),
         "is_train": pa.array([split[i] == "train" for i in ids]),
     })
-    clips = data.dataset(_columns(cfg), crop=None)  # only the labelled clips are decoded (centre crops)
+    clips = data.dataset(clip_columns(cfg), crop=None)  # only the labelled clips are decoded (centre crops)
     train_ds = data.decode(join_columns(clips, ["video_id"], table.filter(table["is_train"])))
     test_ds = data.decode(join_columns(clips, ["video_id"], table.filter(pc.invert(table["is_train"]))))
     collate = ClipCollate(data.specs)

@@ -29,17 +29,19 @@ from torch import nn
 from torchvision.models import ResNet
 from torchvision.transforms.v2 import functional as TF
 
-from raysup.checkpoint import load_checkpoint_file
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.data.transforms import random_resized_crop_flip
-from raysup.evaluate import _columns, labelled, linear_probe_model
+from raysup.evaluate import clip_columns, labelled, linear_probe_model
 from raysup.features import extract_features
 from raysup.methods import method_module
 from raysup.methods.base import Method
+from raysup.methods.cpfs import standardize
 from raysup.models import image_encoder
+from raysup.train import fit
 
 Classifier = Literal["linear", "svm"]
 
@@ -179,8 +181,6 @@ class ConvLayers(Method):
         return self.inner.load_state_dict(state, strict, assign)
 
     def embed(self, batch, *, train=False):
-        from raysup.methods.cpfs import standardize
-
         frames = batch["frames"]  # [B,T,H,W,3]
         x = standardize(frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).float() / 255)  # [B,3,H,W]
         maps = self.inner.net.feature_maps(x, upto=self.layers[-1])
@@ -334,7 +334,7 @@ def paper_protocol(
         "clip_index": pa.array(np.concatenate(list(test_clips.values())), pa.int32()),  # the prepared column's type
         "video_index": pa.array([ids.index(v) for v, c in test_clips.items() for _ in c], pa.int64()),
     })
-    clips = data.dataset(_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
+    clips = data.dataset(clip_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
     train_ds = data.decode(join_columns(clips, ["video_id"], train_table).randomize_block_order(), "random")
     test_ds = data.decode(join_columns(clips, ["video_id", "clip_index"], test_table))
     frozen_train_ds = data.decode(join_columns(clips, ["video_id"], train_table))  # frozen features: centre crops
@@ -368,9 +368,6 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
                  classes: int, y: np.ndarray, tested: np.ndarray, video_index: dict, rows_per_epoch: int, epochs: int | None) -> float:
     """One finetuning protocol: :func:`raysup.train.fit` in ``out_dir/<key>`` from ``checkpoint``,
     then softmax scores of the test clips averaged per video → top-1."""
-    from raysup.checkpoint import latest_checkpoint
-    from raysup.train import fit
-
     collate = ClipCollate(data.specs)
     if p.network == "caffenet":
         build = functools.partial(build_caffenet, classes=classes)
