@@ -5,6 +5,7 @@ Functions take the device from their inputs; randomness is per sample.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torchvision.ops import roi_align
@@ -85,9 +86,11 @@ def random_resized_crop_flip(
     return out.reshape(b, *x.shape[1:-2], oh, ow)  # [B,...,S_h,S_w]
 
 
-def audio_input(audio: torch.Tensor) -> torch.Tensor:
-    """log-mel [B,M,F] (any float dtype) → [B,1,M,F] float32, standardised per spectrogram."""
+def audio_input(audio: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """log-mel [B,M,F] (any float dtype) → [B,1,M,F] float32, standardised per spectrogram with
+    its own statistics; ``augment`` (e.g. a volume jitter) is applied after they are taken, so
+    an offset it adds survives the standardisation."""
     a = audio.float()
     mean = a.mean(dim=(1, 2), keepdim=True)
     std = a.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
-    return ((a - mean) / std).unsqueeze(1)
+    return (((a if augment is None else augment(a)) - mean) / std).unsqueeze(1)

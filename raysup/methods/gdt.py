@@ -37,6 +37,7 @@ instead of ``audio``. Clips without audio are dropped (they have no positive).
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,13 +200,8 @@ class GDT(Method):
         The spectrogram is standardised with its own statistics *before* the volume jitter, so
         the jitter's gain survives as an offset (standardising after it would cancel it; the
         official code normalises with fixed dataset constants, which keep it too)."""
-        if train and self.cfg.volume_jitter_db > 0:
-            x = log_mel.float()  # [B,M,F]
-            mean = x.mean(dim=(1, 2), keepdim=True)
-            std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)  # audio_input's clamp
-            x = ((volume_jitter(x, self.cfg.volume_jitter_db) - mean) / std).unsqueeze(1)  # [B,1,M,F]
-        else:
-            x = audio_input(log_mel)  # [B,1,M,F] standardised per spectrogram
+        jitter = functools.partial(volume_jitter, max_db=self.cfg.volume_jitter_db) if train and self.cfg.volume_jitter_db > 0 else None
+        x = audio_input(log_mel, jitter)  # [B,1,M,F] standardised per spectrogram
         params = self.cfg.specaugment_params
         if train and params.active:
             x = spec_augment(x, params, mask_value=0.0)
