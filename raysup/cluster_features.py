@@ -1,22 +1,28 @@
 """k-means over a features dataset of any size (XDC §3; DeepCluster's faiss k-means), with no
 process holding more than the sample plus a few batches:
 
-1. **sample**: a streaming ``map_batches`` keeps the rows whose hash of (seed, ``video_id``,
-   ``clip_index``) falls below a threshold, and of those the ``sample`` with the smallest hashes
-   (a uniform sample without replacement, the same for the same seed whatever the blocks);
+1. **sample**: a streaming pass keeps the rows whose hash of (seed, ``video_id``, ``clip_index``)
+   falls below a threshold, and of those the ``sample`` with the smallest hashes (a uniform sample
+   without replacement, the same for the same seed whatever the files);
 2. **train**: one Ray task (GPU faiss when it has a GPU) fits the optional PCA-whitening and
    k-means on the sample (:func:`raysup.clustering.kmeans`);
-3. **assign**: a ``map_batches`` across the cluster gives every row its nearest centroid
-   (faiss ``IndexFlatL2``) and its squared distance; the labels are written as Parquet
-   ``video_id, clip_index, <name>, <name>_distance``;
-4. **statistics** from counts summed over the labels' batches (sizes, objective, and the
-   contingency tables with the previous round's labels and with ground-truth classes).
+3. **assign**: a second pass gives every row its nearest centroid (faiss ``IndexFlatL2``) and its
+   squared distance, writes them as Parquet ``video_id, clip_index, <name>, <name>_distance``
+   (one file per features row group), and returns the counts the statistics need (sizes,
+   objective, and the contingency tables with the previous round's labels and with ground-truth
+   classes), summed in the driver as they stream in.
 
-The functions that Ray Data runs in its tasks import no torch (see raysup/data/tables.py).
+Both passes are Ray Data ``map_batches`` over the features' Parquet row groups (:func:`fragments`),
+each read in bounded batches by the task that processes it: across the cluster, streaming, and
+without Ray Data's Parquet reader, whose fixed cost per pass (~2 s on 2 cores) was most of the
+time at a million rows. The functions that Ray Data runs in its tasks import no torch (see
+raysup/data/tables.py).
 """
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from raysup.clustering import import_faiss, joint, kmeans, project, stats_from_counts
 from raysup.data.storage import exists, resolve, write_json
@@ -32,6 +39,8 @@ from raysup.data.tables import is_held_out
 KEY = ["video_id", "clip_index"]
 POINTS_PER_CENTROID = 256  # faiss' default max_points_per_centroid: its own rule for a training sample
 STATS = "stats.json"
+BATCH = 65_536  # rows a task holds at a time: 32 MB of 128-d float32 features
+ITEM_BYTES = 128 << 20  # a task's share of the features (Ray Data's own target block size)
 
 
 @dataclass(frozen=True)
@@ -71,27 +80,50 @@ def matrix(table: pa.Table, c: Clustering) -> np.ndarray:
     return joint([to_numpy(table.column(name)) for name in c.columns])
 
 
-def read(uri: str, columns: list[str] | None = None):
-    """A Parquet folder or URI (features or labels) as a streaming Ray Dataset."""
-    import ray
-
-    ray.data.DataContext.get_current().use_datasource_v2 = False  # see raysup.data.ingest.PreparedData.dataset
-    fs, root = resolve(uri)
-    if not exists(fs, root):
-        raise FileNotFoundError(f"{uri}: no such folder")
-    return ray.data.read_parquet(root, filesystem=fs, columns=columns)
-
-
 def parquet_files(uri: str) -> list[str]:
     fs, root = resolve(uri)
     return sorted(f.path for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
 
-def count_rows(uri: str) -> int:
-    """Rows of a Parquet folder, from the files' footers (no data read)."""
-    import pyarrow.dataset as pads
+def fragments(uri: str, item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Schema]:
+    """The Parquet folder or URI as work items of consecutive row groups of about
+    ``item_bytes`` each (``index``, ``paths``, ``row_groups``, ``rows``), and its schema,
+    from the files' footers (no data read)."""
+    fs, root = resolve(uri)
+    if not exists(fs, root):
+        raise FileNotFoundError(f"{uri}: no such folder")
+    items, schema, item = [], None, None
+    for path in parquet_files(uri):
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        schema = schema or meta.schema.to_arrow_schema()
+        for g in range(meta.num_row_groups):
+            if item is None or item["bytes"] >= item_bytes:
+                item = {"index": len(items), "paths": [], "row_groups": [], "rows": 0, "bytes": 0}
+                items.append(item)
+            item["paths"].append(path)
+            item["row_groups"].append(g)
+            item["rows"] += meta.row_group(g).num_rows
+            item["bytes"] += meta.row_group(g).total_byte_size
+    return items, schema or pa.schema([])
 
-    return pads.dataset(parquet_files(uri), filesystem=resolve(uri)[0], format="parquet").count_rows()
+
+def read_fragment(uri: str, item: dict, columns: list[str]) -> Iterator[pa.Table]:
+    """An item of :func:`fragments` in tables of at most :data:`BATCH` rows."""
+    fs, _ = resolve(uri)
+    for path, group in zip(item["paths"], item["row_groups"], strict=True):
+        with fs.open_input_file(path) as f:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=BATCH, row_groups=[group], columns=columns):
+                yield pa.Table.from_batches([b])
+
+
+def over_fragments(items: list[dict], fn, **kw):
+    """A Ray Dataset of ``fn(items, **kw)`` with one task per item of :func:`fragments`
+    (``items``: a table of one), run wherever the cluster has a free CPU."""
+    import ray
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ds.map_batches(fn, fn_kwargs=kw, batch_format="pyarrow", batch_size=None)
 
 
 def ensure_empty(uri: str) -> None:
@@ -113,10 +145,15 @@ def priorities(table: pa.Table, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def sample_batch(batch: pa.Table, *, columns: list[str], seed: int, threshold: float) -> pa.Table:
-    u = priorities(batch, seed)
-    keep = u < threshold
-    return batch.select(columns).filter(pa.array(keep)).append_column("priority", pa.array(u[keep]))
+def sample_fragments(items: pa.Table, *, uri: str, columns: list[str], seed: int, threshold: float) -> pa.Table:
+    """The rows of the ``items``' row groups whose priority is below ``threshold``, with it."""
+    parts = []
+    for item in items.to_pylist():
+        for batch in read_fragment(uri, item, KEY + columns):
+            u = priorities(batch, seed)
+            keep = u < threshold
+            parts.append(batch.filter(pa.array(keep)).append_column("priority", pa.array(u[keep])))
+    return pa.concat_tables(parts) if parts else pa.table({})
 
 
 def sample_threshold(n: int, rows: int) -> float:
@@ -130,7 +167,7 @@ def sample_threshold(n: int, rows: int) -> float:
 def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int, seed: int, pca_dim: int, gpu: bool,
           *parts: pa.Table) -> dict[str, Model]:
     """The ``n`` rows of the smallest priority among ``parts`` → one :class:`Model` per clustering."""
-    table = pa.concat_tables(parts)
+    table = pa.concat_tables([p for p in parts if p.num_rows])
     table = table.take(np.argsort(table.column("priority").to_numpy(), kind="stable")[:n])
     out = {}
     for c in clusterings:
@@ -139,7 +176,29 @@ def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int,
     return out
 
 
-# ---- 3. assign ---------------------------------------------------------------------------------
+# ---- 3. assign, write the labels, count ---------------------------------------------------------
+
+def assign_fragments(items: pa.Table, *, uri: str, out: str, clusterings: list[Clustering], models: dict[str, Model],
+                     **counting) -> dict[str, np.ndarray]:
+    """Labels every row of the ``items``' row groups (:func:`assign_batch`), writes them to
+    ``out`` as ``part-<index>.parquet`` (a retried task rewrites its own file), and returns
+    their counts (:func:`count_batch`) summed, as one row."""
+    fs, root = resolve(out)
+    columns = sorted({c for cl in clusterings for c in cl.columns})
+    total: dict[str, np.ndarray] = {}
+    for item in items.to_pylist():
+        with fs.open_output_stream(f"{root}/part-{item['index']:06d}.parquet") as sink:
+            writer = None
+            for batch in read_fragment(uri, item, KEY + columns):
+                labels = assign_batch(batch, clusterings=clusterings, models=models)
+                writer = writer or pq.ParquetWriter(sink, labels.schema)
+                writer.write_table(labels)  # one row group per batch, sorted by key
+                for key, v in count_batch(labels, **counting).items():
+                    total[key] = total.get(key, 0) + v
+            if writer:
+                writer.close()
+    return {key: v[None] for key, v in total.items()}
+
 
 def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict[str, Model]) -> pa.Table:
     """Nearest centroid and squared distance of every row, per clustering; rows sorted by key
@@ -164,8 +223,6 @@ def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
     uniq, inv = np.unique(video_ids, return_inverse=True)
     return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
 
-
-# ---- 4. statistics -----------------------------------------------------------------------------
 
 @lru_cache(maxsize=8)
 def _labels_dataset(uri: str, files: tuple[str, ...]):
@@ -211,13 +268,16 @@ def count_batch(batch: pa.Table, *, names: list[str], k: int, val_fraction: floa
             np.add.at(c, (lab[known], cls[known]), 1)
             out[f"{name}/truth"] = c
             out[f"{name}/unlabelled"] = np.array([int((~known).sum())])
-    return {key: v[None] for key, v in out.items()}  # one row per batch
+    return out
 
 
-def summed_counts(labels, **kw) -> dict[str, np.ndarray]:
-    """:func:`count_batch` over every batch of ``labels`` (a Ray Dataset), summed as they stream in."""
+# ---- 4. statistics -----------------------------------------------------------------------------
+
+def summed(rows) -> dict[str, np.ndarray]:
+    """The rows of a Ray Dataset of counts (:func:`assign_fragments`' output), summed as they
+    stream in."""
     total: dict[str, np.ndarray] = {}
-    for b in labels.map_batches(count_batch, fn_kwargs=kw, batch_format="pyarrow", batch_size=None).iter_batches(batch_format="numpy", batch_size=None):
+    for b in rows.iter_batches(batch_format="numpy", batch_size=None):
         for key, v in b.items():
             total[key] = total.get(key, 0) + v.sum(0)
     return total
@@ -287,6 +347,7 @@ def cluster_features(
     previous: str | None = None,
     truth: dict[str, int] | None = None,
     val_fraction: float = 0.0,
+    item_bytes: int = ITEM_BYTES,
 ) -> dict:
     """k-means of the features Parquet at ``features`` (``video_id``, ``clip_index`` and vector
     columns), one per clustering, trained on ``sample`` rows (default: up to
@@ -295,8 +356,8 @@ def cluster_features(
     centroids (``centroids.npy`` for one clustering, else ``centroids_<name>.npy``; PCA-whitening
     in ``pca.npz`` / ``pca_<name>.npz``) and ``stats.json``, written last. ``previous`` (labels
     written by an earlier call with the same names) and ``truth`` (``video_id`` → class) add
-    NMI and purity; ``val_fraction`` splits the training sizes off the held-out videos. Returns
-    the statistics."""
+    NMI and purity; ``val_fraction`` splits the training sizes off the held-out videos. Each
+    task of the two passes reads about ``item_bytes`` of features. Returns the statistics."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -304,41 +365,44 @@ def cluster_features(
         raise ValueError(f"k: must be >= 2, got {k}")
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
-    ds = read(features, KEY + columns)
-    missing = sorted(set(KEY + columns) - set(ds.schema().names))
+    items, schema = fragments(features, item_bytes)
+    items = [i for i in items if i["rows"]]
+    missing = sorted(set(KEY + columns) - set(schema.names))
     if missing:
-        raise ValueError(f"{features}: no column {', '.join(missing)} (it has {', '.join(ds.schema().names)})")
-    rows = count_rows(features)
+        raise ValueError(f"{features}: no column {', '.join(missing)} (it has {', '.join(schema.names) or 'no Parquet file'})")
+    rows = sum(i["rows"] for i in items)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
     n = min(rows, sample or POINTS_PER_CENTROID * k)
     if n < k:
         raise ValueError(f"sample: {n} rows cannot train {k} centroids; use a sample of at least k rows")
     if pca_dim:
-        widths = dict(zip(ds.schema().names, ds.schema().types, strict=True))
-        dim = min(sum(widths[c].list_size for c in cl.columns) for cl in clusterings)
+        dim = min(sum(schema.field(c).type.list_size for c in cl.columns) for cl in clusterings)
         if pca_dim > min(dim, n):
             raise ValueError(f"pca_dim: {pca_dim} is more than the {dim} feature dimensions or the {n} sampled rows")
 
-    fs, root = resolve(out)
-    parts = ds.map_batches(sample_batch, fn_kwargs={"columns": columns, "seed": seed, "threshold": sample_threshold(n, rows)},
-                           batch_format="pyarrow", batch_size=None).materialize()
+    clock = [time.perf_counter()]
+    parts = over_fragments(items, sample_fragments, uri=features, columns=columns, seed=seed, threshold=sample_threshold(n, rows)).materialize()
+    clock.append(time.perf_counter())
     # placement_group=None: schedule on the cluster, not inside a Tune trial's bundle
     task = ray.remote(train).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     models = ray.get(task.remote(clusterings, n, k, niter, nredo, seed, pca_dim, gpus > 0, *parts.to_arrow_refs()))
     del parts
-    labels = ds.map_batches(assign_batch, fn_kwargs={"clusterings": clusterings, "models": models}, batch_format="pyarrow").materialize()
-    labels.write_parquet(root, filesystem=fs)
+    clock.append(time.perf_counter())
+    fs, root = resolve(out)
+    fs.create_dir(root, recursive=True)
+    prev = None if previous is None else (previous, tuple(parquet_files(previous)))
+    counts = summed(over_fragments(items, assign_fragments, uri=features, out=out, clusterings=clusterings, models=models,
+                                   names=[c.name for c in clusterings], k=k, val_fraction=val_fraction, previous=prev,
+                                   truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
+    clock.append(time.perf_counter())
     for c in clusterings:
         suffix = "" if len(clusterings) == 1 else f"_{c.name}"
         _save(fs, f"{root}/centroids{suffix}.npy", models[c.name].centroids)
         if models[c.name].pca is not None:
             A, b = models[c.name].pca
             _save(fs, f"{root}/pca{suffix}.npz", A=A, b=b)
-    prev = None if previous is None else (previous, tuple(parquet_files(previous)))
-    classes = 1 + max(truth.values(), default=0) if truth else 0
-    counts = summed_counts(labels, names=[c.name for c in clusterings], k=k, val_fraction=val_fraction, previous=prev, truth=truth or None, classes=classes)
-    stats = {"rows": rows, "sample": n, "k": k}
+    stats = {"rows": rows, "sample": n, "k": k, "seconds": dict(zip(["sample", "train", "assign"], np.diff(clock).round(2).tolist(), strict=True))}
     for c in clusterings:
         m = models[c.name]
         stats[c.name] = statistics(counts, c.name) | {"columns": list(c.columns), "sample_objective": m.sample_objective, "iterations": m.iterations}

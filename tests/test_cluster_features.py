@@ -65,14 +65,15 @@ def test_agrees_with_in_memory_faiss(ray_session, blobs, tmp_path):
 
 def test_statistics_from_counts_equal_those_of_gathered_arrays(ray_session, blobs, tmp_path):
     """NMI with a previous round (joined by key), purity and NMI against classes, training sizes
-    and the PCA-whitened joint clustering of two columns, from counts summed over batches."""
+    and the PCA-whitened joint clustering of two columns, from counts summed over the tasks."""
     from sklearn.metrics import normalized_mutual_info_score
 
     folder, x, truth, vid = blobs
     first = cluster_features(folder, str(tmp_path / "r0"), [Clustering("label", ("video",))], 5, seed=0)
     classes = {v: int(t) % 3 for v, t in zip(vid[::4], truth[::4], strict=True)}
     second = cluster_features(folder, str(tmp_path / "r1"), [Clustering("label", ("video",))], 5, seed=7, pca_dim=8,
-                              previous=str(tmp_path / "r0"), truth=classes, val_fraction=0.3)
+                              previous=str(tmp_path / "r0"), truth=classes, val_fraction=0.3, item_bytes=1)  # a task per file: counts summed
+    assert len(parquet_files(str(tmp_path / "r1"))) == 3
     a, b = _labels(str(tmp_path / "r0"))["label"].to_numpy(), _labels(str(tmp_path / "r1"))["label"].to_numpy()
     y = np.array([classes[v] for v in vid])
     expected = cluster_stats(b, 5, previous=a, truth=y)

@@ -1,6 +1,6 @@
 """The k-means assignment pass runs across the cluster. On a simulated cluster
 (``ray.cluster_utils.Cluster``: a head and two worker nodes), :func:`cluster_features` over a
-features folder of several Parquet files runs its ``assign_batch`` tasks on at least two nodes
+features folder of several Parquet files runs its ``assign_fragments`` tasks on at least two nodes
 (Ray's state API records each task's node), and every row gets its label.
 
 The cluster is this test's own, so the scenario runs in a subprocess (this file as a script);
@@ -31,7 +31,7 @@ def scenario(features: str, out: str) -> dict:
 
     rng = np.random.default_rng(0)
     os.makedirs(features)
-    for f in range(8):  # 8 files: 8 read + assign tasks
+    for f in range(8):  # 8 files: 8 sample and 8 assign tasks
         n = 500
         pq.write_table(pa.table({"video_id": [f"f{f}v{i // 4:04d}" for i in range(n)], "clip_index": pa.array(np.arange(n) % 4, pa.int32()),
                                  "video": vectors(rng.normal(size=(n, 8)))}), os.path.join(features, f"part-{f}.parquet"))
@@ -42,11 +42,11 @@ def scenario(features: str, out: str) -> dict:
     nodes = sorted(cluster.add_node(num_cpus=2).node_id for _ in range(2))
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    stats = cluster_features(features, out, [Clustering("label", ("video",))], 4)
+    stats = cluster_features(features, out, [Clustering("label", ("video",))], 4, item_bytes=1)  # a task per row group
     ran: set[str] = set()
     for _ in range(60):  # task events reach the state API within a few seconds
         tasks = list_tasks(address=cluster.gcs_address, limit=10_000, detail=True, raise_on_missing_output=False)
-        ran = {t.node_id for t in tasks if "assign_batch" in t.name and t.state == "FINISHED"}
+        ran = {t.node_id for t in tasks if "assign_fragments" in t.name and t.state == "FINISHED"}
         if len(ran) >= 2:
             break
         time.sleep(0.5)
