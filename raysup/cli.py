@@ -271,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
                    help="vector column to cluster; repeat it to cluster the columns L2-normalised and concatenated")
     s.add_argument("--k", type=int, required=True, help="number of clusters")
     s.add_argument("--out", required=True, help="new folder or URI: labels Parquet (video_id, clip_index, label, label_distance), centroids.npy, stats.json")
-    s.add_argument("--sample", type=int, help="rows the centroids are trained on (default: 256 per cluster, all rows if fewer)")
+    s.add_argument("--sample", type=int, help="rows the centroids are trained on (default: 512 per cluster, all rows if fewer)")
     s.add_argument("--niter", type=int, default=20, help="k-means iterations")
     s.add_argument("--seed", type=int, default=0, help="seed of the sample and of k-means")
     s.add_argument("--pca-dim", type=int, default=0, help="PCA-whitening to this dimension, fitted on the sample (0: off)")

@@ -12,13 +12,13 @@ Three kinds, each scored on the labels CSV's test split:
   encoder and a linear classifier (an L2-regularised linear layer, or a linear SVM) trained on
   every clip of the train videos; scores averaged over each test video's clips;
 - :class:`LayerProbeProtocol`: cross-pixel similarity's linear probes on conv1-conv5, each map
-  average-pooled to ~9-10K elements (Zhang et al.'s colorization protocol).
+  resized to ~9-10K elements and standardised, a softmax layer trained by SGD on each (Zhang et
+  al.'s linear classification test).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Literal
 
 import numpy as np
@@ -35,7 +35,7 @@ from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.data.transforms import random_resized_crop_flip
-from raysup.evaluate import clip_columns, labelled, linear_probe_model
+from raysup.evaluate import clip_columns, labelled
 from raysup.features import extract_features
 from raysup.methods import method_module
 from raysup.methods.base import Method
@@ -168,14 +168,14 @@ def build_audio_conv5(cfg: TrainConfig, specs) -> AudioConv5:
 
 class ConvLayers(Method):
     """Cross-pixel similarity's per-layer features: the centre frame (standardised as in
-    training) through the AlexNet's stages, each of ``layers`` average-pooled to s×s with
-    s = ⌊√(elements / C)⌋ (at most the map's own size) and flattened: for the paper's AlexNet
-    96·10² = 9600 (conv1), 256·6² = 9216 (conv2), 384·5² = 9600 (conv3, conv4), 256·6² (conv5),
-    Zhang et al.'s sizes. Loads the cpfs run's state dict as is."""
+    training) through the AlexNet's stages, each of ``sizes``' layers resized bilinearly to s×s
+    and flattened: 96·10² = 9600 (conv1), 256·6² = 9216 (conv2), 384·5² = 9600 (conv3, conv4),
+    256·6² (conv5), Zhang et al.'s sizes (:data:`CONV_SIZES`). Loads the cpfs run's state dict
+    as is."""
 
-    def __init__(self, inner: Method, layers: tuple[str, ...], elements: int):
+    def __init__(self, inner: Method, sizes: tuple[tuple[str, int], ...]):
         super().__init__()
-        self.inner, self.layers, self.elements = inner, layers, elements
+        self.inner, self.sizes = inner, sizes
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         return self.inner.load_state_dict(state, strict, assign)
@@ -183,18 +183,13 @@ class ConvLayers(Method):
     def embed(self, batch, *, train=False):
         frames = batch["frames"]  # [B,T,H,W,3]
         x = standardize(frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).float() / 255)  # [B,3,H,W]
-        maps = self.inner.net.feature_maps(x, upto=self.layers[-1])
-        return {f"rgb_{name}": pooled_map(maps[name], self.elements) for name in self.layers}
+        maps = self.inner.net.feature_maps(x, upto=self.sizes[-1][0])
+        # Caffe's Interp layer (Zhang et al.'s test) maps corner to corner: align_corners=True
+        return {f"rgb_{name}": F.interpolate(maps[name], size=(s, s), mode="bilinear", align_corners=True).flatten(1) for name, s in self.sizes}
 
 
-def pooled_map(m: torch.Tensor, elements: int) -> torch.Tensor:
-    """[B,C,H,W] → adaptive average pooling to s×s, s = ⌊√(elements/C)⌋ capped by H and W → [B,C·s·s]."""
-    s = max(1, math.isqrt(elements // m.shape[1]))
-    return F.adaptive_avg_pool2d(m, (min(s, m.shape[2]), min(s, m.shape[3]))).flatten(1)
-
-
-def build_conv_layers(cfg: TrainConfig, specs, *, layers: tuple[str, ...], elements: int) -> ConvLayers:
-    return ConvLayers(method_module(cfg.method_name).build(cfg, specs), layers, elements)
+def build_conv_layers(cfg: TrainConfig, specs, *, sizes: tuple[tuple[str, int], ...]) -> ConvLayers:
+    return ConvLayers(method_module(cfg.method_name).build(cfg, specs), sizes)
 
 
 # --- the protocols --------------------------------------------------------------------------------
@@ -218,28 +213,44 @@ class FinetuneProtocol:
 
 
 @dataclasses.dataclass(frozen=True)
-class FrozenAudioProtocol:
-    """:class:`AudioConv5` features of every clip of the train videos and ``test_clips`` per
-    test video; a linear layer (Adam, weight decay as the L2 penalty, full passes over the train
-    clips) or a linear SVM (sklearn ``LinearSVC``); class scores averaged per test video."""
+class LinearLayer:
+    """A linear layer on frozen features trained by cross-entropy (:func:`train_linear`):
+    ``epochs`` shuffled passes of ``batch_size`` rows, ``weight_decay`` the L2 penalty, lr
+    ×``gamma`` after each epoch in ``milestones``; ``standardize``: features first standardised
+    with the train clips' mean and deviation (a batch norm without learned parameters, at its
+    running statistics)."""
 
-    key: str
+    optimizer: Literal["adam", "sgd"]
     lr: float
     weight_decay: float
     batch_size: int
     epochs: int
+    momentum: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    standardize: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenAudioProtocol:
+    """:class:`AudioConv5` features of every clip of the train videos and ``test_clips`` per
+    test video; a linear layer or a linear SVM (sklearn ``LinearSVC``, C = ``svm_c``); class
+    scores averaged per test video."""
+
+    key: str
+    linear: LinearLayer
     svm_c: float
     test_clips: int
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerProbeProtocol:
-    """:class:`ConvLayers` features of the train and test clips, one linear classifier per layer
-    (:func:`raysup.evaluate.linear_probe_model`'s logistic regression), class probabilities
-    averaged per test video; one result per layer (``rgb_conv1`` …)."""
+    """:class:`ConvLayers` features of the train and test clips (each layer resized to s×s for
+    its (layer, s) in ``sizes``), one linear layer per layer, class probabilities averaged per
+    test video; one result per layer (``rgb_conv1`` …)."""
 
-    layers: tuple[str, ...]
-    elements: int
+    sizes: tuple[tuple[str, int], ...]
+    linear: LinearLayer
     test_clips: int
 
 
@@ -253,10 +264,18 @@ Protocol = FinetuneProtocol | FrozenAudioProtocol | LayerProbeProtocol
 # pass over the train clips. The fc-only variant (only the new linear head) uses the same
 # schedule (unverified).
 XDC_OPTIM = OptimConfig(name="sgd", lr=8e-4, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.25, 0.5, 0.75), gamma=0.1)
-CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-# cpfs (Mahendran et al. 2018, following Zhang et al. 2016's colorization protocol): linear
-# probes on conv1-conv5, each map average-pooled to ~9-10K elements
-CPFS_PROTOCOLS = (LayerProbeProtocol(layers=CONV_LAYERS, elements=10000, test_clips=10),)
+# cpfs (Mahendran et al. 2018 §4, compared with Zhang et al.'s results): Zhang et al.'s linear
+# classification test (richzhang/colorization, feature_learning_tests/linear, as used in the
+# Split-Brain paper): each frozen layer bilinearly resized to ~9-10K elements (train_val.prototxt:
+# conv1 10×10, conv2 6×6, conv3 and conv4 5×5, conv5 6×6), a batch norm without learned
+# parameters, a softmax layer; solver.prototxt: SGD lr 0.01, momentum 0.9, weight decay 5e-4,
+# batch 64 × iter_size 4 = 256, 140K iterations, lr ×0.1 every 40K. ImageNet's 1.28M images
+# make that 28 epochs with steps after 8, 16 and 24. Their random crops and mirrors of the probe's
+# training images are not repeated here: the features are the centre crop's, extracted once.
+CONV_SIZES = (("conv1", 10), ("conv2", 6), ("conv3", 5), ("conv4", 5), ("conv5", 6))
+CONV_LAYERS = tuple(name for name, _ in CONV_SIZES)
+ZHANG_LINEAR = LinearLayer("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=28, milestones=(8, 16, 24), standardize=True)
+CPFS_PROTOCOLS = (LayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, test_clips=10),)
 
 PAPER_PROTOCOLS: dict[str, tuple[Protocol, ...]] = {
     "gdt": (
@@ -273,7 +292,7 @@ PAPER_PROTOCOLS: dict[str, tuple[Protocol, ...]] = {
         # 1e-4, weight decay 5e-4, batch 512; DCASE: linear SVM, C = 0.01 (official src/svm.py:
         # LinearSVC(C), decision scores averaged per sample). Epochs of the linear layer: not
         # stated (unverified: 100).
-        FrozenAudioProtocol(key="audio", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100, svm_c=0.01, test_clips=10),
+        FrozenAudioProtocol(key="audio", linear=LinearLayer("adam", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100), svm_c=0.01, test_clips=10),
     ),
     "xdc": (
         FinetuneProtocol(key="video", encoder="video", module="video", optim=XDC_OPTIM, epochs=8, batch_size=32, test_clips=10),
@@ -361,7 +380,7 @@ def frozen_build(p: FrozenAudioProtocol | LayerProbeProtocol):
     """The ``build`` function of the feature extractor a frozen protocol reads."""
     if isinstance(p, FrozenAudioProtocol):
         return build_audio_conv5
-    return functools.partial(build_conv_layers, layers=p.layers, elements=p.elements)
+    return functools.partial(build_conv_layers, sizes=p.sizes)
 
 
 def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: TrainConfig, data: PreparedData, checkpoint: str | None,
@@ -392,11 +411,9 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
 def frozen_scores(p: FrozenAudioProtocol | LayerProbeProtocol, classifier: Classifier, x_train: np.ndarray, y_train: np.ndarray,
                   x_test: np.ndarray, classes: int, seed: int) -> np.ndarray:
     """Class scores [N_test,classes] of the test clips from a linear classifier fitted on the
-    train clips: GDT's linear layer or SVM (audio), or the logistic probe (per layer)."""
-    if isinstance(p, LayerProbeProtocol):
-        clf = linear_probe_model(x_train, y_train, seed)
-        return expand_columns(clf.predict_proba(x_test), clf.classes_, classes)
-    if classifier == "svm":
+    train clips: the protocol's linear layer (softmax probabilities), or GDT's SVM for audio
+    (``classifier="svm"``: decision scores)."""
+    if isinstance(p, FrozenAudioProtocol) and classifier == "svm":
         from sklearn.svm import LinearSVC
 
         svm = LinearSVC(C=p.svm_c, random_state=seed).fit(x_train, y_train)
@@ -404,7 +421,10 @@ def frozen_scores(p: FrozenAudioProtocol | LayerProbeProtocol, classifier: Class
         if scores.ndim == 1:  # two classes: one column, positive for classes_[1]
             scores = np.stack([-scores, scores], 1)
         return expand_columns(scores, svm.classes_, classes, fill=-np.inf)
-    layer = train_linear(x_train, y_train, classes, lr=p.lr, weight_decay=p.weight_decay, batch_size=p.batch_size, epochs=p.epochs, seed=seed)
+    if p.linear.standardize:
+        mean, std = x_train.mean(0), x_train.std(0) + 1e-5
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    layer = train_linear(x_train, y_train, classes, p.linear, seed=seed)
     with torch.no_grad():
         return layer(torch.from_numpy(x_test).float()).softmax(1).numpy()
 
@@ -416,20 +436,24 @@ def expand_columns(scores: np.ndarray, present: np.ndarray, classes: int, fill: 
     return out
 
 
-def train_linear(x: np.ndarray, y: np.ndarray, classes: int, *, lr: float, weight_decay: float, batch_size: int, epochs: int, seed: int) -> nn.Linear:
-    """A linear layer x [N,D] → [N,classes] trained by cross-entropy with Adam (``weight_decay``:
-    the L2 penalty), ``epochs`` shuffled passes of ``batch_size`` rows."""
+def train_linear(x: np.ndarray, y: np.ndarray, classes: int, spec: LinearLayer, *, seed: int) -> nn.Linear:
+    """A linear layer x [N,D] → [N,classes] trained by cross-entropy as ``spec`` says."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).long()
     layer = nn.Linear(x.shape[1], classes)
-    opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=g).split(batch_size):
+    if spec.optimizer == "sgd":
+        opt = torch.optim.SGD(layer.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    else:
+        opt = torch.optim.Adam(layer.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, list(spec.milestones), spec.gamma)
+    for _ in range(spec.epochs):
+        for idx in torch.randperm(len(xt), generator=g).split(spec.batch_size):
             loss = F.cross_entropy(layer(xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+        schedule.step()
     return layer
 
 

@@ -84,7 +84,10 @@ PINNED = [
     ("xdc", "paper", "method.pca_dim", 256),  # DeepCluster's PCA before k-means (unverified for XDC)
     ("xdc", "paper", "batch_size", 32),  # unverified
     ("xdc", "paper", "crop_size", 112),  # §4: R(2+1)D-18 on 112×112 clips (prepare --size 128)
-    ("xdc", "paper", "epochs", 20),  # unverified (the schedule is an open deviation)
+    ("xdc", "paper", "epochs", 20),  # per round, ended by patience: "we train on the pseudo labels until the validation loss saturates" (XDC issue #8; 20 unverified)
+    ("xdc", "paper", "patience", 3),  # the validation loss saturating (XDC issue #8; 3 epochs unverified)
+    ("xdc", "paper", "method.video_norm", "kinetics"),  # Kinetics' mean and std (the XDC author, HumamAlwassel/XDC issue #2)
+    ("xdc", "paper", "method.crop_scale", (1.0, 1.0)),  # VMZ's pipeline: random 112 crop and flip, no resized crop (unverified)
     ("xdc", "paper", "optim.name", "sgd"),  # unverified
     ("xdc", "paper", "optim.lr", 0.01),  # unverified
     # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018) ----------

@@ -23,8 +23,10 @@ from raysup.data.schema import TensorSpec
 from raysup.methods import make_config, method_module
 from raysup.protocols import (
     CONV_LAYERS,
+    CONV_SIZES,
     PAPER_PROTOCOLS,
     FrozenAudioProtocol,
+    LayerProbeProtocol,
     build_audio_conv5,
     build_caffenet,
     build_conv_layers,
@@ -62,7 +64,7 @@ def test_gdt_audio_features_are_conv5_max_pooled_over_time():
 
 def test_cpfs_layer_probes_read_zhang_et_al_sizes():
     specs = {"frames": TensorSpec((6, 224, 224, 3), "uint8"), "flow": TensorSpec((5, 224, 224, 2), "float16")}
-    net = build_conv_layers(make_config("cpfs", "paper"), specs, layers=CONV_LAYERS, elements=10000).eval()
+    net = build_conv_layers(make_config("cpfs", "paper"), specs, sizes=CONV_SIZES).eval()
     with torch.no_grad():
         feats = net.embed({"frames": torch.randint(0, 256, (2, 6, 224, 224, 3), dtype=torch.uint8)})
     assert {k: v.shape[1] for k, v in feats.items()} == {
@@ -100,7 +102,7 @@ def test_xdc_fc_only_trains_the_head_on_a_frozen_encoder_in_eval_mode():
     assert keys == {"video", "video_fc"}
 
 
-def test_gdt_audio_classifiers_average_clip_scores_per_video():
+def test_frozen_classifiers_average_clip_scores_per_video():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16)) * 3
     y_train = np.repeat(np.arange(3), 20)
@@ -109,11 +111,17 @@ def test_gdt_audio_classifiers_average_clip_scores_per_video():
     y = np.array([0, 1, 2, 0, 1, 2])
     x_test = centres[y[test_video]] + rng.normal(size=(18, 16))
     p = PAPER_PROTOCOLS["gdt"][1]
-    assert isinstance(p, FrozenAudioProtocol) and (p.lr, p.weight_decay, p.batch_size, p.svm_c) == (1e-4, 5e-4, 512, 0.01)
-    p = dataclasses.replace(p, epochs=3000)  # 60 rows: one step of lr 1e-4 per epoch
+    assert isinstance(p, FrozenAudioProtocol) and (p.linear.lr, p.linear.weight_decay, p.linear.batch_size, p.svm_c) == (1e-4, 5e-4, 512, 0.01)
+    p = dataclasses.replace(p, linear=dataclasses.replace(p.linear, epochs=3000))  # 60 rows: one step of lr 1e-4 per epoch
     for classifier in ("linear", "svm"):
         scores = frozen_scores(p, classifier, x_train, y_train, x_test, 3, seed=0)
         assert scores.shape == (18, 3) and video_accuracy(scores, test_video, y, np.ones(6, bool)) == 1.0
+    # cpfs' per-layer probe: Zhang et al.'s SGD softmax layer on standardised features, far from
+    # the origin here (what the standardisation is for)
+    probe = PAPER_PROTOCOLS["cpfs"][0]
+    assert isinstance(probe, LayerProbeProtocol) and probe.linear.standardize
+    scores = frozen_scores(probe, "linear", x_train + 50, y_train, x_test + 50, 3, seed=0)
+    assert video_accuracy(scores, test_video, y, np.ones(6, bool)) == 1.0
     # one clip of each video scored wrong: averaging over the video's clips still gets it right
     scores = np.eye(3)[y[test_video]]
     scores[::3] = np.eye(3)[(y + 1) % 3]

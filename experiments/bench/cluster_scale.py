@@ -100,6 +100,34 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / float(np.mean(values))
 
 
+def child_sample_sizes(args: dict) -> list[dict]:
+    """In memory, on the first N rows: k-means on a uniform sample of 256, 512 and 1024 rows per
+    centroid (what raysup's default samples), its objective over all N rows, vs. k-means on all
+    of them; mean over the seeds."""
+    import pyarrow.parquet as pq
+
+    from raysup.cluster_features import parquet_files, to_numpy
+    from raysup.clustering import import_faiss, kmeans, project
+
+    faiss = import_faiss()
+    faiss.omp_set_num_threads(int(args["cpus"]))
+    x = project(to_numpy(pq.read_table(parquet_files(args["features"]), columns=["video"])["video"]), None)
+    k, seeds = args["k"], range(args["seeds"])
+    full = np.mean([kmeans(x, k, niter=args["niter"], seed=s).objective / len(x) for s in seeds])
+    rows = []
+    for per in (256, 512, 1024):
+        objective = []
+        for s in seeds:
+            sample = x[np.random.default_rng(s).choice(len(x), min(len(x), per * k), replace=False)]
+            index = faiss.IndexFlatL2(x.shape[1])
+            index.add(kmeans(sample, k, niter=args["niter"], seed=s).centroids)
+            objective.append(float(index.search(x, 1)[0].mean()))
+        gap = float(np.mean(objective)) / full - 1
+        rows.append({"rows per centroid": per, "objective (mean over seeds)": float(np.mean(objective)), "k-means on all rows": float(full),
+                     "gap": gap})
+    return rows
+
+
 def run_child(kind: str, args: dict) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(args)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])})
@@ -115,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import common
 
-    from raysup.cluster_features import parquet_files
+    from raysup.cluster_features import POINTS_PER_CENTROID, parquet_files
     from raysup.clustering import contingency, nmi
 
     p = common.parser(__doc__, repeats=3)
@@ -130,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cores = os.cpu_count() or 1
     common.header("XDC k-means at scale: features Parquet → sample → Ray task → map_batches assignment, vs. in-memory faiss", args)
     print(f"features: N x {d} float32 around {k} centres, in Parquet files; k = {k}, {args.niter} iterations, "
-          f"1 initialisation; raysup: a sample of 256 per centroid, k-means task with {cores} CPUs; in-memory faiss: all N points, "
+          f"1 initialisation; raysup: a sample of {POINTS_PER_CENTROID} per centroid, k-means task with {cores} CPUs; in-memory faiss: all N points, "
           f"{cores} threads; each in its own driver process\n")
     root = args.dir or tempfile.mkdtemp(prefix="cluster-scale-")
     started = common.ray_start(args.address)
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             })
             shutil.rmtree(os.path.join(root, f"labels{n}"), ignore_errors=True)
             print(f"N={n} done; load average {common.load_average()}", flush=True)
+        sizes = run_child("sample_sizes", {"features": os.path.join(root, f"n{min(ns)}"), "k": k, "niter": args.niter, "cpus": cores,
+                                           "seeds": args.repeats})
     finally:
         common.ray_stop(started)
         if not args.dir:
@@ -189,12 +219,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\nPer N, over {args.repeats} k-means seeds (times: medians; NMI vs faiss: the lowest of the same-seed pairs; objective = mean "
           "squared distance of a row to its centroid, L2-normalised features, averaged over the seeds; gap = raysup / faiss - 1):")
     common.print_table(rows)
+    print(f"\nThe sample's size (N = {min(ns)}, in memory, {args.repeats} seeds): centroids trained on a uniform sample of "
+          "so many rows per centroid, their objective over all N rows vs. k-means on all of them (raysup's default: 512):")
+    common.print_table(sizes)
     return rows
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, job = sys.argv[2], json.loads(sys.argv[3])
-        print(json.dumps(child_raysup(job) if kind == "raysup" else child_faiss(job)))
+        print(json.dumps({"raysup": child_raysup, "faiss": child_faiss, "sample_sizes": child_sample_sizes}[kind](job)))
     else:
         main()

@@ -11,22 +11,33 @@ import torch
 from torchvision.ops import roi_align
 
 FIXED_MEAN, FIXED_STD = 0.45, 0.225  # official GDT code's video normalisation (datasets/GDTPretrainDataset.py)
+# Kinetics' per-channel RGB mean and deviation, XDC's video normalisation (its author in
+# HumamAlwassel/XDC issue #2; also torchvision's and VMZ's video models')
+KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 
 
 def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, float] = (0.5, 1.0), norm: str = "clip") -> torch.Tensor:
     """uint8 [B,T,H,W,3] → float [B,3,T,H,W], with ``norm="clip"`` standardised per clip and
     channel (removes a clip's global colour and brightness, which small nets otherwise
-    memorise), ``"fixed"`` as (x − 0.45)/0.225; with ``train``, a random resized crop (area
-    fraction in ``crop_scale``, back to H×W; (1, 1): none) and horizontal flip per clip, the
-    same for all frames."""
+    memorise), ``"fixed"`` as (x − 0.45)/0.225, ``"kinetics"`` with Kinetics' per-channel mean
+    and deviation; with ``train``, a random resized crop (area fraction in ``crop_scale``, back
+    to H×W; (1, 1): none) and horizontal flip per clip, the same for all frames."""
     x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)  # [B,3,T,H,W]
     if train:
         x = random_resized_crop_flip(x, crop_scale)
     if norm == "fixed":
         return (x - FIXED_MEAN) / FIXED_STD
+    if norm == "kinetics":
+        return (x - x.new_tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1)) / x.new_tensor(KINETICS_STD).view(1, 3, 1, 1, 1)
     mean = x.mean(dim=(2, 3, 4), keepdim=True)
     std = x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
     return (x - mean) / std
+
+
+def check_crop_scale(scale: tuple[float, ...]) -> None:
+    """A config's ``crop_scale`` (:func:`video_input`), or a ValueError naming it."""
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"crop_scale: expected min,max with 0 < min <= max <= 1, got {scale}")
 
 
 def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float], device=None) -> torch.Tensor:

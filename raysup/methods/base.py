@@ -62,7 +62,10 @@ class Method(nn.Module):
         self.load_state_dict(state)
 
 
-def audio_visual_embed(video: nn.Module, audio: nn.Module, batch: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
+def audio_visual_embed(video: nn.Module, audio: nn.Module, batch: dict[str, torch.Tensor], train: bool, *,
+                       crop_scale: tuple[float, float] = (0.5, 1.0), norm: str = "clip") -> dict[str, torch.Tensor]:
     """``embed`` of the video+audio methods: {"video": [B,Dv], "audio": [B,Da]} from the raw
-    ``frames`` and ``audio`` columns (augmented video when ``train``)."""
-    return {"video": video(video_input(batch["frames"], train=train)), "audio": audio(audio_input(batch["audio"]))}
+    ``frames`` and ``audio`` columns (augmented video when ``train``; ``crop_scale`` and ``norm``:
+    :func:`raysup.data.transforms.video_input`'s)."""
+    frames = video_input(batch["frames"], train=train, crop_scale=crop_scale, norm=norm)
+    return {"video": video(frames), "audio": audio(audio_input(batch["audio"]))}

@@ -50,7 +50,7 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
-from raysup.data.transforms import audio_input, video_input
+from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Method
 from raysup.models import audio_encoder, video_encoder
@@ -90,8 +90,7 @@ class Config:
             raise ValueError(f"specaugment_masks: expected 4 non-negative ints nf,f,nt,t, got {self.specaugment_masks}")
         if self.draws_per_epoch < 1:
             raise ValueError(f"draws_per_epoch: must be >= 1, got {self.draws_per_epoch}")
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale: expected min,max with 0 < min <= max <= 1, got {self.crop_scale}")
+        check_crop_scale(self.crop_scale)
         if self.volume_jitter_db < 0:
             raise ValueError(f"volume_jitter_db: must be >= 0, got {self.volume_jitter_db}")
 

@@ -28,6 +28,7 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import label_of, read_labels_csv
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
+from raysup.data.transforms import check_crop_scale
 from raysup.features import write_features
 from raysup.methods.base import Method, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
@@ -40,7 +41,7 @@ class Config:
     k: int = 64  # clusters per head
     rounds: int = 3  # clustering rounds; each trains for up to TrainConfig.epochs
     niter: int = 20  # k-means iterations
-    sample: int = 0  # clips k-means trains its centroids on (0: up to 256 per centroid, faiss' rule); all clips are then assigned
+    sample: int = 0  # clips k-means trains its centroids on (0: up to 512 per centroid); all clips are then assigned
     nredo: int = 1  # k-means initialisations, best kept (DeepCluster: 1)
     pca_dim: int = 0  # PCA-whitening dimension before k-means (0: off)
     val_fraction: float = 0.1  # videos held out for the pseudo-label validation loss
@@ -49,6 +50,8 @@ class Config:
     audio_encoder: str = "resnet_audio_tiny"
     cluster_cpus: float = 1.0  # resources of the k-means Ray task
     cluster_gpus: float = 0.0
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the video's random resized crop; (1, 1): none (flip only)
+    video_norm: Literal["clip", "fixed", "kinetics"] = "clip"  # per-clip standardisation, or fixed constants (video_input)
 
     def validate(self) -> None:
         if self.k < 2:
@@ -63,6 +66,7 @@ class Config:
             raise ValueError(f"niter/nredo: must be >= 1, got {self.niter}/{self.nredo}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        check_crop_scale(self.crop_scale)
 
 
 # tiny: one long round: on the small embedded set a second round's clusters undo the first
@@ -79,12 +83,15 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "constant"},
     },
     # paper (Alwassel et al. 2020): the encoders are the paper's (§4, R(2+1)D-18 and ResNet-18 on
-    # log-mel); k and the schedule below are NOT yet checked against the paper's appendix (its
-    # text was not readable where this preset was written): the optimisation schedule (warm-up,
-    # step decay, epochs, epoch size), the 2 s audio window and cluster-uniform resampling are
-    # open deviations, listed in docs/reproducing.md.
+    # log-mel); k and the optimiser below are NOT checked against the paper's appendix (its text
+    # was not readable where this preset was written): the optimisation schedule (warm-up, step
+    # decay, epoch size) and cluster-uniform resampling are open deviations, listed in
+    # docs/reproducing.md.
     "paper": {
-        "epochs": 20,  # per round, ended earlier by patience (unverified)
+        # per round: "we train on the pseudo labels until the validation loss saturates" (the XDC
+        # author, HumamAlwassel/XDC issue #8): early stopping on the pseudo-label validation loss;
+        # the 20-epoch cap and patience 3 are ours
+        "epochs": 20,
         "patience": 3,
         "batch_size": 32,  # unverified
         "crop_size": 112,  # §4: R(2+1)D-18 on 112×112 clips (of frames prepared at --size 128)
@@ -94,6 +101,12 @@ PRESETS = {
             "video_encoder": "r2plus1d_18",  # §4: R(2+1)D-18
             "audio_encoder": "resnet18_audio",  # §4: ResNet-18 on log-mel spectrograms
             "pca_dim": 256,  # DeepCluster's PCA-whitening before k-means (unverified for XDC)
+            # video input: Kinetics' mean and deviation (the XDC author, HumamAlwassel/XDC issue
+            # #2); the random 112 crop of crop_size and a flip, no resized crop: VMZ's video
+            # pipeline, which XDC's README points to (scale 128×171, crop 112), unverified
+            # against the paper's text
+            "video_norm": "kinetics",
+            "crop_scale": (1.0, 1.0),
         },
         "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "constant"},  # unverified
     },
@@ -117,7 +130,7 @@ class XDC(Method):
         self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.k) for name in head_names(cfg.variant)})
 
     def embed(self, batch, *, train=False):
-        return audio_visual_embed(self.video, self.audio, batch, train)
+        return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
 
     def forward(self, batch):
         feats = self.embed(batch, train=self.training)

@@ -9,7 +9,7 @@ import math
 import torch
 from torchvision.transforms import RandomResizedCrop
 
-from raysup.data.transforms import crop_boxes, random_resized_crop_flip, video_input
+from raysup.data.transforms import KINETICS_MEAN, KINETICS_STD, crop_boxes, random_resized_crop_flip, video_input
 
 RATIO = (3 / 4, 4 / 3)
 
@@ -101,3 +101,14 @@ def test_video_input_crops_in_training_only():
     torch.manual_seed(0)
     train = video_input(frames, train=True)
     assert train.shape == expected.shape and not torch.allclose(train, expected)
+
+
+def test_video_input_fixed_normalisations():
+    """``fixed``: GDT's (x − 0.45)/0.225; ``kinetics``: XDC's per-channel Kinetics mean and std."""
+    mean, std = torch.tensor(KINETICS_MEAN), torch.tensor(KINETICS_STD)
+    frames = torch.zeros(2, 4, 8, 8, 3, dtype=torch.uint8)
+    out = video_input(frames, train=False, norm="kinetics")  # black: −mean/std per channel
+    torch.testing.assert_close(out[:, :, 0, 0, 0], (-mean / std).expand(2, 3))
+    torch.testing.assert_close(video_input(frames, train=False, norm="fixed"), torch.full(out.shape, -0.45 / 0.225))
+    white = video_input(torch.full_like(frames, 255), train=False, norm="kinetics")
+    torch.testing.assert_close(white[:, :, 0, 0, 0], ((1 - mean) / std).expand(2, 3))
