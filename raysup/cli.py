@@ -40,7 +40,7 @@ def cmd_prepare(a) -> None:
         "max_clips_per_video": a.max_clips, "flow": a.flow, "audio_only": a.audio_only,
         "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task, "encoding": a.encoding,
         "jpeg_quality": a.jpeg_quality, "flow_range": a.flow_range, "audio_seconds": a.audio_seconds, "hop_ms": a.audio_hop_ms,
-        "shard_mb": a.shard_mb,
+        "shard_mb": a.shard_mb, "width": a.width,
     }.items() if v is not None})
     init_ray(a.address)
     m = prepare(a.src, a.out, cfg)
@@ -197,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-frames", type=int, help="frames per clip (default 8)")
     s.add_argument("--fps", type=float, help="frames are resampled to this rate (default 8)")
     s.add_argument("--size", type=int, help="short side of the stored frames in pixels; readers get size×size crops (default 32)")
+    s.add_argument("--width", type=int, help="resize every frame to size×width instead of keeping its aspect, e.g. --size 128 "
+                   "--width 171 as GDT and VMZ do (default: own aspect)")
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
     s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")

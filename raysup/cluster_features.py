@@ -8,7 +8,7 @@ process holding more than the sample plus a few batches:
    k-means on the sample (:func:`raysup.clustering.kmeans`);
 3. **assign**: a second pass gives every row its nearest centroid (faiss ``IndexFlatL2``) and its
    squared distance, writes them as Parquet ``video_id, clip_index, <name>, <name>_distance``
-   (one file per features row group), and returns the counts the statistics need (sizes,
+   (one file per task), and returns the counts the statistics need (sizes,
    objective, and the contingency tables with the previous round's labels and with ground-truth
    classes), summed in the driver as they stream in.
 

@@ -56,9 +56,6 @@ class Embedder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         tensors = {k: v.to(self.device) for k, v in self.collate(batch).items()}
         feats = self.method.embed(tensors, train=False)
-        missing = sorted(set(self.encoders or ()) - set(feats))
-        if missing:
-            raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(feats))})")
         out = {"video_id": batch.column("video_id"), "clip_index": pa.array(tensors["clip_index"].cpu().numpy().astype(np.int32))}
         out.update({name: vectors(feats[name].float().cpu().numpy()) for name in (self.encoders or sorted(feats))})
         return pa.table(out)
@@ -87,6 +84,12 @@ def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str
     """Stream the features of ``ds``'s clips into Parquet files in ``out`` (a new or empty folder
     or URI); no process holds more than a few batches."""
     ensure_empty(out)
+    if encoders:  # refused here, before the actors start, rather than inside one
+        with torch.no_grad():
+            names = build(cfg, specs).eval().embed(ClipCollate(specs)(ds.take_batch(2, batch_format="pyarrow")))
+        missing = sorted(set(encoders) - set(names))
+        if missing:
+            raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(names))})")
     fs, root = resolve(out)
     embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size).write_parquet(root, filesystem=fs)
 

@@ -145,6 +145,8 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
         (["cluster", feats, "--column", "video", "--k", str(clips + 1), "--out", str(tmp_path / "x")], f"k: {clips + 1} clusters need at least"),
         (["cluster", feats, "--column", "video", "--k", "4", "--out", labels], "not empty"),
         (["features", str(tmp_path / "run"), "--data", small_prepared[0], "--out", feats], "not empty"),
+        (["features", str(tmp_path / "run"), "--data", small_prepared[0], "--out", str(tmp_path / "f2"), "--encoders", "video", "rgb"],
+         "encoders: the model has no encoder rgb (it has audio, video)"),
     ]:
         assert main(argv) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("raysup ")]  # not Ray Data's progress

@@ -58,10 +58,10 @@ PREPARED = {
     "cal": PrepareConfig(clip_frames=11, fps=25.0, size=256, max_clips_per_video=2),
     # cross-pixel similarity: short side 256 for 224 crops, flow t→t+5 needs 6 frames
     "cpfs": PrepareConfig(clip_frames=6, fps=25.0, size=256, max_clips_per_video=2),
-    # GDT: 30 frames at 30 fps (1 s, 40 × 99 log-mel), short side 128 for 112 crops
-    "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=128, flow="none"),
-    # XDC: 8 frames at 30 fps, short side 128 for 112 crops
-    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=128, flow="none"),
+    # GDT: 30 frames at 30 fps (1 s, 40 × 99 log-mel), resized to 128×171 for 112 crops
+    "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=128, width=171, flow="none"),
+    # XDC: 8 frames at 30 fps, resized to 128×171 for 112 crops, 2 s of audio as 40 × 100 log-mel
+    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=128, width=171, flow="none", audio_seconds=2.0, hop_ms=20.0),
 }
 CROP = {"cal": 224, "cpfs": 224, "gdt": 112, "xdc": 112}  # the presets' crop_size
 
@@ -107,6 +107,8 @@ def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, ove
     assert cfg.crop_size == CROP[data]
     frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size
     assert frames[1] == CROP[data] < PREPARED[data].size and frames[0] == PREPARED[data].clip_frames
+    if data == "xdc":
+        assert prepared.specs["audio"].shape == (40, 100)  # XDC's 2 s of log-mel
     run_dir = str(tmp_path / "run")
     metrics = method_module(method).run(cfg, prepared, run_dir)
     assert metrics["total_steps"] == 2 and metrics["epoch"] == 0 and math.isfinite(metrics["loss"])

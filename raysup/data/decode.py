@@ -131,10 +131,11 @@ def windows(samples: Iterable[tuple[float, T] | Gap], length: int, stride: int) 
             yield list(run)
 
 
-def video_samples(container: av.container.InputContainer, fps: float, size: int, *, square: bool = True) -> Iterator[tuple[float, np.ndarray] | Gap]:
+def video_samples(container: av.container.InputContainer, fps: float, size: int, *, width: int = 0,
+                  square: bool = True) -> Iterator[tuple[float, np.ndarray] | Gap]:
     """:func:`resample` over the decoded frames of the first video stream, each converted once
-    (resized to ``size`` on the short side, then with ``square`` a centre crop to size×size):
-    (t, uint8 [H,W,3]) or :class:`Gap`.
+    (resized to ``size`` on the short side, or to size×``width`` when given, then with ``square``
+    a centre crop to size×size): (t, uint8 [H,W,3]) or :class:`Gap`.
     Decodes on one thread: ``prepare`` runs one decode per core, and FFmpeg's frame threads
     cost ~20% more CPU time on small videos."""
     stream = container.streams.video[0]
@@ -146,7 +147,7 @@ def video_samples(container: av.container.InputContainer, fps: float, size: int,
             yield s
             continue
         if s[1] is not last_frame:  # one conversion per source frame, however often it repeats
-            last_frame, last_img = s[1], _resize_crop(s[1], size, reformatter, square)
+            last_frame, last_img = s[1], _resize_crop(s[1], size, width, reformatter, square)
         yield s[0], last_img
 
 
@@ -172,8 +173,8 @@ def short_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
     return max(size, round(h * scale)), max(size, round(w * scale))
 
 
-def _resize_crop(frame: av.VideoFrame, size: int, reformatter: VideoReformatter, square: bool = True) -> np.ndarray:
-    nh, nw = short_side_shape(frame.height, frame.width, size)
+def _resize_crop(frame: av.VideoFrame, size: int, width: int, reformatter: VideoReformatter, square: bool = True) -> np.ndarray:
+    nh, nw = (size, width) if width else short_side_shape(frame.height, frame.width, size)
     img = reformatter.reformat(frame, width=nw, height=nh, format="rgb24").to_ndarray()  # [H',W',3]
     if not square:
         return img

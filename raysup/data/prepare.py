@@ -71,6 +71,7 @@ class PrepareConfig:
     clip_frames: int = 8  # T frames per clip
     fps: float = 8.0  # frames are resampled to this rate
     size: int = 32  # short side resized to this (raw: then centre crop size×size); readers get size×size crops
+    width: int = 0  # >0: every frame resized to size×width (H×W, aspect not kept: GDT's and VMZ's 128×171); 0: own aspect
     clip_stride_s: float = 0.0  # 0: non-overlapping clips
     max_clips_per_video: int = 0  # 0: every clip; else evenly spaced clips
     flow: FlowMethod = "farneback"
@@ -91,6 +92,8 @@ class PrepareConfig:
         for name in ("clip_frames", "size", "sample_rate", "n_mels", "videos_per_shard"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.width and self.width < self.size:
+            raise ValueError(f"width: must be 0 (own aspect) or >= size ({self.size}), got {self.width}")
         if self.clip_frames < 2 and self.flow != "none":
             raise ValueError("clip_frames: flow needs at least 2 frames per clip")
         for name in ("fps", "window_ms", "hop_ms", "cpus_per_task"):
@@ -254,7 +257,7 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             clips = _audio_windows(track, cfg, stats)
         else:
             video_c = stack.enter_context(open_media(stack.enter_context(opener())))
-            clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size, square=not jpeg), cfg, stats)
+            clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size, width=cfg.width, square=not jpeg), cfg, stats)
         keep = thin(_count_clips(opener, cfg), cfg.max_clips_per_video) if cfg.max_clips_per_video else None
         t0 = None
         for i, (t, frames) in enumerate(clips):

@@ -128,7 +128,7 @@ PRESETS = {
     "paper": {
         "epochs": 200,  # official K400 script: MUM_EPOCHS=201 (epochs 0-200)
         "batch_size": 8,  # official script: 8 clips per GPU
-        "crop_size": 112,  # appendix: frames resized to 128×171 (prepare --size 128), random 112 crops; centre 112 to evaluate
+        "crop_size": 112,  # appendix: frames resized to 128×171 (prepare --size 128 --width 171), random 112 crops; centre 112 to evaluate
         "method": {
             "crop_scale": (1.0, 1.0),  # appendix: random crop and horizontal flip, no resized crop
             "video_norm": "fixed",  # official code: (x − 0.45)/0.225, not per clip

@@ -99,6 +99,22 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
         data.dataset(crop="middle")
 
 
+def test_fixed_width_resizes_every_video_to_one_shape(ray_session, tmp_path):
+    """--width: every frame resized to size×width whatever its aspect (GDT's and VMZ's 128×171,
+    here 32×43); flow is computed on the resized frames; a width under the size is refused."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, size in (("wide", (48, 96)), ("tall", (64, 48))):
+        write_media(src / f"{name}.mp4", seconds=2.0, size=size)
+    m = prepare(str(src), str(tmp_path / "out"), PrepareConfig(clip_frames=8, fps=8.0, size=32, width=43))
+    t = pa.concat_tables([pq.read_table(tmp_path / "out" / s) for s in m["shards"]])
+    assert {cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR).shape for f in t["frames"].to_pylist()} == {(8 * 32, 43, 3)}
+    data = PreparedData(str(tmp_path / "out"))
+    assert ClipCollate(data.specs)(batches(data.dataset()))["flow"].shape == (m["counts"]["clips"], 7, 32, 32, 2)
+    with pytest.raises(ValueError, match=r"width: must be 0 \(own aspect\) or >= size \(32\), got 31"):
+        PrepareConfig(size=32, width=31).validate()
+
+
 def test_audio_window_is_centred_on_the_clip(ray_session, tmp_path):
     """A tone from 1.5 s on; 1 s clips; --audio-seconds 2 at a 20 ms hop (XDC's 40×100): the
     window of clip 1 (1-2 s) starts at 0.5 s, so the tone starts in its middle column; clip 0's
