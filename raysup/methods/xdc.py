@@ -94,7 +94,7 @@ PRESETS = {
         "epochs": 20,
         "patience": 3,
         "batch_size": 32,  # unverified
-        "crop_size": 112,  # §4: R(2+1)D-18 on 112×112 clips (of frames prepared at --size 128)
+        "crop_size": 112,  # §4: R(2+1)D-18 on 112×112 clips (of frames prepared at --size 128 --width 171)
         "method": {
             "k": 256,  # Table 2 studies k ∈ {64, …, 1024} (the sweep's grid); 256 unverified as the default
             "rounds": 10,  # unverified
