@@ -216,7 +216,7 @@ class FinetuneProtocol:
 class LinearLayer:
     """A linear layer on frozen features trained by cross-entropy (:func:`train_linear`):
     ``epochs`` shuffled passes of ``batch_size`` rows, ``weight_decay`` the L2 penalty, lr
-    ×``gamma`` after each epoch in ``milestones``; ``standardize``: features first standardised
+    ×``gamma`` at each of ``milestones`` (fractions of the epochs); ``standardize``: features first standardised
     with the train clips' mean and deviation (a batch norm without learned parameters, at its
     running statistics)."""
 
@@ -226,7 +226,7 @@ class LinearLayer:
     batch_size: int
     epochs: int
     momentum: float = 0.0
-    milestones: tuple[int, ...] = ()
+    milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     standardize: bool = False
 
@@ -274,7 +274,7 @@ XDC_OPTIM = OptimConfig(name="sgd", lr=8e-4, momentum=0.9, weight_decay=5e-3, sc
 # training images are not repeated here: the features are the centre crop's, extracted once.
 CONV_SIZES = (("conv1", 10), ("conv2", 6), ("conv3", 5), ("conv4", 5), ("conv5", 6))
 CONV_LAYERS = tuple(name for name, _ in CONV_SIZES)
-ZHANG_LINEAR = LinearLayer("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=28, milestones=(8, 16, 24), standardize=True)
+ZHANG_LINEAR = LinearLayer("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=28, milestones=(2 / 7, 4 / 7, 6 / 7), standardize=True)
 CPFS_PROTOCOLS = (LayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, test_clips=10),)
 
 PAPER_PROTOCOLS: dict[str, tuple[Protocol, ...]] = {
@@ -446,7 +446,7 @@ def train_linear(x: np.ndarray, y: np.ndarray, classes: int, spec: LinearLayer, 
         opt = torch.optim.SGD(layer.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     else:
         opt = torch.optim.Adam(layer.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, list(spec.milestones), spec.gamma)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, [round(f * spec.epochs) for f in spec.milestones], spec.gamma)
     for _ in range(spec.epochs):
         for idx in torch.randperm(len(xt), generator=g).split(spec.batch_size):
             loss = F.cross_entropy(layer(xt[idx]), yt[idx])

@@ -120,6 +120,9 @@ def test_frozen_classifiers_average_clip_scores_per_video():
     # the origin here (what the standardisation is for)
     probe = PAPER_PROTOCOLS["cpfs"][0]
     assert isinstance(probe, LayerProbeProtocol) and probe.linear.standardize
+    z = probe.linear  # Zhang et al.'s solver.prototxt: SGD, 140K iterations of 256 (28 ImageNet epochs), lr ×0.1 every 40K
+    assert (z.optimizer, z.lr, z.momentum, z.weight_decay, z.batch_size, z.epochs) == ("sgd", 0.01, 0.9, 5e-4, 256, 28)
+    assert [round(f * z.epochs) for f in z.milestones] == [8, 16, 24] and z.gamma == 0.1
     scores = frozen_scores(probe, "linear", x_train + 50, y_train, x_test + 50, 3, seed=0)
     assert video_accuracy(scores, test_video, y, np.ones(6, bool)) == 1.0
     # one clip of each video scored wrong: averaging over the video's clips still gets it right
