@@ -87,11 +87,12 @@ def parquet_files(uri: str) -> list[str]:
     return sorted(f.path for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
 
-def fragments(uri: str, item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Schema]:
+def fragments(uri: str, vectors: list[str], item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Schema]:
     """The Parquet folder or URI as work items of consecutive row groups of about
     ``item_bytes`` each (``index``, ``paths``, ``row_groups``, ``rows``), and its schema,
     from the files' footers (no data read; read 32 at a time: on object storage each is a
-    request, and 65M videos' features are ~20,000 files)."""
+    request, and 65M videos' features are ~20,000 files). A file without the key columns or
+    one of the ``vectors`` columns as ``fixed_size_list`` is a ValueError naming it."""
     from concurrent.futures import ThreadPoolExecutor
 
     fs, root = resolve(uri)
@@ -107,6 +108,13 @@ def fragments(uri: str, item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Sc
     paths = parquet_files(uri)
     with ThreadPoolExecutor(32) as pool:
         footers = list(pool.map(footer, paths))
+    for path, (schema, _) in zip(paths, footers, strict=True):
+        missing = [c for c in KEY + vectors if c not in schema.names]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(missing)} (it has {', '.join(schema.names)})")
+        for c in vectors:
+            if not pa.types.is_fixed_size_list(schema.field(c).type):
+                raise ValueError(f"{path}: column {c} is {schema.field(c).type}, not a fixed_size_list of floats (raysup features writes those)")
     items, item = [], None
     for path, (_, groups) in zip(paths, footers, strict=True):
         for g, (rows, size) in enumerate(groups):
@@ -377,11 +385,8 @@ def cluster_features(
         raise ValueError(f"k: must be >= 2, got {k}")
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
-    items, schema = fragments(features, item_bytes)
+    items, schema = fragments(features, columns, item_bytes)
     items = [i for i in items if i["rows"]]
-    missing = sorted(set(KEY + columns) - set(schema.names))
-    if missing:
-        raise ValueError(f"{features}: no column {', '.join(missing)} (it has {', '.join(schema.names) or 'no Parquet file'})")
     rows = sum(i["rows"] for i in items)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")

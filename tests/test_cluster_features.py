@@ -102,6 +102,18 @@ def test_sample_and_k_edge_cases(ray_session, blobs, tmp_path):
         cluster_features(str(few), str(tmp_path / "p13"), [Clustering("label", ("video",))], 4, pca_dim=13)
     with pytest.raises(ValueError, match="no column audio"):
         cluster_features(folder, str(tmp_path / "a"), [Clustering("label", ("audio",))], 8)
+    # files that are not features are named before any task runs: one without the column, one
+    # with variable-length lists
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(pq.read_table(few / "part.parquet"), mixed / "a.parquet")
+    pq.write_table(pa.table({"video_id": ["x"], "clip_index": pa.array([0], pa.int32())}), mixed / "b.parquet")
+    with pytest.raises(ValueError, match=r"b\.parquet: no column video \(it has video_id, clip_index\)"):
+        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], 4)
+    (mixed / "b.parquet").unlink()
+    pq.write_table(pa.table({"video_id": ["x"], "clip_index": pa.array([0], pa.int32()), "video": [[0.5, 1.0]]}), mixed / "c.parquet")
+    with pytest.raises(ValueError, match=r"c\.parquet: column video is list<element: double>, not a fixed_size_list"):
+        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], 4)
     with pytest.raises(FileExistsError, match="not empty"):
         cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], 4)
 
