@@ -5,7 +5,7 @@ features with known clusters written as Parquet by this script.
 
 Each clustering runs in a child process (a driver that joins this script's Ray instance, importing
 only what ``raysup cluster`` imports: no torch), so its peak RSS (``ru_maxrss``) is that driver's
-alone; Ray's workers are separate processes That driver then clusters again (the second time
+alone; Ray's workers are separate processes. That driver then clusters again (the second time
 is what an XDC round costs from its second round on, Ray's worker processes already started).
 
     python experiments/bench/cluster_scale.py           # N = 0.5M, 1M, 2M x 128, k = 100 (~1 GB of Parquet at 2M), 3 seeds
@@ -107,7 +107,7 @@ def spread(values: list[float]) -> float:
 
 def child_sample_sizes(args: dict) -> list[dict]:
     """In memory, on the first N rows: k-means on a uniform sample of 256, 512 and 1024 rows per
-    centroid (what raysup's default samples), its objective over all N rows, vs. k-means on all
+    centroid (raysup samples 512), its objective over all N rows, vs. k-means on all
     of them; mean over the seeds."""
     import pyarrow.parquet as pq
 
