@@ -147,7 +147,9 @@ def cmd_cluster(a) -> None:
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")
-    print(f"labels, centroids.npy and stats.json: {redact(a.out)}")
+    seconds = stats["seconds"]
+    print(f"labels, centroids.npy and stats.json: {redact(a.out)} ({sum(seconds.values()):.1f} s: "
+          + ", ".join(f"{stage} {s:.1f}" for stage, s in seconds.items()) + ")")
 
 
 def cmd_labels(a) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -149,6 +150,7 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
     assert main(["cluster", feats, "--column", "video", "--column", "audio", "--k", "4", "--out", labels, "--sample", "1000"]) == 0
     out = capsys.readouterr().out
     assert f"{clips} rows in 4 clusters (centroids trained on {clips})" in out
+    assert re.search(r"stats\.json: .* \([\d.]+ s: sample [\d.]+, train [\d.]+, assign [\d.]+\)", out), out
     lab = pq.read_table(parquet_files(labels))
     assert lab.num_rows == clips and set(lab["label"].to_pylist()) <= set(range(4))
     assert np.load(os.path.join(labels, "centroids.npy")).shape == (4, model.video.out_dim + model.audio.out_dim)
