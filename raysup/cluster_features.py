@@ -88,7 +88,7 @@ def parquet_files(uri: str) -> list[str]:
 
 
 def fragments(uri: str, vectors: list[str], item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Schema]:
-    """The Parquet folder or URI as work items of consecutive row groups of about
+    """The Parquet folder or URI as work items of consecutive non-empty row groups of about
     ``item_bytes`` each (``index``, ``paths``, ``row_groups``, ``rows``), and its schema,
     from the files' footers (no data read; read 32 at a time: on object storage each is a
     request, and 65M videos' features are ~20,000 files). A file without the key columns or
@@ -118,6 +118,8 @@ def fragments(uri: str, vectors: list[str], item_bytes: int = ITEM_BYTES) -> tup
     items, item = [], None
     for path, (_, groups) in zip(paths, footers, strict=True):
         for g, (rows, size) in enumerate(groups):
+            if not rows:
+                continue
             if item is None or item["bytes"] >= item_bytes:
                 item = {"index": len(items), "paths": [], "row_groups": [], "rows": 0, "bytes": 0}
                 items.append(item)
@@ -198,13 +200,13 @@ def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int,
 
 # ---- 3. assign, write the labels, count ---------------------------------------------------------
 
-def assign_fragments(items: pa.Table, *, uri: str, out: str, clusterings: list[Clustering], models: dict[str, Model],
-                     **counting) -> dict[str, np.ndarray]:
-    """Labels every row of the ``items``' row groups (:func:`assign_batch`), writes them to
-    ``out`` as ``part-<index>.parquet`` (a retried task rewrites its own file), and returns
-    their counts (:func:`count_batch`) summed, as one row."""
+def assign_fragments(items: pa.Table, *, uri: str, columns: list[str], out: str, clusterings: list[Clustering],
+                     models: dict[str, Model], **counting) -> dict[str, np.ndarray]:
+    """Labels every row of the ``items``' row groups (their ``columns``: the clusterings'
+    features; :func:`assign_batch`), writes them to ``out`` as ``part-<index>.parquet`` (a
+    retried task rewrites its own file), and returns their counts (:func:`count_batch`)
+    summed, as one row."""
     fs, root = resolve(out)
-    columns = sorted({c for cl in clusterings for c in cl.columns})
     total: dict[str, np.ndarray] = {}
     for item in items.to_pylist():
         with fs.open_output_stream(f"{root}/part-{item['index']:06d}.parquet") as sink:
@@ -386,7 +388,6 @@ def cluster_features(
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
     items, schema = fragments(features, columns, item_bytes)
-    items = [i for i in items if i["rows"]]
     rows = sum(i["rows"] for i in items)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
@@ -409,7 +410,7 @@ def cluster_features(
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
     prev = None if previous is None else (previous, tuple(parquet_files(previous)))
-    counts = summed(over_fragments(items, assign_fragments, uri=features, out=out, clusterings=clusterings, models=models,
+    counts = summed(over_fragments(items, assign_fragments, uri=features, columns=columns, out=out, clusterings=clusterings, models=models,
                                    names=[c.name for c in clusterings], k=k, val_fraction=val_fraction, previous=prev,
                                    truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
     clock.append(time.perf_counter())
