@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
+"""``raysup`` console script: synth, prepare, methods, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -51,6 +51,15 @@ def cmd_prepare(a) -> None:
     print(f"manifest: {redact(a.out).rstrip('/')}/manifest.json")
 
 
+def cmd_methods(a) -> None:
+    from raysup.methods import method_module, method_names
+
+    for name in method_names():
+        mod = method_module(name)
+        protocols = "yes" if getattr(mod, "PAPER_PROTOCOLS", ()) else "no"
+        print(f"{name:<16} presets: {', '.join(mod.PRESETS):<28} paper protocols: {protocols:<4} {mod.__name__}")
+
+
 def cmd_config(a) -> None:
     from raysup.config import to_dict
     from raysup.methods import make_config
@@ -60,8 +69,8 @@ def cmd_config(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from raysup.data.ingest import PreparedData
-    from raysup.methods import make_config, method_module
+    from raysup import runner
+    from raysup.methods import make_config
 
     overrides = parse_overrides(a.set or [])
     if a.workers is not None:
@@ -69,25 +78,21 @@ def cmd_train(a) -> None:
     if a.gpus_per_worker is not None:
         overrides["gpus_per_worker"] = a.gpus_per_worker
     cfg = make_config(a.method, a.preset, overrides)
-    data = PreparedData(a.data).cropped(cfg.crop_size)  # a crop_size above the prepared size fails here
-    method = method_module(cfg.method_name)
-    method.check(cfg, data)  # fail before starting Ray
+    data = runner.check(cfg, a.data)  # fail before starting Ray
     init_ray(a.address)
-    metrics = method.run(cfg, data, a.out, labels=a.labels, resume=a.resume)
+    metrics = runner.train(cfg, data, a.out, labels=a.labels, resume=a.resume)
     print(json.dumps(metrics, indent=1, default=str))
 
 
 def cmd_probe(a) -> None:
-    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
-    from raysup.data.ingest import PreparedData
-    from raysup.evaluate import cv_probe, finetune, probe
-    from raysup.methods import load_config
-    from raysup.protocols import check_protocol, paper_protocol
+    from raysup import runner
+    from raysup.evaluate import cv_probe, probe
+    from raysup.protocols import finetune_protocols, paper_protocols, run_protocols
 
-    ckpt = latest_checkpoint(a.run_dir)
-    cfg = load_config(load_checkpoint_file(ckpt)["config"])
+    run = runner.open_run(a.run_dir)
+    cfg = run.cfg
     if a.protocol == "paper":
-        check_protocol(cfg.method_name)
+        protocols = paper_protocols(cfg.method_name)
         if a.finetune or a.folds:
             raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
     elif a.splits:
@@ -95,18 +100,19 @@ def cmd_probe(a) -> None:
     if bool(a.labels) == bool(a.splits):
         raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
     init_ray(a.address)
-    data = PreparedData(a.data).cropped(cfg.crop_size)  # the crops the run trained on (centred)
-    weights = None if a.random_init else ckpt
+    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+    weights = None if a.random_init else run.checkpoint
+    suffix = "/random_init" if a.random_init else ""
     if a.protocol == "paper":
-        out = f"{a.run_dir.rstrip('/')}.paper_protocol" + ("/random_init" if a.random_init else "")
+        out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
+        kw = dict(epochs=a.paper_epochs, classifier=a.paper_classifier)
         if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
-            runs = [paper_protocol(cfg, data, csv, weights, f"{out}/split{i}", epochs=a.paper_epochs, classifier=a.paper_classifier)
-                    for i, csv in enumerate(a.splits, 1)]
+            runs = [run_protocols(cfg, data, csv, weights, f"{out}/split{i}", protocols, **kw) for i, csv in enumerate(a.splits, 1)]
             acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
         else:
-            acc = paper_protocol(cfg, data, a.labels, weights, out, epochs=a.paper_epochs, classifier=a.paper_classifier)
+            acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
     elif a.finetune:
-        acc = finetune(cfg, data, a.labels, weights, epochs=a.epochs)
+        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs))
     elif a.folds:
         acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
     else:
@@ -122,19 +128,16 @@ def cmd_probe(a) -> None:
 
 
 def cmd_features(a) -> None:
-    from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
-    from raysup.data.ingest import PreparedData
+    from raysup import runner
     from raysup.evaluate import clip_columns
     from raysup.features import write_features
-    from raysup.methods import load_config, method_module
+    from raysup.methods import method_module
 
-    ckpt = latest_checkpoint(a.run_dir)
-    cfg = load_config(load_checkpoint_file(ckpt)["config"])
-    data = PreparedData(a.data).cropped(cfg.crop_size)  # centre crops of the run's crop_size
-    method = method_module(cfg.method_name)
+    run = runner.open_run(a.run_dir)
+    data = runner.open_data(a.data, run.cfg)  # centre crops of the run's crop_size
     init_ray(a.address)
-    write_features(data.dataset(clip_columns(cfg)), a.out, cfg, method.build, data.specs, ckpt,
-                   encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
+                   run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 
 
@@ -162,11 +165,10 @@ def cmd_labels(a) -> None:
 
 
 def cmd_visualize_embeddings(a) -> None:
-    from raysup.data.ingest import PreparedData
     from raysup.visualize import visualize_embeddings
 
     init_ray(a.address)
-    paths = visualize_embeddings(a.run_dir, PreparedData(a.data), a.out, clips=a.clips)
+    paths = visualize_embeddings(a.run_dir, a.data, a.out, clips=a.clips)
     print(f"wrote {len(paths)} PNGs (frame | flow | embeddings) to {paths[0].rsplit('/', 1)[0]}")
 
 
@@ -217,14 +219,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)
 
-    methods_help = "cpfs, cpfs_direct, cross_and_learn, gdt, supervised or xdc"
+    methods_help = "method name (`raysup methods` lists them)"
     set_help = "override a config field, e.g. optim.lr=0.01 (repeatable)"
-    preset_help = "tiny (CPU, minutes), paper (the paper's settings) or paper_vgg16 (Cross and Learn's VGG16 variant)"
-    presets = ["tiny", "paper", "paper_vgg16"]
+    preset_help = "tiny (CPU, minutes), paper (the paper's settings) or another of the method's presets (`raysup methods`)"
+
+    s = sub.add_parser("methods", help="list the methods (raysup's and installed plugins'), their presets and paper protocols")
+    s.set_defaults(fn=cmd_methods)
 
     s = sub.add_parser("config", help="print the fully resolved config a train run would use, as JSON")
     s.add_argument("method", help=methods_help)
-    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
+    s.add_argument("--preset", default="tiny", help=preset_help)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.set_defaults(fn=cmd_config)
 
@@ -236,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     s.add_argument("--workers", type=int, help="Ray Train workers (DDP across them)")
     s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker (0: CPU)")
-    s.add_argument("--preset", choices=presets, default="tiny", help=preset_help)
+    s.add_argument("--preset", default="tiny", help=preset_help)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_train)

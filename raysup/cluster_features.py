@@ -33,8 +33,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysup.clustering import import_faiss, joint, kmeans, project, stats_from_counts
-from raysup.data.storage import exists, resolve, write_json
-from raysup.data.tables import is_held_out
+from raysup.data.schema import to_numpy
+from raysup.data.storage import ensure_empty, exists, resolve, write_json
+from raysup.data.tables import held_out
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
@@ -63,19 +64,6 @@ class Model:
     pca: tuple[np.ndarray, np.ndarray] | None
     sample_objective: float  # mean squared distance over the sample
     iterations: int
-
-
-def vectors(x: np.ndarray) -> pa.FixedSizeListArray:
-    """[N,D] float32 → Arrow ``fixed_size_list<float32, D>`` (zero-copy)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
-
-
-def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A ``fixed_size_list<float32, D>`` column → [N,D] float32."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)
 
 
 def matrix(table: pa.Table, c: Clustering) -> np.ndarray:
@@ -146,13 +134,6 @@ def over_fragments(items: list[dict], fn, **kw):
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     return ds.map_batches(fn, fn_kwargs=kw, batch_format="pyarrow", batch_size=None)
-
-
-def ensure_empty(uri: str) -> None:
-    """Refuse an output folder that holds anything (nothing raysup did not write is touched)."""
-    fs, root = resolve(uri)
-    if exists(fs, root) and fs.get_file_info(pafs.FileSelector(root)):
-        raise FileExistsError(f"--out: {uri} is not empty; write to a new folder")
 
 
 # ---- 1. sample ---------------------------------------------------------------------------------
@@ -235,15 +216,6 @@ def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict
         out[c.name] = pa.array(label[:, 0].astype(np.int32))
         out[f"{c.name}_distance"] = pa.array(dist[:, 0])
     return pa.table(out).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
-
-
-def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
-    """Per row, whether its video is in the held-out split (:func:`raysup.data.tables.is_held_out`,
-    hashed once per video)."""
-    if not len(video_ids):
-        return np.zeros(0, bool)
-    uniq, inv = np.unique(video_ids, return_inverse=True)
-    return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
 
 
 @lru_cache(maxsize=8)

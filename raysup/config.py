@@ -9,6 +9,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
@@ -225,3 +226,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError("gpus_per_worker/cpus_per_worker: must be >= 0")
+
+
+# A method module's ``build``: (config, tensor specs) → its model (a ``raysup.methods.base.Method``).
+Build = Callable[[TrainConfig, dict[str, Any]], Any]

@@ -1,6 +1,7 @@
-"""Linear probe and finetuning of a run's encoders on labelled clips (frozen features averaged
-over each video's clips; train/test from the labels CSV). The papers' own protocols are in
-:mod:`raysup.protocols`."""
+"""Linear probe of a run's encoders on labelled clips (frozen features averaged over each video's
+clips; train/test from the labels CSV). Finetuning and the papers' own protocols are in
+:mod:`raysup.protocols`. ``data`` is the prepared set read at the run's ``crop_size``
+(:func:`raysup.runner.open_data`)."""
 from __future__ import annotations
 
 import re
@@ -9,13 +10,10 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import torch
 
-from raysup.checkpoint import load_checkpoint_file
 from raysup.config import ConfigError, TrainConfig
-from raysup.data.ingest import ClipCollate, PreparedData
-from raysup.data.labels import LabelRow, class_index, label_of, read_labels_csv
+from raysup.data.ingest import PreparedData
+from raysup.data.labels import LabelRow, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.features import extract_features, video_average
 from raysup.methods import method_module
@@ -99,77 +97,12 @@ def cv_probe(
 
 
 def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Features of the given videos' clips (centre ``cfg.crop_size`` crops, as the run trained
-    on), averaged per video (see :func:`video_average`)."""
-    data = data.cropped(cfg.crop_size)
+    """Features of the given videos' clips (centre crops), averaged per video (see :func:`video_average`)."""
     keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
-    ds = data.decode(join_columns(data.dataset(clip_columns(cfg), crop=None), ["video_id"], keep))
+    ds = data.decode(join_columns(data.dataset(clip_columns(cfg), crop=None), ["video_id"], keep), crop="centre")
     return video_average(extract_features(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
 
 
 def clip_columns(cfg: TrainConfig) -> list[str]:
     """The prepared columns a run of ``cfg`` reads, with the clip key."""
     return sorted(set(method_module(cfg.method_name).COLUMNS) | {"video_id", "clip_index"})
-
-
-def finetune(
-    cfg: TrainConfig,
-    data: PreparedData,
-    labels_csv: str,
-    checkpoint: str | None,
-    *,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 32,
-) -> dict[str, float]:
-    """Finetune each encoder with a new linear head on the train split (Adam, augmented clips);
-    top-1 on the test split with clip softmax scores averaged per video. Clips are
-    ``cfg.crop_size`` crops, as the run trained on."""
-    data = data.cropped(cfg.crop_size)
-    rows = read_labels_csv(labels_csv)
-    split = labelled(rows, set(data.video_ids))
-    classes = class_index(rows)
-    ids = sorted(split)
-    label = label_of(rows)
-    table = pa.table({
-        "video_id": pa.array(ids, pa.string()),
-        "label": pa.array([label[i] for i in ids], pa.int64()),
-        "video_index": pa.array(range(len(ids)), pa.int64()),
-        "is_train": pa.array([split[i] == "train" for i in ids]),
-    })
-    clips = data.dataset(clip_columns(cfg), crop=None)  # only the labelled clips are decoded (centre crops)
-    train_ds = data.decode(join_columns(clips, ["video_id"], table.filter(table["is_train"])))
-    test_ds = data.decode(join_columns(clips, ["video_id"], table.filter(pc.invert(table["is_train"]))))
-    collate = ClipCollate(data.specs)
-    state = load_checkpoint_file(checkpoint)["model"] if checkpoint else None
-
-    def fresh():
-        torch.manual_seed(cfg.seed)
-        m = method_module(cfg.method_name).build(cfg, data.specs)
-        if state is not None:
-            m.load_state_dict(state)
-        return m
-
-    probe_batch = next(iter(test_ds.iter_torch_batches(batch_size=2, collate_fn=collate)))
-    with torch.no_grad():
-        dims = {k: v.shape[1] for k, v in fresh().eval().embed(probe_batch).items()}
-    results = {}
-    for name, dim in sorted(dims.items()):
-        model, head = fresh(), torch.nn.Linear(dim, len(classes))
-        opt = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=lr)
-        for _ in range(epochs):
-            model.train()
-            for b in train_ds.iter_torch_batches(batch_size=batch_size, collate_fn=collate, local_shuffle_buffer_size=4 * batch_size):
-                loss = torch.nn.functional.cross_entropy(head(model.embed(b, train=True)[name]), b["label"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        scores = torch.zeros(len(ids), len(classes))
-        with torch.no_grad():
-            for b in test_ds.iter_torch_batches(batch_size=64, collate_fn=collate):
-                scores.index_add_(0, b["video_index"], head(model.embed(b)[name]).softmax(1))
-        y = torch.tensor([label[i] for i in ids])
-        tested = torch.tensor([split[i] == "test" for i in ids])
-        results[name] = float((scores.argmax(1) == y)[tested].float().mean())
-    return results

@@ -10,7 +10,6 @@ never imports the method registry.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,13 +17,11 @@ import pyarrow as pa
 import torch
 
 from raysup.checkpoint import load_checkpoint_file
-from raysup.cluster_features import ensure_empty, to_numpy, vectors
-from raysup.config import TrainConfig
+from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
-from raysup.data.schema import TensorSpec
-from raysup.data.storage import resolve
+from raysup.data.schema import TensorSpec, to_numpy, vectors
+from raysup.data.storage import ensure_empty, resolve
 
-Build = Callable[[TrainConfig, dict[str, TensorSpec]], torch.nn.Module]
 KEY = ("video_id", "clip_index")
 
 

@@ -1,7 +1,7 @@
 """Ray Tune sweeps of the papers' ablations (the only ``ray.tune`` import).
 
-Each trial is a Tune function trainable that trains one config with the method's own
-``run`` (TorchTrainer(s) reporting to Tune through ``TuneReportCallback``), then reports
+Each trial is a Tune function trainable that trains one config with :func:`raysup.runner.train`
+(TorchTrainer(s) reporting to Tune through ``TuneReportCallback``), then reports
 the linear-probe top-1 of every encoder as ``probe_<encoder>``. Results become a table
 (CSV, Markdown) and a plot next to Tune's own results, on the same storage (folder or URI).
 
@@ -28,14 +28,14 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup import runner
 from raysup.config import parse_overrides
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
 from raysup.evaluate import cv_probe, probe
-from raysup.methods import load_config, make_config, method_module
+from raysup.methods import make_config
 from raysup.runtime import init_ray
 
 
@@ -73,21 +73,21 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = make_config(s.method, s.preset, {**s.base, **point})
-    data = PreparedData(s.data)
+    data = runner.open_data(s.data, cfg)
     run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
     t = time.perf_counter()
-    method_module(s.method).run(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
     timing = {"time_run_s": time.perf_counter() - t}
     t = time.perf_counter()
-    ckpt = latest_checkpoint(run_dir)  # probed as trained (e.g. with the classes the labels gave)
-    acc = objective(s, load_config(load_checkpoint_file(ckpt)["config"]), data, ckpt)
+    run = runner.open_run(run_dir)  # probed as trained (e.g. with the classes the labels gave)
+    acc = objective(s, run.cfg, data, run.checkpoint)
     timing["time_probe_s"] = time.perf_counter() - t
     tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
 
 
 def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict[str, float]:
     """Linear-probe top-1 per encoder: on the labels' test split, or by ``s.probe_folds``-fold
-    cross-validation (:func:`raysup.evaluate.cv_probe`)."""
+    cross-validation (:func:`raysup.evaluate.cv_probe`); ``data`` read at ``cfg.crop_size``."""
     if s.probe_folds:
         return cv_probe(cfg, data, s.labels, checkpoint, folds=s.probe_folds)
     return probe(cfg, data, s.labels, checkpoint)
@@ -130,7 +130,7 @@ def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
             "a train worker (cpus_per_worker, gpus_per_worker)": worker,
             "the probe's feature extractor": {"CPU": 1.0},
         }
-        requests.update(method_module(s.method).side_tasks(cfg))
+        requests.update(runner.side_tasks(cfg))
         for what, need in requests.items():
             if not any(fits(need, node) for node in shapes):
                 nodes = sorted({str(n) for n in shapes})
@@ -263,7 +263,7 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
     check_start(s, resume=resume, overwrite=overwrite)
     data = PreparedData(s.data)
     for point in s.points():  # a config the data cannot serve fails here, not in every trial
-        method_module(s.method).check(make_config(s.method, s.preset, {**s.base, **point}), data)
+        runner.check(make_config(s.method, s.preset, {**s.base, **point}), data)
     check_fits(s, node_shapes(autoscaler_config))
     _autoscaling_coordinator_here()
     fs, root = resolve(s.storage)
@@ -327,12 +327,13 @@ def baselines(s: Sweep) -> dict[str, dict[str, float]]:
     out = {}
     for values in itertools.product(*(s.grid[k] for k in s.random_per)):
         cfg = make_config(s.method, s.preset, {**s.base, **dict(zip(s.random_per, values))})
-        out["random init" + "".join(f" ({v})" for v in values)] = objective(s, cfg, data, None)
+        out["random init" + "".join(f" ({v})" for v in values)] = objective(s, cfg, runner.open_data(data, cfg), None)
     if s.supervised:
         run_dir = supervised_dir(s)
-        method_module("supervised").run(make_config("supervised", s.preset), data, run_dir, labels=s.labels, resume=True)
-        ckpt = latest_checkpoint(run_dir)
-        out["supervised"] = objective(s, load_config(load_checkpoint_file(ckpt)["config"]), data, ckpt)
+        cfg = make_config("supervised", s.preset)
+        runner.train(cfg, data, run_dir, labels=s.labels, resume=True)
+        run = runner.open_run(run_dir)
+        out["supervised"] = objective(s, run.cfg, runner.open_data(data, run.cfg), run.checkpoint)
     return out
 
 

@@ -22,11 +22,10 @@ from ray.train import TrainingFailedError, UserCallback
 
 from raysup import dist
 from raysup.checkpoint import CHECKPOINT_FILE, load_checkpoint_file
-from raysup.config import ConfigError, OptimConfig, TrainConfig, to_dict
+from raysup.config import Build, ConfigError, OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
-from raysup.features import Build
 
 RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker")  # may change on --resume
 ERROR_KEY = "raysup_error"  # a report that carries the one-line error every worker agreed to stop on
@@ -177,6 +176,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device)
     params = [p for p in method.parameters() if p.requires_grad]
     step_limit = cfg.max_steps or math.inf
+    total_steps = min(steps_per_epoch * cfg.epochs, step_limit)
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if state["step"] >= step_limit:
             break  # resumed a run that already took its max_steps
@@ -196,13 +196,14 @@ def _train(loop_cfg: dict[str, Any]) -> None:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            method.after_step()
+            state["step"] += 1
+            method.after_step(state["step"], total_steps)
             for k, v in out.items():
                 sums[k] += v.detach().float()
             steps += 1
-            state["step"] += 1
             if state["step"] >= step_limit:
                 break
+        method.on_epoch_end(epoch)
         if steps == 0:
             raise ConfigError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
         metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}

@@ -1,5 +1,5 @@
-"""``raysup visualize-embeddings``: what a cross-pixel flow similarity run learned, as PNGs
-(the paper's Fig. 4). Each clip gives one image of three panels: the frame the network sees,
+"""``raysup visualize-embeddings``: what a pixel-embedding run (cross-pixel flow similarity, or any
+method whose model has ``pixel_embeddings``) learned, as PNGs (the cpfs paper's Fig. 4). Each clip gives one image of three panels: the frame the network sees,
 the optical flow that supervised it (colour-coded) and the network's pixel embeddings
 randomly projected to RGB. Pixels that the network expects to move together get the same
 colour: a trained network shows the moving sprites as uniform blobs that stand out from
@@ -9,13 +9,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup import runner
+from raysup.checkpoint import load_checkpoint_file
 from raysup.data.ingest import ClipCollate, PreparedData
-from raysup.data.storage import join, resolve
-from raysup.methods import load_config, method_module
-from raysup.methods.cpfs import COLUMNS, standardize
+from raysup.data.storage import join, redact, resolve
+from raysup.evaluate import clip_columns
+from raysup.methods import method_module
 
 PANEL = 128  # minimum panel side in pixels (nearest-neighbour upscaling)
 
@@ -45,23 +45,21 @@ def _upscale(img: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def visualize_embeddings(run_dir: str, data: PreparedData, out_dir: str | None = None, *, clips: int = 8, seed: int = 0) -> list[str]:
+def visualize_embeddings(run_dir: str, data: str | PreparedData, out_dir: str | None = None, *, clips: int = 8, seed: int = 0) -> list[str]:
     """Write ``clip_<i>.png`` (frame | flow | embeddings) for the first ``clips`` clips of
-    ``data`` with the latest checkpoint of a ``cpfs``/``cpfs_direct`` run; ``out_dir``
-    defaults to ``<run_dir>/embeddings``. Frame and flow are the validation inputs (frame t,
-    flow t→t+k); the embeddings are the L2-normalised head outputs at every pixel. Returns
-    the paths written."""
-    saved = load_checkpoint_file(latest_checkpoint(run_dir))
-    cfg = load_config(saved["config"])
-    if cfg.method_name not in ("cpfs", "cpfs_direct"):
-        raise ValueError(f"visualize-embeddings: {run_dir} is a {cfg.method_name} run; it needs a cpfs or cpfs_direct run")
-    data = data.cropped(cfg.crop_size)  # the run's input size
-    method = method_module(cfg.method_name).build(cfg, data.specs)
-    method.load_state_dict(saved["model"])
+    ``data`` with the latest checkpoint of the run in ``run_dir``, whose model must have
+    ``pixel_embeddings(batch)`` (cpfs, cpfs_direct); ``out_dir`` defaults to
+    ``<run_dir>/embeddings``. Frame and flow are the validation inputs (cpfs: frame t, flow
+    t→t+k); the embeddings are the L2-normalised outputs at every pixel. Returns the paths written."""
+    run = runner.open_run(run_dir)
+    data = runner.open_data(data, run.cfg)  # the run's input size
+    method = method_module(run.cfg.method_name).build(run.cfg, data.specs)
+    if not hasattr(method, "pixel_embeddings"):
+        raise ValueError(f"visualize-embeddings: {redact(run_dir)} is a {run.cfg.method_name} run, whose model has no pixel embeddings (cpfs and cpfs_direct have)")
+    method.load_state_dict(load_checkpoint_file(run.checkpoint)["model"])
     method.eval()
-    batch = ClipCollate(data.specs)(data.dataset(list(COLUMNS)).limit(clips).take_batch(clips, batch_format="pyarrow"))
-    image, flow = method.inputs(batch)  # [B,3,H,W] in [0,1], [B,2,H,W] pixels
-    emb = F.normalize(method.net.dense(standardize(image)), dim=-1)  # [B,H,W,D]
+    table = data.dataset(clip_columns(run.cfg), crop="centre").limit(clips).take_batch(clips, batch_format="pyarrow")
+    image, flow, emb = method.pixel_embeddings(ClipCollate(data.specs)(table))  # [B,3,H,W] in [0,1], [B,2,H,W] pixels, [B,H,W,D]
     out_dir = out_dir or join(run_dir, "embeddings")
     fs, root = resolve(out_dir)
     fs.create_dir(root, recursive=True)

@@ -11,6 +11,12 @@ import zipfile
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # reports otherwise wait ~2 s
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one process less per fit
+# tests/plugins holds a method from outside raysup (an installed package's module and its
+# dist-info with the raysup.methods entry point); on the path of this process and, through the
+# environment, of every Ray worker and subprocess the tests start
+PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, PLUGINS)
 
 import pytest  # noqa: E402
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from raysup.cli import main
-from raysup.cluster_features import Clustering, cluster_features, parquet_files, priorities, to_numpy, vectors
+from raysup.cluster_features import Clustering, cluster_features, parquet_files, priorities
 from raysup.clustering import cluster_stats, contingency, kmeans, nmi, project
+from raysup.data.schema import to_numpy, vectors
 
 K = 8
 
@@ -171,8 +172,9 @@ def test_training_rows_join_labels_by_key(tmp_path):
     """XDC's training rows: each clip gets the labels of its own key from the labels Parquet (video
     head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
     drawn rates-many times."""
-    from raysup.cluster_features import held_out, round_rows
+    from raysup.cluster_features import round_rows
     from raysup.clustering import HEADS
+    from raysup.data.tables import held_out
 
     vid = np.array([f"v{i // 2}" for i in range(20)])
     clip = pa.array(np.arange(20) % 2, pa.int32())

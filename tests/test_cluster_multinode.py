@@ -27,7 +27,8 @@ def scenario(features: str, out: str) -> dict:
     from ray.cluster_utils import Cluster
     from ray.util.state import list_tasks
 
-    from raysup.cluster_features import Clustering, cluster_features, parquet_files, vectors
+    from raysup.cluster_features import Clustering, cluster_features, parquet_files
+    from raysup.data.schema import vectors
 
     rng = np.random.default_rng(0)
     os.makedirs(features)

@@ -1,5 +1,8 @@
-"""The method contract (:class:`raysup.methods.base.MethodModule`) for every method in METHODS:
-what the module provides, and that ``raysup train M`` runs it and prints its final metrics as JSON."""
+"""The method contract (:class:`raysup.methods.base.MethodModule`) for every method, raysup's and
+a sixth from another package (tests/plugins/raysup_toy_method.py, found through its
+``raysup.methods`` entry point): what the module provides, that ``raysup train M`` runs it and
+prints its final metrics as JSON, and that the plugin is configured, trained and probed without
+any raysup file knowing it (tests/test_sweep_resume.py sweeps it with Tune)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,32 +11,64 @@ import json
 import math
 
 import pytest
+import torch
 
+from raysup import runner
 from raysup.cli import main
-from raysup.methods import METHODS, make_config
-from raysup.methods.base import MethodModule
+from raysup.data.ingest import ClipCollate
+from raysup.methods import make_config, method_module, method_names
+from raysup.methods.base import MethodModule, Stage
 
 # per method: the least that trains one short epoch on the 24-video set
-SHORT = {"xdc": ["method.k=4"], "cross_and_learn": ["method.pairs_per_video=2"]}
+SHORT_SETS = {"xdc": {"method.k": 4}, "cross_and_learn": {"method.pairs_per_video": 2}}
+SHORT = {name: [f"{k}={v}" for k, v in sets.items()] for name, sets in SHORT_SETS.items()}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_module_provides_the_contract(name):
-    mod = METHODS[name]
+def test_the_plugin_is_a_method_like_the_others():
+    assert method_names() == ["cpfs", "cpfs_direct", "cross_and_learn", "gdt", "supervised", "toy", "xdc"]
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_module_provides_the_contract(name, small_prepared):
+    mod = method_module(name)
     assert dataclasses.is_dataclass(mod.Config) and mod.Config.__dataclass_params__.frozen
     assert isinstance(mod.COLUMNS, tuple) and {"video_id", "clip_index"} <= set(mod.COLUMNS)
-    assert {"tiny", "paper"} <= set(mod.PRESETS) <= {"tiny", "paper", "paper_vgg16"}  # paper_vgg16: Cross and Learn
+    assert {"tiny", "paper"} <= set(mod.PRESETS)
     for preset in mod.PRESETS:
         cfg = make_config(name, preset)
         assert isinstance(cfg.method, mod.Config)
-        tasks = mod.side_tasks(cfg)
-        assert all(isinstance(k, str) and set(v) <= {"CPU", "GPU"} for k, v in tasks.items())
-    for fn in ("check", "build", "run", "side_tasks"):
+        assert all(isinstance(k, str) and set(v) <= {"CPU", "GPU"} for k, v in runner.side_tasks(cfg).items())
+    stage_fn = "stages" if hasattr(mod, "stages") else "datasets"
+    for fn in ("check", "build", stage_fn) + (("side_tasks",) if hasattr(mod, "side_tasks") else ()):
         want = [p for p in inspect.signature(getattr(MethodModule, fn)).parameters if p != "self"]
         assert list(inspect.signature(getattr(mod, fn)).parameters) == want, fn
+    # the model names its encoders as embed does, with their feature widths
+    cfg = make_config(name, "tiny", dict(SHORT_SETS.get(name, {})))
+    data = runner.check(cfg, small_prepared[0])
+    model = mod.build(cfg, data.specs).eval()
+    batch = ClipCollate(data.specs)(data.dataset(list(mod.COLUMNS), crop="centre").take_batch(4, batch_format="pyarrow"))
+    with torch.no_grad():
+        feats = model.embed(batch)
+    assert {k: v.shape[1] for k, v in feats.items()} == {k: e.dim for k, e in model.encoders().items()}
+    if stage_fn == "datasets":  # one stage of stored cells: the runner decodes them, with random crops to train
+        stage = mod.datasets(cfg, data, small_prepared[1])
+        assert isinstance(stage, Stage) and stage.rows_per_epoch > 0
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS) - {"supervised"}))  # supervised: tests/test_train.py
+def test_a_method_from_another_package_is_configured_trained_and_probed(small_prepared, tmp_path, capsys):
+    data, labels = small_prepared
+    assert main(["methods"]) == 0
+    assert "raysup_toy_method" in capsys.readouterr().out
+    assert main(["config", "toy", "--set", "method.temperature=0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == {"dim": 32, "temperature": 0.2}
+    run = str(tmp_path / "toy")
+    assert main(["train", "toy", "--data", data, "--out", run, "--set", "epochs=1"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 0
+    assert main(["probe", run, "--data", data, "--labels", labels, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"video", "audio"}
+
+
+@pytest.mark.parametrize("name", sorted(set(method_names()) - {"supervised", "toy"}))  # supervised: tests/test_train.py; toy: above
 def test_train_prints_json_metrics(name, small_prepared, tmp_path, capsys):
     data, labels = small_prepared
     sets = ["epochs=1", "max_steps=2", "batch_size=8", *SHORT.get(name, [])]

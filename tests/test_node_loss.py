@@ -26,8 +26,8 @@ def scenario(data: str, labels: str, run_dir: str) -> dict:
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    from raysup.data.ingest import PreparedData
-    from raysup.methods import make_config, method_module
+    from raysup import runner
+    from raysup.methods import make_config
 
     with socket.socket() as sock:  # a free port: 8265 may be another cluster's
         sock.bind(("127.0.0.1", 0))
@@ -45,7 +45,7 @@ def scenario(data: str, labels: str, run_dir: str) -> dict:
 
     def train():
         try:
-            result["metrics"] = method_module("supervised").run(cfg, PreparedData(data), run_dir, labels=labels)
+            result["metrics"] = runner.train(cfg, data, run_dir, labels=labels)
         except Exception as e:  # noqa: BLE001 - reported below
             error.append(repr(e))
 

@@ -93,7 +93,7 @@ PINNED = [
     # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018) ----------
     ("cpfs", "paper", "method.backbone", "alexnet"),  # §4: AlexNet with BN, sparse hypercolumns
     ("cpfs", "paper", "method.embed_dim", 16),  # §3: 16-d pixel embeddings
-    ("cpfs", "paper", "method.k", 5),  # §4: flow t → t+5 at the native frame rate
+    ("cpfs", "paper", "method.flow_step", 5),  # §4: flow t → t+5 at the native frame rate
     ("cpfs", "paper", "method.max_flow", 56.0),  # §3: log-normalisation with M = 56 px
     ("cpfs", "paper", "method.target", "learned"),  # §3: σ learned with the network
     ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 5: column-softmax cross-entropy

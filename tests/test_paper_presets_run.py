@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
-from raysup.methods import make_config, method_module
+from raysup.methods import make_config
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +111,7 @@ def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, ove
     if data == "xdc":
         assert prepared.specs["audio"].shape == (40, 100)  # XDC's 2 s of log-mel
     run_dir = str(tmp_path / "run")
-    metrics = method_module(method).run(cfg, prepared, run_dir)
+    metrics = runner.train(cfg, prepared, run_dir)
     assert metrics["total_steps"] == 2 and metrics["epoch"] == 0 and math.isfinite(metrics["loss"])
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["state"]["step"] == 2 and saved["config"]["preset"] == preset

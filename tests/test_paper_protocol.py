@@ -20,21 +20,20 @@ from raysup.cli import main
 from raysup.config import ConfigError, to_dict
 from raysup.data.ingest import PreparedData
 from raysup.data.schema import TensorSpec
-from raysup.methods import make_config, method_module
+from raysup.methods import METHODS, make_config, method_module
+from raysup.methods.cpfs import CONV_SIZES
+from raysup.protocol_specs import FrozenProtocol, LayerProbeProtocol
 from raysup.protocols import (
-    CONV_LAYERS,
-    CONV_SIZES,
-    PAPER_PROTOCOLS,
-    FrozenAudioProtocol,
-    LayerProbeProtocol,
-    build_audio_conv5,
     build_caffenet,
-    build_conv_layers,
     build_finetune,
-    check_protocol,
+    build_tap_features,
     frozen_scores,
+    paper_protocols,
+    protocol_taps,
     video_accuracy,
 )
+
+CONV_LAYERS = [tap for tap, _ in CONV_SIZES]
 
 SPECS = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "audio": TensorSpec((40, 64), "float16"),
          "flow": TensorSpec((7, 32, 32, 2), "float16"), "motion": TensorSpec((), "float32")}  # fmt: skip
@@ -47,7 +46,7 @@ def last_json(capsys) -> dict:
 
 def test_gdt_audio_features_are_conv5_max_pooled_over_time():
     torch.manual_seed(0)
-    net = build_audio_conv5(make_config("gdt", "paper"), SPECS).eval()
+    net = build_tap_features(make_config("gdt", "paper"), SPECS, taps=protocol_taps(METHODS["gdt"].PAPER_PROTOCOLS[1])).eval()
     audio = torch.randn(2, 40, 100)  # 1 s of 40-mel frames at 10 ms
     with torch.no_grad():
         feats = net.embed({"audio": audio})["audio"]
@@ -64,7 +63,7 @@ def test_gdt_audio_features_are_conv5_max_pooled_over_time():
 
 def test_cpfs_layer_probes_read_zhang_et_al_sizes():
     specs = {"frames": TensorSpec((6, 224, 224, 3), "uint8"), "flow": TensorSpec((5, 224, 224, 2), "float16")}
-    net = build_conv_layers(make_config("cpfs", "paper"), specs, sizes=CONV_SIZES).eval()
+    net = build_tap_features(make_config("cpfs", "paper"), specs, taps=protocol_taps(METHODS["cpfs"].PAPER_PROTOCOLS[0])).eval()
     with torch.no_grad():
         feats = net.embed({"frames": torch.randint(0, 256, (2, 6, 224, 224, 3), dtype=torch.uint8)})
     assert {k: v.shape[1] for k, v in feats.items()} == {
@@ -77,7 +76,7 @@ def test_cross_and_learn_caffenet_starts_from_the_rgb_conv_and_bn_layers_with_fr
     pretrained = method_module("cross_and_learn").build(cfg, SPECS)
     for p in pretrained.parameters():
         torch.nn.init.normal_(p)  # unlike any fresh init
-    net = build_caffenet(cfg, SPECS, classes=6)
+    net = build_caffenet(cfg, SPECS, classes=6, init_prefix=METHODS["cross_and_learn"].PAPER_PROTOCOLS[0].init_prefix)
     net.load_pretrained(pretrained.state_dict())
     src, dst = pretrained.rgb_net.features.state_dict(), net.features.state_dict()
     assert src.keys() == dst.keys() and all(torch.equal(src[k], dst[k]) for k in src)  # conv and BN, running stats too
@@ -92,13 +91,13 @@ def test_cross_and_learn_caffenet_starts_from_the_rgb_conv_and_bn_layers_with_fr
 
 def test_xdc_fc_only_trains_the_head_on_a_frozen_encoder_in_eval_mode():
     cfg = make_config("xdc", "tiny")
-    full = build_finetune(cfg, SPECS, encoder="video", module="video", dim=128, classes=6).train()
-    fc = build_finetune(cfg, SPECS, encoder="video", module=None, dim=128, classes=6).train()
+    full = build_finetune(cfg, SPECS, encoder="video", full=True, classes=6).train()
+    fc = build_finetune(cfg, SPECS, encoder="video", full=False, classes=6).train()
     assert [n for n, p in fc.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
     assert not fc.inner.training and fc.head.training  # frozen BN statistics
     assert all(p.requires_grad for p in full.inner.video.parameters()) and not any(p.requires_grad for p in full.inner.audio.parameters())
     assert full.inner.training
-    keys = {p.key for p in PAPER_PROTOCOLS["xdc"]}
+    keys = {p.key for p in METHODS["xdc"].PAPER_PROTOCOLS}
     assert keys == {"video", "video_fc"}
 
 
@@ -110,15 +109,15 @@ def test_frozen_classifiers_average_clip_scores_per_video():
     test_video = np.repeat(np.arange(6), 3)  # 6 test videos of 3 clips
     y = np.array([0, 1, 2, 0, 1, 2])
     x_test = centres[y[test_video]] + rng.normal(size=(18, 16))
-    p = PAPER_PROTOCOLS["gdt"][1]
-    assert isinstance(p, FrozenAudioProtocol) and (p.linear.lr, p.linear.weight_decay, p.linear.batch_size, p.svm_c) == (1e-4, 5e-4, 512, 0.01)
+    p = METHODS["gdt"].PAPER_PROTOCOLS[1]
+    assert isinstance(p, FrozenProtocol) and (p.linear.lr, p.linear.weight_decay, p.linear.batch_size, p.svm_c) == (1e-4, 5e-4, 512, 0.01)
     p = dataclasses.replace(p, linear=dataclasses.replace(p.linear, epochs=3000))  # 60 rows: one step of lr 1e-4 per epoch
     for classifier in ("linear", "svm"):
         scores = frozen_scores(p, classifier, x_train, y_train, x_test, 3, seed=0)
         assert scores.shape == (18, 3) and video_accuracy(scores, test_video, y, np.ones(6, bool)) == 1.0
     # cpfs' per-layer probe: Zhang et al.'s SGD softmax layer on standardised features, far from
     # the origin here (what the standardisation is for)
-    probe = PAPER_PROTOCOLS["cpfs"][0]
+    probe = METHODS["cpfs"].PAPER_PROTOCOLS[0]
     assert isinstance(probe, LayerProbeProtocol) and probe.linear.standardize
     z = probe.linear  # Zhang et al.'s solver.prototxt: SGD, 140K iterations of 256 (28 ImageNet epochs), lr ×0.1 every 40K
     assert (z.optimizer, z.lr, z.momentum, z.weight_decay, z.batch_size, z.epochs) == ("sgd", 0.01, 0.9, 5e-4, 256, 28)
@@ -142,7 +141,7 @@ def test_cpfs_paper_protocol_probes_each_conv_layer(small_prepared, tmp_path, ca
                ckpt / "checkpoint.pt")
     assert main([*CONV[:1], run, "--data", data, "--labels", labels, *CONV[1:]]) == 0
     acc = last_json(capsys)
-    assert sorted(acc) == [f"rgb_{layer}" for layer in CONV_LAYERS] and all(0 <= v <= 1 for v in acc.values())
+    assert sorted(acc) == CONV_LAYERS and all(0 <= v <= 1 for v in acc.values())
     # the refusals are one line each, exit 2
     for bad in (["--labels", labels, "--splits", labels, *CONV[1:]], ["--splits", labels]):
         assert main([*CONV[:1], run, "--data", data, *bad]) == 2
@@ -150,8 +149,8 @@ def test_cpfs_paper_protocol_probes_each_conv_layer(small_prepared, tmp_path, ca
 
 
 def test_paper_protocol_of_a_method_without_one_is_refused():
-    with pytest.raises(ConfigError, match=r"--protocol paper: not implemented for supervised \(only gdt, xdc, cross_and_learn, cpfs, cpfs_direct\)"):
-        check_protocol("supervised")
+    with pytest.raises(ConfigError, match=r"--protocol paper: not implemented for supervised \(only cpfs, cpfs_direct, cross_and_learn, gdt, xdc\)"):
+        paper_protocols("supervised")
 
 
 @pytest.mark.slow
@@ -169,7 +168,7 @@ def test_gdt_paper_protocol_finetunes_video_through_fit_and_probes_audio(prepare
     lines = [json.loads(line) for line in open(os.path.join(ft, "metrics.jsonl"))]
     assert [m["epoch"] for m in lines] == [0, 1] and all(0 <= m["acc"] <= 1 for m in lines)
     saved = load_checkpoint_file(latest_checkpoint(ft))
-    p = PAPER_PROTOCOLS["gdt"][0]
+    p = METHODS["gdt"].PAPER_PROTOCOLS[0]
     assert saved["config"]["optim"]["lr"] == p.optim.lr and saved["config"]["batch_size"] == p.batch_size
     assert list(saved["config"]["optim"]["milestones"]) == [0.6, 0.8] and saved["config"]["optim"]["weight_decay"] == 5e-3
     # the finetuned encoder started from the pretrained one; the pretraining run is untouched

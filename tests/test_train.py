@@ -9,11 +9,12 @@ import time
 import pytest
 import torch
 
+from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
 from raysup.config import ConfigError
 from raysup.data.ingest import PreparedData
-from raysup.methods import make_config, method_module
+from raysup.methods import make_config
 
 
 def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, capsys):
@@ -43,7 +44,7 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
 
-    run = method_module("supervised").run
+    run = runner.train
     with pytest.raises(FileExistsError, match="--resume"):
         run(make_config("supervised", "tiny", base), data, run_dir, labels=labels)
     r = run(make_config("supervised", "tiny", {**base, "epochs": 5, "max_steps": 5}), data, run_dir, labels=labels, resume=True)

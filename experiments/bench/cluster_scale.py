@@ -41,7 +41,7 @@ def write_features(folder: str, n: int, d: int, k: int, rows_per_file: int, seed
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysup.cluster_features import vectors
+    from raysup.data.schema import vectors
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((k, d), dtype=np.float32) * 0.15  # overlapping: noise 0.2 per dimension
@@ -86,8 +86,9 @@ def child_faiss(args: dict) -> dict:
     """The in-memory baseline: every row read into this process, faiss k-means on all of them."""
     import pyarrow.parquet as pq
 
-    from raysup.cluster_features import parquet_files, to_numpy
+    from raysup.cluster_features import parquet_files
     from raysup.clustering import import_faiss, kmeans
+    from raysup.data.schema import to_numpy
 
     import_faiss().omp_set_num_threads(int(args["cpus"]))
     t = time.perf_counter()
@@ -111,8 +112,9 @@ def child_sample_sizes(args: dict) -> list[dict]:
     of them; mean over the seeds."""
     import pyarrow.parquet as pq
 
-    from raysup.cluster_features import parquet_files, to_numpy
+    from raysup.cluster_features import parquet_files
     from raysup.clustering import import_faiss, kmeans, project
+    from raysup.data.schema import to_numpy
 
     faiss = import_faiss()
     faiss.omp_set_num_threads(int(args["cpus"]))

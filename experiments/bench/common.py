@@ -119,8 +119,8 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
     import pyarrow.parquet as pq
 
     from raysup.data import codec
-    from raysup.data.prepare import DATA_DIR, MANIFEST, PrepareConfig, build_manifest
-    from raysup.data.schema import arrow_schema
+    from raysup.data.prepare import PrepareConfig, build_manifest
+    from raysup.data.schema import DATA_DIR, MANIFEST, arrow_schema
     from raysup.data.storage import write_json
 
     cfg = PrepareConfig(flow="farneback" if flow else "none", encoding=encoding)
@@ -330,7 +330,7 @@ def plain_train_worker(rank: int, world: int, port: int, job: dict) -> None:
                 out["loss"].backward()
                 optimizer.step()
                 scheduler.step()
-                method.after_step()
+                method.after_step(epoch * 1000 + steps + 1, 1000 * cfg.epochs)  # as the scheduler above: a nominal length
                 for k, v in out.items():
                     sums[k] += v.detach().float()
                 steps += 1

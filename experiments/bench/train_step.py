@@ -1,4 +1,4 @@
-"""Stage 3, training step: a TorchTrainer run (``raysup.methods.supervised.run`` → ``raysup.train.fit``,
+"""Stage 3, training step: a TorchTrainer run (``raysup.runner.train`` → ``raysup.train.fit``,
 tiny preset) vs. a plain PyTorch loop with the same model, seed, batches, optimiser and loop body
 (``common.plain_train_worker``: pyarrow → DataLoader, DDP over gloo for 2 workers), for 1 and 2
 workers of one CPU (one torch thread) each.
@@ -28,6 +28,7 @@ from ray.train import UserCallback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from raysup import runner  # noqa: E402
 from raysup.config import to_dict  # noqa: E402
 from raysup.data.ingest import PreparedData  # noqa: E402
 from raysup.data.labels import label_of, read_labels_csv  # noqa: E402
@@ -63,7 +64,7 @@ def ray_run(cfg, data: PreparedData, labels: str, run_dir: str) -> dict:
     clock = os.path.join(run_dir, "epoch_ends.txt")
     os.makedirs(run_dir)
     start = time.time()
-    metrics = supervised.run(cfg, data, run_dir, labels=labels, callbacks=[EpochClock(clock)])
+    metrics = runner.train(cfg, data, run_dir, labels=labels, callbacks=[EpochClock(clock)])
     end = time.time()
     ends = [float(x) for x in open(clock).read().split()]
     return timing(start, ends, end, int(metrics["steps"]))

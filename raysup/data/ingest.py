@@ -13,8 +13,7 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
-from raysup.data.prepare import DATA_DIR, MANIFEST
-from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, column_to_numpy
+from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
 from raysup.data.tables import pack_video
 
@@ -100,9 +99,9 @@ class PreparedData:
         blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
         blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
         ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks)
-        return ds if crop is None else self.decode(ds, crop)
+        return ds if crop is None else self.decode(ds, crop=crop)
 
-    def decode(self, ds, crop: str = "centre"):
+    def decode(self, ds, *, crop: str):
         """``ds`` (rows of this set's stored cells, e.g. clips drawn from :meth:`videos`) with
         compressed frames and flow decoded to the raw encoding's tensors of ``specs``, cropped to
         size×size (:func:`raysup.data.codec.decode_clips`): a ``map_batches`` stage of CPU tasks

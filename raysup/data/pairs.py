@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from raysup.data.transforms import random_resized_crop_flip
+from raysup.data.transforms import random_resized_crop_flip, standardize
 
 Modality = Literal["flow", "diff"]
 CHANNELS_PER_FIELD = {"flow": 2, "diff": 3}  # (dx, dy) per flow field; RGB per difference
@@ -100,5 +100,4 @@ def pair_input(
             rgb = rgb.mean(1, keepdim=True).expand_as(rgb)
     if modality == "flow":
         stack = stack - stack.mean(dim=(2, 3), keepdim=True)
-    mean, std = rgb.mean(dim=(1, 2, 3), keepdim=True), rgb.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-    return (rgb - mean) / std, stack
+    return standardize(rgb, (1, 2, 3)), stack

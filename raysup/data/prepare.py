@@ -51,13 +51,11 @@ from raysup.data.decode import (
     windows,
 )
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
-from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
+from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
-MANIFEST = "manifest.json"
-DATA_DIR = "data"
 PROGRESS_DIR = "_progress"
 TMP_DIR = f"{PROGRESS_DIR}/tmp"  # shards being written
 LOCK = f"{PROGRESS_DIR}/lock.json"

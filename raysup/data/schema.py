@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+MANIFEST = "manifest.json"  # a prepared set's manifest, at its root
+DATA_DIR = "data"  # its Parquet shards
 TENSOR_COLUMNS = ("frames", "audio", "flow")
-SCALAR_COLUMNS = ("video_id", "clip_index", "start_s", "motion")
 ENCODED_COLUMNS = ("frames", "flow")  # binary: one image per clip in the jpeg encoding
 
 
@@ -93,3 +94,16 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: TensorSpec) -> tup
     if not valid.all():
         out[~valid] = 0
     return out, valid
+
+
+def vectors(x: np.ndarray) -> pa.FixedSizeListArray:
+    """[N,D] float32 → Arrow ``fixed_size_list<float32, D>`` (zero-copy): a features column."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+
+
+def to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A ``fixed_size_list<float32, D>`` column → [N,D] float32."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)

@@ -98,3 +98,10 @@ def create_exclusive(fs: pafs.FileSystem, path: str, obj) -> bool:
         return False
     write_json(fs, path, obj)
     return True
+
+
+def ensure_empty(uri: str) -> None:
+    """Refuse an output folder that holds anything (nothing raysup did not write is touched)."""
+    fs, root = resolve(uri)
+    if exists(fs, root) and fs.get_file_info(pafs.FileSelector(root)):
+        raise FileExistsError(f"--out: {redact(uri)} is not empty; write to a new folder")

@@ -20,6 +20,21 @@ def is_held_out(video_id: str, fraction: float) -> bool:
     return zlib.crc32(video_id.encode()) % 1000 < fraction * 1000
 
 
+def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Per row, whether its video is in the held-out split (:func:`is_held_out`, hashed once per video)."""
+    if not len(video_ids):
+        return np.zeros(0, bool)
+    uniq, inv = np.unique(video_ids, return_inverse=True)
+    return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
+
+
+def split_rows(batch: pa.Table, *, fraction: float, held: bool) -> pa.Table:
+    """The rows of ``batch`` whose video is (``held``) or is not in the held-out split; a map
+    over the stream, so no list of ids travels and an empty split is simply no rows."""
+    mask = held_out(batch.column("video_id").to_numpy(zero_copy_only=False), fraction)
+    return batch.filter(pa.array(mask if held else ~mask))
+
+
 def join_columns(ds, key: list[str], table: pa.Table):
     """Inner-join per-key columns (e.g. labels per ``video_id`` or pseudo-labels per
     ``video_id, clip_index``) onto the clips; clips without a key match are dropped."""
@@ -34,20 +49,6 @@ def labels_table(mapping: dict[str, int], column: str = "label") -> pa.Table:
     """A ``video_id → int`` mapping as a table for :func:`join_columns`."""
     ids = sorted(mapping)
     return pa.table({"video_id": pa.array(ids, pa.string()), column: pa.array([mapping[i] for i in ids], pa.int64())})
-
-
-def clip_table(video_ids: np.ndarray, clip_index: np.ndarray, **columns: np.ndarray) -> pa.Table:
-    """Per-clip values keyed by (video_id, clip_index) for :func:`join_columns`."""
-    cols = {"video_id": pa.array(video_ids, pa.string()), "clip_index": pa.array(clip_index, pa.int32())}
-    cols.update({k: pa.array(v) for k, v in columns.items()})
-    return pa.table(cols)
-
-
-def repeat_rows(batch: pa.Table) -> pa.Table:
-    """Each row ``repeat`` times, in random order (copies of a clip from a small cluster must
-    not sit next to each other, or they would share a batch)."""
-    rows = np.repeat(np.arange(batch.num_rows), batch.column("repeat").to_numpy())
-    return batch.take(pa.array(np.random.default_rng().permutation(rows))).drop_columns(["repeat"])
 
 
 def pack_video(group: pa.Table, *, require: tuple[str, ...] = ()) -> pa.Table:

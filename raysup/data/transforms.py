@@ -16,6 +16,13 @@ FIXED_MEAN, FIXED_STD = 0.45, 0.225  # official GDT code's video normalisation (
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 
 
+def standardize(x: torch.Tensor, dims: tuple[int, ...], *, stats: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` standardised over ``dims`` per sample (mean 0, deviation 1; the deviation clamped at
+    1e-3 so flat inputs stay finite), with the statistics of ``stats`` (default: ``x`` itself)."""
+    ref = x if stats is None else stats
+    return (x - ref.mean(dim=dims, keepdim=True)) / ref.std(dim=dims, keepdim=True).clamp_min(1e-3)
+
+
 def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, float] = (0.5, 1.0), norm: str = "clip") -> torch.Tensor:
     """uint8 [B,T,H,W,3] → float [B,3,T,H,W], with ``norm="clip"`` standardised per clip and
     channel (removes a clip's global colour and brightness, which small nets otherwise
@@ -29,9 +36,7 @@ def video_input(frames: torch.Tensor, *, train: bool, crop_scale: tuple[float, f
         return (x - FIXED_MEAN) / FIXED_STD
     if norm == "kinetics":
         return (x - x.new_tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1)) / x.new_tensor(KINETICS_STD).view(1, 3, 1, 1, 1)
-    mean = x.mean(dim=(2, 3, 4), keepdim=True)
-    std = x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
-    return (x - mean) / std
+    return standardize(x, (2, 3, 4))
 
 
 def check_crop_scale(scale: tuple[float, ...]) -> None:
@@ -102,6 +107,4 @@ def audio_input(audio: torch.Tensor, augment: Callable[[torch.Tensor], torch.Ten
     its own statistics; ``augment`` (e.g. a volume jitter) is applied after they are taken, so
     an offset it adds survives the standardisation."""
     a = audio.float()
-    mean = a.mean(dim=(1, 2), keepdim=True)
-    std = a.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
-    return (((a if augment is None else augment(a)) - mean) / std).unsqueeze(1)
+    return standardize(a if augment is None else augment(a), (1, 2), stats=a).unsqueeze(1)

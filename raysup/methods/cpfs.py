@@ -2,7 +2,7 @@
 Optical-Flow Similarity for Self-Supervised Learning"): a single-frame network embeds pixels so
 that the similarity of two pixels' embeddings matches the similarity of their optical flow.
 
-Per clip and step: frame t and the flow t→t+k (``method.k`` counts *clip frames* at the
+Per clip and step: frame t and the flow t→t+k (``method.flow_step`` = k counts *clip frames* at the
 prepare fps: the prepared flow is between consecutive clip frames, so flow t→t+k is composed
 on the fly by :func:`compose_flow`; the paper's k=5 is at the video's own rate, ~0.2 s; the
 tiny preset's k=2 at 8 fps is 0.25 s). Training draws t uniformly from the clip; evaluation
@@ -33,18 +33,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from ray.data.expressions import col
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.flow import log_normalize
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import is_held_out
-from raysup.data.transforms import random_resized_crop_flip
+from raysup.data.tables import is_held_out, split_rows
+from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
-from raysup.methods.base import Method
+from raysup.methods.base import Encoder, Method, Stage
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
-from raysup.train import fit
+from raysup.protocol_specs import LayerProbeProtocol, LinearLayer
 
 BACKBONES = {"alexnet": alexnet_hypercolumn, "alexnet_tiny": alexnet_hypercolumn_tiny}
 
@@ -55,7 +54,7 @@ class Config:
     embed_dim: int = 16  # D
     hidden: int = 0  # hidden units of the hypercolumn MLP; 0: the backbone's default
     pixels: int = 512  # N sampled pixels per image
-    k: int = 5  # flow t→t+k, in clip frames
+    flow_step: int = 5  # k of the flow t→t+k, in clip frames
     target: float | Literal["learned", "direct"] = "learned"  # fixed σ, learned σ, or direct classification
     sigma_init: float = 0.082  # start of a learned σ (the paper learns σ² ≈ 0.0067)
     loss: Literal["cross_entropy", "alignment"] = "cross_entropy"
@@ -70,8 +69,8 @@ class Config:
         for name in ("embed_dim", "pixels", "bins"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name}: must be >= 2, got {getattr(self, name)}")
-        if self.k < 1:
-            raise ValueError(f"k: must be >= 1, got {self.k}")
+        if self.flow_step < 1:
+            raise ValueError(f"flow_step: must be >= 1, got {self.flow_step}")
         if self.sigma_init <= 0 or self.max_flow <= 0:
             raise ValueError("sigma_init/max_flow: must be > 0")
         if not 0 < self.min_crop <= 1:
@@ -88,7 +87,7 @@ PRESETS = {
         "epochs": 12,
         "patience": 5,
         "batch_size": 32,
-        "method": {"backbone": "alexnet_tiny", "pixels": 128, "k": 2, "max_flow": 8.0},
+        "method": {"backbone": "alexnet_tiny", "pixels": 128, "flow_step": 2, "max_flow": 8.0},
         "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0, "schedule": "constant"},
     },
     # paper: Mahendran et al. (ACCV 2018) §4 "Implementation details" as issue 16 quotes it (the
@@ -103,7 +102,7 @@ PRESETS = {
             "min_crop": 1.0,  # §4: plain 224 crops (and flips), no random resized crop
             "backbone": "alexnet",  # §4: AlexNet with BN (folded at export), sparse hypercolumn head
             "pixels": 512,  # sampled pixels per image (not verified against the paper)
-            "k": 5,  # §4: flow between frames t and t+5 at the native frame rate
+            "flow_step": 5,  # §4: flow between frames t and t+5 at the native frame rate
         },
         "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant"},  # §4: Adam, lr 1e-4
     },
@@ -127,18 +126,33 @@ class CPFS(Method):
             return self.log_sigma.exp()
         return torch.tensor(float(self.cfg.target))
 
+    def encoders(self):
+        return {"rgb": Encoder(self.net, self.net.pool5_dim)}
+
     def embed(self, batch, *, train=False):
-        frames = batch["frames"]  # [B,T,H,W,3]
-        x = frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W] centre frame
+        x = centre_frame(batch["frames"])  # [B,3,H,W]
         if train:
             x = random_resized_crop_flip(x, (self.cfg.min_crop, 1.0))
-        return {"rgb": self.net.pooled(standardize(x))}  # [B,C5]
+        return {"rgb": self.net.pooled(standardize_image(x))}  # [B,C5]
+
+    def taps(self, batch):
+        """conv1 … conv5 maps of the centre frame (``rgb_conv1`` [B,96,H',W'] …), standardised as
+        in training: the per-layer probes of the paper's Table 1."""
+        maps = self.net.feature_maps(standardize_image(centre_frame(batch["frames"])), upto="conv5")
+        return {f"rgb_{name}": x for name, x in maps.items() if name.startswith("conv")}
+
+    @torch.no_grad()
+    def pixel_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``raysup visualize-embeddings`` draws: frame t [B,3,H,W] in [0, 1], the flow t→t+k
+        [B,2,H,W] (pixels) and the L2-normalised embedding of every pixel [B,H,W,D]."""
+        image, flow = self.inputs(batch)
+        return image, flow, F.normalize(self.net.dense(standardize_image(image)), dim=-1)
 
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame t [B,3,H,W] in [0, 1] and the flow t→t+k [B,2,H,W] in pixels; random t and
         joint crop/flip in training mode."""
         frames, flow = batch["frames"], batch["flow"]  # [B,T,H,W,3], [B,T-1,H,W,2]
-        b, steps, k = flow.shape[0], flow.shape[1], self.cfg.k
+        b, steps, k = flow.shape[0], flow.shape[1], self.cfg.flow_step
         if self.training:
             t = torch.randint(0, steps - k + 1, (b,), device=flow.device)  # [B]
         else:
@@ -154,7 +168,7 @@ class CPFS(Method):
 
     def forward(self, batch):
         image, flow = self.inputs(batch)  # [B,3,H,W], [B,2,H,W]
-        image, flow = standardize(image), log_normalize(flow, self.cfg.max_flow)
+        image, flow = standardize_image(image), log_normalize(flow, self.cfg.max_flow)
         b, _, h, w = image.shape
         n = min(self.cfg.pixels, h * w)
         index = torch.rand(b, h * w, device=image.device).argsort(dim=1)[:, :n]  # [B,N] without replacement
@@ -174,9 +188,14 @@ class CPFS(Method):
         return fold_batchnorm(self.net)
 
 
-def standardize(x: torch.Tensor) -> torch.Tensor:
+def centre_frame(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 clips [B,T,H,W,3] → their centre frames, float [B,3,H,W] in [0, 1]."""
+    return frames[:, frames.shape[1] // 2].permute(0, 3, 1, 2).float() / 255
+
+
+def standardize_image(x: torch.Tensor) -> torch.Tensor:
     """[B,C,H,W] standardised per image and channel."""
-    return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    return standardize(x, (2, 3))
 
 
 def compose_flow(flows: torch.Tensor) -> torch.Tensor:
@@ -204,12 +223,13 @@ def check_specs(cfg: Config, specs) -> None:
     if "flow" not in specs or "frames" not in specs:
         raise ConfigError("cpfs needs frames and flow: prepare the data with --flow farneback (or tvl1/dis)")
     steps = specs["flow"].shape[0]
-    if cfg.k > steps:
-        raise ConfigError(f"method.k: flow t→t+{cfg.k} needs clips of more than {cfg.k} frames; the prepared clips have {steps + 1}")
+    if cfg.flow_step > steps:
+        raise ConfigError(f"method.flow_step: flow t→t+{cfg.flow_step} needs clips of more than {cfg.flow_step} frames; "
+                          f"the prepared clips have {steps + 1} (prepare with --clip-frames {cfg.flow_step + 1} or more, or lower method.flow_step)")
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    check_specs(cfg.method, data.cropped(cfg.crop_size).specs)
+    check_specs(cfg.method, data.specs)
 
 
 def build(cfg: TrainConfig, specs) -> CPFS:
@@ -217,20 +237,27 @@ def build(cfg: TrainConfig, specs) -> CPFS:
     return CPFS(cfg.method)
 
 
-def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    return {}
-
-
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
-    """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
-    the videos for the early-stopping loss."""
-    data = data.cropped(cfg.crop_size)
-    check(cfg, data)
-    clips_of = data.manifest["videos"]  # video id → its number of clips
-    val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]
+def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
+    """Every prepared video's clips (labels are not used), ``val_fraction`` of the videos held
+    out for the early-stopping loss (none held out: no validation)."""
+    fraction = cfg.method.val_fraction
+    val_ids = [v for v in data.video_ids if is_held_out(v, fraction)]
     clips = data.dataset(list(COLUMNS), crop=None)
-    datasets = {"train": data.decode(clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order(), "random")}
-    if val_ids:
-        datasets["val"] = data.decode(clips.filter(expr=col("video_id").is_in(val_ids)))
-    rows = sum(clips_of.values()) - sum(clips_of[v] for v in val_ids)
-    return fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)
+    train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
+    val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
+    clips_of = data.manifest["videos"]  # video id → its number of clips
+    return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))
+
+
+# --- evaluation -------------------------------------------------------------------------------
+# Mahendran et al. 2018 §4 compare with Zhang et al.'s results: their linear classification test
+# (richzhang/colorization, feature_learning_tests/linear, as used in the Split-Brain paper): each
+# frozen layer (:meth:`CPFS.taps`) bilinearly resized to ~9-10K elements (train_val.prototxt:
+# conv1 10×10, conv2 6×6, conv3 and conv4 5×5, conv5 6×6), a batch norm without learned
+# parameters, a softmax layer; solver.prototxt: SGD lr 0.01, momentum 0.9, weight decay 5e-4,
+# batch 64 × iter_size 4 = 256, 140K iterations, lr ×0.1 every 40K. ImageNet's 1.28M images make
+# that 28 epochs with steps after 8, 16 and 24. Their random crops and mirrors of the probe's
+# training images are not repeated here: the features are the centre crop's, extracted once.
+CONV_SIZES = (("rgb_conv1", 10), ("rgb_conv2", 6), ("rgb_conv3", 5), ("rgb_conv4", 5), ("rgb_conv5", 6))
+ZHANG_LINEAR = LinearLayer("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=28, milestones=(2 / 7, 4 / 7, 6 / 7), standardize=True)
+PAPER_PROTOCOLS = (LayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, test_clips=10),)

@@ -4,7 +4,7 @@ log-normalised flow component into 16 bins (``cpfs`` with ``method.target=direct
 from __future__ import annotations
 
 from raysup.config import nested_update
-from raysup.methods.cpfs import COLUMNS, Config, build, check, run, side_tasks  # noqa: F401  (the method-module contract)
+from raysup.methods.cpfs import COLUMNS, PAPER_PROTOCOLS, Config, build, check, datasets  # noqa: F401  (the method-module contract)
 from raysup.methods.cpfs import PRESETS as CPFS_PRESETS
 
 PRESETS = {name: nested_update(preset, {"method.target": "direct"}) for name, preset in CPFS_PRESETS.items()}

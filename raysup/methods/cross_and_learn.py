@@ -13,7 +13,7 @@ Variants (``method.variant``), the paper's ablations: ``cross_and_learn`` (L_cro
 fc6 features (→ fc7 → fc8) telling a tuple's matched pairs (f_i,g_i), (f_j,g_j) from its
 swapped ones (f_i,g_j), (f_j,g_i), trained with cross-entropy.
 
-Sampling (:func:`train_dataset`): every epoch each video contributes ``method.pairs_per_video``
+Sampling (:func:`datasets`): every epoch each video contributes ``method.pairs_per_video``
 pairs, each from one of its clips drawn anew with probability ∝ the clip's ``motion`` (mean
 flow magnitude; :func:`raysup.data.tables.draw_video_clips` over the clips grouped by video
 once per run). Augmentation per pair, identical for its frame and stack
@@ -37,14 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysup.config import ConfigError, TrainConfig
+from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
 from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
-from raysup.methods.base import Method
+from raysup.methods.base import Encoder, Method, Stage
 from raysup.models import image_encoder
-from raysup.train import fit
+from raysup.protocol_specs import FinetuneProtocol
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,9 @@ class CrossAndLearn(Method):
             scale=tuple(c.crop_scale), time_flip=c.time_flip, channel_split=c.channel_split,
         )
 
+    def encoders(self):
+        return {"rgb": Encoder(self.rgb_net, self.rgb_net.out_dim), self.cfg.modality: Encoder(self.motion_net, self.motion_net.out_dim)}
+
     def embed(self, batch, *, train=False):
         rgb, stack = self.inputs(batch, train)  # [B,3,S,S], [B,n·c,S,S]
         return {"rgb": self.rgb_net(rgb), self.cfg.modality: self.motion_net(stack)}  # [B,D] each
@@ -210,27 +213,31 @@ def frame_size(cfg: TrainConfig, specs) -> int:
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    frame_size(cfg, data.cropped(cfg.crop_size).specs)
+    frame_size(cfg, data.specs)
 
 
 def build(cfg: TrainConfig, specs) -> CrossAndLearn:
     return CrossAndLearn(cfg.method, frame_size(cfg, specs))
 
 
-def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    return {}
-
-
-def train_dataset(cfg: TrainConfig, data: PreparedData):
-    """Each epoch's motion-weighted pairs (see the module docstring) as a Ray Dataset."""
-    return data.decode(data.videos(list(COLUMNS)).map_batches(
+def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
+    """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
+    every prepared video (labels are not used)."""
+    draws = data.videos(list(COLUMNS)).map_batches(
         draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"}
-    ), "random")
+    )
+    return Stage(train=draws, rows_per_epoch=len(data.video_ids) * cfg.method.pairs_per_video)
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
-    """Pretrain on every prepared video (labels are not used)."""
-    data = data.cropped(cfg.crop_size)
-    check(cfg, data)  # fail before starting Ray Train
-    rows = len(data.video_ids) * cfg.method.pairs_per_video
-    return fit(cfg, build, {"train": train_dataset(cfg, data)}, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)
+# --- evaluation -------------------------------------------------------------------------------
+# Cross and Learn §4 and the official code (experiment/exp_base.py, exp_ft.py,
+# main_finetuning_RGB.py): a CaffeNet from the RGB network's conv and BN layers, SGD lr 0.01,
+# momentum 0.9, weight decay 5e-4, batch 128, 200 epochs, lr ×0.1 at 3/4 of them; 5 frames per
+# test video (the official code also averages 10 crops of each: here the centre crop only).
+PAPER_PROTOCOLS = (
+    FinetuneProtocol(
+        key="rgb", encoder="rgb", full=True, network="caffenet", init_prefix="rgb_net.features.",
+        optim=OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=(0.75,), gamma=0.1),
+        epochs=200, batch_size=128, test_clips=5,
+    ),
+)  # fmt: skip

@@ -25,7 +25,7 @@ not cancelled) and SpecAugment (``method.specaugment`` none/mild/strong or expli
 ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
 spectrogram). Both only in training mode.
 
-Sampling (:func:`train_dataset`): the clips are grouped by video once per run
+Sampling (:func:`datasets`): the clips are grouped by video once per run
 (:meth:`raysup.data.ingest.PreparedData.videos`) and every epoch draws from each video
 ``draws_per_epoch`` clips (the paper: one; :func:`raysup.data.tables.draw_video_clips`) — with
 ``temporal_jitter`` uniformly random ones (an unseeded RNG, so different every epoch), without
@@ -46,15 +46,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysup import dist
-from raysup.config import ConfigError, TrainConfig
+from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
-from raysup.methods.base import Method
+from raysup.methods.base import Encoder, Method, Stage
 from raysup.models import audio_encoder, video_encoder
-from raysup.train import fit
+from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LinearLayer
 
 
 @dataclass(frozen=True)
@@ -206,11 +206,21 @@ class GDT(Method):
             x = spec_augment(x, params, mask_value=0.0)
         return x
 
+    def encoders(self):
+        return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
+
     def embed(self, batch, *, train=False):
         return {
             "video": self.video(self.video_transform(batch["frames"], train=train)),  # [B,D]
             "audio": self.audio(self.audio_transform(batch["audio"], train=train)),  # [B,D]
         }
+
+    def taps(self, batch):
+        """GDT appendix A.2's audio features: the audio encoder's conv5 maps [B,C,M',F'] max-pooled
+        with kernel (1,3) and stride (1,2) over time (the kernel shrinks to the map when it has
+        fewer than 3 frames), flattened: ``audio_conv5`` [B,C·M'·F'']."""
+        maps = self.audio.conv5_maps(self.audio_transform(batch["audio"], train=False))  # [B,C,M',F']
+        return {"audio_conv5": F.max_pool2d(maps, (1, min(3, maps.shape[-1])), (1, 2)).flatten(1)}
 
     # --- training -----------------------------------------------------------------------------
     def forward(self, batch):
@@ -258,7 +268,7 @@ class GDT(Method):
         self.queue_ptr.fill_((ptr + n) % k)
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self, step: int, total_steps: int) -> None:
         """Momentum update of the key encoders, k ← m·k + (1−m)·q (after the optimiser step)."""
         if self.cfg.negatives != "queue":
             return
@@ -308,7 +318,6 @@ def shuffle_across_workers(xs: list[torch.Tensor]):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
     if not audio_videos(data):
@@ -321,31 +330,42 @@ def build(cfg: TrainConfig, specs) -> GDT:
     return GDT(cfg.method)
 
 
-def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    return {}
-
-
 def audio_videos(data: PreparedData) -> int:
     """Prepared videos with an audio track (the ones GDT draws from)."""
     return len(data.video_ids) - len(data.manifest.get("no_audio", []))
 
 
 # --- data -------------------------------------------------------------------------------------
-def train_dataset(cfg: Config, data: PreparedData):
-    """Each epoch's clips (see the module docstring) as a Ray Dataset."""
-    return data.decode(data.videos(list(COLUMNS), require=("audio",)).map_batches(
+def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
+    """Each epoch's clips (see the module docstring): every video with audio, ``draws_per_epoch``
+    clips each (labels are not used)."""
+    m: Config = cfg.method
+    specs = dict(data.specs)
+    if not m.sync:
+        specs[ASYNC_AUDIO] = specs["audio"]  # same fixed-size binary encoding
+    draws = data.videos(list(COLUMNS), require=("audio",)).map_batches(
         draw_video_clips,
         batch_format="pyarrow",
-        fn_kwargs={"draws": cfg.draws_per_epoch, "first_only": not cfg.temporal_jitter, "async_audio": not cfg.sync},
-    ), "random")
+        fn_kwargs={"draws": m.draws_per_epoch, "first_only": not m.temporal_jitter, "async_audio": not m.sync},
+    )
+    return Stage(train=draws, rows_per_epoch=audio_videos(data) * m.draws_per_epoch, specs=specs)
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
-    """Pretrain on every prepared video with audio (labels are not used)."""
-    data = data.cropped(cfg.crop_size)
-    check(cfg, data)
-    specs = dict(data.specs)
-    if not cfg.method.sync:
-        specs[ASYNC_AUDIO] = specs["audio"]  # same fixed-size binary encoding
-    rows = audio_videos(data) * cfg.method.draws_per_epoch
-    return fit(cfg, build, {"train": train_dataset(cfg.method, data)}, run_dir, specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)
+# --- evaluation -------------------------------------------------------------------------------
+PAPER_PROTOCOLS = (
+    # GDT appendix A.2 (video): full finetuning, SGD warmed up to 0.02 over 2 epochs (the paper
+    # starts the warm-up at 0.0025; raysup's warm-up starts near 0), momentum 0.9, weight decay
+    # 5e-3, batch 32, 10 epochs, lr ×0.1 at epochs 6 and 8; softmax scores averaged over 10 clips
+    # per test video.
+    FinetuneProtocol(
+        key="video", encoder="video", full=True,
+        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.6, 0.8), gamma=0.1, warmup_epochs=2),
+        epochs=10, batch_size=32, test_clips=10,
+    ),
+    # GDT appendix A.2 (audio): conv5 max-pooled (1,3)/(1,2) (:meth:`GDT.taps`); ESC-50: linear
+    # layer, Adam lr 1e-4, weight decay 5e-4, batch 512; DCASE: linear SVM, C = 0.01 (official
+    # src/svm.py: LinearSVC(C), decision scores averaged per sample). Epochs of the linear layer:
+    # not stated (ours: 100).
+    FrozenProtocol(key="audio", tap="audio_conv5", linear=LinearLayer("adam", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100),
+                   svm_c=0.01, test_clips=10),
+)  # fmt: skip

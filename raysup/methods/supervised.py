@@ -11,9 +11,8 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import class_index, read_labels_csv
 from raysup.data.tables import join_columns, labels_table
-from raysup.methods.base import Method, audio_visual_embed
+from raysup.methods.base import Encoder, Method, Stage, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
-from raysup.train import fit
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,9 @@ class Supervised(Method):
             self.video_head = nn.Linear(self.video.out_dim, cfg.num_classes)
             self.audio_head = nn.Linear(self.audio.out_dim, cfg.num_classes)
 
+    def encoders(self):
+        return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
+
     def embed(self, batch, *, train=False):
         return audio_visual_embed(self.video, self.audio, batch, train)
 
@@ -76,7 +78,6 @@ class Supervised(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     missing = sorted({"frames", "audio"} - set(data.specs))
     if missing:
         raise ConfigError(f"supervised needs frames and audio: the prepared data has no {' or '.join(missing)} column")
@@ -86,14 +87,9 @@ def build(cfg: TrainConfig, specs) -> Supervised:
     return Supervised(cfg.method)
 
 
-def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    return {}
-
-
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
-    """Train on the labelled train split (labels are joined here, never stored in the Parquet)."""
-    data = data.cropped(cfg.crop_size)
-    check(cfg, data)
+def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
+    """The labelled train split's clips (labels are joined here, never stored in the Parquet);
+    ``method.num_classes`` 0 becomes the labels' number of classes."""
     if labels is None:
         raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
     rows = read_labels_csv(labels)
@@ -108,5 +104,4 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     # the labelled clips are read and joined once, not every epoch (they are the small labelled
     # subset; the object store spills them to disk if not)
     ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
-    return fit(cfg, build, {"train": data.decode(ds.randomize_block_order(), "random")}, run_dir, data.specs, rows_per_epoch=ds.count(),
-               resume=resume, callbacks=callbacks)
+    return Stage(train=ds.randomize_block_order(), rows_per_epoch=ds.count(), cfg=cfg)

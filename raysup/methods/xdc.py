@@ -15,6 +15,7 @@ Clips of videos without audio are left out (their audio clusters would be noise)
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,15 +25,15 @@ from torch import nn
 from raysup.checkpoint import latest_checkpoint
 from raysup.cluster_features import STATS, Clustering, cluster_features, draw_rates, parquet_files, round_rows
 from raysup.clustering import CLUSTERINGS, HEADS
-from raysup.config import ConfigError, TrainConfig
+from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import label_of, read_labels_csv
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.data.transforms import check_crop_scale
 from raysup.features import write_features
-from raysup.methods.base import Method, audio_visual_embed
+from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
-from raysup.train import fit
+from raysup.protocol_specs import FinetuneProtocol
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class XDC(Method):
         dims = {"video": self.video.out_dim, "audio": self.audio.out_dim}
         self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.k) for name in head_names(cfg.variant)})
 
+    def encoders(self):
+        return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
+
     def embed(self, batch, *, train=False):
         return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
 
@@ -151,7 +155,6 @@ class XDC(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
-    data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them")
     no_audio = set(data.manifest.get("no_audio", []))
@@ -168,33 +171,30 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
-def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
-    """All clustering rounds; finished rounds are skipped on ``resume``. Returns the last
-    round's final metrics. Round r writes ``RUN_DIR/features/round_r`` (the clips' features,
-    Parquet; a round's are removed once the next round has clustered) and
-    ``RUN_DIR/clusters/round_r/`` (:func:`raysup.cluster_features.cluster_features`'s labels,
-    centroids and statistics). Features and training both see ``cfg.crop_size`` crops."""
-    data = data.cropped(cfg.crop_size)
-    check(cfg, data)
+def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stage]:
+    """One stage per clustering round (``round_<r>``); finished rounds are skipped on resume.
+    Round r writes ``RUN_DIR/features/round_r`` (the clips' features, Parquet; a round's are
+    removed once the next round has clustered) and ``RUN_DIR/clusters/round_r/``
+    (:func:`raysup.cluster_features.cluster_features`'s labels, centroids and statistics), and
+    trains from the previous round's checkpoint. Features are of centre crops."""
     m: Config = cfg.method
+    run_dir = log.run_dir
     fs, root = resolve(run_dir)
-    if exists(fs, f"{root}/clusters") and not resume:
+    if exists(fs, f"{root}/clusters") and not log.resume:
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
-    truth_of = label_of(read_labels_csv(labels)) if labels else None
+    truth_of = label_of(read_labels_csv(log.labels)) if log.labels else None
     no_audio = set(data.manifest.get("no_audio", []))
     clips = data.dataset(list(COLUMNS), crop=None)  # stored cells; decoded after each round's draw
     if no_audio:
         clips = clips.filter(lambda row: row["video_id"] not in no_audio)
     clusterings = [Clustering(name, columns) for name, columns in CLUSTERINGS[m.variant].items()]
     heads = HEADS[m.variant]
-    previous, metrics, epochs_done = None, {}, 0
+    previous = None
     for r in range(m.rounds):
         name = f"round_{r}"
         features, clusters = join(run_dir, "features", name), join(run_dir, "clusters", name)
-        done_path = f"{root}/clusters/{name}_done.json"
-        if exists(fs, done_path):
-            done = read_json(fs, done_path)
-            previous, epochs_done, metrics = clusters, epochs_done + done["epochs"], done["metrics"]
+        if log.finished(name):
+            previous = clusters
             continue
         init = latest_checkpoint(run_dir) if r > 0 else None
         timing = {"time_features_s": 0.0, "time_kmeans_s": 0.0}  # wall seconds of this round's clustering
@@ -206,7 +206,7 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
                 if exists(fs, folder):
                     fs.delete_dir(folder)
             t = time.perf_counter()
-            write_features(data.decode(clips), features, cfg, build, data.specs, init, encoders=("audio", "video"))
+            write_features(data.decode(clips, crop="centre"), features, cfg, build, data.specs, init, encoders=("audio", "video"))
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
             cstats = cluster_features(
@@ -222,16 +222,23 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
         n_draw = int(round(m.epoch_size * n_train))
         rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
-        datasets = {"train": data.decode(clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
-                                         .randomize_block_order(), "random")}
-        if n_train < cstats["rows"]:
-            datasets["val"] = data.decode(clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow"))
+        train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
+        val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
-        metrics = fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=n_draw, name=name, resume=resume, init_checkpoint=init,
-                      callbacks=callbacks, step_offset=epochs_done, extra_metrics=extra)
-        epochs = int(metrics["epoch"]) + 1
-        epochs_done += epochs
+        yield Stage(train=train, val=val, rows_per_epoch=n_draw, name=name, init_checkpoint=init, extra_metrics=extra)
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
-        write_json(fs, done_path, {"epochs": epochs, "metrics": metrics})
         previous = clusters
-    return metrics
+
+
+# --- evaluation -------------------------------------------------------------------------------
+# The XDC paper's own finetuning schedule was not found (its README sends finetuning to the VMZ
+# repository); these are VMZ's UCF101 finetuning values (scripts/finetune_ucf101.sh with
+# c2/tools/train_net.py): SGD (momentum 0.9; VMZ: Nesterov), base lr 1e-4 per GPU × 8 GPUs =
+# 8e-4 for 8 × 4 = 32 clips, weight decay 5e-3, 8 epochs, lr stepped every 2 epochs (×0.1,
+# train_net's default gamma). VMZ's epoch is 100K clips; here one pass over the train clips. The
+# fc-only variant (only the new linear head) uses the same schedule.
+FINETUNE_OPTIM = OptimConfig(name="sgd", lr=8e-4, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.25, 0.5, 0.75), gamma=0.1)
+PAPER_PROTOCOLS = (
+    FinetuneProtocol(key="video", encoder="video", full=True, optim=FINETUNE_OPTIM, epochs=8, batch_size=32, test_clips=10),
+    FinetuneProtocol(key="video_fc", encoder="video", full=False, optim=FINETUNE_OPTIM, epochs=8, batch_size=32, test_clips=10),
+)

@@ -4,8 +4,9 @@ Input float [B,1,n_mels,n_frames]; output [B,D].
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models import ResNet, resnet18
 from torchvision.models.resnet import BasicBlock
 
 
@@ -17,6 +18,15 @@ class AudioEncoder(nn.Module):
 
     def forward(self, x):  # [B,1,M,F] → [B,D]
         return self.body(x)
+
+    def conv5_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv stage's maps: [B,1,M,F] → [B,C,M',F'] (torchvision's ResNet-18, or the
+        tiny ResNet, whose last two modules are the global pooling and flatten)."""
+        body = self.body
+        if isinstance(body, ResNet):
+            x = body.maxpool(body.relu(body.bn1(body.conv1(x))))
+            return body.layer4(body.layer3(body.layer2(body.layer1(x))))
+        return body[:-2](x)
 
 
 def resnet18_audio() -> AudioEncoder:

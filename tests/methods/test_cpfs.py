@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+from raysup import runner
 from raysup.config import ConfigError
 from raysup.data.schema import TensorSpec
 from raysup.methods import make_config, method_module
@@ -86,7 +87,7 @@ def test_training_inputs_crop_image_and_flow_alike():
     # d(source)/d(output) must give back the source flow k·(1.5, −0.5)
     torch.manual_seed(0)
     cfg = make_config("cpfs", "tiny", {"method.min_crop": 0.2})
-    model, k = method_module("cpfs").build(cfg, SPECS).train(), cfg.method.k
+    model, k = method_module("cpfs").build(cfg, SPECS).train(), cfg.method.flow_step
     ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     frames = torch.stack([xs, ys, torch.zeros_like(xs)], -1).to(torch.uint8).expand(16, 8, 32, 32, 3)  # [B,T,H,W,3]
     flow = torch.tensor([1.5, -0.5]).expand(16, 7, 32, 32, 2)  # [B,T−1,H,W,2]
@@ -111,8 +112,8 @@ def test_config_errors_name_the_field():
         make_config("cpfs", "tiny", {"method.target": "-0.1"})
     with pytest.raises(ConfigError, match="method.target"):
         make_config("cpfs", "tiny", {"method.target": "sometimes"})
-    cfg = make_config("cpfs", "tiny", {"method.k": 8})
-    with pytest.raises(ConfigError, match="method.k"):
+    cfg = make_config("cpfs", "tiny", {"method.flow_step": 8})
+    with pytest.raises(ConfigError, match="method.flow_step"):
         method_module("cpfs").build(cfg, SPECS)
     with pytest.raises(ConfigError, match="flow"):
         method_module("cpfs").build(make_config("cpfs", "tiny"), {"frames": SPECS["frames"]})
@@ -164,7 +165,7 @@ def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     data, labels = prepared
     run_dir = str(tmp_path / "cpfs")
     cfg = make_config("cpfs", "tiny")
-    method_module("cpfs").run(cfg, data, run_dir)
+    runner.train(cfg, data, run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert len(logged) == 12 and any(is_held_out(v, cfg.method.val_fraction) for v in data.video_ids)
     sigmas, val = [m["sigma"] for m in logged], [m["val_loss"] for m in logged]

@@ -11,12 +11,13 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
+from raysup import runner
 from raysup.config import ConfigError
 from raysup.data.pairs import augment_pair, centre_pair, pair_input
 from raysup.data.schema import TensorSpec
 from raysup.data.tables import draw_video_clips, pack_video
 from raysup.methods import cross_and_learn as cal
-from raysup.methods import make_config, method_module
+from raysup.methods import make_config
 
 SPECS = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "flow": TensorSpec((7, 32, 32, 2), "float16")}
 
@@ -223,7 +224,7 @@ def test_rgb_probe_beats_random_init(prepared, tmp_path):
     data, labels = prepared
     cfg = make_config("cross_and_learn", "tiny")
     run_dir = str(tmp_path / "cal")
-    method_module("cross_and_learn").run(cfg, data, run_dir)
+    runner.train(cfg, data, run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert logged[-1]["loss_cross"] < logged[0]["loss_cross"], logged
     assert logged[-1]["spread_rgb"] > 0.05 and logged[-1]["spread_flow"] > 0.05, logged[-1]  # no collapse

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pytest
 import torch
 
+from raysup import runner
 from raysup.config import ConfigError
 from raysup.data import tables
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
-from raysup.methods import gdt, make_config, method_module
+from raysup.methods import gdt, make_config
 
 B = 4
 
@@ -62,7 +63,7 @@ def test_forward_backward_both_modes(method):
 def test_batch_mode_has_no_queue_or_key_encoders():
     model = build(negatives="batch")
     assert not any("queue" in k or k.startswith("key_") for k in model.state_dict())
-    model.after_step()  # a no-op
+    model.after_step(1, 1)  # a no-op
 
 
 def onehot_keys(start, n, dim=8):
@@ -131,7 +132,7 @@ def test_momentum_update_moves_keys_by_one_minus_m_times_difference():
             p.add_(torch.randn_like(p))
     q = [p.detach().clone() for p in model._query_modules().parameters()]
     k0 = [p.detach().clone() for p in model._key_modules().parameters()]
-    model.after_step()
+    model.after_step(1, 1)
     k1 = [p.detach().clone() for p in model._key_modules().parameters()]
     assert len(q) == len(k0) > 10
     for qi, a, b in zip(q, k0, k1):
@@ -319,7 +320,7 @@ def test_gdt_probe_beats_random_init(prepared, tmp_path):
     cfg = make_config("gdt", "tiny")
     run_dir = str(tmp_path / "run")
     t0 = time.time()
-    method_module("gdt").run(cfg, data, run_dir)
+    runner.train(cfg, data, run_dir)
     t_train = time.time() - t0
     trained = probe(cfg, data, labels, latest_checkpoint(run_dir))
     random = probe(cfg, data, labels, None)

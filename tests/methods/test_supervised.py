@@ -8,9 +8,10 @@ import signal
 import threading
 import time
 
+from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.evaluate import probe
-from raysup.methods import load_config, make_config, method_module
+from raysup.methods import load_config, make_config
 
 
 def _alive_train_workers():
@@ -32,7 +33,7 @@ def test_two_workers_survive_a_killed_worker_and_beat_random_init(prepared, tmp_
 
     def train():
         try:
-            result["r"] = method_module("supervised").run(cfg, data, run_dir, labels=labels)
+            result["r"] = runner.train(cfg, data, run_dir, labels=labels)
         except Exception as e:  # noqa: BLE001 - re-raised in the test thread
             error.append(e)
 

@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cluster_features import parquet_files
 from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out
-from raysup.methods import make_config, method_module
+from raysup.methods import make_config
 from raysup.methods.xdc import XDC
 
 
@@ -47,7 +48,7 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "xdc")
     cfg = make_config("xdc", "tiny", {"method.k": 8, "method.rounds": 2, "epochs": 2, "method.epoch_size": 1.0, "batch_size": 8})
-    metrics = method_module("xdc").run(cfg, data, run_dir, labels=labels)
+    metrics = runner.train(cfg, data, run_dir, labels=labels)
     assert metrics["round"] == 1 and "val_loss" in metrics
     for e in ("video", "audio"):  # the clusters each encoder learns from
         assert {f"nmi_previous_{e}", f"purity_{e}", f"nmi_truth_{e}", f"empty_clusters_{e}"} <= set(metrics)
@@ -73,8 +74,8 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["model"]["heads.video.weight"].shape[0] == 8
     with pytest.raises(FileExistsError, match="--resume"):
-        method_module("xdc").run(cfg, data, run_dir, labels=labels)
-    again = method_module("xdc").run(cfg, data, run_dir, labels=labels, resume=True)  # both rounds done: nothing redone
+        runner.train(cfg, data, run_dir, labels=labels)
+    again = runner.train(cfg, data, run_dir, labels=labels, resume=True)  # both rounds done: nothing redone
     assert again == metrics
     assert len(open(os.path.join(run_dir, "metrics.jsonl")).readlines()) == 4
 
@@ -87,7 +88,7 @@ def test_xdc_video_features_beat_random_init(prepared, tmp_path):
 
     data, labels = prepared
     cfg = make_config("xdc", "tiny")
-    method_module("xdc").run(cfg, data, str(tmp_path / "xdc"), labels=labels)
+    runner.train(cfg, data, str(tmp_path / "xdc"), labels=labels)
     trained = probe(cfg, data, labels, latest_checkpoint(str(tmp_path / "xdc")))
     random_init = probe(cfg, data, labels, None)
     print(f"video probe: XDC {trained['video']:.3f} vs random init {random_init['video']:.3f}")

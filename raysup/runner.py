@@ -1,0 +1,79 @@
+"""Run a method: the one entry path of ``raysup train``, Tune trials, probes and the visualiser.
+
+:func:`train` opens the prepared data at the run's ``crop_size`` once, calls the method's
+``check``, asks it for each stage's datasets (stored cells), decodes them (random crops to
+train, centre crops to validate) and trains with :func:`raysup.train.fit`. :func:`open_run`
+is the other half: a finished (or running) run's config and latest checkpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.config import TrainConfig
+from raysup.data.ingest import PreparedData
+from raysup.methods import load_config, method_module
+from raysup.methods.base import Stage, StageLog
+from raysup.train import fit
+
+
+def open_data(data: str | PreparedData, cfg: TrainConfig) -> PreparedData:
+    """The prepared set (folder, URI or an opened one) read at ``cfg.crop_size``; a crop above the
+    prepared size is a ConfigError naming ``crop_size``."""
+    return (data if isinstance(data, PreparedData) else PreparedData(data)).cropped(cfg.crop_size)
+
+
+def check(cfg: TrainConfig, data: str | PreparedData) -> PreparedData:
+    """Everything a run of ``cfg`` on ``data`` can be refused for before any work; returns the
+    opened data (:func:`open_data`)."""
+    opened = open_data(data, cfg)
+    method_module(cfg.method_name).check(cfg, opened)
+    return opened
+
+
+def train(cfg: TrainConfig, data: str | PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False,
+          callbacks: list | None = None) -> dict[str, Any]:
+    """Train ``cfg``'s method on ``data`` into ``run_dir``, stage after stage; returns the last
+    stage's final metrics. ``resume`` continues a stopped run (finished stages of a multi-stage
+    method are not redone); ``callbacks`` go to every ``fit`` (e.g. Tune's report callback)."""
+    data = check(cfg, data)
+    mod = method_module(cfg.method_name)
+    log = StageLog(run_dir, labels=labels, resume=resume)
+    stages = mod.stages(cfg, data, log) if hasattr(mod, "stages") else iter([mod.datasets(cfg, data, labels)])
+    for stage in stages:
+        metrics = fit_stage(stage, cfg, data, run_dir, resume=resume, callbacks=callbacks, step_offset=log.epochs)
+        log.finish(stage.name, metrics)
+    return log.metrics
+
+
+def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,
+              step_offset: int = 0) -> dict[str, Any]:
+    """One :class:`Stage` through :func:`raysup.train.fit`, its clips decoded here: random crops
+    to train, centre crops to validate."""
+    datasets = {"train": data.decode(stage.train, crop="random")}
+    if stage.val is not None:
+        datasets["val"] = data.decode(stage.val, crop="centre")
+    return fit(stage.cfg or cfg, method_module(cfg.method_name).build, datasets, run_dir, stage.specs or data.specs,
+               rows_per_epoch=stage.rows_per_epoch, name=stage.name, resume=resume, init_checkpoint=stage.init_checkpoint,
+               callbacks=callbacks, step_offset=step_offset, extra_metrics=stage.extra_metrics)
+
+
+def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    """Ray resources of the tasks ``cfg``'s method starts beside its train workers (none unless it says)."""
+    mod = method_module(cfg.method_name)
+    return mod.side_tasks(cfg) if hasattr(mod, "side_tasks") else {}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder's latest checkpoint and the config it was trained with."""
+
+    cfg: TrainConfig
+    checkpoint: str
+
+
+def open_run(run_dir: str) -> Run:
+    """The run in ``run_dir`` (its latest checkpoint, of any stage)."""
+    ckpt = latest_checkpoint(run_dir)
+    return Run(load_config(load_checkpoint_file(ckpt)["config"]), ckpt)
