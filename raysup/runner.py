@@ -47,13 +47,19 @@ def train(cfg: TrainConfig, data: str | PreparedData, run_dir: str, *, labels: s
     return log.metrics
 
 
-def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,
-              step_offset: int = 0) -> dict[str, Any]:
-    """One :class:`Stage` through :func:`raysup.train.fit`, its clips decoded here: random crops
-    to train, centre crops to validate."""
+def stage_datasets(stage: Stage, data: PreparedData) -> dict[str, Any]:
+    """A stage's streams as ``fit`` takes them, decoded here and nowhere else: random crops to
+    train, centre crops to validate."""
     datasets = {"train": data.decode(stage.train, crop="random")}
     if stage.val is not None:
         datasets["val"] = data.decode(stage.val, crop="centre")
+    return datasets
+
+
+def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,
+              step_offset: int = 0) -> dict[str, Any]:
+    """One :class:`Stage` through :func:`raysup.train.fit` (:func:`stage_datasets`)."""
+    datasets = stage_datasets(stage, data)
     return fit(stage.cfg or cfg, method_module(cfg.method_name).build, datasets, run_dir, stage.specs or data.specs,
                rows_per_epoch=stage.rows_per_epoch, name=stage.name, resume=resume, init_checkpoint=stage.init_checkpoint,
                callbacks=callbacks, step_offset=step_offset, extra_metrics=stage.extra_metrics)

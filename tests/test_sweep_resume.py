@@ -1,6 +1,8 @@
 """Sweeps survive: a sweep whose driver is killed mid-way continues with ``--resume``
 (Tuner.restore) without redoing its finished trial, and the unfinished trial, which fails, is
-retried (FailureConfig) and its error reported, not swallowed."""
+retried (FailureConfig) and its error reported, not swallowed. The sweep is of the method from
+another package (tests/plugins/raysup_toy_method.py): Tune trials, their Train workers and the
+probe find it through its entry point alone."""
 from __future__ import annotations
 
 import glob
@@ -42,8 +44,8 @@ def _saved_trials(sweep_dir: str) -> dict[str, str]:
 
 def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_prepared, tmp_path):
     data, labels = small_prepared
-    # the supervised method: the cheapest trials; lr 1e38: that trial's loss is not finite at its first steps, every time
-    s = Sweep("supervised", {"optim.lr": [0.002, 1e38]}, data, labels, str(tmp_path), "survive",
+    # the plugin method: the cheapest trials; lr 1e38: that trial's loss is not finite at its first steps, every time
+    s = Sweep("toy", {"optim.lr": [0.002, 1e38]}, data, labels, str(tmp_path), "survive",
               base={"epochs": 1, "batch_size": 8, "max_failures": 0, "optim.name": "sgd"},
               max_concurrent=1, max_failures=1)
     sweep_dir = str(tmp_path / "survive")

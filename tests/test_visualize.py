@@ -68,5 +68,5 @@ def test_visualize_needs_a_cpfs_run(prepared, tmp_path):
     ckpt_dir = tmp_path / "run" / "train" / "checkpoint_000000"
     ckpt_dir.mkdir(parents=True)
     torch.save({"model": {}, "config": to_dict(make_config("supervised", "tiny"))}, ckpt_dir / "checkpoint.pt")
-    with pytest.raises(ValueError, match="supervised run; it needs a cpfs"):
+    with pytest.raises(ValueError, match="supervised run, whose model has no pixel embeddings"):
         visualize_embeddings(str(tmp_path / "run"), data)
