@@ -143,10 +143,11 @@ def cmd_features(a) -> None:
 
 def cmd_cluster(a) -> None:
     from raysup.cluster_features import Clustering, cluster_features
+    from raysup.clustering import KMeansConfig
 
     init_ray(a.address)
-    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], a.k, sample=a.sample, niter=a.niter,
-                             seed=a.seed, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
+    settings = KMeansConfig(k=a.k, niter=a.niter, sample=a.sample or 0, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
+    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysup.clustering import import_faiss, joint, kmeans, project, stats_from_counts
+from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project, stats_from_counts
 from raysup.data.schema import to_numpy
 from raysup.data.storage import ensure_empty, exists, resolve, write_json
 from raysup.data.tables import held_out
@@ -329,24 +329,18 @@ def cluster_features(
     features: str,
     out: str,
     clusterings: list[Clustering],
-    k: int,
+    settings: KMeansConfig,
     *,
-    sample: int | None = None,
-    niter: int = 20,
-    nredo: int = 1,
     seed: int = 0,
-    pca_dim: int = 0,
-    cpus: float = 1,
-    gpus: float = 0,
     previous: str | None = None,
     truth: dict[str, int] | None = None,
     val_fraction: float = 0.0,
     item_bytes: int = ITEM_BYTES,
 ) -> dict:
-    """k-means of the features Parquet at ``features`` (``video_id``, ``clip_index`` and vector
-    columns), one per clustering, trained on ``sample`` rows (default: up to
-    :data:`POINTS_PER_CENTROID` per centroid, all rows if fewer) in one Ray task with ``cpus`` and
-    ``gpus``. Writes to ``out`` (a new folder or URI) the labels as Parquet, each clustering's
+    """k-means (``settings``) of the features Parquet at ``features`` (``video_id``, ``clip_index``
+    and vector columns), one per clustering, trained on ``settings.sample`` rows (0: up to
+    :data:`POINTS_PER_CENTROID` per centroid, all rows if fewer) in one Ray task with
+    ``settings.cpus`` and ``settings.gpus``. Writes to ``out`` (a new folder or URI) the labels as Parquet, each clustering's
     centroids (``centroids.npy`` for one clustering, else ``centroids_<name>.npy``; PCA-whitening
     in ``pca.npz`` / ``pca_<name>.npz``) and ``stats.json``, written last. ``previous`` (labels
     written by an earlier call with the same names) and ``truth`` (``video_id`` → class) add
@@ -355,15 +349,15 @@ def cluster_features(
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    if k < 2:
-        raise ValueError(f"k: must be >= 2, got {k}")
+    settings.validate()
+    k, niter, nredo, pca_dim, cpus, gpus = settings.k, settings.niter, settings.nredo, settings.pca_dim, settings.cpus, settings.gpus
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
     items, schema = fragments(features, columns, item_bytes)
     rows = sum(i["rows"] for i in items)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
-    n = min(rows, sample or POINTS_PER_CENTROID * k)
+    n = min(rows, settings.sample or POINTS_PER_CENTROID * k)
     if n < k:
         raise ValueError(f"sample: {n} rows cannot train {k} centroids; use a sample of at least k rows")
     if pca_dim:

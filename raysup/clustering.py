@@ -41,6 +41,31 @@ HEADS: dict[str, dict[str, str]] = {
 
 
 @dataclass(frozen=True)
+class KMeansConfig:
+    """How to cluster: XDC's rounds (:attr:`raysup.methods.xdc.Config.kmeans`) and ``raysup
+    cluster`` both build one; :func:`raysup.cluster_features.cluster_features` runs it."""
+
+    k: int = 64  # clusters
+    niter: int = 20  # k-means iterations (DeepCluster's faiss settings)
+    nredo: int = 1  # initialisations, the best kept
+    sample: int = 0  # rows the centroids train on (0: up to 512 per centroid); every row is then assigned
+    pca_dim: int = 0  # PCA-whitening to this dimension before k-means (0: off)
+    cpus: float = 1.0  # resources of the k-means Ray task (faiss threads)
+    gpus: float = 0.0  # > 0: GPU faiss
+
+    def validate(self) -> None:
+        """ValueError naming the field for settings no data could serve."""
+        if self.k < 2:
+            raise ValueError(f"k: must be >= 2, got {self.k}")
+        if self.niter < 1 or self.nredo < 1:
+            raise ValueError(f"niter/nredo: must be >= 1, got {self.niter}/{self.nredo}")
+        if self.sample and self.sample < self.k:
+            raise ValueError(f"sample: {self.sample} rows cannot train {self.k} centroids; use 0 (the default) or at least k")
+        if self.pca_dim < 0 or self.cpus <= 0 or self.gpus < 0:
+            raise ValueError(f"pca_dim/cpus/gpus: must be >= 0, > 0, >= 0, got {self.pca_dim}/{self.cpus}/{self.gpus}")
+
+
+@dataclass(frozen=True)
 class KMeansResult:
     labels: np.ndarray  # int64 [N]
     sizes: np.ndarray  # int64 [k] clips per cluster

@@ -15,7 +15,7 @@ import torch
 
 from raysup.cli import main
 from raysup.cluster_features import Clustering, cluster_features, parquet_files, priorities
-from raysup.clustering import cluster_stats, contingency, kmeans, nmi, project
+from raysup.clustering import KMeansConfig, cluster_stats, contingency, kmeans, nmi, project
 from raysup.data.schema import to_numpy, vectors
 
 K = 8
@@ -47,7 +47,7 @@ def test_agrees_with_in_memory_faiss(ray_session, blobs, tmp_path):
     folder, x, truth, vid = blobs
     keys = pa.table({"video_id": vid, "clip_index": pa.array(np.arange(len(x)) % 4, pa.int32())})
     order = np.argsort(priorities(keys, 1), kind="stable")  # the sample's order
-    stats = cluster_features(folder, str(tmp_path / "all"), [Clustering("label", ("video",))], K, sample=10**6, seed=1)
+    stats = cluster_features(folder, str(tmp_path / "all"), [Clustering("label", ("video",))], KMeansConfig(K, sample=10**6), seed=1)
     assert stats["sample"] == stats["rows"] == len(x)  # a sample larger than the set: all rows
     labels = _labels(str(tmp_path / "all"))
     assert labels.column_names == ["video_id", "clip_index", "label", "label_distance"] and labels.num_rows == len(x)
@@ -56,7 +56,7 @@ def test_agrees_with_in_memory_faiss(ray_session, blobs, tmp_path):
     assert stats["label"]["objective"] == pytest.approx(ref.objective / len(x), rel=1e-4)
     assert np.allclose(np.load(tmp_path / "all" / "centroids.npy"), ref.centroids)
     # centroids trained on 1,000 rows: every row goes to its nearest one; sizes as counted
-    stats = cluster_features(folder, str(tmp_path / "sample"), [Clustering("label", ("video",))], K, sample=1000, seed=1)
+    stats = cluster_features(folder, str(tmp_path / "sample"), [Clustering("label", ("video",))], KMeansConfig(K, sample=1000), seed=1)
     labels = _labels(str(tmp_path / "sample"))["label"].to_numpy()
     ref = kmeans(x[order[:1000]], K, seed=1)
     nearest = ((project(x, None)[:, None, :] - ref.centroids[None]) ** 2).sum(-1).argmin(1)
@@ -71,9 +71,9 @@ def test_statistics_from_counts_equal_those_of_gathered_arrays(ray_session, blob
     from sklearn.metrics import normalized_mutual_info_score
 
     folder, x, truth, vid = blobs
-    first = cluster_features(folder, str(tmp_path / "r0"), [Clustering("label", ("video",))], 5, seed=0)
+    first = cluster_features(folder, str(tmp_path / "r0"), [Clustering("label", ("video",))], KMeansConfig(5), seed=0)
     classes = {v: int(t) % 3 for v, t in zip(vid[::4], truth[::4], strict=True)}
-    second = cluster_features(folder, str(tmp_path / "r1"), [Clustering("label", ("video",))], 5, seed=7, pca_dim=8,
+    second = cluster_features(folder, str(tmp_path / "r1"), [Clustering("label", ("video",))], KMeansConfig(5, pca_dim=8), seed=7,
                               previous=str(tmp_path / "r0"), truth=classes, val_fraction=0.3, item_bytes=1)  # a task per file: counts summed
     assert len(parquet_files(str(tmp_path / "r1"))) == 3
     a, b = _labels(str(tmp_path / "r0"))["label"].to_numpy(), _labels(str(tmp_path / "r1"))["label"].to_numpy()
@@ -92,18 +92,18 @@ def test_sample_and_k_edge_cases(ray_session, blobs, tmp_path):
     few.mkdir()
     pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(12)], "clip_index": pa.array([0] * 12, pa.int32()), "video": vectors(x[:12])}),
                    few / "part.parquet")
-    stats = cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], 12)  # k = N: one row each
+    stats = cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], KMeansConfig(12))  # k = N: one row each
     assert stats["sample"] == 12 and stats["label"]["cluster_sizes"] == [1] * 12
-    stats = cluster_features(str(few), str(tmp_path / "k11"), [Clustering("label", ("video",))], 11)  # k close to N
+    stats = cluster_features(str(few), str(tmp_path / "k11"), [Clustering("label", ("video",))], KMeansConfig(11))  # k close to N
     assert sum(stats["label"]["cluster_sizes"]) == 12 and stats["label"]["empty_clusters"] == 0
     with pytest.raises(ValueError, match="k: 13 clusters need at least 13 rows; .* has 12"):
-        cluster_features(str(few), str(tmp_path / "k13"), [Clustering("label", ("video",))], 13)
+        cluster_features(str(few), str(tmp_path / "k13"), [Clustering("label", ("video",))], KMeansConfig(13))
     with pytest.raises(ValueError, match="sample: 5 rows cannot train 8 centroids"):
-        cluster_features(folder, str(tmp_path / "s5"), [Clustering("label", ("video",))], 8, sample=5)
+        cluster_features(folder, str(tmp_path / "s5"), [Clustering("label", ("video",))], KMeansConfig(8, sample=5))
     with pytest.raises(ValueError, match="pca_dim: 13 is more than the .* feature dimensions or the 12 sampled rows"):  # the task's PCA would fail
-        cluster_features(str(few), str(tmp_path / "p13"), [Clustering("label", ("video",))], 4, pca_dim=13)
+        cluster_features(str(few), str(tmp_path / "p13"), [Clustering("label", ("video",))], KMeansConfig(4, pca_dim=13))
     with pytest.raises(ValueError, match="no column audio"):
-        cluster_features(folder, str(tmp_path / "a"), [Clustering("label", ("audio",))], 8)
+        cluster_features(folder, str(tmp_path / "a"), [Clustering("label", ("audio",))], KMeansConfig(8))
     # files that are not features are named before any task runs: one without the column, one
     # with variable-length lists
     mixed = tmp_path / "mixed"
@@ -111,13 +111,13 @@ def test_sample_and_k_edge_cases(ray_session, blobs, tmp_path):
     pq.write_table(pq.read_table(few / "part.parquet"), mixed / "a.parquet")
     pq.write_table(pa.table({"video_id": ["x"], "clip_index": pa.array([0], pa.int32())}), mixed / "b.parquet")
     with pytest.raises(ValueError, match=r"b\.parquet: no column video \(it has video_id, clip_index\)"):
-        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], 4)
+        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], KMeansConfig(4))
     (mixed / "b.parquet").unlink()
     pq.write_table(pa.table({"video_id": ["x"], "clip_index": pa.array([0], pa.int32()), "video": [[0.5, 1.0]]}), mixed / "c.parquet")
     with pytest.raises(ValueError, match=r"c\.parquet: column video is list<element: double>, not a fixed_size_list"):
-        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], 4)
+        cluster_features(str(mixed), str(tmp_path / "m"), [Clustering("label", ("video",))], KMeansConfig(4))
     with pytest.raises(FileExistsError, match="not empty"):
-        cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], 4)
+        cluster_features(str(few), str(tmp_path / "k12"), [Clustering("label", ("video",))], KMeansConfig(4))
 
 
 def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, capsys):

@@ -28,6 +28,7 @@ def scenario(features: str, out: str) -> dict:
     from ray.util.state import list_tasks
 
     from raysup.cluster_features import Clustering, cluster_features, parquet_files
+    from raysup.clustering import KMeansConfig
     from raysup.data.schema import vectors
 
     rng = np.random.default_rng(0)
@@ -43,7 +44,7 @@ def scenario(features: str, out: str) -> dict:
     nodes = sorted(cluster.add_node(num_cpus=2).node_id for _ in range(2))
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    stats = cluster_features(features, out, [Clustering("label", ("video",))], 4, item_bytes=1)  # a task per row group
+    stats = cluster_features(features, out, [Clustering("label", ("video",))], KMeansConfig(4), item_bytes=1)  # a task per row group
     ran: set[str] = set()
     for _ in range(60):  # task events reach the state API within a few seconds
         tasks = list_tasks(address=cluster.gcs_address, limit=10_000, detail=True, raise_on_missing_output=False)

@@ -69,14 +69,15 @@ def child_raysup(args: dict) -> dict:
     import ray
 
     from raysup.cluster_features import Clustering, cluster_features
+    from raysup.clustering import KMeansConfig
 
     ray.init(address=args["address"], log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     walls, stats = [], []
     for out in (args["out"], args["out"] + "-warm"):  # then again in the same driver, as XDC's later rounds run
         t = time.perf_counter()
-        stats.append(cluster_features(args["features"], out, [Clustering("label", ("video",))], args["k"], niter=args["niter"],
-                                      seed=args["seed"], cpus=args["cpus"]))
+        settings = KMeansConfig(args["k"], niter=args["niter"], cpus=args["cpus"])
+        stats.append(cluster_features(args["features"], out, [Clustering("label", ("video",))], settings, seed=args["seed"]))
         walls.append(time.perf_counter() - t)
     return {"wall_s": walls[0], "warm_s": walls[1], "peak_rss_mb": peak_rss_mb(), "objective": stats[0]["label"]["objective"],
             "seconds": stats[0]["seconds"], "warm_seconds": stats[1]["seconds"]}

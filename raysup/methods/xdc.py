@@ -24,7 +24,7 @@ from torch import nn
 
 from raysup.checkpoint import latest_checkpoint
 from raysup.cluster_features import STATS, Clustering, cluster_features, draw_rates, parquet_files, round_rows
-from raysup.clustering import CLUSTERINGS, HEADS
+from raysup.clustering import CLUSTERINGS, HEADS, KMeansConfig
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import label_of, read_labels_csv
@@ -54,17 +54,18 @@ class Config:
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the video's random resized crop; (1, 1): none (flip only)
     video_norm: Literal["clip", "fixed", "kinetics"] = "clip"  # per-clip standardisation, or fixed constants (video_input)
 
+    @property
+    def kmeans(self) -> KMeansConfig:
+        """The k-means settings of every round's clusterings."""
+        return KMeansConfig(k=self.k, niter=self.niter, nredo=self.nredo, sample=self.sample, pca_dim=self.pca_dim,
+                            cpus=self.cluster_cpus, gpus=self.cluster_gpus)
+
     def validate(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"k: must be >= 2, got {self.k}")
+        self.kmeans.validate()
         if self.rounds < 1:
             raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
         if self.epoch_size <= 0:
             raise ValueError(f"epoch_size: must be > 0, got {self.epoch_size}")
-        if self.sample and self.sample < self.k:
-            raise ValueError(f"sample: {self.sample} clips cannot train {self.k} centroids; use 0 (the default) or at least k")
-        if self.niter < 1 or self.nredo < 1:
-            raise ValueError(f"niter/nredo: must be >= 1, got {self.niter}/{self.nredo}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         check_crop_scale(self.crop_scale)
@@ -209,10 +210,8 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
             write_features(data.decode(clips, crop="centre"), features, cfg, build, data.specs, init, encoders=("audio", "video"))
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            cstats = cluster_features(
-                features, clusters, clusterings, m.k, sample=m.sample or None, niter=m.niter, nredo=m.nredo, seed=cfg.seed + r,
-                pca_dim=m.pca_dim, cpus=m.cluster_cpus, gpus=m.cluster_gpus, previous=previous, truth=truth_of, val_fraction=m.val_fraction,
-            )
+            cstats = cluster_features(features, clusters, clusterings, m.kmeans, seed=cfg.seed + r, previous=previous, truth=truth_of,
+                                      val_fraction=m.val_fraction)
             timing["time_kmeans_s"] = time.perf_counter() - t
             if r > 0 and exists(fs, f"{root}/features/round_{r - 1}"):
                 fs.delete_dir(f"{root}/features/round_{r - 1}")
