@@ -82,8 +82,7 @@ def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str
     or URI); no process holds more than a few batches."""
     ensure_empty(out)
     if encoders:  # refused here, before the actors start, rather than inside one
-        with torch.no_grad():
-            names = build(cfg, specs).eval().embed(ClipCollate(specs)(ds.take_batch(2, batch_format="pyarrow")))
+        names = build(cfg, specs).encoders()
         missing = sorted(set(encoders) - set(names))
         if missing:
             raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(names))})")

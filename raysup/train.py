@@ -35,6 +35,9 @@ class NonFiniteLoss(ArithmeticError):
     """A loss or metric became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
+ERROR_TYPES = {e.__name__: e for e in (ConfigError, NonFiniteLoss)}  # what a report's ``raysup_error_type`` may name
+
+
 def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, global_batch: int = 1) -> torch.optim.Optimizer:
     """SGD/Adam/AdamW over the trainable parameters at ``cfg.scaled_lr(global_batch)``;
     normalisation weights and biases (every parameter of fewer than 2 dims) get no weight decay
@@ -131,14 +134,14 @@ def timed_batches(batches: Iterable, clock: dict[str, float]) -> Iterator:
 def train_loop(loop_cfg: dict[str, Any]) -> None:
     """Ray Train worker function (``train_loop_per_worker``). An error the user must fix (a
     :class:`ConfigError` or :class:`NonFiniteLoss`, which every worker meets at the same step)
-    is reported as ``{ERROR_KEY: message}`` and ends the run without the retries that
+    is reported as ``{ERROR_KEY: message, ERROR_KEY_type: its class}`` and ends the run without the retries that
     ``max_failures`` grants to crashes."""
     import ray.train
 
     try:
         _train(loop_cfg)
     except (ConfigError, NonFiniteLoss) as e:
-        ray.train.report({ERROR_KEY: f"{type(e).__name__}: {e}"})
+        ray.train.report({ERROR_KEY: str(e), f"{ERROR_KEY}_type": type(e).__name__})
 
 
 def _train(loop_cfg: dict[str, Any]) -> None:
@@ -380,8 +383,7 @@ def fit(
     # Train keeps only reports with a checkpoint as the result; the error report is in the log
     for line in read_lines(fs, log)[before:]:
         if ERROR_KEY in line:
-            kind, _, message = line[ERROR_KEY].partition(": ")
-            raise (NonFiniteLoss if kind == NonFiniteLoss.__name__ else ConfigError)(message)
+            raise ERROR_TYPES[line[f"{ERROR_KEY}_type"]](line[ERROR_KEY])
     return metrics
 
 

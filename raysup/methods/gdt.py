@@ -54,6 +54,7 @@ from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Encoder, Method, Stage
 from raysup.models import audio_encoder, video_encoder
+from raysup.models.parts import mlp_head, momentum_update, shuffle_across_workers
 from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LinearLayer
 
 
@@ -152,11 +153,6 @@ PRESETS = {
 }
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
-
-
-def mlp_head(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    """GDT's projection MLP: Linear → BN → ReLU → Linear (official code, without its dropout)."""
-    return nn.Sequential(nn.Linear(d_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
 
 
 class GDT(Method):
@@ -272,9 +268,7 @@ class GDT(Method):
         """Momentum update of the key encoders, k ← m·k + (1−m)·q (after the optimiser step)."""
         if self.cfg.negatives != "queue":
             return
-        m = self.cfg.momentum
-        for q, k in zip(self._query_modules().parameters(), self._key_modules().parameters()):
-            k.mul_(m).add_(q.detach(), alpha=1 - m)
+        momentum_update(self._query_modules(), self._key_modules(), self.cfg.momentum)
 
 
 def batch_negatives(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,27 +288,6 @@ def other_rows(batch: int, world: int, rank: int, device) -> torch.Tensor:
     own = rank * batch + torch.arange(batch, device=device)  # [B]
     cols = torch.arange(n - 1, device=device).expand(batch, n - 1)  # [B,N−1]
     return cols + (cols >= own[:, None]).long()  # skip the own index
-
-
-def shuffle_across_workers(xs: list[torch.Tensor]):
-    """MoCo's shuffled BN: gather every tensor [B,...] from all workers, permute the global batch
-    with one permutation drawn on rank 0 and broadcast, and keep this worker's slice of it.
-    Returns (shuffled tensors [B,...], unshuffle) where ``unshuffle(y)`` maps per-worker outputs
-    [B,...] of the shuffled inputs back to this worker's original rows. An identity in one process."""
-    world, rank = dist.world_size(), dist.rank()
-    if world == 1:
-        return list(xs), lambda y: y
-    gathered = [dist.all_gather(x) for x in xs]  # [W·B,...] each
-    n = gathered[0].shape[0]
-    perm = dist.broadcast(torch.randperm(n, device=gathered[0].device), 0)  # [W·B]
-    inverse = torch.argsort(perm)  # [W·B]
-    mine = perm.view(world, -1)[rank]  # [B] global rows this worker computes
-    back = inverse.view(world, -1)[rank]  # [B] where this worker's original rows went
-
-    def unshuffle(y: torch.Tensor) -> torch.Tensor:
-        return dist.all_gather(y)[back]  # [B,...]
-
-    return [g[mine] for g in gathered], unshuffle
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:

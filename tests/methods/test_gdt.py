@@ -17,6 +17,7 @@ from raysup.config import ConfigError
 from raysup.data import tables
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.methods import gdt, make_config
+from raysup.models import parts
 
 B = 4
 
@@ -252,7 +253,7 @@ def test_other_rows_and_single_process_shuffle_identity():
         for r in range(w):
             assert gdt.other_rows(b, w, r, "cpu").tolist() == other_rows_reference(b, w, r)
     x = torch.randn(4, 3)
-    (y,), unshuffle = gdt.shuffle_across_workers([x])
+    (y,), unshuffle = parts.shuffle_across_workers([x])
     assert y is x and unshuffle(x) is x
 
 
@@ -271,7 +272,7 @@ def _two_worker_main(rank, port, out_dir):
     loss.backward()
     torch.manual_seed(100 + rank)  # the permutation must come from rank 0 only
     x = torch.arange(3 * rank, 3 * rank + 3).float()[:, None].repeat(1, 2)  # [3,2] row id per row
-    (xs,), unshuffle = g.shuffle_across_workers([x])
+    (xs,), unshuffle = parts.shuffle_across_workers([x])
     torch.save(
         {"loss": loss.detach(), "grad_v": v_all.grad, "grad_a": a_all.grad, "shuffled": xs, "restored": unshuffle(xs * 10)},
         os.path.join(out_dir, f"rank{rank}.pt"),
