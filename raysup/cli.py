@@ -61,7 +61,10 @@ def cmd_config(a) -> None:
 
 def cmd_train(a) -> None:
     from raysup.data.ingest import PreparedData
+    from raysup.locks import RunLock
     from raysup.methods import make_config, method_module
+    from raysup.resources import check_train_fits, node_shapes
+    from raysup.train import check_resumable, data_identity, record_data
 
     overrides = parse_overrides(a.set or [])
     if a.workers is not None:
@@ -72,8 +75,14 @@ def cmd_train(a) -> None:
     data = PreparedData(a.data).cropped(cfg.crop_size)  # a crop_size above the prepared size fails here
     method = method_module(cfg.method_name)
     method.check(cfg, data)  # fail before starting Ray
+    if a.resume:
+        check_resumable(a.out)
+    identity = data_identity(data, a.labels)
     init_ray(a.address)
-    metrics = method.run(cfg, data, a.out, labels=a.labels, resume=a.resume)
+    check_train_fits(cfg, method.side_tasks(cfg), node_shapes())  # before writing anything
+    with RunLock(a.out):
+        record_data(a.out, identity, resume=a.resume)
+        metrics = method.run(cfg, data, a.out, labels=a.labels, resume=a.resume)
     print(json.dumps(metrics, indent=1, default=str))
 
 
