@@ -188,13 +188,14 @@ def append_line(fs, path: str, obj: dict) -> None:
     """Append one JSON line to ``path``: the file is rewritten under a temporary name, then moved
     over the old one (object stores cannot append; a crash leaves the old or the new file, never
     part of one). A last line cut short by an earlier crash is dropped."""
+    line = (json.dumps(obj, default=str) + "\n").encode()
     old = b""
     if exists(fs, path):
         with fs.open_input_stream(path) as f:
             old = f.read()
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     with fs.open_output_stream(tmp) as f:
-        f.write(old[: old.rfind(b"\n") + 1] + (json.dumps(obj, default=str) + "\n").encode())
+        f.write(old[: old.rfind(b"\n") + 1] + line)
     fs.move(tmp, path)
 
 
