@@ -60,3 +60,15 @@ def latest_checkpoint(run_dir: str) -> str:
             return uri_of(run_dir, path)
         print(f"checkpoint: skipping {redact(uri_of(run_dir, path))}: {why} (an interrupted write; it can be deleted)", file=sys.stderr)
     raise FileNotFoundError(f"no complete checkpoint under {redact(run_dir)}; train first (`raysup train`)")
+
+
+def remove_broken(fs: pafs.FileSystem, root: str) -> None:
+    """Delete the checkpoint directories under ``root`` that a kill or a full disk cut short
+    (:func:`broken`), naming each on stderr; only while nothing writes there (before a run
+    starts), and only those that hold nothing but a checkpoint file."""
+    for path in checkpoint_dirs(fs, root):
+        why = broken(fs, path)
+        names = {f.base_name for f in fs.get_file_info(pafs.FileSelector(path))}
+        if why and names <= {CHECKPOINT_FILE}:
+            print(f"checkpoint: removing {path}: {why} (an interrupted write)", file=sys.stderr)
+            fs.delete_dir(path)

@@ -24,7 +24,7 @@ import torch
 from ray.train import TrainingFailedError, UserCallback
 
 from raysup import dist
-from raysup.checkpoint import CHECKPOINT_FILE, checkpoint_dirs, load_checkpoint_file
+from raysup.checkpoint import CHECKPOINT_FILE, checkpoint_dirs, load_checkpoint_file, remove_broken
 from raysup.config import ConfigError, OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
@@ -109,8 +109,10 @@ def record_config(fs, root: str, cfg: TrainConfig, *, trained: bool) -> None:
 def start_run(run_dir: str, cfg: TrainConfig, name: str, resume: bool):
     """(filesystem, root) of ``run_dir`` once ``fit`` may train ``name`` there: without
     ``resume`` a checkpoint of ``name`` is a FileExistsError (nothing is overwritten); the
-    config is recorded (:func:`record_config`)."""
+    config is recorded (:func:`record_config`). Checkpoints an interrupted write left
+    incomplete are removed first."""
     fs, root = resolve(run_dir)
+    remove_broken(fs, f"{root}/{name}")
     if checkpoint_dirs(fs, f"{root}/{name}") and not resume:
         raise FileExistsError(f"{redact(run_dir)}/{name} already holds a run; pass --resume to continue it or use a new --out")
     fs.create_dir(root, recursive=True)

@@ -133,6 +133,12 @@ def test_latest_checkpoint_skips_a_checkpoint_cut_short(tmp_path, capsys):
     assert load_checkpoint_file(latest_checkpoint(str(tmp_path)))["epoch"] == 0
     with pytest.raises(ValueError, match=f"checkpoint: {cut}/{CHECKPOINT_FILE} is incomplete or corrupt"):
         load_checkpoint_file(str(cut))
+    # the next run there removes it (nothing else in its folder: it is Ray's upload of raysup's file)
+    from raysup.train import start_run
+
+    start_run(str(tmp_path), make_config("supervised", "tiny"), "train", True)
+    assert f"checkpoint: removing {cut}: {CHECKPOINT_FILE} is cut short" in capsys.readouterr().err
+    assert not cut.exists() and (good / CHECKPOINT_FILE).exists()
     (good / CHECKPOINT_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="no complete checkpoint under"):
         latest_checkpoint(str(tmp_path))
@@ -152,6 +158,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_anew(tmp_path, ca
     assert "stopped before its first checkpoint; starting anew with these settings" in capsys.readouterr().err
     assert json.load(open(f"{run}/config.json"))["optim"]["lr"] == 0.5
     (tmp_path / "run" / "train" / "checkpoint_2026-12-06_10-00-00.000000").mkdir()
+    torch.save({"epoch": 0}, tmp_path / "run" / "train" / "checkpoint_2026-12-06_10-00-00.000000" / CHECKPOINT_FILE)
     with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
         start_run(run, other, "train", False)
     with pytest.raises(ConfigError, match="resume: the run was made with other settings"):
