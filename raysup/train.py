@@ -142,26 +142,33 @@ def _sha256(obj: Any) -> str:
 
 def record_data(run_dir: str, identity: dict[str, Any], *, resume: bool) -> None:
     """Write ``run_dir/data.json`` (:func:`data_identity`). Resuming a run that trained on other
-    data is refused, naming what changed (where the files are may change); without ``resume``
-    a trained run's record is kept (the run itself refuses to start over it)."""
+    data is refused, naming what changed; files that moved are noted in ``resumes.jsonl``.
+    Without ``resume`` a trained run's record is kept (the run itself refuses to start over it)."""
     fs, root = resolve(run_dir)
     path = f"{root}/data.json"
-    if checkpoint_dirs(fs, root) and not resume:
+    trained = bool(checkpoint_dirs(fs, root))
+    if trained and not resume:
         return
-    if exists(fs, path) and checkpoint_dirs(fs, root):
-        changes = {k: v for k, v in config_changes(read_json(fs, path), identity).items() if k not in ("data", "labels")}
-        if changes:
-            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+    if trained and exists(fs, path):
+        changes = config_changes(read_json(fs, path), identity)
+        fixed = {k: v for k, v in changes.items() if k not in ("data", "labels")}
+        if fixed:
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in fixed.items())
             raise ConfigError(f"resume: the run was trained on other data ({diff}); resume it with its own --data and --labels, or use a new --out")
+        if changes:
+            append_line(fs, f"{root}/resumes.jsonl", {"time": time.time(), "changed": {k: list(v) for k, v in changes.items()}})
     fs.create_dir(root, recursive=True)
     write_json(fs, path, identity)
 
 
 def check_resumable(run_dir: str) -> None:
-    """``--resume``: refuse a folder that holds no run (no ``config.json``)."""
+    """``--resume``: refuse a folder that holds no run (no ``config.json``); say so when the run
+    stopped before its first checkpoint (it starts from the beginning)."""
     fs, root = resolve(run_dir)
     if not exists(fs, f"{root}/config.json"):
         raise FileNotFoundError(f"--resume: {redact(run_dir)} holds no run to resume (no config.json); drop --resume to start one")
+    if not checkpoint_dirs(fs, root):
+        print(f"--resume: {redact(run_dir)} has no checkpoint (its run stopped before the end of its first epoch); starting it from the beginning", file=sys.stderr)
 
 
 def read_lines(fs, path: str) -> list[dict]:

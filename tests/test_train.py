@@ -127,7 +127,9 @@ def test_one_train_per_run_folder_and_a_resume_on_other_data_is_refused(small_pr
     assert "resume: the run was trained on other data (labels_sha256:" in _error_line(capsys)
     assert main([*train, "--resume", "--data", real_prepared.uri]) == 2
     assert "resume: the run was trained on other data (clips: 48 ->" in _error_line(capsys)
-    assert "manifest_sha256" in json.dumps(json.load(open(f"{run}/data.json")))
+    moved = {**json.load(open(f"{run}/data.json")), "data": "/elsewhere/prepared"}  # the same data, moved
+    record_data(run, moved, resume=True)
+    assert json.loads(open(f"{run}/resumes.jsonl").read())["changed"] == {"data": [data, "/elsewhere/prepared"]}
 
 
 def test_non_finite_loss_stops_the_run_without_retries(small_prepared, tmp_path, capsys):

@@ -148,7 +148,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_anew(tmp_path, ca
     """config.json (and Ray's folder) of a run that died before training: a new run with other
     settings starts, saying so, instead of the resume message; once a checkpoint exists the
     settings are fixed and a rerun without ``--resume`` is refused."""
-    from raysup.train import start_run
+    from raysup.train import check_resumable, start_run
 
     run = str(tmp_path / "run")
     start_run(run, make_config("supervised", "tiny"), "train", False)
@@ -157,6 +157,10 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_anew(tmp_path, ca
     start_run(run, other, "train", False)
     assert "stopped before its first checkpoint; starting anew with these settings" in capsys.readouterr().err
     assert json.load(open(f"{run}/config.json"))["optim"]["lr"] == 0.5
+    check_resumable(run)  # --resume of it: from the beginning, saying so
+    assert "has no checkpoint (its run stopped before the end of its first epoch); starting it from the beginning" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="holds no run to resume"):
+        check_resumable(str(tmp_path / "empty"))
     (tmp_path / "run" / "train" / "checkpoint_2026-12-06_10-00-00.000000").mkdir()
     torch.save({"epoch": 0}, tmp_path / "run" / "train" / "checkpoint_2026-12-06_10-00-00.000000" / CHECKPOINT_FILE)
     with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
@@ -173,6 +177,8 @@ def test_supervised_counts_classes_over_prepared_videos_and_reports_dropped_rows
     rows += [LabelRow(f"gone/{i}", f"c{i}", "train") for i in range(10)]  # classes of videos never prepared
     assert train_labels(rows, {"a/1", "b/1", "b/2"}, "labels.csv") == ({"a/1": 0, "b/1": 1}, 2)
     assert "labels: 10 of 13 rows of labels.csv name videos that are not in the prepared data (10 of them train videos)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="labels: the prepared videos in labels.csv have 1 class; the supervised baseline needs at least 2"):
+        train_labels(rows, {"a/1"}, "labels.csv")
 
 
 def test_a_command_without_an_address_starts_its_own_ray(monkeypatch):

@@ -101,6 +101,8 @@ def train_labels(rows: list[LabelRow], prepared: set[str], labels: str) -> tuple
     if not train_ids:
         raise ConfigError(f"labels: none of the {len(train)} train videos in {labels} is in the prepared data "
                           f"(ids such as {train[0].video_id if train else '-'!r} vs. {next(iter(prepared), '-')!r})")
+    if len(classes) < 2:
+        raise ConfigError(f"labels: the prepared videos in {labels} have {len(classes)} class; the supervised baseline needs at least 2")
     if len(present) < len(rows):
         print(f"labels: {len(rows) - len(present)} of {len(rows)} rows of {labels} name videos that are not in the prepared data "
               f"({len(train) - len(train_ids)} of them train videos); training without them", file=sys.stderr)
