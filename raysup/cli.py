@@ -78,6 +78,7 @@ def cmd_train(a) -> None:
     if a.resume:
         check_resumable(a.out)
     identity = data_identity(data, a.labels)
+    RunLock(a.out).check()  # a run in progress there: refused before starting Ray
     init_ray(a.address)
     check_train_fits(cfg, method.side_tasks(cfg), node_shapes())  # before writing anything
     with RunLock(a.out):

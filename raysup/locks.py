@@ -35,17 +35,23 @@ class RunLock:
             if create_exclusive(self.fs, self.path, self._stamp()) and self._mine():
                 self.thread.start()
                 return self
-            holder = self._holder()
-            why = holder and _stale(holder)
-            if holder and not why:
-                age = time.time() - holder["heartbeat"]
-                raise FileExistsError(f"{self.label} is being trained by pid {holder['pid']} on {holder['host']} "
-                                      f"(heartbeat {age:.0f} s ago); wait for it to finish or use another --out")
+            holder, why = self.check()
             if holder:
                 print(f"raysup train: breaking the stale lock of {self.label} held by pid {holder['pid']} on {holder['host']} ({why})", file=sys.stderr)
                 with contextlib.suppress(FileNotFoundError, OSError):
                     self.fs.delete_file(self.path)
         raise FileExistsError(f"{self.label}: could not take the lock {RUN_LOCK} (another train keeps taking it)")
+
+    def check(self) -> tuple[dict | None, str]:
+        """(holder, why it is dead) of a dead holder's lock, (None, "") if there is none; a live
+        holder is the one-line FileExistsError (cheap: callers ask before starting Ray)."""
+        holder = self._holder()
+        why = holder and _stale(holder)
+        if holder and not why:
+            age = time.time() - holder["heartbeat"]
+            raise FileExistsError(f"{self.label} is being trained by pid {holder['pid']} on {holder['host']} "
+                                  f"(heartbeat {age:.0f} s ago); wait for it to finish or use another --out")
+        return (holder, why) if holder else (None, "")
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
