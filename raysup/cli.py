@@ -70,7 +70,10 @@ def cmd_config(a) -> None:
 
 def cmd_train(a) -> None:
     from raysup import runner
+    from raysup.locks import RunLock
     from raysup.methods import make_config
+    from raysup.resources import check_train_fits, node_shapes
+    from raysup.train import check_resumable, data_identity, record_data
 
     overrides = parse_overrides(a.set or [])
     if a.workers is not None:
@@ -79,8 +82,15 @@ def cmd_train(a) -> None:
         overrides["gpus_per_worker"] = a.gpus_per_worker
     cfg = make_config(a.method, a.preset, overrides)
     data = runner.check(cfg, a.data)  # fail before starting Ray
+    if a.resume:
+        check_resumable(a.out)
+    identity = data_identity(data, a.labels)
+    RunLock(a.out).check()  # a run in progress there: refused before starting Ray
     init_ray(a.address)
-    metrics = runner.train(cfg, data, a.out, labels=a.labels, resume=a.resume)
+    check_train_fits(cfg, runner.side_tasks(cfg), node_shapes())  # before writing anything
+    with RunLock(a.out):
+        record_data(a.out, identity, resume=a.resume)
+        metrics = runner.train(cfg, data, a.out, labels=a.labels, resume=a.resume)
     print(json.dumps(metrics, indent=1, default=str))
 
 
@@ -112,7 +122,7 @@ def cmd_probe(a) -> None:
         else:
             acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
     elif a.finetune:
-        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs))
+        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
     elif a.folds:
         acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
     else:
@@ -253,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random-init", action="store_true", help="probe the same architecture untrained")
     s.add_argument("--finetune", action="store_true", help="train each encoder with a new linear head instead")
     s.add_argument("--epochs", type=int, default=10, help="finetuning epochs")
+    s.add_argument("--batch-size", type=int, default=32, help="finetuning batch size")
     s.add_argument("--folds", type=int, help="probe by grouped N-fold cross-validation over all labelled videos")
     s.add_argument("--protocol", choices=["linear", "paper"], default="linear",
                    help="linear: this probe; paper: the method's paper protocols (docs/reproducing.md), run in RUN_DIR.paper_protocol")

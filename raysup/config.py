@@ -181,6 +181,9 @@ class OptimConfig:
         return self.lr * global_batch / self.lr_batch if self.lr_batch else self.lr
 
 
+MAX_SEED = 2**30
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: the method's own config under ``method``, the loop's settings here.
@@ -226,6 +229,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError("gpus_per_worker/cpus_per_worker: must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:  # offsets are added (per worker, epoch, round); faiss takes a C int
+            raise ValueError(f"seed: must be an integer from 0 to {MAX_SEED}, got {self.seed}")
 
 
 # A method module's ``build``: (config, tensor specs) → its model (a ``raysup.methods.base.Method``).

@@ -79,21 +79,37 @@ def cv_probe(
     video (the labels' split is ignored), averaged over folds. A video group (UCF101-style
     ``v_<class>_gGG_cCC``: clips of one recording) never spans two folds. On small sets this is
     the steadier number: one 48-video test split moves by ±0.1 between seeds."""
-    from sklearn.model_selection import GroupKFold
-
     rows = read_labels_csv(labels_csv)
     present = labelled(rows, set(data.video_ids), splits=())
-    if len(present) < folds:
-        raise ConfigError(f"labels: {len(present)} labelled videos are in the prepared data; {folds}-fold cross-validation needs at least {folds}")
+    groups = {video_group(v) for v in present}
+    if len(groups) < folds:
+        raise ConfigError(f"--folds {folds}: the labels in {labels_csv} give {len(present)} prepared videos in {len(groups)} groups "
+                          f"(clips of one recording stay in one fold); {folds}-fold cross-validation needs at least {folds}")
     label = {v: y for v, y in label_of(rows).items() if v in present}
     ids, feats = _video_features(cfg, data, label, checkpoint, actors)
-    y = np.array([label[i] for i in ids])
-    groups = [re.sub(r"_c\d+$", "", i) for i in ids]
-    splits = list(GroupKFold(folds).split(ids, y, groups))
-    return {
-        name: float(np.mean([linear_probe_accuracy(x[tr], y[tr], x[te], y[te], cfg.seed) for tr, te in splits]))
-        for name, x in sorted(feats.items())
-    }
+    return fold_accuracies(feats, np.array([label[i] for i in ids]), [video_group(i) for i in ids], folds, cfg.seed, labels_csv)
+
+
+def fold_accuracies(feats: dict[str, np.ndarray], y: np.ndarray, groups: list[str], folds: int, seed: int, labels_csv: str) -> dict[str, float]:
+    """Mean linear-probe top-1 over grouped ``folds``-fold splits, per feature set; scikit-learn's
+    refusals (e.g. a fold's train part with a single class) become a ConfigError naming
+    ``--folds`` and the labels."""
+    from sklearn.model_selection import GroupKFold
+
+    try:
+        splits = list(GroupKFold(folds).split(y, y, groups))
+        return {
+            name: float(np.mean([linear_probe_accuracy(x[tr], y[tr], x[te], y[te], seed) for tr, te in splits]))
+            for name, x in sorted(feats.items())
+        }
+    except ValueError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"--folds {folds}: cross-validation of the labels in {labels_csv} failed ({first}); lower --folds or label more videos per class") from None
+
+
+def video_group(video_id: str) -> str:
+    """The recording a video belongs to (UCF101-style ``v_<class>_gGG_cCC``: its ``_cCC`` cut off)."""
+    return re.sub(r"_c\d+$", "", video_id)
 
 
 def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -23,8 +23,8 @@ def init_ray(address: str | None = None) -> None:
         return
     DataContext.get_current().enable_progress_bars = False  # datasets this process runs
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its warning that they are off
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    address = ray_address(address)
+    if address != "local":
         ctx = ray.init(address=address, log_to_driver=False)
     else:
         # the workers of a local Ray inherit this environment (Ray Data reads it at import)
@@ -34,5 +34,12 @@ def init_ray(address: str | None = None) -> None:
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         # one process less per fit: a laptop's node is never preempted (spot clusters keep it on)
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ctx = ray.init(num_cpus=max(6, os.cpu_count() or 1), log_to_driver=False)
+        ctx = ray.init(address="local", num_cpus=max(6, os.cpu_count() or 1), log_to_driver=False)
     print(f"Ray worker logs: {ctx.address_info['session_dir']}/logs", file=sys.stderr, flush=True)
+
+
+def ray_address(address: str | None) -> str:
+    """The cluster a command joins: ``address``, else ``$RAY_ADDRESS``, else ``"local"`` (a new
+    local instance: without it, ``ray.init`` would join a cluster that ``ray start`` left
+    running on this machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"

@@ -36,6 +36,7 @@ from raysup.data.storage import exists, join, read_json, redact, resolve, write_
 from raysup.data.synthetic import SynthConfig, make_synthetic
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config
+from raysup.resources import node_shapes, unfit
 from raysup.runtime import init_ray
 
 
@@ -93,51 +94,23 @@ def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict
     return probe(cfg, data, s.labels, checkpoint)
 
 
-def node_shapes(autoscaler_config: str | None = None) -> list[dict[str, float]]:
-    """CPUs and GPUs of every node a trial could get: the live nodes, plus ``max_workers`` nodes of
-    each type the autoscaler may add, read from its config (``autoscaler_config``, else the
-    head's ``~/ray_bootstrap_config.yaml`` that ``ray up`` writes, if there is one)."""
-    import ray
-    import yaml
-
-    resources = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    path = autoscaler_config or os.path.expanduser("~/ray_bootstrap_config.yaml")
-    if os.path.exists(path):
-        with open(path) as f:
-            types = yaml.safe_load(f)["available_node_types"].values()
-        resources += [t.get("resources", {}) for t in types for _ in range(t.get("max_workers", 0))]
-    return [{k: float(r.get(k, 0)) for k in ("CPU", "GPU")} for r in resources]
-
-
 def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
     """Raise ValueError, naming the request and the nodes, if some trial of ``s`` could never be
     scheduled on nodes of these ``shapes`` (it would wait forever): the trial itself, one train
     worker, the probe's feature extractor and the XDC k-means task must each fit on one node,
     and the trial with all its train workers must fit on all the nodes together."""
-    total: dict[str, float] = {}
-    for shape in shapes:
-        for k, v in shape.items():
-            total[k] = total.get(k, 0) + v
-
-    def fits(need: dict[str, float], node: dict[str, float]) -> bool:
-        return all(node.get(k, 0) >= v for k, v in need.items() if v > 0)
-
     for params in s.points():
         cfg = make_config(s.method, s.preset, {**s.base, **params})
-        worker = {"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker}
         requests = {
             "the trial (trial_cpus)": {"CPU": s.trial_cpus},
-            "a train worker (cpus_per_worker, gpus_per_worker)": worker,
+            "a train worker (cpus_per_worker, gpus_per_worker)": {"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker},
             "the probe's feature extractor": {"CPU": 1.0},
+            **runner.side_tasks(cfg),
         }
-        requests.update(runner.side_tasks(cfg))
-        for what, need in requests.items():
-            if not any(fits(need, node) for node in shapes):
-                nodes = sorted({str(n) for n in shapes})
-                raise ValueError(f"sweep {s.name!r}, point {params}: {what} needs {need}, more than any node has (nodes: {', '.join(nodes)}); it would wait forever")
         together = {"CPU": s.trial_cpus + cfg.workers * cfg.cpus_per_worker, "GPU": cfg.workers * cfg.gpus_per_worker}
-        if not fits(together, total):
-            raise ValueError(f"sweep {s.name!r}, point {params}: the trial and its {cfg.workers} train workers need {together} at once, more than all nodes have together ({total}); it would wait forever")
+        why = unfit(requests, (f"the trial and its {cfg.workers} train workers", together), shapes)
+        if why:
+            raise ValueError(f"sweep {s.name!r}, point {params}: {why}")
 
 
 def _autoscaling_coordinator_here() -> None:

@@ -7,11 +7,14 @@ worker group and ``--resume`` both continue from the latest checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,7 +24,7 @@ import torch
 from ray.train import TrainingFailedError, UserCallback
 
 from raysup import dist
-from raysup.checkpoint import CHECKPOINT_FILE, load_checkpoint_file
+from raysup.checkpoint import CHECKPOINT_FILE, checkpoint_dirs, load_checkpoint_file, remove_broken
 from raysup.config import Build, ConfigError, OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec
@@ -86,37 +89,125 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tupl
     return out
 
 
-def record_config(fs, root: str, cfg: TrainConfig) -> None:
+def record_config(fs, root: str, cfg: TrainConfig, *, trained: bool) -> None:
     """Write ``config.json`` of a new run; for a continued run, refuse changed fields other than
-    :data:`RESUMABLE_FIELDS` (naming them) and append the allowed changes to ``resumes.jsonl``."""
+    :data:`RESUMABLE_FIELDS` (naming them) and append the allowed changes to ``resumes.jsonl``.
+    A ``config.json`` of a run that never ``trained`` (no checkpoint: it stopped before its
+    first epoch ended) is replaced, saying so."""
     new = to_dict(cfg)
     if exists(fs, f"{root}/config.json"):
         changes = config_changes(read_json(fs, f"{root}/config.json"), new)
         fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
-        if fixed:
+        if fixed and not trained:
+            print(f"train: {root}/config.json is of a run that stopped before its first checkpoint; starting anew with these settings", file=sys.stderr)
+        elif fixed:
             diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in fixed.items())
             raise ConfigError(f"resume: the run was made with other settings ({diff}); only {', '.join(RESUMABLE_FIELDS)} may change on --resume")
-        if changes:
+        elif changes:
             append_line(fs, f"{root}/resumes.jsonl", {"time": time.time(), "changed": {k: list(v) for k, v in changes.items()}})
     write_json(fs, f"{root}/config.json", new)
 
 
+def start_run(run_dir: str, cfg: TrainConfig, name: str, resume: bool):
+    """(filesystem, root) of ``run_dir`` once ``fit`` may train ``name`` there: without
+    ``resume`` a checkpoint of ``name`` is a FileExistsError (nothing is overwritten); the
+    config is recorded (:func:`record_config`). Checkpoints an interrupted write left
+    incomplete are removed first."""
+    fs, root = resolve(run_dir)
+    remove_broken(fs, f"{root}/{name}")
+    if checkpoint_dirs(fs, f"{root}/{name}") and not resume:
+        raise FileExistsError(f"{redact(run_dir)}/{name} already holds a run; pass --resume to continue it or use a new --out")
+    fs.create_dir(root, recursive=True)
+    record_config(fs, root, cfg, trained=bool(checkpoint_dirs(fs, root)))
+    return fs, root
+
+
+def data_identity(data, labels: str | None) -> dict[str, Any]:
+    """What a run trains on, recorded in ``data.json`` beside ``config.json``: the prepared data
+    (``data``, a PreparedData: where, its manifest's hash and clip count) and the labels CSV
+    (where, and a hash of its rows: ids, labels and splits)."""
+    from raysup.data.labels import read_labels_csv
+
+    rows = sorted((r.video_id, r.label, r.split) for r in read_labels_csv(labels)) if labels else None
+    return {
+        "data": redact(data.uri),
+        "manifest_sha256": _sha256(data.manifest),
+        "clips": data.manifest["counts"]["clips"],
+        "labels": redact(labels) if labels else None,
+        "labels_sha256": _sha256(rows) if rows is not None else None,
+    }
+
+
+def _sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_data(run_dir: str, identity: dict[str, Any], *, resume: bool) -> None:
+    """Write ``run_dir/data.json`` (:func:`data_identity`). Resuming a run that trained on other
+    data is refused, naming what changed; files that moved are noted in ``resumes.jsonl``.
+    Without ``resume`` a trained run's record is kept (the run itself refuses to start over it)."""
+    fs, root = resolve(run_dir)
+    path = f"{root}/data.json"
+    trained = bool(checkpoint_dirs(fs, root))
+    if trained and not resume:
+        return
+    if trained and exists(fs, path):
+        changes = config_changes(read_json(fs, path), identity)
+        fixed = {k: v for k, v in changes.items() if k not in ("data", "labels")}
+        if fixed:
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in fixed.items())
+            raise ConfigError(f"resume: the run was trained on other data ({diff}); resume it with its own --data and --labels, or use a new --out")
+        if changes:
+            append_line(fs, f"{root}/resumes.jsonl", {"time": time.time(), "changed": {k: list(v) for k, v in changes.items()}})
+    fs.create_dir(root, recursive=True)
+    write_json(fs, path, identity)
+
+
+def check_resumable(run_dir: str) -> None:
+    """``--resume``: refuse a folder that holds no run (no ``config.json``); say so when the run
+    stopped before its first checkpoint (it starts from the beginning)."""
+    fs, root = resolve(run_dir)
+    if not exists(fs, f"{root}/config.json"):
+        raise FileNotFoundError(f"--resume: {redact(run_dir)} holds no run to resume (no config.json); drop --resume to start one")
+    if not checkpoint_dirs(fs, root):
+        print(f"--resume: {redact(run_dir)} has no checkpoint (its run stopped before the end of its first epoch); starting it from the beginning", file=sys.stderr)
+
+
 def read_lines(fs, path: str) -> list[dict]:
-    """The JSON lines of ``path`` (none if it does not exist)."""
+    """The JSON lines of ``path`` (none if it does not exist). A last line cut short (a crash
+    while it was written) is left out with a note on stderr; a broken line before it is a
+    ValueError naming the file and line."""
     if not exists(fs, path):
         return []
     with fs.open_input_stream(path) as f:
-        return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+        text = f.read().decode(errors="replace")
+    lines = text.splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if n < len(lines) or text.endswith("\n"):
+                raise ValueError(f"{path}:{n}: not a JSON line ({line[:80]!r})") from None
+            print(f"train: {path}:{n}: leaving out a line cut short ({line[:80]!r})", file=sys.stderr)
+    return out
 
 
 def append_line(fs, path: str, obj: dict) -> None:
-    """Append one JSON line to ``path`` (rewrites the file: object stores cannot append)."""
+    """Append one JSON line to ``path``: the file is rewritten under a temporary name, then moved
+    over the old one (object stores cannot append; a crash leaves the old or the new file, never
+    part of one). A last line cut short by an earlier crash is dropped."""
+    line = (json.dumps(obj, default=str) + "\n").encode()
     old = b""
     if exists(fs, path):
         with fs.open_input_stream(path) as f:
             old = f.read()
-    with fs.open_output_stream(path) as f:
-        f.write(old + (json.dumps(obj, default=str) + "\n").encode())
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(old[: old.rfind(b"\n") + 1] + line)
+    fs.move(tmp, path)
 
 
 def timed_batches(batches: Iterable, clock: dict[str, float]) -> Iterator:
@@ -333,8 +424,9 @@ def fit(
     schedule and refuses a ``batch_size`` no worker can fill before anything starts.
     ``extra_metrics`` (e.g. a clustering round's NMI) are added to every report.
 
-    Without ``resume`` an existing ``run_dir/name`` is an error, so nothing is overwritten; with it,
-    changed settings are refused (:func:`record_config`).
+    Without ``resume`` a checkpoint in ``run_dir/name`` is an error, so nothing is overwritten;
+    with it, changed settings are refused (:func:`record_config`). A run that stopped before its
+    first checkpoint starts anew.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -342,11 +434,7 @@ def fit(
     steps_per_epoch = rows_per_epoch // cfg.workers // cfg.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {rows_per_epoch // cfg.workers} training clips per worker and epoch; lower batch_size (or workers)")
-    fs, root = resolve(run_dir)
-    if exists(fs, f"{root}/{name}") and not resume:
-        raise FileExistsError(f"{redact(run_dir)}/{name} already holds a run; pass --resume to continue it or use a new --out")
-    fs.create_dir(root, recursive=True)
-    record_config(fs, root, cfg)
+    fs, root = start_run(run_dir, cfg, name, resume)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.workers,
         use_gpu=cfg.gpus_per_worker > 0,

@@ -34,6 +34,8 @@ def test_overrides_are_typed_and_nested():
         ({"optim.momentum": "1"}, "optim.momentum: must be < 1"),
         ({"optim.warmup_epochs": "-2"}, "optim.warmup_epochs: must be >= 0"),
         ({"max_failures": "-1"}, "max_failures: must be >= 0"),
+        ({"seed": 1e20}, "seed: must be an integer from 0 to 1073741824, got 100000000000000000000"),
+        ({"seed": "-1"}, "seed: must be an integer from 0 to"),
         ({"method_name": "xdc"}, "method_name: set by the command"),
         ({"preset": "paper"}, "preset: set by the command"),
         ({"method": "foo"}, "method: a section of method settings"),

@@ -2,6 +2,7 @@
 split left empty is an error that says so."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from raysup.config import ConfigError
@@ -22,3 +23,15 @@ def test_a_split_without_prepared_videos_is_an_error():
     with pytest.raises(ConfigError, match="labels: none of the 2 test videos of the labels CSV is in the prepared data"):
         labelled(ROWS, {"a/1", "b/1"})
     assert labelled(ROWS, {"a/1"}, splits=()) == {"a/1": "train"}  # cross-validation needs no split
+
+
+def test_cross_validation_errors_name_folds_and_labels():
+    """scikit-learn's refusal (here: the fold that tests the only recording of class 1 trains on
+    class 0 alone) is one line naming ``--folds`` and the labels, not scikit-learn's alone."""
+    from raysup.evaluate import fold_accuracies
+
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    groups = ["g1", "g2", "g3", "g4", "g5", "g6", "g7", "g7"]  # both class-1 videos: one recording
+    with pytest.raises(ConfigError, match=r"--folds 4: cross-validation of the labels in labels.csv failed \(.*class"):
+        fold_accuracies({"video": x}, y, groups, 4, 0, "labels.csv")

@@ -40,7 +40,7 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     assert set(acc) == {"video", "audio"} and all(0 <= v <= 1 for v in acc.values())
     assert main([*probe, "--random-init", "--folds", "3"]) == 0
     assert "linear probe (3-fold CV) (random init)" in capsys.readouterr().out
-    assert main([*probe, "--finetune", "--epochs", "1", "--json"]) == 0
+    assert main([*probe, "--finetune", "--epochs", "1", "--batch-size", "8", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
 
@@ -82,7 +82,55 @@ def test_user_errors_stop_before_training_in_one_line(small_prepared, tmp_path, 
     assert "labels: none of the 1 train videos" in _error_line(capsys)
     assert main(["train", "xdc", "--data", data, "--out", str(tmp_path / "x"), "--set", "method.k=1000"]) == 2
     assert "method.k: 1000 clusters need at least as many clips" in _error_line(capsys)
+    assert main([*train, "--set", "method.num_classes=2"]) == 2  # the labels have 6 classes
+    assert "method.num_classes: 2 is fewer than the 6 classes of the prepared videos in" in _error_line(capsys)
+    assert main(["train", "gdt", "--data", data, "--out", str(tmp_path / "g"), "--set", "batch_size=1"]) == 2
+    assert "batch_size: GDT contrasts each clip with the others of its batch" in _error_line(capsys)
     assert not os.path.exists(tmp_path / "run" / "train")  # nothing started
+    # requests no node of the session's Ray (4 CPUs, no GPU) can meet would wait forever
+    nowhere = ["train", "supervised", "--data", data, "--out", str(tmp_path / "hang"), "--labels", labels]
+    assert main([*nowhere, "--gpus-per-worker", "1"]) == 2
+    assert "cpus_per_worker/gpus_per_worker: a train worker needs {'CPU': 1.0, 'GPU': 1.0}, more than any node has" in _error_line(capsys)
+    assert main([*nowhere, "--workers", "5"]) == 2
+    assert "workers: 5 train workers need {'CPU': 5.0, 'GPU': 0.0} at once, more than all nodes have together" in _error_line(capsys)
+    assert not os.path.exists(tmp_path / "hang")  # nothing written: the corrected command starts cleanly
+    assert main([*nowhere, "--resume"]) == 2
+    assert f"--resume: {tmp_path / 'hang'} holds no run to resume (no config.json); drop --resume to start one" in _error_line(capsys)
+
+
+def test_one_train_per_run_folder_and_a_resume_on_other_data_is_refused(small_prepared, real_prepared, tmp_path, capsys):
+    """A second ``raysup train`` into a folder being trained is refused, naming the holder; a
+    ``--resume`` with other data or another labels mapping is refused, naming what changed."""
+    from raysup.locks import RunLock
+    from raysup.train import data_identity, record_data, start_run
+
+    data, labels = small_prepared
+    run = str(tmp_path / "run")
+    train = ["train", "supervised", "--data", data, "--out", run, "--labels", labels]
+    with RunLock(run):
+        assert main(train) == 2
+    assert f"{run} is being trained by pid {os.getpid()} on" in _error_line(capsys)
+    assert not os.path.exists(f"{run}/train") and not os.path.exists(f"{run}/config.json")
+
+    # a run trained on the small set (its config and a checkpoint) ...
+    start_run(run, make_config("supervised", "tiny"), "train", False)
+    record_data(run, data_identity(PreparedData(data), labels), resume=False)
+    ckpt = tmp_path / "run" / "train" / "checkpoint_2026-12-06_10-00-00.000000"
+    ckpt.mkdir(parents=True)
+    torch.save({"epoch": 0}, ckpt / "checkpoint.pt")
+    # ... resumed with the same rows labelled otherwise
+    lines = open(labels).read().splitlines()
+    swapped = tmp_path / "swapped.csv"
+    first = lines[1].split(",")
+    other = next(line.split(",") for line in lines[2:] if line.split(",")[1] != first[1])
+    swapped.write_text("\n".join([lines[0], ",".join([first[0], other[1], first[2]])] + lines[2:]) + "\n")
+    assert main([*train[:-1], str(swapped), "--resume"]) == 2
+    assert "resume: the run was trained on other data (labels_sha256:" in _error_line(capsys)
+    assert main([*train, "--resume", "--data", real_prepared.uri]) == 2
+    assert "resume: the run was trained on other data (clips: 48 ->" in _error_line(capsys)
+    moved = {**json.load(open(f"{run}/data.json")), "data": "/elsewhere/prepared"}  # the same data, moved
+    record_data(run, moved, resume=True)
+    assert json.loads(open(f"{run}/resumes.jsonl").read())["changed"] == {"data": [data, "/elsewhere/prepared"]}
 
 
 def test_non_finite_loss_stops_the_run_without_retries(small_prepared, tmp_path, capsys):

@@ -295,6 +295,8 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
         raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
     if not audio_videos(data):
         raise ConfigError("GDT needs audio: no prepared video has an audio track")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size: GDT contrasts each clip with the others of its batch (and BatchNorm needs two); needs >= 2, got {cfg.batch_size}")
 
 
 def build(cfg: TrainConfig, specs) -> GDT:

@@ -2,6 +2,7 @@
 with cross-entropy on the labels CSV's train split. It proves the spine end to end."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
-from raysup.data.labels import class_index, read_labels_csv
+from raysup.data.labels import LabelRow, class_index, read_labels_csv
 from raysup.data.tables import join_columns, labels_table
 from raysup.methods.base import Encoder, Method, Stage, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
@@ -87,20 +88,33 @@ def build(cfg: TrainConfig, specs) -> Supervised:
     return Supervised(cfg.method)
 
 
-def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
-    """The labelled train split's clips (labels are joined here, never stored in the Parquet);
-    ``method.num_classes`` 0 becomes the labels' number of classes."""
-    if labels is None:
-        raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
-    rows = read_labels_csv(labels)
-    classes = class_index(rows)
-    prepared = set(data.video_ids)
+def train_labels(rows: list[LabelRow], prepared: set[str], labels: str) -> tuple[dict[str, int], int]:
+    """({train video id: class index}, number of classes), both over the labelled videos that
+    were prepared; rows naming other videos are counted on stderr, none left is a ConfigError."""
+    present = [r for r in rows if r.video_id in prepared]
+    classes = class_index(present)
     train = [r for r in rows if r.split == "train"]
     train_ids = {r.video_id: classes[r.label] for r in train if r.video_id in prepared}
     if not train_ids:
         raise ConfigError(f"labels: none of the {len(train)} train videos in {labels} is in the prepared data "
                           f"(ids such as {train[0].video_id if train else '-'!r} vs. {next(iter(prepared), '-')!r})")
-    cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or len(classes)))
+    if len(classes) < 2:
+        raise ConfigError(f"labels: the prepared videos in {labels} have {len(classes)} class; the supervised baseline needs at least 2")
+    if len(present) < len(rows):
+        print(f"labels: {len(rows) - len(present)} of {len(rows)} rows of {labels} name videos that are not in the prepared data "
+              f"({len(train) - len(train_ids)} of them train videos); training without them", file=sys.stderr)
+    return train_ids, len(classes)
+
+
+def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
+    """The labelled train split's clips (labels are joined here, never stored in the Parquet);
+    ``method.num_classes`` 0 becomes the labels' number of classes."""
+    if labels is None:
+        raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
+    train_ids, classes = train_labels(read_labels_csv(labels), set(data.video_ids), labels)
+    if 0 < cfg.method.num_classes < classes:
+        raise ConfigError(f"method.num_classes: {cfg.method.num_classes} is fewer than the {classes} classes of the prepared videos in {labels} (0: take them from the labels)")
+    cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or classes))
     # the labelled clips are read and joined once, not every epoch (they are the small labelled
     # subset; the object store spills them to disk if not)
     ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
