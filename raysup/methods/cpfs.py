@@ -42,7 +42,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out
 from raysup.data.transforms import random_resized_crop_flip
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
-from raysup.methods.base import Method
+from raysup.methods.base import Method, check_batch, train_videos
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
 from raysup.train import fit
 
@@ -205,11 +205,14 @@ def check_specs(cfg: Config, specs) -> None:
         raise ConfigError("cpfs needs frames and flow: prepare the data with --flow farneback (or tvl1/dis)")
     steps = specs["flow"].shape[0]
     if cfg.k > steps:
-        raise ConfigError(f"method.k: flow t→t+{cfg.k} needs clips of more than {cfg.k} frames; the prepared clips have {steps + 1}")
+        raise ConfigError(f"method.k: flow t→t+{cfg.k} needs clips of more than {cfg.k} frames; the prepared clips have {steps + 1}; "
+                          f"lower method.k or prepare with --clip-frames {cfg.k + 1} or more")
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     check_specs(cfg.method, data.cropped(cfg.crop_size).specs)
+    clips_of = data.manifest["videos"]  # video id → its number of clips
+    check_batch(cfg, sum(clips_of[v] for v in train_videos(data.video_ids, cfg.method.val_fraction)))
 
 
 def build(cfg: TrainConfig, specs) -> CPFS:
@@ -221,6 +224,14 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {}
 
 
+def split_clips(clips, val_ids: list[str]):
+    """(the clips of the videos not in ``val_ids``, those of ``val_ids``), or (all clips, None)
+    when it is empty (an empty list is Arrow's null type, which the filter refuses)."""
+    if not val_ids:
+        return clips, None
+    return clips.filter(expr=col("video_id").not_in(val_ids)), clips.filter(expr=col("video_id").is_in(val_ids))
+
+
 def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False, callbacks=None) -> dict:
     """Pretrain on every prepared video (labels are not used), holding out ``val_fraction`` of
     the videos for the early-stopping loss."""
@@ -228,9 +239,9 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     check(cfg, data)
     clips_of = data.manifest["videos"]  # video id → its number of clips
     val_ids = [v for v in data.video_ids if is_held_out(v, cfg.method.val_fraction)]
-    clips = data.dataset(list(COLUMNS), crop=None)
-    datasets = {"train": data.decode(clips.filter(expr=col("video_id").not_in(val_ids)).randomize_block_order(), "random")}
-    if val_ids:
-        datasets["val"] = data.decode(clips.filter(expr=col("video_id").is_in(val_ids)))
+    train, val = split_clips(data.dataset(list(COLUMNS), crop=None), val_ids)
+    datasets = {"train": data.decode(train.randomize_block_order(), "random")}
+    if val is not None:
+        datasets["val"] = data.decode(val)
     rows = sum(clips_of.values()) - sum(clips_of[v] for v in val_ids)
     return fit(cfg, build, datasets, run_dir, data.specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)

@@ -52,7 +52,7 @@ from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec
 from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
-from raysup.methods.base import Method
+from raysup.methods.base import Method, check_batch
 from raysup.models import audio_encoder, video_encoder
 from raysup.train import fit
 
@@ -310,9 +310,10 @@ def shuffle_across_workers(xs: list[torch.Tensor]):
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     data.cropped(cfg.crop_size)  # refuses a crop_size above the prepared size
     if "audio" not in data.specs or "frames" not in data.specs:
-        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
+        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
     if not audio_videos(data):
-        raise ConfigError("GDT needs audio: no prepared video has an audio track")
+        raise ConfigError("GDT needs audio: no prepared video has an audio track; prepare videos with audio")
+    check_batch(cfg, train_rows(cfg, data), ", or raise method.draws_per_epoch")
 
 
 def build(cfg: TrainConfig, specs) -> GDT:
@@ -328,6 +329,11 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 def audio_videos(data: PreparedData) -> int:
     """Prepared videos with an audio track (the ones GDT draws from)."""
     return len(data.video_ids) - len(data.manifest.get("no_audio", []))
+
+
+def train_rows(cfg: TrainConfig, data: PreparedData) -> int:
+    """Clips drawn per epoch: ``draws_per_epoch`` from every video with audio."""
+    return audio_videos(data) * cfg.method.draws_per_epoch
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -347,5 +353,4 @@ def run(cfg: TrainConfig, data: PreparedData, run_dir: str, *, labels: str | Non
     specs = dict(data.specs)
     if not cfg.method.sync:
         specs[ASYNC_AUDIO] = specs["audio"]  # same fixed-size binary encoding
-    rows = audio_videos(data) * cfg.method.draws_per_epoch
-    return fit(cfg, build, {"train": train_dataset(cfg.method, data)}, run_dir, specs, rows_per_epoch=rows, resume=resume, callbacks=callbacks)
+    return fit(cfg, build, {"train": train_dataset(cfg.method, data)}, run_dir, specs, rows_per_epoch=train_rows(cfg, data), resume=resume, callbacks=callbacks)
