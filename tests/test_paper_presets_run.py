@@ -5,7 +5,7 @@ audio), from pip wheels (``real_videos``, DESIGN.md "Real footage without a netw
 copied three times under other names: 9 videos, 6 without audio, none of them in the 10%
 held-out split of cpfs and XDC (issue 26: cpfs failed on an empty one).
 
-Slow (~10 min on 2 shared cores): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
+Slow (989 s on 2 cores shared with other jobs, 2026-12-06): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
 Deviations from the papers' inputs, for time: Farneback flow instead of TV-L1 (same tensor
 shapes), two clips per video for the flow methods, one XDC round at k = 4 with PCA to 16 dims
 (the preset's 256 clusters and 256 PCA dims need more clips than 3 × 5.3 s of audio give). The
