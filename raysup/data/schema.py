@@ -79,12 +79,15 @@ def tensor_bytes(value: np.ndarray | None, spec: TensorSpec) -> bytes | None:
 def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: TensorSpec) -> tuple[np.ndarray, np.ndarray]:
     """Decode a fixed-size-binary column into ([N, *shape] array, [N] validity mask).
 
-    Null cells come back as zeros. The array is a fresh, writable copy.
+    Null cells come back as zeros. The array is a fresh, writable copy. Any other column type
+    is a bug upstream (TypeError: an internal error, not the user's data).
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     n = len(column)
     width = spec.nbytes
+    if column.type != pa.binary(width):
+        raise TypeError(f"a {spec.dtype} {list(spec.shape)} tensor column must be {pa.binary(width)}, got {column.type}")
     if n == 0:
         return np.zeros((0, *spec.shape), spec.dtype), np.zeros(0, bool)
     data = column.buffers()[1]

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
-from raysup.config import TrainConfig
+from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, resolve, write_json
+from raysup.data.tables import is_held_out
 from raysup.data.transforms import audio_input, video_input
 
 
@@ -165,3 +166,22 @@ def audio_visual_embed(video: nn.Module, audio: nn.Module, batch: dict[str, torc
     :func:`raysup.data.transforms.video_input`'s)."""
     frames = video_input(batch["frames"], train=train, crop_scale=crop_scale, norm=norm)
     return {"video": video(frames), "audio": audio(audio_input(batch["audio"]))}
+
+
+def check_batch(cfg: TrainConfig, clips: int, more: str = "") -> None:
+    """Refuse, naming ``batch_size`` and what to do, a batch that no worker can fill from the
+    ``clips`` training clips of an epoch (``more``: e.g. ", or raise method.epoch_size")."""
+    per_worker = clips // cfg.workers
+    if per_worker < cfg.batch_size:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {per_worker} training clips per worker and epoch; "
+                          f"lower batch_size (or workers){more}, or add videos")
+
+
+def train_videos(videos: list[str], val_fraction: float, what: str = "videos") -> list[str]:
+    """The ``videos`` outside the held-out split (:func:`raysup.data.tables.is_held_out`); a
+    ConfigError naming ``method.val_fraction`` when that leaves none to train on."""
+    train = [v for v in videos if not is_held_out(v, val_fraction)]
+    if videos and not train:
+        raise ConfigError(f"method.val_fraction: all {len(videos)} {what} fall in the held-out split ({val_fraction}), none is "
+                          "left to train on; lower method.val_fraction (0: hold none out) or add videos")
+    return train

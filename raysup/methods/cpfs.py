@@ -41,7 +41,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out, split_rows
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
-from raysup.methods.base import Encoder, Method, Stage
+from raysup.methods.base import Encoder, Method, Stage, check_batch, train_videos
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
 from raysup.protocol_specs import LayerProbeProtocol, LinearLayer
 
@@ -230,6 +230,8 @@ def check_specs(cfg: Config, specs) -> None:
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     check_specs(cfg.method, data.specs)
+    clips_of = data.manifest["videos"]  # video id → its number of clips
+    check_batch(cfg, sum(clips_of[v] for v in train_videos(data.video_ids, cfg.method.val_fraction)))
 
 
 def build(cfg: TrainConfig, specs) -> CPFS:

@@ -42,7 +42,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
 from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
-from raysup.methods.base import Encoder, Method, Stage
+from raysup.methods.base import Encoder, Method, Stage, check_batch
 from raysup.models import image_encoder
 from raysup.protocol_specs import FinetuneProtocol
 
@@ -199,7 +199,7 @@ def frame_size(cfg: TrainConfig, specs) -> int:
     """The frame size of ``specs`` (the stream's crop); errors (naming the field) for configs the data cannot serve."""
     m: Config = cfg.method
     if "frames" not in specs:
-        raise ConfigError("Cross and Learn needs frames: the prepared data has none (--audio-only?)")
+        raise ConfigError("Cross and Learn needs frames: the prepared data has none; prepare it without --audio-only")
     if m.modality == "flow" and "flow" not in specs:
         raise ConfigError("method.modality: flow needs prepared flow (prepare without --flow none), or use diff")
     if cfg.batch_size % 2:
@@ -208,12 +208,18 @@ def frame_size(cfg: TrainConfig, specs) -> int:
     try:
         stack_start(frames - 1, m.fields)
     except ValueError as e:
-        raise ConfigError(f"method.{m.modality}_fields: {e} (prepare with --clip-frames {m.fields + 1})") from None
+        raise ConfigError(f"method.{m.modality}_fields: {e} (prepare with --clip-frames {m.fields + 1} or more, or lower method.{m.modality}_fields)") from None
     return size
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     frame_size(cfg, data.specs)
+    check_batch(cfg, train_rows(cfg, data), ", or raise method.pairs_per_video")
+
+
+def train_rows(cfg: TrainConfig, data: PreparedData) -> int:
+    """Pairs drawn per epoch: ``pairs_per_video`` from every prepared video."""
+    return len(data.video_ids) * cfg.method.pairs_per_video
 
 
 def build(cfg: TrainConfig, specs) -> CrossAndLearn:
@@ -226,7 +232,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     draws = data.videos(list(COLUMNS)).map_batches(
         draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"}
     )
-    return Stage(train=draws, rows_per_epoch=len(data.video_ids) * cfg.method.pairs_per_video)
+    return Stage(train=draws, rows_per_epoch=train_rows(cfg, data))
 
 
 # --- evaluation -------------------------------------------------------------------------------

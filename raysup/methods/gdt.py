@@ -52,7 +52,7 @@ from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec
 from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
 from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
-from raysup.methods.base import Encoder, Method, Stage
+from raysup.methods.base import Encoder, Method, Stage, check_batch
 from raysup.models import audio_encoder, video_encoder
 from raysup.models.parts import mlp_head, momentum_update, shuffle_across_workers
 from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LinearLayer
@@ -292,11 +292,12 @@ def other_rows(batch: int, world: int, rank: int, device) -> torch.Tensor:
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     if "audio" not in data.specs or "frames" not in data.specs:
-        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them")
+        raise ConfigError("GDT needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
     if not audio_videos(data):
-        raise ConfigError("GDT needs audio: no prepared video has an audio track")
+        raise ConfigError("GDT needs audio: no prepared video has an audio track; prepare videos with audio")
     if cfg.batch_size < 2:
         raise ConfigError(f"batch_size: GDT contrasts each clip with the others of its batch (and BatchNorm needs two); needs >= 2, got {cfg.batch_size}")
+    check_batch(cfg, train_rows(cfg, data), ", or raise method.draws_per_epoch")
 
 
 def build(cfg: TrainConfig, specs) -> GDT:
@@ -308,6 +309,11 @@ def build(cfg: TrainConfig, specs) -> GDT:
 def audio_videos(data: PreparedData) -> int:
     """Prepared videos with an audio track (the ones GDT draws from)."""
     return len(data.video_ids) - len(data.manifest.get("no_audio", []))
+
+
+def train_rows(cfg: TrainConfig, data: PreparedData) -> int:
+    """Clips drawn per epoch: ``draws_per_epoch`` from every video with audio."""
+    return audio_videos(data) * cfg.method.draws_per_epoch
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -323,7 +329,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
         batch_format="pyarrow",
         fn_kwargs={"draws": m.draws_per_epoch, "first_only": not m.temporal_jitter, "async_audio": not m.sync},
     )
-    return Stage(train=draws, rows_per_epoch=audio_videos(data) * m.draws_per_epoch, specs=specs)
+    return Stage(train=draws, rows_per_epoch=train_rows(cfg, data), specs=specs)
 
 
 # --- evaluation -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch.nn.functional as F
+from ray.data.expressions import col
 from torch import nn
 
 from raysup.checkpoint import latest_checkpoint
@@ -31,7 +32,7 @@ from raysup.data.labels import label_of, read_labels_csv
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.data.transforms import check_crop_scale
 from raysup.features import write_features
-from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed
+from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed, check_batch, train_videos
 from raysup.models import audio_encoder, video_encoder
 from raysup.protocol_specs import FinetuneProtocol
 
@@ -156,12 +157,21 @@ class XDC(Method):
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
+    m: Config = cfg.method
     if "audio" not in data.specs or "frames" not in data.specs:
-        raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them")
+        raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
     no_audio = set(data.manifest.get("no_audio", []))
-    clips = sum(n for v, n in data.manifest["videos"].items() if v not in no_audio)
-    if cfg.method.k > clips:
-        raise ConfigError(f"method.k: {cfg.method.k} clusters need at least as many clips; the prepared data has {clips} with audio")
+    clips_of = {v: n for v, n in data.manifest["videos"].items() if v not in no_audio}  # videos with audio → their clips
+    if not clips_of:
+        raise ConfigError("XDC needs audio: no prepared video has an audio track; prepare videos with audio")
+    clips, more = sum(clips_of.values()), "use more videos with audio or a shorter --clip-stride when preparing"
+    if m.k > clips:
+        raise ConfigError(f"method.k: {m.k} clusters need at least as many clips; the prepared data has {clips} with audio; lower method.k or {more}")
+    if m.pca_dim > clips:
+        raise ConfigError(f"method.pca_dim: PCA to {m.pca_dim} dimensions needs at least as many clips; the prepared data has {clips} "
+                          f"with audio; lower method.pca_dim (0: no PCA) or {more}")
+    train = train_videos(sorted(clips_of), m.val_fraction, "videos with audio")
+    check_batch(cfg, round(m.epoch_size * sum(clips_of[v] for v in train)), ", or raise method.epoch_size")
 
 
 def build(cfg: TrainConfig, specs) -> XDC:
@@ -170,6 +180,15 @@ def build(cfg: TrainConfig, specs) -> XDC:
 
 def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
+
+
+def audio_clips(data: PreparedData):
+    """The stored clips of the videos with an audio track. An expression filter keeps the
+    fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
+    binary, which the collate function cannot read."""
+    no_audio = sorted(data.manifest.get("no_audio", []))
+    clips = data.dataset(list(COLUMNS), crop=None)
+    return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
 
 
 def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stage]:
@@ -184,10 +203,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
     if exists(fs, f"{root}/clusters") and not log.resume:
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
     truth_of = label_of(read_labels_csv(log.labels)) if log.labels else None
-    no_audio = set(data.manifest.get("no_audio", []))
-    clips = data.dataset(list(COLUMNS), crop=None)  # stored cells; decoded after each round's draw
-    if no_audio:
-        clips = clips.filter(lambda row: row["video_id"] not in no_audio)
+    clips = audio_clips(data)  # stored cells; decoded after each round's draw
     clusterings = [Clustering(name, columns) for name, columns in CLUSTERINGS[m.variant].items()]
     heads = HEADS[m.variant]
     previous = None
