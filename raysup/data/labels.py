@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 __all__ = [
-    "LabelRow", "SPLITS", "esc50_labels", "hmdb51_labels", "read_labels_csv", "ucf101_labels", "write_labels_csv",
+    "LabelRow", "SPLITS", "esc50_labels", "hmdb51_labels", "read_labels_csv", "show_id", "ucf101_labels", "write_labels_csv",
 ]
 
 SPLITS = ("train", "test")
@@ -56,30 +57,44 @@ def _lines(path: Path) -> list[tuple[int, str]]:
 
 
 def read_labels_csv(path: str | Path) -> list[LabelRow]:
-    """Rows of a labels CSV with header video_id,label,split (extra columns are ignored)."""
+    """Rows of a labels CSV with header video_id,label,split (extra columns are ignored).
+
+    Ids are kept exactly as written (no stripping, no Unicode normalisation): every id prepare
+    makes from a file name, line breaks and surrounding spaces included, round-trips through
+    :func:`write_labels_csv`."""
     path = Path(path)
-    reader = csv.reader(_read_text(path).splitlines())
-    header = next(reader, None)
-    if header is None or not set(HEADER) <= {h.strip() for h in header}:
-        raise ValueError(f"{path}:1: expected a header with columns {','.join(HEADER)}, got {header!r}")
-    col = {h.strip(): i for i, h in enumerate(header)}
-    rows, seen = [], {}
-    for record in reader:
-        n = reader.line_num
-        if not any(field.strip() for field in record):
-            continue
-        if len(record) != len(header):
-            raise ValueError(f"{path}:{n}: expected {len(header)} fields, got {len(record)}: {record!r}")
-        row = LabelRow(*(record[col[h]].strip() for h in HEADER))
-        if not row.video_id or not row.label:
-            raise ValueError(f"{path}:{n}: empty video_id or label")
-        if row.split not in SPLITS:
-            raise ValueError(f"{path}:{n}: split must be one of {SPLITS}, got {row.split!r}")
-        if row.video_id in seen:
-            raise ValueError(f"{path}:{n}: video_id {row.video_id!r} already on line {seen[row.video_id]}")
-        seen[row.video_id] = n
-        rows.append(row)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as f:  # newline="": line breaks inside quoted ids stay
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or not set(HEADER) <= {h.strip() for h in header}:
+            raise ValueError(f"{path}:1: expected a header with columns {','.join(HEADER)}, got {header!r}")
+        col = {h.strip(): i for i, h in enumerate(header)}
+        rows, seen = [], {}
+        for record in reader:
+            n = reader.line_num
+            if not any(field.strip() for field in record):
+                continue
+            if len(record) != len(header):
+                raise ValueError(f"{path}:{n}: expected {len(header)} fields, got {len(record)}: {', '.join(map(show_id, record))}")
+            row = LabelRow(record[col["video_id"]], record[col["label"]], record[col["split"]].strip())
+            if not row.video_id or not row.label:
+                raise ValueError(f"{path}:{n}: empty video_id or label")
+            if row.split not in SPLITS:
+                raise ValueError(f"{path}:{n}: split must be one of {SPLITS}, got {row.split!r}")
+            if row.video_id in seen:
+                raise ValueError(f"{path}:{n}: video_id {show_id(row.video_id)} already on line {seen[row.video_id]}")
+            seen[row.video_id] = n
+            rows.append(row)
     return rows
+
+
+def show_id(video_id: str) -> str:
+    """``video_id`` quoted and escaped as ``repr`` does, and combining marks escaped too, so that
+    ids which print alike differ: ``'e\\u0301'`` (NFD) and ``'é'`` (NFC), ``' a'`` and ``'a'``,
+    ``'a\\u2028b'``."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c).startswith("M") else c for c in repr(video_id))
 
 
 def class_index(rows: list[LabelRow]) -> dict[str, int]:
@@ -94,13 +109,14 @@ def label_of(rows: list[LabelRow]) -> dict[str, int]:
 
 
 def write_labels_csv(rows: list[LabelRow], path: str | Path) -> None:
-    """Write rows as a labels CSV (header video_id,label,split)."""
+    """Write rows as a labels CSV (header video_id,label,split), RFC 4180 style: CRLF line
+    ends, so the csv module quotes every field holding a line break (``\\r`` alone included)."""
     path = Path(path)
     for row in rows:
         if row.split not in SPLITS:
-            raise ValueError(f"{path}: split of {row.video_id!r} must be one of {SPLITS}, got {row.split!r}")
+            raise ValueError(f"{path}: split of {show_id(row.video_id)} must be one of {SPLITS}, got {row.split!r}")
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
+        writer = csv.writer(f, lineterminator="\r\n")
         writer.writerow(HEADER)
         writer.writerows((r.video_id, r.label, r.split) for r in rows)
 
