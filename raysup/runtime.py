@@ -36,3 +36,19 @@ def init_ray(address: str | None = None) -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ctx = ray.init(num_cpus=max(6, os.cpu_count() or 1), log_to_driver=False)
     print(f"Ray worker logs: {ctx.address_info['session_dir']}/logs", file=sys.stderr, flush=True)
+
+
+def node_shapes(autoscaler_config: str | None = None) -> list[dict[str, float]]:
+    """CPUs and GPUs of every node a trial or task could get: the live nodes, plus ``max_workers`` nodes of
+    each type the autoscaler may add, read from its config (``autoscaler_config``, else the
+    head's ``~/ray_bootstrap_config.yaml`` that ``ray up`` writes, if there is one)."""
+    import ray
+    import yaml
+
+    resources = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    path = autoscaler_config or os.path.expanduser("~/ray_bootstrap_config.yaml")
+    if os.path.exists(path):
+        with open(path) as f:
+            types = yaml.safe_load(f)["available_node_types"].values()
+        resources += [t.get("resources", {}) for t in types for _ in range(t.get("max_workers", 0))]
+    return [{k: float(r.get(k, 0)) for k in ("CPU", "GPU")} for r in resources]

@@ -36,7 +36,7 @@ from raysup.data.storage import exists, join, read_json, redact, resolve, write_
 from raysup.data.synthetic import SynthConfig, make_synthetic
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import load_config, make_config, method_module
-from raysup.runtime import init_ray
+from raysup.runtime import init_ray, node_shapes
 
 
 @dataclass(frozen=True)
@@ -91,22 +91,6 @@ def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict
     if s.probe_folds:
         return cv_probe(cfg, data, s.labels, checkpoint, folds=s.probe_folds)
     return probe(cfg, data, s.labels, checkpoint)
-
-
-def node_shapes(autoscaler_config: str | None = None) -> list[dict[str, float]]:
-    """CPUs and GPUs of every node a trial could get: the live nodes, plus ``max_workers`` nodes of
-    each type the autoscaler may add, read from its config (``autoscaler_config``, else the
-    head's ``~/ray_bootstrap_config.yaml`` that ``ray up`` writes, if there is one)."""
-    import ray
-    import yaml
-
-    resources = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    path = autoscaler_config or os.path.expanduser("~/ray_bootstrap_config.yaml")
-    if os.path.exists(path):
-        with open(path) as f:
-            types = yaml.safe_load(f)["available_node_types"].values()
-        resources += [t.get("resources", {}) for t in types for _ in range(t.get("max_workers", 0))]
-    return [{k: float(r.get(k, 0)) for k in ("CPU", "GPU")} for r in resources]
 
 
 def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:

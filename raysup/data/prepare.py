@@ -53,6 +53,7 @@ from raysup.data.decode import (
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
+from raysup.runtime import init_ray, node_shapes
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
@@ -64,6 +65,9 @@ LOCK = f"{PROGRESS_DIR}/lock.json"
 ROW_GROUP_BYTES = 16 * 1024**2  # cell bytes of clips a task holds before writing them out
 HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
 STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
+# Upper bounds, far above any paper's setting, that keep one clip allocatable: a typo such as
+# --audio-seconds 1e6 would otherwise allocate 24e9 samples per clip.
+LIMITS = {"clip_frames": 1024, "fps": 1000.0, "size": 4096, "width": 8192, "audio_seconds": 60.0, "sample_rate": 192000, "n_mels": 512}
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class PrepareConfig:
         for name in ("flow_range", "shard_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if (getattr(self, name) or 0) > limit:
+                raise ValueError(f"{name}: must be at most {limit:g}, got {getattr(self, name):g}")
         if self.audio_seconds is not None and self.audio_seconds * self.sample_rate < self.audio.n_fft:
             raise ValueError(f"audio_seconds: {self.audio_seconds} s is shorter than one {self.window_ms} ms window")
 
@@ -598,6 +605,8 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     """
     import ray
 
+    init_ray()  # no-op where Ray runs: the CLI and sweeps start or join it first
+    _check_cpus(cfg.cpus_per_task)
     source = source_label(src)
     inputs, listing_skips = list_inputs(src, cfg.audio_only)
     out_fs, out_root = resolve(out)
@@ -635,6 +644,15 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
         manifest["bytes"] = sum(f.size for f in out_fs.get_file_info([f"{out_root}/{s}" for s in shards]))
         write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
     return manifest
+
+
+def _check_cpus(cpus: float) -> None:
+    """Refuse tasks that no node of the cluster (or that its autoscaler may add) can run: Ray
+    would wait for them for ever."""
+    largest = max((shape["CPU"] for shape in node_shapes()), default=0.0)
+    if cpus > largest:
+        raise ConfigError(f"cpus_per_task: {cpus:g} CPUs per task is more than any node of the cluster has (the largest has {largest:g}); "
+                          "it would wait for ever")
 
 
 def encoding_record(cfg: PrepareConfig) -> dict:

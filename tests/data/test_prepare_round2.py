@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import pyarrow.fs as pafs
+import pytest
 
+from raysup.cli import main
 from raysup.data.prepare import OutputLock
 
 
@@ -17,16 +19,16 @@ def test_s3_lock_race_has_exactly_one_winner(s3_server):
     for attempt in range(3):
         barrier, won, locks = threading.Barrier(8), [], []
 
-        def take(i, out=f"{root}{attempt}"):
+        def take(out, barrier=barrier, won=won, locks=locks):
             lock = OutputLock(fs, out, out)
             barrier.wait()
             try:
                 locks.append(lock.__enter__())
-                won.append(i)
+                won.append(lock)
             except FileExistsError:
                 pass
 
-        threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
+        threads = [threading.Thread(target=take, args=(f"{root}{attempt}",)) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
@@ -34,3 +36,17 @@ def test_s3_lock_race_has_exactly_one_winner(s3_server):
         for lock in locks:
             lock.__exit__(None, None, None)
         assert len(won) == 1, f"attempt {attempt}: {len(won)} prepares took the lock"
+
+
+@pytest.mark.parametrize("option, value, field", [("--cpus-per-task", "100", "cpus_per_task"), ("--audio-seconds", "1e6", "audio_seconds"),
+                                                  ("--fps", "1e5", "fps"), ("--size", "100000", "size")])
+def test_absurd_options_are_refused_in_one_line(ray_session, tmp_path, capsys, option, value, field):
+    """--cpus-per-task above every node's CPUs waited for ever; --audio-seconds 1e6 allocated
+    24e9 samples per clip. Each is refused before anything is written, naming the option."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"x")
+    assert main(["prepare", str(src), str(tmp_path / "out"), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"raysup prepare: error: {field}: ") and "Traceback" not in err[0], err
+    assert not (tmp_path / "out").exists()
