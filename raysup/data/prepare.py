@@ -5,13 +5,17 @@ computes log-mel audio (torchaudio) and optical flow (OpenCV), and streams the c
 Parquet shard under a temporary name (``_progress/tmp/``), in row groups, so a task's memory
 does not grow with the length of its videos.
 
-Commit protocol (one writer per output: ``_progress/lock.json``, kept alive by a heartbeat):
-a task writes its record (``_progress/part-<id>.json``: every input's outcome and the shard it
-wrote), then moves the shard into ``data/``; the shard's arrival commits both. A record whose
-shard is missing is an interrupted commit: the next run deletes it and its temporary and redoes
-its inputs. ``manifest.json`` is rebuilt from the committed records at the end and lists the
-committed shards, which are all readers read. Prepare deletes nothing but its own records and
-temporaries: other files under the output are never touched.
+Commit protocol (one writer per output: ``_progress/lock.json``, taken atomically and kept
+alive by a heartbeat): a task writes its record (``_progress/part-<id>.json``, the id a hash of
+the run's lock token and the task's inputs: every input's outcome and the shard it wrote), then
+moves the shard into ``data/``; the shard's arrival commits both. A record whose shard is
+missing is an interrupted commit: the next run (or a retry of the task) deletes it and its
+temporary and redoes its inputs; a retry of a task that committed finds its record and returns
+it. ``manifest.json`` is rebuilt from the committed records at the end (an input's latest
+outcome wins) and lists the committed shards, which are all readers read. A rerun keeps every
+committed outcome except skipped inputs whose file changed or whose reason may be transient,
+which it retries. Prepare deletes nothing but its own records and temporaries: other files
+under the output are never touched.
 """
 from __future__ import annotations
 

@@ -190,19 +190,23 @@ def write_joined_ts(path, sr=24000, fps=16, size=(48, 64)):
     return path
 
 
-def segment_of(row, cfg=CFG) -> tuple[int, int]:
-    """(segment by the frames' brightness, segment by the audio's loudest mel band: 440 Hz is
-    band 5, 1760 Hz band 16) of a clip row."""
-    frames = cv2.imdecode(np.frombuffer(row["frames"], np.uint8), cv2.IMREAD_GRAYSCALE)
+def segment_of(row, cfg=CFG) -> tuple[int | None, int]:
+    """(segment by the frames' brightness (None: no frames), segment by the audio's loudest mel
+    band: 440 Hz is band 6, 1760 Hz band 17) of a clip row."""
     mel = np.frombuffer(row["audio"], np.float16).reshape(cfg.n_mels, -1).astype(np.float32)  # [n_mels, frames]
+    if row.get("frames") is None:
+        return None, int(mel.mean(axis=1).argmax() > 10)
+    frames = cv2.imdecode(np.frombuffer(row["frames"], np.uint8), cv2.IMREAD_GRAYSCALE)
     return int(frames.mean() > 128), int(mel.mean(axis=1).argmax() > 10)
 
 
-def test_after_a_jump_back_each_clip_gets_its_own_segments_audio(tmp_path):
-    path = write_joined_ts(tmp_path / "joined.ts")
-    outcome, rows = clips_of(path, CFG, tmp_path)
+@pytest.mark.parametrize("audio_only", [False, True])
+def test_after_a_jump_back_each_clip_gets_its_own_segments_audio(tmp_path, audio_only):
+    cfg = dataclasses.replace(CFG, audio_only=audio_only)
+    outcome, rows = clips_of(write_joined_ts(tmp_path / "joined.ts"), cfg, tmp_path)
+    video = None if audio_only else 0
     assert outcome.clips == 5 and outcome.gaps == 1
-    assert [segment_of(r, CFG) for r in rows] == [(0, 0)] * 2 + [(1, 1)] * 3
+    assert [segment_of(r) for r in rows] == [(video, 0)] * 2 + [(None if audio_only else 1, 1)] * 3
 
 
 def test_max_clips_spreads_over_every_segment(tmp_path):
