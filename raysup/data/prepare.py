@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import logging
 import math
 import os
 import random
@@ -695,7 +696,8 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
             )
             ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
             try:
-                ds.materialize()
+                with _quiet(*RAY_DATA_ERROR_LOGGERS):
+                    ds.materialize()
             except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
                 raise _task_failure(e, redact(out)) from e
         records = committed(out_fs, out_root)
@@ -722,6 +724,25 @@ def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple
               f"retried once their file changes); retrying {len(retry)} skipped inputs (file changed, or the error may have been transient)",
               file=sys.stderr)
     return kept
+
+
+# where Ray Data logs a failed task's traceback (on the terminal): prepare re-raises the task's
+# own exception instead, whose traceback the CLI writes to its log file
+RAY_DATA_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The loggers ``names`` show only CRITICAL records meanwhile."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _task_failure(e: Exception, label: str) -> Exception:

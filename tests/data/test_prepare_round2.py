@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -114,9 +115,10 @@ def test_a_rerun_retries_skipped_inputs_whose_file_changed(ray_session, tmp_path
 # 4: failures inside a task
 
 
-def test_a_lock_taken_over_mid_run_is_a_one_line_error(ray_session, tmp_path, capsys):
+def test_a_lock_taken_over_mid_run_is_a_one_line_error(ray_session, tmp_path, capfd, caplog):
     """Another run takes the lock while this one's tasks decode (a stale-lock takeover): the task
-    refuses to commit, and the CLI says why in one line, exit 2, leaving the other run's lock."""
+    refuses to commit, and the CLI says why in one line (no traceback on the terminal), exit 2,
+    leaving the other run's lock."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     write_media(src / "a.mp4", seconds=2.0)
@@ -132,8 +134,10 @@ def test_a_lock_taken_over_mid_run_is_a_one_line_error(ray_session, tmp_path, ca
     thief.start()
     code = main(["prepare", str(src), str(out), "--flow", "none"])
     thief.join()
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and err.startswith(f"raysup prepare: error: {out}: another prepare took over this output's lock while this one ran"), err
+    err = capfd.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert not [r.name for r in caplog.records if r.levelno >= logging.ERROR], "Ray Data logged the task's traceback"
+    assert err.strip().splitlines()[-1].startswith(f"raysup prepare: error: {out}: another prepare took over this output's lock while this one ran")
     assert json.loads((out / LOCK).read_text()) == other and not list((out / DATA_DIR).iterdir())
 
 
