@@ -170,19 +170,19 @@ def _frames(container: av.container.InputContainer, stream) -> Iterator[tuple[fl
 
 def video_times(container: av.container.InputContainer) -> Iterator[float]:
     """Timestamps of the first video stream's packets in presentation order, without decoding
-    (for planning): sorted within each run of non-decreasing decode timestamps, so that after a
-    jump back in time (two recordings joined) they jump back as the decoded frames do."""
+    (for planning): sorted within each run of non-decreasing decode timestamps (packets without
+    one continue the run), so that after a jump back in time (two recordings joined) they jump
+    back as the decoded frames do."""
     stream = container.streams.video[0]
     run, last_dts = [], None
     with _decode_errors("video"):
         for p in container.demux(stream):
             if p.pts is None or not p.size:
                 continue
-            dts = p.pts if p.dts is None else p.dts
-            if last_dts is not None and dts < last_dts:
+            if p.dts is not None and last_dts is not None and p.dts < last_dts:
                 yield from sorted(run)
                 run = []
-            last_dts = dts
+            last_dts = p.dts if p.dts is not None else last_dts
             run.append(float(p.pts * p.time_base))
     yield from sorted(run)
 
