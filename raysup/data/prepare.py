@@ -714,8 +714,7 @@ def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple
     inputs that :func:`retried` picks."""
     latest = latest_outcomes(committed(out_fs, out_root))
     listed = [(path, latest[v]) for path, v in inputs if v in latest and latest[v]["status"] == "skipped"]
-    src_fs, _ = resolve(src)
-    infos = src_fs.get_file_info([path for path, _ in listed]) if listed else []
+    infos = _file_infos(src, [path for path, _ in listed])
     retry = {o["video_id"] for (_, o), info in zip(listed, infos) if info.type == pafs.FileType.File and retried(o, info)}
     kept = set(latest) - retry
     if kept or retry:
@@ -724,6 +723,16 @@ def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple
               f"retried once their file changes); retrying {len(retry)} skipped inputs (file changed, or the error may have been transient)",
               file=sys.stderr)
     return kept
+
+
+def _file_infos(src: str, paths: list[str]) -> list[pafs.FileInfo]:
+    """The FileInfo of each of ``paths`` under ``src``: on a local disk a stat each; on object
+    storage from one listing of ``src`` (a request per 1000 objects, not one per path)."""
+    fs, root = resolve(src)
+    if isinstance(fs, pafs.LocalFileSystem) or not paths:
+        return fs.get_file_info(paths)
+    listing = {f.path: f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))}
+    return [listing.get(path, pafs.FileInfo(path, pafs.FileType.NotFound)) for path in paths]
 
 
 # where Ray Data logs a failed task's traceback (on the terminal): prepare re-raises the task's
