@@ -23,6 +23,9 @@ T = TypeVar("T")
 # frame rate): at most MAX_GAP_S * fps repeated frames. A longer gap (or a jump back in time)
 # ends a segment; clips never span two segments.
 MAX_GAP_S = 1.0
+# A jump back in time by more than this (two recordings joined byte-wise, a camera whose clock
+# reset) starts a new epoch: times repeat across epochs, so a clip finds its audio by (epoch, time).
+JUMP_BACK_S = 0.1
 
 
 class DecodeError(Exception):
@@ -35,6 +38,11 @@ class Gap:
 
     before_s: float
     after_s: float
+
+    @property
+    def new_epoch(self) -> bool:
+        """Whether time jumped back by more than ``JUMP_BACK_S`` (see :class:`AudioTrack`)."""
+        return self.after_s < self.before_s - JUMP_BACK_S
 
 
 @contextlib.contextmanager
@@ -160,11 +168,23 @@ def _frames(container: av.container.InputContainer, stream) -> Iterator[tuple[fl
             yield t, frame
 
 
-def video_times(container: av.container.InputContainer) -> list[float]:
-    """Timestamps of the first video stream's packets, sorted, without decoding (for planning)."""
+def video_times(container: av.container.InputContainer) -> Iterator[float]:
+    """Timestamps of the first video stream's packets in presentation order, without decoding
+    (for planning): sorted within each run of non-decreasing decode timestamps (packets without
+    one continue the run), so that after a jump back in time (two recordings joined) they jump
+    back as the decoded frames do."""
     stream = container.streams.video[0]
+    run, last_dts = [], None
     with _decode_errors("video"):
-        return sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None and p.size)
+        for p in container.demux(stream):
+            if p.pts is None or not p.size:
+                continue
+            if p.dts is not None and last_dts is not None and p.dts < last_dts:
+                yield from sorted(run)
+                run = []
+            last_dts = p.dts if p.dts is not None else last_dts
+            run.append(float(p.pts * p.time_base))
+    yield from sorted(run)
 
 
 def short_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
@@ -198,15 +218,18 @@ class AudioTrack:
     """A sliding window over :func:`audio_chunks`, placed at their timestamps.
 
     Holds only the samples from the last ``read`` start on. Gaps up to ``MAX_GAP_S`` are filled
-    with silence; the audio after a longer gap (or a jump back) starts a new stretch, held back
-    (one chunk) until reads have gone past the end of the current one.
+    with silence; the audio after a longer gap or a jump back starts a new stretch, held back
+    (one chunk) until reads have gone past the current one. After a jump back by more than
+    ``JUMP_BACK_S`` times repeat, so stretches carry an epoch (jumps back before them) and reads
+    name the epoch of their clip (the video counts its jumps back alike: :attr:`Gap.new_epoch`).
     """
 
     def __init__(self, chunks: Iterable[tuple[float | None, np.ndarray]], sample_rate: int):
         self.chunks, self.sr = iter(chunks), sample_rate
+        self.epoch = 0  # of the current stretch
         self.start: float | None = None  # time of buf[0]
         self.buf = np.zeros(0, np.float32)
-        self.pending: tuple[float, np.ndarray] | None = None  # first chunk of the next stretch
+        self.pending: tuple[int, float, np.ndarray] | None = None  # (epoch, time, samples): first chunk of the next stretch
         self.exhausted = False
 
     @property
@@ -219,19 +242,21 @@ class AudioTrack:
             pass
         return self.start
 
-    def read(self, start: float, seconds: float) -> np.ndarray:
-        """Samples of [start, start + seconds): [round(seconds * sr)], zeros where there are none.
-        ``start`` must not decrease between calls."""
+    def read(self, start: float, seconds: float, epoch: int = 0) -> np.ndarray:
+        """Samples of [start, start + seconds) in ``epoch``: [round(seconds * sr)], zeros where
+        there are none. (epoch, start) must not decrease between calls."""
         while True:
-            self._drop_before(start)
-            if self.pending is not None and start >= self.end:  # the current stretch is used up
-                (self.start, self.buf), self.pending = self.pending, None
+            if self.pending is not None and (self.epoch < epoch or (self.pending[0] == epoch and start >= self.end)):
+                (self.epoch, self.start, self.buf), self.pending = self.pending, None  # the current stretch is used up
                 continue
-            if (self.start is not None and self.end >= start + seconds) or self.pending is not None or not self._pull():
+            if self.epoch <= epoch:  # an earlier epoch (no clip reads it) is dropped whole
+                self._drop_before(start if self.epoch == epoch else self.end)
+            if (self.epoch == epoch and self.start is not None and self.end >= start + seconds) or self.epoch > epoch \
+                    or self.pending is not None or not self._pull():
                 break
         n = int(round(seconds * self.sr))
         out = np.zeros(n, np.float32)
-        if self.start is not None:
+        if self.start is not None and self.epoch == epoch:
             offset = int(round((self.start - start) * self.sr))
             if offset < n:
                 take = self.buf[: n - offset]
@@ -249,8 +274,8 @@ class AudioTrack:
             return True
         t = self.end if t is None else t
         gap = t - self.end
-        if abs(gap) > MAX_GAP_S:
-            self.pending = (t, x)
+        if gap > MAX_GAP_S or gap < -JUMP_BACK_S:
+            self.pending = (self.epoch + (gap < -JUMP_BACK_S), t, x)
         else:  # small gaps: silence; small overlaps: appended (drift under a few ms)
             pad = np.zeros(max(0, int(round(gap * self.sr))), np.float32)
             self.buf = np.concatenate([self.buf, pad, x])

@@ -5,18 +5,25 @@ computes log-mel audio (torchaudio) and optical flow (OpenCV), and streams the c
 Parquet shard under a temporary name (``_progress/tmp/``), in row groups, so a task's memory
 does not grow with the length of its videos.
 
-Commit protocol (one writer per output: ``_progress/lock.json``, kept alive by a heartbeat):
-a task writes its record (``_progress/part-<id>.json``: every input's outcome and the shard it
-wrote), then moves the shard into ``data/``; the shard's arrival commits both. A record whose
-shard is missing is an interrupted commit: the next run deletes it and its temporary and redoes
-its inputs. ``manifest.json`` is rebuilt from the committed records at the end and lists the
-committed shards, which are all readers read. Prepare deletes nothing but its own records and
-temporaries: other files under the output are never touched.
+Commit protocol (one writer per output: ``_progress/lock.json``, taken atomically and kept
+alive by a heartbeat): a task writes its record (``_progress/part-<id>.json``, the id a hash of
+the run's lock token and the task's inputs: every input's outcome and the shard it wrote), then
+moves the shard into ``data/``; the shard's arrival commits both. A record whose shard is
+missing is an interrupted commit: the next run (or a retry of the task) deletes it and its
+temporary and redoes its inputs; a retry of a task that committed finds its record and returns
+it. ``manifest.json`` is rebuilt from the committed records at the end (an input's latest
+outcome wins) and lists the committed shards, which are all readers read. A rerun keeps every
+committed outcome except skipped inputs whose file changed or whose reason may be transient,
+which it retries. Prepare deletes nothing but its own records and temporaries: other files
+under the output are never touched.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import hashlib
+import logging
 import math
 import os
 import random
@@ -53,6 +60,8 @@ from raysup.data.decode import (
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
+from raysup.resources import node_shapes
+from raysup.runtime import init_ray
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
@@ -62,6 +71,9 @@ LOCK = f"{PROGRESS_DIR}/lock.json"
 ROW_GROUP_BYTES = 16 * 1024**2  # cell bytes of clips a task holds before writing them out
 HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
 STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
+# Upper bounds, far above any paper's setting, that keep one clip allocatable: a typo such as
+# --audio-seconds 1e6 would otherwise allocate 24e9 samples per clip.
+LIMITS = {"clip_frames": 1024, "fps": 1000.0, "size": 4096, "width": 8192, "audio_seconds": 60.0, "sample_rate": 192000, "n_mels": 512}
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,9 @@ class PrepareConfig:
         for name in ("flow_range", "shard_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if (getattr(self, name) or 0) > limit:
+                raise ValueError(f"{name}: must be at most {limit:g}, got {getattr(self, name):g}")
         if self.audio_seconds is not None and self.audio_seconds * self.sample_rate < self.audio.n_fft:
             raise ValueError(f"audio_seconds: {self.audio_seconds} s is shorter than one {self.window_ms} ms window")
 
@@ -144,6 +159,8 @@ class Outcome:
     clips: int = 0
     has_audio: bool = False
     gaps: int = 0  # timestamp gaps over MAX_GAP_S that cut the video
+    size: int | None = None  # the file as it was read (a skipped input is retried once it changes)
+    mtime_ns: int | None = None
 
 
 def source_label(src: str) -> str:
@@ -258,13 +275,13 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             clips = _video_windows(video_samples(video_c, cfg.fps, cfg.size, width=cfg.width, square=not jpeg), cfg, stats)
         keep = thin(_count_clips(opener, cfg), cfg.max_clips_per_video) if cfg.max_clips_per_video else None
         t0 = None
-        for i, (t, frames) in enumerate(clips):
+        for i, (t, epoch, frames) in enumerate(clips):
             t0 = t if t0 is None else t0
             if keep is not None and i not in keep:
                 continue
             row = {"video_id": video_id, "clip_index": stats.clips, "start_s": t - t0, "motion": 0.0}
             if track is not None:  # centred on the clip; silence where the window overhangs the audio
-                row["audio"] = log_mel(track.read(t + (clip_s - audio_s) / 2, audio_s), cfg.audio, audio_s).astype(np.float16)
+                row["audio"] = log_mel(track.read(t + (clip_s - audio_s) / 2, audio_s, epoch), cfg.audio, audio_s).astype(np.float16)
             if frames is not None:
                 row["frames"] = codec.encode_frames(frames, cfg.jpeg_quality) if jpeg else frames  # [T,H,W,3]
                 if cfg.flow != "none":
@@ -294,38 +311,43 @@ def _stride(cfg: PrepareConfig) -> int:
     return max(1, int(round((cfg.clip_stride_s or cfg.clip_seconds) * cfg.fps)))
 
 
-def _video_windows(samples, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, np.ndarray | None]]:
-    """(start time, frames [T,H,W,3]) of every clip of a stream of samples (frames None when
-    the samples carry none: planning from timestamps)."""
+def _video_windows(samples, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, int, np.ndarray | None]]:
+    """(start time, epoch, frames [T,H,W,3]) of every clip of a stream of samples (frames None
+    when the samples carry none: planning from timestamps); the epoch counts the jumps back in
+    time before the clip (:class:`AudioTrack` finds its audio by it)."""
+    epoch = 0
 
     def counted():
+        nonlocal epoch
         for s in samples:
             if isinstance(s, Gap):
                 stats.gaps += 1
+                epoch += s.new_epoch
             else:
                 stats.seconds += 1.0 / cfg.fps
             yield s
 
     for run in windows(counted(), cfg.clip_frames, _stride(cfg)):
-        yield run[0][0], (None if run[0][1] is None else np.stack([img for _, img in run]))
+        yield run[0][0], epoch, (None if run[0][1] is None else np.stack([img for _, img in run]))
 
 
-def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, None]]:
-    """(clip start time, None) of every window of ``audio_window_s`` of the audio (the clip is
-    centred in it); after a long gap the windows restart where the audio does."""
-    t, clip_s = track.first_time(), cfg.audio_window_s
+def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> Iterator[tuple[float, int, None]]:
+    """(clip start time, epoch, None) of every window of ``audio_window_s`` of the audio (the clip
+    is centred in it); after a long gap or a jump back the windows restart where the audio does."""
+    t, epoch, clip_s = track.first_time(), 0, cfg.audio_window_s
     stride_s = _stride(cfg) / cfg.fps
     shift = (clip_s - cfg.clip_seconds) / 2  # the clip a window is centred on starts this much later
     while t is not None:
-        track.read(t, clip_s)
+        track.read(t, clip_s, epoch)
         if track.start > t + 1e-6:  # a new stretch after a gap
             stats.gaps += 1
             t = track.start
         elif track.end + 1e-6 >= t + clip_s:
-            yield t + shift, None
+            yield t + shift, epoch, None
             t += stride_s
         elif track.pending is not None:  # the stretch ends inside this window: go to the next
-            t = track.end
+            stats.gaps += 1
+            epoch, t = track.pending[0], track.pending[1]
         else:  # the audio ends inside this window
             stats.seconds = track.end - t
             return
@@ -392,8 +414,9 @@ def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConf
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return Outcome(video_id, path, "skipped", "vanished during prepare (file not found)")
+    seen = {"size": info.size, "mtime_ns": info.mtime_ns}
     if not info.size:
-        return Outcome(video_id, path, "skipped", "empty file (0 bytes)")
+        return Outcome(video_id, path, "skipped", "empty file (0 bytes)", **seen)
     opener = (lambda: contextlib.nullcontext(path)) if isinstance(fs, pafs.LocalFileSystem) else (lambda: fs.open_input_file(path))
     stats = ClipStats()
     rows, error = clip_rows(video_id, opener, cfg, stats), ""
@@ -413,11 +436,11 @@ def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConf
             break
         writer.write(row)
     if not stats.clips:
-        return Outcome(video_id, path, "skipped", error, gaps=stats.gaps)
+        return Outcome(video_id, path, "skipped", error, gaps=stats.gaps, **seen)
     reason = f"stopped after {stats.clips} clips: {error}" if error else ""
     if not reason and not stats.has_audio and not cfg.audio_only:
         reason = "no audio stream (audio column is null)"
-    return Outcome(video_id, path, "ok", reason, stats.clips, stats.has_audio, stats.gaps)
+    return Outcome(video_id, path, "ok", reason, stats.clips, stats.has_audio, stats.gaps, **seen)
 
 
 def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Table:
@@ -433,10 +456,16 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str 
     return pa.table(cols, schema=schema)
 
 
+class LockLost(FileExistsError):
+    """Another run took the output's lock while this one's tasks were running."""
+
+
 def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict: dict, lock_token: str) -> dict[str, np.ndarray]:
     """Ray Data ``map_batches`` function: one batch of inputs → one committed Parquet shard + record.
     Commits only while the run that started it holds the output's lock (a task outliving a
-    killed run must not commit beside the run that took over)."""
+    killed run must not commit beside the run that took over). Idempotent: the record's name
+    is the run's and the batch's, so a retry of a task that had committed (its worker died
+    before Ray heard back) finds that commit and returns it instead of storing the clips twice."""
     import cv2
     import torch
 
@@ -445,27 +474,34 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     cfg = PrepareConfig(**cfg_dict)
     src_fs, _ = resolve(src)
     out_fs, out_root = resolve(out)
-    name = f"part-{uuid.uuid4().hex}"
+    name = "part-" + hashlib.sha256("\0".join([lock_token, *map(str, batch["video_id"])]).encode()).hexdigest()[:32]
+    record_path = f"{out_root}/{PROGRESS_DIR}/{name}.json"
+    if exists(out_fs, record_path):  # this task ran before: committed, or interrupted mid-commit
+        record = read_json(out_fs, record_path)
+        if _complete(out_fs, out_root, record):
+            return _task_result(record["outcomes"])
+        _drop(out_fs, out_root, record_path, record)
     writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs(), cfg.encoding, cfg.shard_mb * 1024**2)
-    outcomes = [process_file(str(p), str(v), src_fs, cfg, writer) for p, v in zip(batch["path"], batch["video_id"])]
+    outcomes = [dataclasses.asdict(process_file(str(p), str(v), src_fs, cfg, writer)) for p, v in zip(batch["path"], batch["video_id"])]
     writer.close()
     shards = [f"{DATA_DIR}/{path.rsplit('/', 1)[1]}" for path in writer.paths]
     if _lock_token(out_fs, out_root) != lock_token:
-        raise RuntimeError(f"{redact(out)}: the lock of this prepare was taken over by another run; not committing")
+        raise LockLost(f"{redact(out)}: another prepare took over this output's lock while this one ran (its lock looked stale: "
+                       f"paused or cut off for over {STALE_S:.0f} s?); this run stopped without committing. Rerun to finish")
     # the record names the shard before the shard arrives: the move commits both
-    write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", {"shards": shards, "outcomes": [dataclasses.asdict(o) for o in outcomes]})
+    write_json(out_fs, record_path, {"shards": shards, "outcomes": outcomes, "written": time.time()})
     for shard in shards:  # the last one to arrive commits (committed() deletes the others of an interrupted commit)
         out_fs.move(f"{out_root}/{TMP_DIR}/{shard.rsplit('/', 1)[1]}", f"{out_root}/{shard}")
-    return {
-        "video_id": np.array([o.video_id for o in outcomes]),
-        "status": np.array([o.status for o in outcomes]),
-        "clips": np.array([o.clips for o in outcomes]),
-    }
+    return _task_result(outcomes)
+
+
+def _task_result(outcomes: list[dict]) -> dict[str, np.ndarray]:
+    return {key: np.array([o[key] for o in outcomes]) for key in ("video_id", "status", "clips")}
 
 
 def committed(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
-    """The committed records ({"shards", "outcomes"}) under ``out_root``; deletes the records of
-    interrupted commits (a shard never arrived) and every temporary shard. Only under the lock."""
+    """The committed records ({"shards", "outcomes", "written"}) under ``out_root``; deletes the
+    records of interrupted commits (a shard never arrived) and every temporary shard. Only under the lock."""
     progress = f"{out_root}/{PROGRESS_DIR}"
     records = []
     for f in out_fs.get_file_info(pafs.FileSelector(progress)):
@@ -474,19 +510,49 @@ def committed(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
         record = read_json(out_fs, f.path)
         if isinstance(record, list):  # written before records named their shard
             record = {"shards": [f"{DATA_DIR}/{f.base_name[:-5]}.parquet"] if any(o["clips"] for o in record) else [], "outcomes": record}
-        present = [s for s in record["shards"] if exists(out_fs, f"{out_root}/{s}")]
-        if len(present) == len(record["shards"]):
+        if _complete(out_fs, out_root, record):
             records.append(record)
-        else:  # the shards this record names are prepare's own: those that arrived go too
-            for s in present:
-                out_fs.delete_file(f"{out_root}/{s}")
-            out_fs.delete_file(f.path)
+        else:
+            _drop(out_fs, out_root, f.path, record)
     tmp = f"{out_root}/{TMP_DIR}"
     if exists(out_fs, tmp):
         for f in out_fs.get_file_info(pafs.FileSelector(tmp)):
             if f.type == pafs.FileType.File and f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
                 out_fs.delete_file(f.path)
     return records
+
+
+def _complete(out_fs: pafs.FileSystem, out_root: str, record: dict) -> bool:
+    """Whether every shard the record names arrived (its commit completed)."""
+    return all(exists(out_fs, f"{out_root}/{s}") for s in record["shards"])
+
+
+def _drop(out_fs: pafs.FileSystem, out_root: str, path: str, record: dict) -> None:
+    """Delete an interrupted commit: the record at ``path`` and those of its shards that arrived
+    (they are prepare's own)."""
+    for s in record["shards"]:
+        with contextlib.suppress(FileNotFoundError):
+            out_fs.delete_file(f"{out_root}/{s}")
+    out_fs.delete_file(path)
+
+
+def latest_outcomes(records: list[dict]) -> dict[str, dict]:
+    """video_id → its outcome in the latest record naming it (a retried input has several)."""
+    ordered = sorted(records, key=lambda r: r.get("written", 0.0))
+    return {o["video_id"]: o for r in ordered for o in r["outcomes"]}
+
+
+# reasons that may not hold on a rerun (a network or NFS read error, a file being replaced)
+TRANSIENT_REASONS = ("vanished during prepare", "cannot open", "unexpected error")
+
+
+def retried(outcome: dict, info: pafs.FileInfo) -> bool:
+    """Whether a rerun tries a skipped input again: its reason may have been transient, or its
+    file (``info``, as listed now) changed size or modification time since (outcomes recorded
+    before those were kept are retried once)."""
+    if outcome["reason"].startswith(TRANSIENT_REASONS):
+        return True
+    return (info.size, info.mtime_ns) != (outcome.get("size"), outcome.get("mtime_ns"))
 
 
 class OutputLock:
@@ -596,6 +662,8 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     """
     import ray
 
+    init_ray()  # no-op where Ray runs: the CLI and sweeps start or join it first
+    _check_cpus(cfg.cpus_per_task)
     source = source_label(src)
     inputs, listing_skips = list_inputs(src, cfg.audio_only)
     out_fs, out_root = resolve(out)
@@ -605,11 +673,11 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
         _check_output(out_fs, out_root, out, source, params)
         out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
         write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**params, "source": source})
-        done_ids = {o["video_id"] for r in committed(out_fs, out_root) for o in r["outcomes"]}
-        todo, extra, seen = [], list(listing_skips), set(done_ids)
+        done = _reused(out_fs, out_root, src, inputs, redact(out))
+        todo, extra, seen = [], list(listing_skips), set(done)
         for path, video_id in inputs:
             if video_id in seen:
-                if video_id not in done_ids:
+                if video_id not in done:
                     extra.append(Outcome(video_id, path, "skipped", "duplicate video_id (another file has the same name)"))
                 continue
             seen.add(video_id)
@@ -625,14 +693,83 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
                 num_cpus=cfg.cpus_per_task,
                 fn_kwargs={"src": src, "out": out, "cfg_dict": params, "lock_token": lock.token},
             )
-            ds.materialize()
+            ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
+            try:
+                with _quiet(*RAY_DATA_ERROR_LOGGERS):
+                    ds.materialize()
+            except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
+                raise _task_failure(e, redact(out)) from e
         records = committed(out_fs, out_root)
-        outcomes = [o for r in records for o in r["outcomes"]] + [dataclasses.asdict(o) for o in extra]
+        outcomes = list(latest_outcomes(records).values()) + [dataclasses.asdict(o) for o in extra]
         shards = sorted(s for r in records for s in r["shards"])
         manifest = build_manifest(source, cfg, sorted(outcomes, key=lambda o: o["video_id"]), shards)
         manifest["bytes"] = sum(f.size for f in out_fs.get_file_info([f"{out_root}/{s}" for s in shards]))
         write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
     return manifest
+
+
+def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple[str, str]], label: str) -> set[str]:
+    """The video_ids whose committed outcome this run keeps (said on stderr): all but skipped
+    inputs that :func:`retried` picks."""
+    latest = latest_outcomes(committed(out_fs, out_root))
+    listed = [(path, latest[v]) for path, v in inputs if v in latest and latest[v]["status"] == "skipped"]
+    infos = _file_infos(src, [path for path, _ in listed])
+    retry = {o["video_id"] for (_, o), info in zip(listed, infos) if info.type == pafs.FileType.File and retried(o, info)}
+    kept = set(latest) - retry
+    if kept or retry:
+        ok = sum(1 for v in kept if latest[v]["status"] == "ok")
+        print(f"raysup prepare: {label}: reusing the outcomes of {len(kept)} inputs from earlier runs ({ok} prepared, {len(kept) - ok} skipped: "
+              f"retried once their file changes); retrying {len(retry)} skipped inputs (file changed, or the error may have been transient)",
+              file=sys.stderr)
+    return kept
+
+
+def _file_infos(src: str, paths: list[str]) -> list[pafs.FileInfo]:
+    """The FileInfo of each of ``paths`` under ``src``: on a local disk a stat each; on object
+    storage from one listing of ``src`` (a request per 1000 objects, not one per path)."""
+    fs, root = resolve(src)
+    if isinstance(fs, pafs.LocalFileSystem) or not paths:
+        return fs.get_file_info(paths)
+    listing = {f.path: f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))}
+    return [listing.get(path, pafs.FileInfo(path, pafs.FileType.NotFound)) for path in paths]
+
+
+# where Ray Data logs a failed task's traceback (on the terminal): prepare re-raises the task's
+# own exception instead, whose traceback the CLI writes to its log file
+RAY_DATA_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The loggers ``names`` show only CRITICAL records meanwhile."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _task_failure(e: Exception, label: str) -> Exception:
+    """What a prepare task raised, for the user: its own exception (Ray's wrapper names only the
+    task and a pid), a full disk as a ConfigError naming the output."""
+    cause = getattr(e, "cause", None)
+    cause = cause if isinstance(cause, Exception) else e
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ConfigError(f"out: no space left writing {label} ({cause.strerror or cause}); free some space (or use another output folder) and rerun to resume")
+    return cause
+
+
+def _check_cpus(cpus: float) -> None:
+    """Refuse tasks that no node of the cluster (or that its autoscaler may add) can run: Ray
+    would wait for them for ever."""
+    largest = max((shape["CPU"] for shape in node_shapes()), default=0.0)
+    if cpus > largest:
+        raise ConfigError(f"cpus_per_task: {cpus:g} CPUs per task is more than any node of the cluster has (the largest has {largest:g}); "
+                          "it would wait for ever")
 
 
 def encoding_record(cfg: PrepareConfig) -> dict:

@@ -1,8 +1,16 @@
 """Paths and URIs: local folders or any pyarrow filesystem URI (``s3://bucket/prefix``)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import pyarrow.fs as pafs
 
@@ -79,9 +87,14 @@ def write_json(fs: pafs.FileSystem, path: str, obj) -> None:
 def create_exclusive(fs: pafs.FileSystem, path: str, obj) -> bool:
     """Write JSON at ``path`` only if nothing is there; False if something is.
 
-    Atomic on a local filesystem (a hard link of a complete temporary file). Object stores
-    offer no create-if-absent here: a check, then a write, so two writers racing within the
-    same instant may both succeed (callers read back to detect that)."""
+    Local filesystem: atomic (a hard link of a complete temporary file). S3: one PUT with
+    ``If-None-Match: *``, which S3 and recent S3-compatible servers (SeaweedFS, MinIO) refuse
+    with 412 when the object exists, so of two writers racing exactly one wins. A server that
+    ignores the header is detected (a second conditional PUT of the same object must be refused);
+    there, and where the request cannot be signed (credentials neither in the URI nor in the
+    ``AWS_*`` environment variables, e.g. an instance role), a warning on stderr says so and it
+    falls back to check-then-write, so two writers racing within the same instant may both
+    succeed (callers read back to narrow that). Other filesystems: check-then-write."""
     data = json.dumps(obj, indent=1, sort_keys=True).encode()
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -94,6 +107,10 @@ def create_exclusive(fs: pafs.FileSystem, path: str, obj) -> bool:
             return False
         finally:
             os.remove(tmp)
+    if isinstance(fs, pafs.S3FileSystem):
+        created = _s3_create_exclusive(fs, path, data)
+        if created is not None:
+            return created
     if exists(fs, path):
         return False
     write_json(fs, path, obj)
@@ -105,3 +122,78 @@ def ensure_empty(uri: str) -> None:
     fs, root = resolve(uri)
     if exists(fs, root) and fs.get_file_info(pafs.FileSelector(root)):
         raise FileExistsError(f"--out: {redact(uri)} is not empty; write to a new folder")
+
+
+def _s3_create_exclusive(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool | None:
+    """:func:`create_exclusive` on S3 by conditional PUTs; None (after a warning) where the
+    server ignores ``If-None-Match`` or the request cannot be signed."""
+    request = _S3Request.of(fs)
+    if request is None:
+        why = "its credentials come from neither the URI nor the AWS_* environment variables"
+    else:
+        status = request.put(path, data, {"If-None-Match": "*"})
+        if status in (409, 412):  # 409: another conditional write of it is in flight
+            return False
+        if status == 200 and request.put(path, data, {"If-None-Match": "*"}) in (409, 412):
+            return True
+        why = f"the server ignores If-None-Match (HTTP {status})" if status == 200 else f"the server refuses If-None-Match (HTTP {status})"
+    print(f"raysup: warning: cannot create {path} atomically on S3 ({why}): checking, then writing; "
+          "two writers starting within the same instant may both succeed", file=sys.stderr)
+    return None
+
+
+@dataclass(frozen=True)
+class _S3Request:
+    """Just enough of S3 for a signed PUT with extra headers (pyarrow cannot send them):
+    Signature Version 4 (docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html)
+    over urllib, with the endpoint and credentials the filesystem was given (URI or ``AWS_*``
+    environment variables)."""
+
+    endpoint: str  # scheme://host[:port]
+    virtual: bool  # bucket in the host name (AWS's default) rather than in the path
+    region: str
+    key: str
+    secret: str
+    token: str
+
+    @classmethod
+    def of(cls, fs: pafs.S3FileSystem) -> _S3Request | None:
+        opts = fs.__reduce__()[1][0]  # the options pyarrow resolved from the URI (its pickled form)
+        key = opts["access_key"] or os.environ.get("AWS_ACCESS_KEY_ID", "")
+        secret = opts["secret_key"] or os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if not key or not secret or opts["anonymous"]:
+            return None
+        token = opts["session_token"] if opts["access_key"] else os.environ.get("AWS_SESSION_TOKEN", "")
+        region = fs.region or "us-east-1"
+        if opts["endpoint_override"]:
+            host = opts["endpoint_override"]
+            endpoint = host if "://" in host else f"{opts['scheme'] or 'https'}://{host}"
+        else:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        virtual = not endpoint or opts["force_virtual_addressing"]
+        return cls((endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/"), virtual, region, key, secret, token or "")
+
+    def put(self, path: str, data: bytes, headers: dict[str, str]) -> int:
+        """PUT ``data`` at ``bucket/key``; the HTTP status."""
+        bucket, _, key = path.partition("/")
+        scheme, _, host = self.endpoint.partition("://")
+        host, url_path = (f"{bucket}.{host}", "/" + quote(key, safe="/~")) if self.virtual else (host, "/" + quote(path, safe="/~"))
+        now = time.gmtime()
+        amz_date, day = time.strftime("%Y%m%dT%H%M%SZ", now), time.strftime("%Y%m%d", now)
+        signed = {"host": host, "x-amz-content-sha256": hashlib.sha256(data).hexdigest(), "x-amz-date": amz_date,
+                  **({"x-amz-security-token": self.token} if self.token else {}), **{k.lower(): v for k, v in headers.items()}}
+        names = ";".join(sorted(signed))
+        canonical = "\n".join(["PUT", url_path, "", *(f"{k}:{signed[k]}" for k in sorted(signed)), "", names, signed["x-amz-content-sha256"]])
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signing_key = f"AWS4{self.secret}".encode()
+        for part in (day, self.region, "s3", "aws4_request"):
+            signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signed["authorization"] = f"AWS4-HMAC-SHA256 Credential={self.key}/{scope}, SignedHeaders={names}, Signature={signature}"
+        request = urllib.request.Request(f"{scheme}://{host}{url_path}", data=data, method="PUT", headers=signed)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code

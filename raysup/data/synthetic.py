@@ -19,8 +19,8 @@ so it depends only on the seed and its name, and output is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -425,23 +425,38 @@ def _write_lists(out: Path, specs: list[VideoSpec], cfg: SynthConfig) -> None:
     (splits / "testlist01.txt").write_text("".join(f"{s.video_id}.mp4\n" for s in specs if s.split == "test"))
 
 
+def _remove_earlier(out: Path) -> None:
+    """Delete the files an earlier (even interrupted) run wrote to ``out``, as the config in its
+    marker plans them, and the folders it made once they are empty: anything else stays."""
+    try:
+        old = SynthConfig(**json.loads((out / MARKER).read_text())["config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise FileExistsError(f"{out / MARKER}: unreadable ({e}); not overwriting {out}") from None
+    videos = out / "videos"
+    for spec in plan(old):
+        (videos / f"{spec.video_id}.mp4").unlink(missing_ok=True)
+    for name in ("labels.csv", "splits/classInd.txt", "splits/trainlist01.txt", "splits/testlist01.txt"):
+        (out / name).unlink(missing_ok=True)
+    for folder in [*(videos / name for name in CLASS_NAMES[: old.classes]), videos, out / "splits"]:
+        with contextlib.suppress(OSError):  # not empty (files of the user's), or gone
+            folder.rmdir()
+
+
 def make_synthetic(out_dir: str | Path, cfg: SynthConfig = SynthConfig(), workers: int = 1) -> Path:
     """Write the synthetic dataset to out_dir and return it.
 
     Layout: videos/<class>/v_<class>_gGG_cCC.mp4, labels.csv (video_id,label,split),
     splits/{classInd,trainlist01,testlist01}.txt and synthetic.json (config,
     class names, and "complete": true once everything is written). out_dir must
-    be missing, empty, or an earlier (even interrupted) synthetic output, which
-    is replaced. `workers` > 1 renders with a process pool; the output does not
+    be missing, empty, or an earlier (even interrupted) synthetic output, whose
+    files are replaced (files it did not write stay). `workers` > 1 renders with a process pool; the output does not
     depend on it.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise FileExistsError(f"{out}: not empty and not a synthetic dataset (no {MARKER}); not overwriting")
-        for sub in ("videos", "splits"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "labels.csv").unlink(missing_ok=True)
+        _remove_earlier(out)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     marker = {"config": asdict(cfg), "classes": list(CLASS_NAMES[: cfg.classes]), "complete": False}

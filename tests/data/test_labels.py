@@ -11,6 +11,7 @@ from raysup.data.labels import (
     esc50_labels,
     hmdb51_labels,
     read_labels_csv,
+    show_id,
     ucf101_labels,
     write_labels_csv,
 )
@@ -182,3 +183,36 @@ def test_esc50_labels_errors(tmp_path):
     write(tmp_path / "meta" / "esc50.csv", "filename,target\n1-1-A-0.wav,0\n")
     with pytest.raises(ValueError, match=r"esc50\.csv:1: missing columns \['category', 'fold'\]"):
         esc50_labels(tmp_path)
+
+
+# ---------------------------------------------------------------- hostile ids (issue 26)
+
+HOSTILE_NAMES = ["new\nline", "carriage\rreturn", "crlf\r\nend", "line\u2028sep", "next\x85line", " lead", "trail ", " ",
+                 "caf\u00e9", "cafe\u0301", 'quote"d', "comma,d", "tab\there", "back\\slash", "bom\ufeffin", "para\u2029sep"]
+
+
+def test_labels_csv_round_trips_every_id_prepare_makes(tmp_path):
+    """Real files named as an adversary would: the ids prepare lists for them survive
+    write_labels_csv → read_labels_csv unchanged (NFC and NFD spellings stay two ids)."""
+    from raysup.data.prepare import list_inputs
+
+    src = tmp_path / "src"
+    (src / "sub dir").mkdir(parents=True)
+    for name in HOSTILE_NAMES:
+        (src / f"{name}.mp4").write_bytes(b"x")
+    (src / "sub dir" / "x\ny.mp4").write_bytes(b"x")
+    ids = [video_id for _, video_id in list_inputs(str(src), audio_only=False)[0]]
+    assert sorted(ids) == sorted(HOSTILE_NAMES + ["sub dir/x\ny"])
+    rows = [LabelRow(video_id, f"class {i % 3}", "train" if i % 2 else "test") for i, video_id in enumerate(ids)]
+    write_labels_csv(rows, tmp_path / "labels.csv")
+    assert read_labels_csv(tmp_path / "labels.csv") == rows
+
+
+def test_ids_that_print_alike_are_told_apart_in_errors(tmp_path):
+    path = tmp_path / "l.csv"
+    write_labels_csv([LabelRow("caf\u00e9", "A", "train"), LabelRow("cafe\u0301", "A", "train"), LabelRow("a\u2028", "A", "test")], path)
+    assert len(read_labels_csv(path)) == 3
+    path.write_text(path.read_text(encoding="utf-8") + "cafe\u0301,B,test\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"l\.csv:5: video_id 'cafe\\u0301' already on line 3"):
+        read_labels_csv(path)
+    assert show_id("caf\u00e9") == "'caf\u00e9'" and show_id(" a\u2028") == "' a\\u2028'"

@@ -112,6 +112,23 @@ def test_rewrites_an_earlier_output_but_refuses_other_directories(tmp_path):
     assert (tmp_path / "other" / "keep.txt").read_text() == "mine"
 
 
+def test_a_rerun_deletes_only_what_synth_wrote(tmp_path):
+    """The user's files under videos/, splits/ and the output folder survive a rerun with another
+    config; the earlier run's videos and lists are replaced."""
+    out = make_synthetic(tmp_path / "s", replace(TINY, videos=6, classes=3))
+    mine = {"videos/notes.txt": "mine", "videos/bounce_h_circle/my_clip.mp4": "my video", "videos/extra/x.mp4": "x",
+            "splits/my_split.txt": "mine", "notebook.ipynb": "{}"}
+    for name, text in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    make_synthetic(out, TINY)
+    assert {name: (out / name).read_text() for name in mine} == mine
+    ours = {p.relative_to(out / "videos").with_suffix("").as_posix() for p in (out / "videos").rglob("*.mp4")} - {"bounce_h_circle/my_clip", "extra/x"}
+    assert ours == {r["video_id"] for r in labels(out)} and len(ours) == TINY.videos
+    assert sorted(p.name for p in (out / "splits").iterdir()) == ["classInd.txt", "my_split.txt", "testlist01.txt", "trainlist01.txt"]
+    assert not (out / "videos" / CLASS_NAMES[2]).exists()  # the earlier run's third class: its folder went with its videos
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [
