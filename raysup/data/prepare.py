@@ -27,11 +27,8 @@ import logging
 import math
 import os
 import random
-import socket
 import sys
-import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,7 +56,8 @@ from raysup.data.decode import (
 )
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
-from raysup.data.storage import create_exclusive, exists, read_json, redact, resolve, write_json
+from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.locks import STALE_S, Lock
 from raysup.resources import node_shapes
 from raysup.runtime import init_ray
 
@@ -69,8 +67,6 @@ PROGRESS_DIR = "_progress"
 TMP_DIR = f"{PROGRESS_DIR}/tmp"  # shards being written
 LOCK = f"{PROGRESS_DIR}/lock.json"
 ROW_GROUP_BYTES = 16 * 1024**2  # cell bytes of clips a task holds before writing them out
-HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
-STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
 # Upper bounds, far above any paper's setting, that keep one clip allocatable: a typo such as
 # --audio-seconds 1e6 would otherwise allocate 24e9 samples per clip.
 LIMITS = {"clip_frames": 1024, "fps": 1000.0, "size": 4096, "width": 8192, "audio_seconds": 60.0, "sample_rate": 192000, "n_mels": 512}
@@ -555,85 +551,14 @@ def retried(outcome: dict, info: pafs.FileInfo) -> bool:
     return (info.size, info.mtime_ns) != (outcome.get("size"), outcome.get("mtime_ns"))
 
 
-class OutputLock:
-    """One ``prepare`` at a time per output: ``_progress/lock.json`` names the holder (pid, host)
-    and is rewritten every ``HEARTBEAT_S``. A lock whose process is gone (same host) or whose
-    heartbeat is older than ``STALE_S`` is broken, with a message on stderr; a live one makes
-    the second run fail with a one-line error."""
-
-    def __init__(self, fs: pafs.FileSystem, root: str, label: str):
-        self.fs, self.root, self.path, self.label = fs, root, f"{root}/{LOCK}", label
-        self.token = uuid.uuid4().hex
-        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._heartbeat, daemon=True)
-
-    def __enter__(self) -> OutputLock:
-        for _ in range(3):
-            if create_exclusive(self.fs, self.path, self._stamp()) and self._mine():
-                self.thread.start()
-                return self
-            holder = self._holder()
-            why = holder and _stale(holder)
-            if holder and not why:
-                age = time.time() - holder["heartbeat"]
-                raise FileExistsError(f"{self.label} is being prepared by pid {holder['pid']} on {holder['host']} "
-                                      f"(heartbeat {age:.0f} s ago); wait for it to finish or use another output folder")
-            if holder:
-                print(f"raysup prepare: breaking the stale lock of {self.label} held by pid {holder['pid']} on {holder['host']} ({why})", file=sys.stderr)
-                with contextlib.suppress(FileNotFoundError, OSError):
-                    self.fs.delete_file(self.path)
-        raise FileExistsError(f"{self.label}: could not take the lock {LOCK} (another prepare keeps taking it)")
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        if self.thread.is_alive():
-            self.thread.join()
-        if self._mine():
-            self.fs.delete_file(self.path)
-
-    def _stamp(self) -> dict:
-        return {**self.me, "heartbeat": time.time()}
-
-    def _holder(self) -> dict | None:
-        try:
-            return read_json(self.fs, self.path)
-        except (FileNotFoundError, ValueError):  # gone, or being written
-            return None
-
-    def _mine(self) -> bool:
-        return _lock_token(self.fs, self.root) == self.token
-
-    def _heartbeat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
-            if self._mine():
-                write_json(self.fs, self.path, self._stamp())
+def OutputLock(fs: pafs.FileSystem, root: str, label: str) -> Lock:  # noqa: N802  (a constructor by name)
+    """One ``prepare`` at a time per output: ``_progress/lock.json`` (:class:`raysup.locks.Lock`)."""
+    return Lock(fs, f"{root}/{LOCK}", label, command="prepare", elsewhere="output folder")
 
 
 def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
     """The token of the run holding the lock of the output at ``root`` (None: no lock)."""
-    try:
-        return read_json(fs, f"{root}/{LOCK}").get("token")
-    except (FileNotFoundError, ValueError):  # gone, or being written
-        return None
-
-
-def _stale(holder: dict) -> str:
-    """Why a lock's holder is dead ("" if it may be alive)."""
-    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0))):
-        return "that process no longer exists"
-    age = time.time() - float(holder.get("heartbeat", 0))
-    return f"no heartbeat for {age:.0f} s" if age > STALE_S else ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+    return (OutputLock(fs, root, root).holder() or {}).get("token")
 
 
 # what an output prepared before these parameters existed was prepared with
