@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import torch
 
-from raysup.data.storage import join, resolve, uri_of
+from raysup.data.storage import join, redact, resolve, uri_of
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -30,5 +30,5 @@ def latest_checkpoint(run_dir: str) -> str:
         if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_")
     ]
     if not found:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}; train first (`raysup train`)")
+        raise FileNotFoundError(f"no checkpoint under {redact(run_dir)}; train first (`raysup train`)")
     return uri_of(run_dir, max(found, key=lambda p: os.path.basename(p)))
