@@ -108,6 +108,26 @@ def test_cli_errors_never_show_the_secret(s3_server, tmp_path, capsys, monkeypat
     assert_no_secret(_logs(tmp_path / "logs"))
 
 
+def test_messages_name_uris_without_keys(s3_server):
+    """What ingest, checkpoint and load_weights raise names the URI without its keys (such
+    messages also reach Tune's error.txt and Python's own tracebacks, not only the CLI)."""
+    from raysup.checkpoint import latest_checkpoint
+    from raysup.data.ingest import PreparedData
+    from raysup.train import load_weights
+
+    missing = hostile_uri(s3_server, "ready/no-such-prefix")
+    fs, path = resolve(hostile_uri(s3_server, "ready/other-model/checkpoint.pt"))
+    with fs.open_output_stream(path) as f:
+        torch.save({"model": {"bogus": torch.zeros(1)}}, f)
+    calls = [lambda: PreparedData(missing).manifest, lambda: latest_checkpoint(missing),
+             lambda: load_weights(torch.nn.Linear(1, 1), hostile_uri(s3_server, "ready/other-model"))]
+    for call in calls:
+        with pytest.raises(Exception) as e:  # each its own kind; the message is checked
+            call()
+        assert "s3://ready/" in str(e.value), e.value
+        assert_no_secret(str(e.value))
+
+
 def test_visualize_embeddings_prints_no_secret(ray_session, small_prepared, s3_server, tmp_path, capsys):
     from raysup.config import to_dict
     from raysup.data.ingest import PreparedData
