@@ -8,6 +8,7 @@ import glob
 import os
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import pyarrow.fs as pafs
@@ -35,7 +36,7 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def _logs(folder) -> str:
-    return "".join(open(p).read() for p in glob.glob(f"{folder}/*.log"))
+    return "".join(Path(p).read_text() for p in glob.glob(f"{folder}/*.log"))
 
 
 def test_redact_any_secret():
