@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
@@ -21,6 +22,14 @@ from raysup.runtime import init_ray
 
 # what a user can fix (bad config, bad input, missing or existing paths): exit 2
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ArithmeticError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (which echo a mistyped option's value, a URI with
+    keys too) go through :func:`redact`."""
+
+    def error(self, message: str):
+        super().error(redact(message))
 
 
 def cmd_synth(a) -> None:
@@ -180,7 +189,7 @@ def cmd_visualize_embeddings(a) -> None:
 
     init_ray(a.address)
     paths = visualize_embeddings(a.run_dir, a.data, a.out, clips=a.clips)
-    print(f"wrote {len(paths)} PNGs (frame | flow | embeddings) to {paths[0].rsplit('/', 1)[0]}")
+    print(f"wrote {len(paths)} PNGs (frame | flow | embeddings) to {redact(paths[0].rsplit('/', 1)[0])}")
 
 
 def cmd_dashboard(a) -> None:
@@ -190,7 +199,7 @@ def cmd_dashboard(a) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raysup", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="raysup", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"raysup {__version__}")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (default: written to a log file)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -324,38 +333,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def log_error(command: str) -> str:
-    """Write the current exception's traceback to a log file (``$RAYSUP_LOG_DIR``, default the
-    temp folder) and return its path."""
+def log_error(name: str) -> str:
+    """Write the current exception's traceback, without credentials, to a log file
+    (``$RAYSUP_LOG_DIR``, default the temp folder) named after ``name``; return its path."""
     folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    path = os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     with open(path, "w") as f:
-        f.write(redact_text(traceback.format_exc()))
+        f.write(redact(traceback.format_exc()))
     return path
 
 
-def redact_text(text: str) -> str:
-    """``text`` with the credentials of every URI in it removed (see :func:`redact`)."""
-    return re.sub(r"[a-z0-9+.-]+://\S+", lambda m: redact(m.group(0)), text)
+def report_errors(prog: str, name: str, fn: Callable[[], Any], *, debug: bool = False) -> int:
+    """Call ``fn`` and return the exit code: 0; 2 for an error the user can fix
+    (:data:`USER_ERRORS`), 1 for any other, each printed as one line ``prog: error: …`` on stderr
+    with the traceback in a log file named after ``name`` (``debug``: the traceback on stderr
+    instead); 130 on Ctrl-C. Whatever is printed or logged goes through :func:`redact`."""
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (the command's boundary: every error becomes one redacted line)
+        code = 2 if isinstance(e, USER_ERRORS) else 1
+        if debug:
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            return code
+        where = log_error(name)
+        lines = str(e).strip().splitlines() or [""]
+        kind = "error" if code == 2 else f"internal error ({type(e).__name__})"
+        print(f"{prog}: {kind}: {redact(lines[0])}  (details: {where})", file=sys.stderr)
+        return code
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except KeyboardInterrupt:
-        print(f"raysup {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if args.debug:
-            raise
-        where = log_error(args.command)
-        lines = str(e).strip().splitlines() or [""]
-        kind = "error" if isinstance(e, USER_ERRORS) else f"internal error ({type(e).__name__})"
-        print(f"raysup {args.command}: {kind}: {redact_text(lines[0])}  (details: {where})", file=sys.stderr)
-        return 2 if isinstance(e, USER_ERRORS) else 1
-    return 0
+    return report_errors(f"raysup {args.command}", args.command, lambda: args.fn(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -215,14 +216,22 @@ def check_start(s: Sweep, *, resume: bool = False, overwrite: bool = False) -> N
         raise FileExistsError(f"{where} already holds {state}; pass --resume to continue it, --overwrite to start it over, or use another --storage")
 
 
+# What a sweep writes in its folder, all that --overwrite deletes there: Tune's experiment state
+# (tuner.pkl, experiment_state-<date>.json, basic-variant-state-<date>.json, its storage marker)
+# and trial folders (<trainable>_<5 hex>_<5 digits>_<tag>_<date>), raysup's runs/, sweep.json,
+# timing.json (and their temporary .tmp) and results.*. The cached baselines/ stay, and so does
+# anything else (a user's notebook, figures).
+_SWEEP_FILES = re.compile(r"(sweep|timing)\.json(\.tmp)?|results\.(csv|md|png)|tuner\.pkl|"
+                          r"(experiment_state|basic-variant-state)-[0-9_-]+\.json|\.validate_storage_marker")
+_SWEEP_DIRS = re.compile(rf"runs|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
+
+
 def _clear(fs: pafs.FileSystem, path: str) -> None:
-    """Delete the sweep folder ``path``, except its cached baselines."""
+    """Delete what a sweep wrote in its folder ``path`` (see :data:`_SWEEP_FILES`), nothing else."""
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-        if info.base_name == "baselines":
-            continue
-        if info.type == pafs.FileType.Directory:
+        if info.type == pafs.FileType.Directory and _SWEEP_DIRS.fullmatch(info.base_name):
             fs.delete_dir(info.path)
-        else:
+        elif info.type == pafs.FileType.File and _SWEEP_FILES.fullmatch(info.base_name):
             fs.delete_file(info.path)
 
 
@@ -395,35 +404,39 @@ def experiment_main(
     encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep,
     ``--overwrite`` starts a sweep over. ``base`` overrides every trial's config, ``tiny_base``
     too unless ``--paper``, ``quick_base`` too with ``--quick``; ``--set`` overrides them all.
-    ``random_per``: see :func:`baselines`. A refused sweep or a bad argument prints one line on
-    stderr and exits 2."""
-    import argparse
+    ``random_per``: see :func:`baselines`. Errors are reported as ``raysup``'s
+    (:func:`raysup.cli.report_errors`): a refused sweep or a bad argument prints one line on
+    stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
+    (``--debug``: to stderr); nothing printed or logged holds a credential."""
+    from raysup.cli import ArgumentParser, report_errors
 
-    p = argparse.ArgumentParser(description=title)
+    p = ArgumentParser(description=title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
     p.add_argument("--labels", help="labels CSV for the probe (required with --data)")
     p.add_argument("--storage", default="results", help="where Tune writes (folder or s3:// URI)")
     p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
-    p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (cached baselines stay)")
+    p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (deletes only what the sweep wrote; cached baselines stay)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (2 keeps 2 cores busy)")
     p.add_argument("--workers", type=int, default=1, help="train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per train worker")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed override for every trial")
     p.add_argument("--no-supervised", action="store_true", help="skip the supervised baseline")
     p.add_argument("--probe-folds", type=int, help="probe by grouped N-fold cross-validation instead of the labels' test split")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (default: written to a log file)")
     p.add_argument("--quick", action="store_true", help="two grid points, one short round (smoke test)")
     a = p.parse_args(argv)
     if a.data and not a.labels:
         p.error("--data needs --labels")
     if "://" in a.storage and not a.data:
         p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
-    try:
-        return _experiment(a, method, title, name, paper_grid if a.paper else grid, base, tiny_base, quick_base, probe_folds, random_per)
-    except (ValueError, FileExistsError) as e:
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    table = []
+    code = report_errors(p.prog, name, lambda: table.append(
+        _experiment(a, method, title, name, paper_grid if a.paper else grid, base, tiny_base, quick_base, probe_folds, random_per)), debug=a.debug)
+    if code:
+        raise SystemExit(code)
+    return table[0]
 
 
 def _experiment(a, method, title, name, chosen, base, tiny_base, quick_base, probe_folds, random_per) -> str:

@@ -353,7 +353,7 @@ def load_weights(method: torch.nn.Module, checkpoint: str, *, pretrained: bool =
         (method.load_pretrained if pretrained else method.load_state_dict)(saved["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"checkpoint: {checkpoint} does not fit this model ({first})") from None
+        raise ConfigError(f"checkpoint: {redact(checkpoint)} does not fit this model ({first})") from None
     return saved
 
 

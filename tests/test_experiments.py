@@ -15,14 +15,17 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from raysup.data.storage import redact
 from tests.s3server import SECRET_KEY
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 XDC = os.path.join(ROOT, "experiments", "xdc_k_sweep.py")
 
 
-def _run(argv: list[str], address: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # the keys come only in the URIs
+def _run(argv: list[str], address: str, aws_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The script as a user reruns it the documented way: the keys in the AWS variables, not in the URIs."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **aws_env}
+    argv = [redact(a) for a in argv]
     return subprocess.run([sys.executable, XDC, *argv, "--address", address], env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -70,16 +73,16 @@ def test_the_terminal_stays_quiet(xdc_sweep_job):
     assert any(line.startswith("Ray worker logs: ") for line in lines), lines
 
 
-def test_a_finished_sweep_is_not_overwritten_nor_resumed_with_other_arguments(xdc_sweep_job):
+def test_a_finished_sweep_is_not_overwritten_nor_resumed_with_other_arguments(xdc_sweep_job, s3_server):
     def results() -> bytes:
         with xdc_sweep_job.fs.open_input_stream(f"{xdc_sweep_job.results}/results.csv") as f:
             return f.read()
 
     before = results()
-    rerun = _run(xdc_sweep_job.argv, xdc_sweep_job.address)
+    rerun = _run(xdc_sweep_job.argv, xdc_sweep_job.address, s3_server.env)
     assert rerun.returncode == 2 and len(rerun.stderr.splitlines()) == 1, rerun.stderr
     assert "already holds a finished sweep" in rerun.stderr and "--resume" in rerun.stderr and "--overwrite" in rerun.stderr
-    changed = _run([*xdc_sweep_job.argv, "--resume", "--set", "batch_size=4"], xdc_sweep_job.address)
+    changed = _run([*xdc_sweep_job.argv, "--resume", "--set", "batch_size=4"], xdc_sweep_job.address, s3_server.env)
     assert changed.returncode == 2 and len(changed.stderr.splitlines()) == 1, changed.stderr
     assert "other arguments" in changed.stderr and "base:" in changed.stderr and "'batch_size'" in changed.stderr
     assert SECRET_KEY not in rerun.stderr + changed.stderr

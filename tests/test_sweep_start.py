@@ -70,16 +70,25 @@ def test_the_supervised_baseline_is_keyed_by_data_labels_and_preset(small_prepar
     assert len(others) == 3 and key not in others
 
 
-def test_overwrite_clears_the_sweep_but_keeps_its_cached_baselines(tmp_path):
+def test_overwrite_deletes_only_what_the_sweep_wrote(tmp_path):
+    """A finished sweep's folder as Tune and raysup leave it, plus a user's own files beside
+    them (some named like a sweep's): --overwrite deletes the sweep's, keeps the baselines and
+    everything of the user's."""
     from raysup.sweep import _clear
 
     s = _sweep(tmp_path)
     _started(s)
-    for f in ["results.csv", "tuner.pkl", "trial_0/result.json", "runs/t0/round_0/checkpoint.pt", "baselines/supervised-0123/checkpoint.pt"]:
+    trial = "trial_de69c_00000_0_method.k=4_2026-12-06_11-12-06"
+    written = ["sweep.json", "results.csv", "results.md", "results.png", "timing.json", "timing.json.tmp", "tuner.pkl",
+               ".validate_storage_marker", "experiment_state-2026-12-06_11-12-06.json", "basic-variant-state-2026-12-06_11-12-06.json",
+               f"{trial}/result.json", f"{trial}/error.txt", "runs/de69c_00000/round_0/checkpoint_000000/checkpoint.pt"]
+    kept = ["baselines/supervised-0123/checkpoint.pt", "analysis.ipynb", "paper_figs/fig1.pdf", "results_v2.csv", "notes/sweep.json",
+            "trial_notes/plan.md", "runs.txt", "trial_de69c_00000.md", "experiment_state-old.json.bak"]
+    for f in written + kept:
         (tmp_path / "s" / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "s" / f).write_text("x")
     fs, root = resolve(s.storage)
     _clear(fs, f"{root}/s")
-    assert [str(p.relative_to(tmp_path / "s")) for p in sorted((tmp_path / "s").rglob("*"))] == [
-        "baselines", "baselines/supervised-0123", "baselines/supervised-0123/checkpoint.pt"]
-    check_start(s)  # nothing left to refuse
+    left = sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert left == sorted(kept)
+    check_start(s)  # no sweep left to refuse

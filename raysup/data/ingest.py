@@ -35,7 +35,7 @@ class PreparedData:
         fs, root = resolve(self.uri)
         path = f"{root}/{MANIFEST}"
         if not exists(fs, path):
-            raise FileNotFoundError(f"{self.uri} is not a prepared dataset (no {MANIFEST}); run `raysup prepare` first")
+            raise FileNotFoundError(f"{redact(self.uri)} is not a prepared dataset (no {MANIFEST}); run `raysup prepare` first")
         return read_json(fs, path)
 
     @property
@@ -75,7 +75,7 @@ class PreparedData:
         """How the cells are stored (manifest ``encoding``); sets prepared before it existed are raw."""
         enc = self.manifest.get("encoding", {"format": "raw"})
         if enc.get("format") not in ENCODINGS:
-            raise ConfigError(f"{self.uri}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
+            raise ConfigError(f"{redact(self.uri)}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
         return enc
 
     def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre"):
