@@ -6,23 +6,24 @@ of both streams. One sweep over variant × modality, with a random-init row per 
     python experiments/cal_ablations.py --data D --labels L  # your prepared data
     python experiments/cal_ablations.py --paper --address auto
 """
-import sys
 
-from raysup.sweep import experiment_main
+from raysup.sweep import Experiment, main
 
 VARIANTS = ["cross_and_learn", "only_div", "concat"]
 MODALITIES = ["flow", "diff"]
 
+EXPERIMENT = Experiment(
+    "cross_and_learn",
+    "Cross and Learn ablations, RGB vs. optical flow and vs. frame differences (Tables 3-4)",
+    name="cal_ablations",
+    grid={"method.variant": VARIANTS, "method.modality": MODALITIES},
+    paper_grid={"method.variant": VARIANTS, "method.modality": MODALITIES},
+    tiny_base={"epochs": 5},  # of the tiny preset's 10: six trials in three waves in < 10 min on 2 CPUs
+    quick_base={"epochs": 1},
+    probe_folds=5,  # single-frame features: one 48-video split is too noisy
+    random_per=("method.modality",),
+    supervised=False,  # a single-frame study: the video-and-audio supervised baseline has no row here
+)
+
 if __name__ == "__main__":
-    experiment_main(
-        "cross_and_learn",
-        "Cross and Learn ablations, RGB vs. optical flow and vs. frame differences (Tables 3-4)",
-        name="cal_ablations",
-        grid={"method.variant": VARIANTS, "method.modality": MODALITIES},
-        paper_grid={"method.variant": VARIANTS, "method.modality": MODALITIES},
-        tiny_base={"epochs": 5},  # of the tiny preset's 10: six trials in three waves in < 10 min on 2 CPUs
-        quick_base={"epochs": 1},
-        probe_folds=5,  # single-frame features: one 48-video split is too noisy
-        random_per=("method.modality",),
-        argv=["--no-supervised", *sys.argv[1:]],
-    )
+    main(EXPERIMENT)

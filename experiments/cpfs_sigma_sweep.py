@@ -10,23 +10,24 @@ The grid is one config field, ``method.target``: a fixed σ, ``learned`` or ``di
 baseline is a value of the same field, so one grid gives one table). The supervised baseline
 is skipped: it trains video/audio encoders, which have no rgb column to compare with.
 """
-import sys
 
-from raysup.sweep import experiment_main
+from raysup.sweep import Experiment, main
 
 # σ of the flow kernel on log-normalised flow; the paper learns σ² ≈ 0.0067 (σ ≈ 0.08).
 # Strings, so that the table sorts them next to "direct" and "learned".
 PAPER_TARGETS = ["0.01", "0.03", "0.1", "0.3", "1.0", "learned", "direct"]
 TINY_TARGETS = ["0.03", "0.1", "0.3", "learned", "direct"]
 
+EXPERIMENT = Experiment(
+    "cpfs",
+    "Cross-pixel flow similarity: fixed vs. learned σ, direct baseline",
+    name="cpfs_sigma_sweep",
+    grid={"method.target": TINY_TARGETS},
+    paper_grid={"method.target": PAPER_TARGETS},
+    quick_base={"epochs": 1},
+    probe_folds=5,  # single-frame features: one 48-video split is too noisy
+    supervised=False,  # a single-frame study: the video-and-audio supervised baseline has no row here
+)
+
 if __name__ == "__main__":
-    experiment_main(
-        "cpfs",
-        "Cross-pixel flow similarity: fixed vs. learned σ, direct baseline",
-        name="cpfs_sigma_sweep",
-        grid={"method.target": TINY_TARGETS},
-        paper_grid={"method.target": PAPER_TARGETS},
-        quick_base={"epochs": 1},
-        probe_folds=5,  # single-frame features: one 48-video split is too noisy
-        argv=["--no-supervised", *sys.argv[1:]],
-    )
+    main(EXPERIMENT)

@@ -150,7 +150,7 @@ def test_visualize_embeddings_prints_no_secret(ray_session, small_prepared, s3_s
 
 def test_experiment_script_errors_are_one_line(ray_session, s3_server, small_prepared, tmp_path, capsys, monkeypatch):
     """A wrong --data: one line and exit 2, the traceback redacted in the log (--debug: on stderr)."""
-    from raysup.sweep import experiment_main
+    from raysup.sweep import Experiment, main
 
     warn_keys_in_uri.cache_clear()
     monkeypatch.setenv("RAYSUP_LOG_DIR", str(tmp_path / "logs"))
@@ -158,7 +158,7 @@ def test_experiment_script_errors_are_one_line(ray_session, s3_server, small_pre
 
     def run(*extra: str) -> tuple[str, str]:
         with pytest.raises(SystemExit) as e:
-            experiment_main("xdc", "t", name="xdc_k_sweep", grid={"method.k": [2]}, paper_grid={}, argv=[*argv, *extra])
+            main(Experiment("xdc", "t", name="xdc_k_sweep", grid={"method.k": [2]}, paper_grid={}), argv=[*argv, *extra])
         assert e.value.code == 2
         out, err = capsys.readouterr()
         assert_no_secret(out, err)

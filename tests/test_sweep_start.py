@@ -74,7 +74,7 @@ def test_overwrite_deletes_only_what_the_sweep_wrote(tmp_path):
     """A finished sweep's folder as Tune and raysup leave it, plus a user's own files beside
     them (some named like a sweep's): --overwrite deletes the sweep's, keeps the baselines and
     everything of the user's."""
-    from raysup.sweep import _clear
+    from raysup.sweep import clear
 
     s = _sweep(tmp_path)
     _started(s)
@@ -88,7 +88,7 @@ def test_overwrite_deletes_only_what_the_sweep_wrote(tmp_path):
         (tmp_path / "s" / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "s" / f).write_text("x")
     fs, root = resolve(s.storage)
-    _clear(fs, f"{root}/s")
+    clear(fs, f"{root}/s")
     left = sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*") if p.is_file())
     assert left == sorted(kept)
     check_start(s)  # no sweep left to refuse

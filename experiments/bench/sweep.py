@@ -4,7 +4,7 @@
     python experiments/bench/sweep.py --results results/xdc_k_sweep   # breaks down a finished sweep
     python experiments/bench/sweep.py --quick                  # the sweep's --quick grid
 
-Every number comes from what the sweep itself records: ``timing.json`` of ``experiment_main``
+Every number comes from what the sweep itself records: ``timing.json`` of ``raysup.sweep.main``
 (data, sweep, baselines, table), each trial's final Tune report (``time_run_s``: the method's
 ``run``, ``time_probe_s``: the objective) and its run's ``metrics.jsonl`` (per epoch:
 ``time_epoch_s`` and ``time_data_wait_s`` of the train loop; per XDC round: ``time_features_s``,
@@ -60,7 +60,7 @@ def trial_rows(sweep_dir: str) -> list[dict]:
 def breakdown(sweep_dir: str) -> list[dict]:
     """Print the per-trial table and the sweep's wall time by stage; returns the trial rows
     plus a last row of shares (with the stated goal: make the next bottleneck visible)."""
-    timing = read_json(*resolve(os.path.join(sweep_dir, "timing.json")))  # as experiment_main wrote it
+    timing = read_json(*resolve(os.path.join(sweep_dir, "timing.json")))  # as raysup.sweep.main wrote it
     rows = trial_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no finished trial (trial_*/result.json)")

@@ -1,0 +1,99 @@
+"""A sweep's results: the baselines (random init, the supervised baseline, cached), and the
+paper-style table and plot written next to Tune's results."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+
+from ray import tune
+
+from raysup import runner
+from raysup.data.ingest import PreparedData
+from raysup.data.storage import join, resolve
+from raysup.methods import make_config
+from raysup.sweep.trials import Sweep, objective
+
+
+def supervised_dir(s: Sweep) -> str:
+    """Where the supervised baseline of ``s`` is trained and cached:
+    ``<storage>/<name>/baselines/supervised-<key>``, the key a hash of all it depends on (the
+    prepared data's manifest, the labels file, the supervised config of the preset), so a sweep
+    on other data, labels or preset never reuses it."""
+    key = hashlib.sha256()
+    key.update(json.dumps(PreparedData(s.data).manifest, sort_keys=True).encode())
+    with open(s.labels, "rb") as f:
+        key.update(f.read())
+    key.update(json.dumps(dataclasses.asdict(make_config("supervised", s.preset)), sort_keys=True).encode())
+    return join(s.storage, s.name, "baselines", f"supervised-{key.hexdigest()[:16]}")
+
+
+def baselines(s: Sweep) -> dict[str, dict[str, float]]:
+    """Random-init probe of the sweep's architecture (one per combination of the ``s.random_per``
+    grid keys, for keys that change it, e.g. Cross and Learn's second modality) and, with
+    ``s.supervised``, the supervised baseline (trained once, see :func:`supervised_dir`)."""
+    data = PreparedData(s.data)
+    out = {}
+    for values in itertools.product(*(s.grid[k] for k in s.random_per)):
+        cfg = make_config(s.method, s.preset, {**s.base, **dict(zip(s.random_per, values))})
+        out["random init" + "".join(f" ({v})" for v in values)] = objective(s, cfg, runner.open_data(data, cfg), None)
+    if s.supervised:
+        run_dir = supervised_dir(s)
+        cfg = make_config("supervised", s.preset)
+        runner.train(cfg, data, run_dir, labels=s.labels, resume=True)
+        run = runner.open_run(run_dir)
+        out["supervised"] = objective(s, run.cfg, runner.open_data(data, run.cfg), run.checkpoint)
+    return out
+
+
+def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float]], title: str) -> str:
+    """Paper-style table (one row per grid point, then the baselines) as CSV, Markdown and a
+    PNG plot in ``<storage>/<name>/`` (a folder or a URI); returns the Markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    keys = list(s.grid)
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        rows.append({**{k: m.get(f"param_{k}") for k in keys}, **{k[6:]: v for k, v in m.items() if k.startswith("probe_")}})
+    df = pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
+    encoders = [c for c in df.columns if c not in keys]
+    for name, acc in base.items():
+        df = pd.concat([df, pd.DataFrame([{keys[0]: name, **acc}])], ignore_index=True)
+    shown = df.copy()
+    shown[keys[1:]] = shown[keys[1:]].fillna("")  # baseline rows have no setting of the other keys
+    for c in encoders:
+        shown[c] = (100 * shown[c]).map(lambda v: "" if pd.isna(v) else f"{v:.1f}")  # blank: no such encoder
+    how = f", {s.probe_folds}-fold cross-validation" if s.probe_folds else ""
+    md = f"### {title}\n\n" + shown.to_markdown(index=False) + f"\n\n(linear-probe top-1, %{how})\n"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sweep_rows = df.iloc[: len(rows)]
+    # one line per encoder and per setting of the other grid keys (e.g. sync on/off)
+    groups = sweep_rows.groupby(keys[1:], sort=False) if len(keys) > 1 else [((), sweep_rows)]
+    for i, c in enumerate(encoders):
+        for g, (setting, sub) in enumerate(groups):
+            setting = setting if isinstance(setting, tuple) else (setting,)
+            label = " ".join([s.method, c] + [f"{k}={v}" for k, v in zip(keys[1:], setting)])
+            ax.plot([str(v) for v in sub[keys[0]]], 100 * sub[c], marker="o", ls=["-", "-.", "--"][g % 3], label=label, color=f"C{i}")
+        for j, (name, acc) in enumerate(base.items()):
+            if c in acc:
+                ax.axhline(100 * acc[c], ls="--" if j == 0 else ":", color=f"C{i}", alpha=0.6, label=f"{name} {c}")
+    ax.set_xlabel(keys[0])
+    ax.set_ylabel("linear-probe top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    plt.close(fig)
+    fs, root = resolve(s.storage)
+    for file, content in [("results.csv", df.to_csv(index=False).encode()), ("results.md", md.encode()), ("results.png", png.getvalue())]:
+        with fs.open_output_stream(f"{root}/{s.name}/{file}") as f:
+            f.write(content)
+    return md

@@ -1,0 +1,72 @@
+"""What a sweep is (:class:`Sweep`) and one of its trials: a Tune function trainable that trains a
+grid point with the runner, then probes it."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+
+from raysup import runner
+from raysup.data.ingest import PreparedData
+from raysup.data.storage import join, redact
+from raysup.evaluate import cv_probe, probe
+from raysup.methods import make_config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    method: str
+    grid: dict[str, list]  # dotted config key → values; every combination is a trial
+    data: str
+    labels: str
+    storage: str  # folder or URI; Tune writes <storage>/<name>/
+    name: str
+    preset: str = "tiny"
+    base: dict[str, Any] = field(default_factory=dict)  # fixed overrides for every trial
+    max_concurrent: int = 1
+    trial_cpus: float = 0.5
+    max_failures: int = 1
+    probe_folds: int = 0  # 0: probe on the labels' test split; N: grouped N-fold CV (steadier on small sets)
+    supervised: bool = False  # baselines: train and probe the supervised baseline too
+    random_per: tuple[str, ...] = ()  # baselines: one random-init row per combination of these grid keys
+
+    def points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def record(self) -> dict[str, Any]:
+        """What defines the sweep, as JSON (``sweep.json``): every field but where it is stored,
+        URIs without credentials."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage"}
+        return json.loads(json.dumps({**d, "data": redact(self.data), "labels": redact(self.labels)}))
+
+
+def trial(point: dict[str, Any], s: Sweep) -> None:
+    """Tune function trainable: train one grid point, then report its probe accuracies. Only the
+    point is Tune's config (saved in params.json); the sweep comes by ``tune.with_parameters``."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = make_config(s.method, s.preset, {**s.base, **point})
+    data = runner.open_data(s.data, cfg)
+    run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
+    t = time.perf_counter()
+    runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    timing = {"time_run_s": time.perf_counter() - t}
+    t = time.perf_counter()
+    run = runner.open_run(run_dir)  # probed as trained (e.g. with the classes the labels gave)
+    acc = objective(s, run.cfg, data, run.checkpoint)
+    timing["time_probe_s"] = time.perf_counter() - t
+    tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
+
+
+def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict[str, float]:
+    """Linear-probe top-1 per encoder: on the labels' test split, or by ``s.probe_folds``-fold
+    cross-validation (:func:`raysup.evaluate.cv_probe`); ``data`` read at ``cfg.crop_size``."""
+    if s.probe_folds:
+        return cv_probe(cfg, data, s.labels, checkpoint, folds=s.probe_folds)
+    return probe(cfg, data, s.labels, checkpoint)
