@@ -10,7 +10,6 @@ final training metrics, raysup's version. docs/export.md is the user's page.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -145,7 +144,7 @@ def training_record(run_dir: str, checkpoint: str, saved: dict[str, Any]) -> dic
     for f in fs.get_file_info(pafs.FileSelector(f"{root}/stages", allow_not_found=True)):
         if f.base_name.endswith(".json"):
             stages[f.base_name[:-5]] = read_json(fs, f.path)["epochs"]
-    last = (read_lines(fs, f"{root}/metrics.jsonl") or [{}])[-1]
+    lines = read_lines(fs, f"{root}/metrics.jsonl")
     epoch = saved.get("epoch")
     return {
         "checkpoint": redact(checkpoint),
@@ -153,21 +152,17 @@ def training_record(run_dir: str, checkpoint: str, saved: dict[str, Any]) -> dic
         "epochs": None if epoch is None else epoch + 1,
         "steps": saved.get("state", {}).get("step"),
         "finished_stages": stages,
-        "last_metrics": {k: v for k, v in last.items() if k != "checkpoint"},
+        "last_metrics": {k: v for k, v in lines[-1].items() if k != "checkpoint"} if lines else None,
     }
 
 
 def load_model(cfg: TrainConfig, specs: dict[str, TensorSpec], state: dict[str, torch.Tensor]) -> nn.Module:
-    """The method's model holding ``state``: built on the meta device (no random initialisation
-    to throw away: seconds for the paper networks) and given the saved tensors, or built and
-    loaded as usual when it has tensors that ``state`` does not hold (non-persistent buffers)."""
-    build = method_module(cfg.method_name).build
+    """The method's model holding ``state``, built on the meta device (no random initialisation
+    to throw away: seconds for the paper networks) and given the saved tensors. Only its state
+    is exported, so buffers outside it (non-persistent ones) may stay on the meta device."""
     with torch.device("meta"):
-        model = build(cfg, specs)
+        model = method_module(cfg.method_name).build(cfg, specs)
     model.load_state_dict(state, assign=True)
-    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
-        model = build(cfg, specs)
-        model.load_state_dict(state)
     return model.eval()
 
 
@@ -183,6 +178,8 @@ def export(run_dir: str, encoder: str, out: str, *, data: str | None = None, ove
     (default: the one ``data.json`` records). Refused (ConfigError, FileExistsError,
     FileNotFoundError): an unknown encoder, an existing file without ``overwrite``, no checkpoint."""
     card_path = f"{out}.json"
+    if "://" in out:
+        raise ConfigError(f"--out: a local file, got {redact(out)} (copy the file and its card afterwards)")
     if out.endswith(".safetensors"):
         raise ConfigError("--out: safetensors is not installed with raysup; write a .pt file (torch.save of a plain state_dict)")
     for path in (out, card_path):

@@ -114,6 +114,7 @@ def test_export_refusals_are_one_line_exit_2(small_prepared, tmp_path, capsys):
         ([run, "--encoder", "flow", "--out", out], "gdt has no 'flow' encoder (it has: video, audio)"),
         ([str(tmp_path / "nothing"), "--encoder", "video", "--out", out], "no complete checkpoint"),
         ([run, "--encoder", "video", "--out", str(tmp_path / "v.safetensors")], "write a .pt file"),
+        ([run, "--encoder", "video", "--out", "s3://bucket/v.pt"], "--out: a local file"),
     ]
     for args, message in refused:
         assert main(["export", *args]) == 2
