@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 import torchvision
 
@@ -135,3 +136,18 @@ def test_export_refusals_are_one_line_exit_2(small_prepared, tmp_path, capsys):
     assert main(["export", run, "--encoder", "video", "--out", out, "--overwrite", "--data", data]) == 0
     card = json.load(open(f"{out}.json"))
     assert card["data"] is None and card["input_from"]["data"] == data
+
+
+@pytest.mark.slow
+def test_export_of_a_trained_two_round_xdc_run_records_its_training(small_prepared, tmp_path, monkeypatch):
+    data, _ = small_prepared
+    run, out = str(tmp_path / "xdc"), str(tmp_path / "video.pt")
+    sets = ["epochs=1", "max_steps=1", "batch_size=8", "method.rounds=2", "method.k=4"]
+    assert main(["train", "xdc", "--data", data, "--out", run, *[a for s in sets for a in ("--set", s)]]) == 0
+    export(run, "video", out)
+    net, card = load_by_card(out, monkeypatch)
+    trained = card["trained"]
+    assert trained["stage"] == "round_1" and trained["finished_stages"] == {"round_0": 1, "round_1": 1}
+    assert trained["epochs"] == 1 and trained["steps"] == 1 and "loss" in trained["last_metrics"]
+    assert card["data"]["clips"] == 48 and card["config"]["method"]["rounds"] == 2
+    assert net(torch.randn(1, *card["input"]["shape"][1:])).shape == (1, card["feature_dim"])
