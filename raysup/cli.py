@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, methods, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings.
+"""``raysup`` console script: synth, prepare, methods, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings, export.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -198,6 +198,14 @@ def cmd_dashboard(a) -> None:
     serve(a.path, port=a.port, host=a.host, address=a.address)
 
 
+def cmd_export(a) -> None:
+    from raysup.export import export
+
+    card = export(a.run_dir, a.encoder, a.out, data=a.data, overwrite=a.overwrite)
+    print(f"wrote the {a.encoder} encoder ({card['architecture']['name']}, {card['feature_dim']}-D features) to {a.out} "
+          f"and its card (how to load and feed it, how it was trained) to {a.out}.json")
+
+
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="raysup", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"raysup {__version__}")
@@ -330,6 +338,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="TensorBoard address (default: this machine only)")
     s.add_argument("--address", default="auto", help="Ray cluster whose dashboard to show (default: the one running here)")
     s.set_defaults(fn=cmd_dashboard)
+
+    s = sub.add_parser("export", help="one encoder of a run as a plain state_dict (.pt) + a JSON card (architecture, input, training)")
+    s.add_argument("run_dir", help="run folder or URI of `raysup train` (its last checkpoint)")
+    s.add_argument("--encoder", required=True, help="which encoder: video, audio, rgb, flow or diff (the method's)")
+    s.add_argument("--out", required=True, help="local file to write (.pt); the card goes to FILE.json")
+    s.add_argument("--data", help="prepared folder or URI the model is built for (default: the one the run's data.json records)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
+    s.set_defaults(fn=cmd_export)
     return p
 
 
