@@ -136,6 +136,7 @@ def cmd_probe(a) -> None:
         acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
     else:
         acc = probe(cfg, data, a.labels, weights)
+    record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
         return
@@ -144,6 +145,18 @@ def cmd_probe(a) -> None:
     print(f"{'encoder':<10} {kind} top-1")
     for name, v in acc.items():
         print(f"{name:<10} {100 * v:6.2f}%")
+
+
+def record_probe(a, acc: dict[str, float]) -> None:
+    """Append a probe's results to ``RUN_DIR/probes.jsonl`` (``raysup export`` copies them into
+    the card)."""
+    from raysup.data.storage import resolve
+    from raysup.train import append_line
+
+    fs, root = resolve(a.run_dir)
+    how = "paper protocol" if a.protocol == "paper" else "finetune" if a.finetune else f"{a.folds}-fold linear probe" if a.folds else "linear probe"
+    append_line(fs, f"{root}/probes.jsonl", {"time": time.time(), "protocol": how, "random_init": a.random_init,
+                                             "labels": [redact(x) for x in (a.splits or [a.labels])], "top1": acc})
 
 
 def cmd_features(a) -> None:

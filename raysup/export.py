@@ -172,6 +172,14 @@ def recorded_data(run_dir: str) -> dict[str, Any] | None:
     return read_json(fs, f"{root}/data.json") if exists(fs, f"{root}/data.json") else None
 
 
+def recorded_probes(run_dir: str) -> list[dict[str, Any]]:
+    """The results ``raysup probe`` recorded for the run (``probes.jsonl``; none if never probed)."""
+    from raysup.train import read_lines
+
+    fs, root = resolve(run_dir)
+    return read_lines(fs, f"{root}/probes.jsonl")
+
+
 def export(run_dir: str, encoder: str, out: str, *, data: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the run's encoder ``encoder`` to ``out`` (a local ``.pt`` file) and its card to
     ``out + ".json"``; returns the card. ``data``: the prepared set the model is built for
@@ -218,6 +226,7 @@ def export(run_dir: str, encoder: str, out: str, *, data: str | None = None, ove
         "input_from": {"data": redact(prepared.uri), "prepare": prepared.manifest.get("params"),
                        "specs": {k: v.to_dict() for k, v in prepared.specs.items()}},  # the set the input shapes come from
         "trained": training_record(run_dir, checkpoint, saved),
+        "probes": recorded_probes(run_dir),  # what ``raysup probe`` measured on this run, oldest first
         "versions": {"raysup": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__},
     }
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -43,6 +43,10 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     assert main([*probe, "--finetune", "--epochs", "1", "--batch-size", "8", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(tuned) == {"video", "audio"} and all(0 <= v <= 1 for v in tuned.values())
+    # every probe is recorded in the run (raysup export copies them into its card)
+    probes = [json.loads(line) for line in open(f"{run_dir}/probes.jsonl")]
+    assert [(p["protocol"], p["random_init"]) for p in probes] == [("linear probe", False), ("3-fold linear probe", True), ("finetune", False)]
+    assert probes[0]["top1"] == acc and probes[2]["top1"] == tuned
 
     run = runner.train
     with pytest.raises(FileExistsError, match="--resume"):
