@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from raysup import runner
 from raysup.checkpoint import CHECKPOINT_FILE, latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
 from raysup.config import ConfigError, to_dict
@@ -135,7 +136,7 @@ def test_a_probe_uses_the_crop_size_of_the_run(real_prepared, tmp_path):
     path = latest_checkpoint(str(tmp_path / "run"))
     saved = load_config(load_checkpoint_file(path)["config"])
     assert saved.crop_size == CROP
-    ids, feats = _video_features(saved, real_prepared, set(real_prepared.video_ids), path, actors=1)
+    ids, feats = _video_features(saved, runner.open_data(real_prepared, saved), set(real_prepared.video_ids), path, actors=1)
     # by hand: the stored frames' centre crops, the stored audio, the model's embeddings, per-video means
     full = stored_frames(real_prepared)
     audio_table = table(real_prepared.dataset(["video_id", "clip_index", "audio"], crop=None))
