@@ -9,6 +9,10 @@ import sys
 from raysup.sweep import experiment_main
 
 GRID = {"method.temporal_jitter": [True, False]}
+# A.1 (papers/gdt.md L318): 100 epochs; "for subtable (a), we use the synchronized version without
+# any audio augmentation and use 15K negatives" (the paper preset's queue_size 15000)
+PAPER_BASE = {"epochs": 100, "method.sync": True, "method.specaugment": "none", "method.volume_jitter_db": 0.0}
+TINY_BASE = {"epochs": 10}  # the tiny preset's
 
 if __name__ == "__main__":
     experiment_main(
@@ -17,6 +21,8 @@ if __name__ == "__main__":
         name="gdt_temporal_jitter",
         grid=GRID,
         paper_grid=GRID,
+        base=PAPER_BASE,
+        tiny_base=TINY_BASE,
         quick_base={"epochs": 1},
         argv=sys.argv[1:],
     )

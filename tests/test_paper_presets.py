@@ -58,7 +58,8 @@ PINNED = [
     ("gdt", "paper", "method.momentum", 0.999),  # MoCo's key-encoder momentum
     ("gdt", "paper", "method.head_hidden", 512),  # official MLP head 512 → 512 → 512
     ("gdt", "paper", "method.head_out", 512),
-    ("gdt", "paper", "method.specaugment_masks", (1, 3, 1, 6)),  # §3.3: SpecAugment in t_a; script AUD_AUG_TYPE=medium
+    ("gdt", "paper", "method.specaugment", "medium"),  # L120: SpecAugment in t_a, no level named; script AUD_AUG_TYPE=medium (1,3,1,6)
+    ("gdt", "paper", "method.specaugment_masks", ()),  # none: --set method.specaugment=none/mild/strong (Table 1b, L170) decides
     ("gdt", "paper", "method.volume_jitter_db", 0.9),  # script: waveform × U[0.9, 1.1] ≈ ±0.9 dB
     ("gdt", "paper", "method.sync", True),  # the final model: synchronised audio (Table 1b)
     ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a)
