@@ -203,7 +203,7 @@ class TrainConfig:
 
     method_name: str
     method: Any
-    preset: Literal["tiny", "paper", "paper_vgg16"] = "tiny"  # paper_vgg16: Cross and Learn only
+    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig: XDC
     epochs: int = 10
     max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32

@@ -76,21 +76,50 @@ PINNED = [
     ("gdt", "paper", "optim.weight_decay", 1e-5),  # script WEIGHT_DECAY
     ("gdt", "paper", "optim.warmup_epochs", 10.0),  # script LR_WARM_EPOCHS
     ("gdt", "paper", "optim.schedule", "constant"),  # script LR_MIL=251 > 201 epochs: no decay
-    # --- XDC (Alwassel et al., NeurIPS 2020) ----------------------------------------------------
+    # --- XDC (Alwassel et al., NeurIPS 2020; papers/xdc.md) -------------------------------------
     ("xdc", "paper", "method.variant", "xdc"),  # §3: cross-modal deep clustering
-    ("xdc", "paper", "method.video_encoder", "r2plus1d_18"),  # §4: R(2+1)D-18
-    ("xdc", "paper", "method.audio_encoder", "resnet18_audio"),  # §4: ResNet-18 on log-mel
-    ("xdc", "paper", "method.k", 256),  # Table 2 sweeps k (unverified as the default)
-    ("xdc", "paper", "method.rounds", 10),  # unverified
-    ("xdc", "paper", "method.pca_dim", 256),  # DeepCluster's PCA before k-means (unverified for XDC)
-    ("xdc", "paper", "batch_size", 32),  # unverified
-    ("xdc", "paper", "crop_size", 112),  # §4: R(2+1)D-18 on 112×112 clips (prepare --size 128)
-    ("xdc", "paper", "epochs", 20),  # per round, ended by patience: "we train on the pseudo labels until the validation loss saturates" (XDC issue #8; 20 unverified)
-    ("xdc", "paper", "patience", 3),  # the validation loss saturating (XDC issue #8; 3 epochs unverified)
-    ("xdc", "paper", "method.video_norm", "kinetics"),  # Kinetics' mean and std (the XDC author, HumamAlwassel/XDC issue #2)
-    ("xdc", "paper", "method.crop_scale", (1.0, 1.0)),  # VMZ's pipeline: random 112 crop and flip, no resized crop (unverified)
-    ("xdc", "paper", "optim.name", "sgd"),  # unverified
-    ("xdc", "paper", "optim.lr", 0.01),  # unverified
+    ("xdc", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: 18-layer R(2+1)D
+    ("xdc", "paper", "method.audio_encoder", "resnet18_audio"),  # L103: 18-layer ResNet on 40 × 100 log-mel
+    ("xdc", "paper", "method.k_audio", 128),  # Table 6 (L187-193): the Kinetics model's audio clusters #1-#128
+    ("xdc", "paper", "method.k_video", 64),  # Table 6 (L187-193): its video clusters #1-#64
+    ("xdc", "paper", "method.rounds", 6),  # L115: "5 to 6 deep clustering iterations" (ours: 6)
+    ("xdc", "paper", "method.pca_dim", 256),  # paper silent: DeepCluster's PCA-whitening (ours)
+    ("xdc", "paper", "method.epoch_clips", 1_000_000),  # Table 10 (L393): es 1M
+    ("xdc", "paper", "batch_size", 32),  # Table 10 (L393): bs 32
+    ("xdc", "paper", "crop_size", 224),  # L103: 256 short side (prepare --size 256), random 224 crops
+    ("xdc", "paper", "method.crop_scale", (1.0, 1.0)),  # L103: plain random 224 crops, no resized crop
+    ("xdc", "paper", "method.video_norm", "kinetics"),  # paper silent: the XDC author, HumamAlwassel/XDC issue #2
+    ("xdc", "paper", "epochs", 30),  # Table 10 (L393): te 30
+    ("xdc", "paper", "patience", 3),  # Table 9 (L386) e-stop, "yes" for Kinetics (L393): 3 epochs
+    ("xdc", "paper", "optim.name", "sgd"),  # L373: distributed SGD
+    ("xdc", "paper", "optim.lr", 0.01),  # Table 10 (L393): lr 0.01 …
+    ("xdc", "paper", "optim.lr_batch", 32),  # … at bs 32, scaled linearly with the global batch (Goyal et al., L373)
+    ("xdc", "paper", "optim.momentum", 0.9),  # paper silent: VMZ's train_net.py
+    ("xdc", "paper", "optim.weight_decay", 1e-4),  # Table 10 (L393): wd 1e-4
+    ("xdc", "paper", "optim.warmup_epochs", 10.0),  # Table 10 (L393): we 10; L373: Goyal et al.'s warm-up
+    ("xdc", "paper", "optim.schedule", "step"),  # Table 9 (L382-383): ×γ every se epochs
+    ("xdc", "paper", "optim.milestones", (20 / 30,)),  # Table 10 (L393): se 10 after the 10 warm-up epochs, of 30
+    ("xdc", "paper", "optim.gamma", 0.01),  # Table 10 caption (L388): γ = 0.01
+    ("xdc", "paper_audioset", "method.epoch_clips", 2_000_000),  # Table 10 (L394): es 2M
+    ("xdc", "paper_audioset", "method.k", 256),  # Table 2 (L129-131): AudioSet's best k for UCF101/HMDB51
+    ("xdc", "paper_audioset", "method.k_video", 0),  # one k for both clusterings
+    ("xdc", "paper_audioset", "epochs", 45),  # Table 10 (L394): te 45
+    ("xdc", "paper_audioset", "patience", 3),  # Table 10 (L394): e-stop yes
+    ("xdc", "paper_audioset", "optim.lr", 0.01),  # Table 10 (L394)
+    ("xdc", "paper_audioset", "optim.weight_decay", 1e-4),  # Table 10 (L394)
+    ("xdc", "paper_audioset", "optim.warmup_epochs", 10.0),  # Table 10 (L394): we 10
+    ("xdc", "paper_audioset", "optim.milestones", (20 / 45, 30 / 45, 40 / 45)),  # Table 10 (L394): se 10 after we 10, of 45
+    ("xdc", "paper_audioset", "optim.gamma", 0.01),  # L388
+    ("xdc", "paper_audioset", "crop_size", 224),  # L103
+    ("xdc", "paper_ig", "method.epoch_clips", 10_000_000),  # Table 10 (L395): es 10M
+    ("xdc", "paper_ig", "method.k", 256),  # paper silent for IG: AudioSet's best (ours)
+    ("xdc", "paper_ig", "epochs", 10),  # Table 10 (L395): te 10 (IG*'s 0/9/30 last iteration not modelled)
+    ("xdc", "paper_ig", "patience", 0),  # Table 10 (L395): e-stop no
+    ("xdc", "paper_ig", "optim.warmup_epochs", 1.0),  # Table 10 (L395): we 1
+    ("xdc", "paper_ig", "optim.milestones", (0.4, 0.7)),  # Table 10 (L395): se 3 after we 1, of 10
+    ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
+    ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
+    ("xdc", "paper_ig", "crop_size", 224),  # L103
     # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018) ----------
     ("cpfs", "paper", "method.backbone", "alexnet"),  # §4: AlexNet with BN, sparse hypercolumns
     ("cpfs", "paper", "method.embed_dim", 16),  # §3: 16-d pixel embeddings
