@@ -17,7 +17,7 @@ from raysup.config import OptimConfig
 from raysup.methods import make_config
 from raysup.methods.gdt import GDT
 from raysup.models import image_encoder
-from raysup.train import make_optimizer
+from raysup.train import lr_factor, make_optimizer
 
 # (method, preset, field, value): the value make_config gives; the comment is its source
 PINNED = [
@@ -49,33 +49,34 @@ PINNED = [
     ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # §4: lr 0.005
     ("cross_and_learn", "paper_vgg16", "epochs", 67),  # §4: 160K iterations ≈ 67 epochs × 2384
     ("cross_and_learn", "paper_vgg16", "optim.milestones", (0.769,)),  # not given for VGG16: the CaffeNet fraction (assumed)
-    # --- GDT (Patrick et al., ICCV 2021; official scripts/pretrain_gdt_k400.sh) ----------------
-    ("gdt", "paper", "method.video_encoder", "r2plus1d_18"),  # paper and script VID_BASE_ARCH
-    ("gdt", "paper", "method.audio_encoder", "resnet18_audio"),  # ResNet on log-mel (script: resnet9; kept)
-    ("gdt", "paper", "method.tau", 0.07),  # paper and script NCE_T
-    ("gdt", "paper", "method.negatives", "queue"),  # paper: memory queue of negatives
-    ("gdt", "paper", "method.queue_size", 15000),  # paper: 15000 negatives per modality (docs/methods.md)
-    ("gdt", "paper", "method.momentum", 0.999),  # MoCo's key-encoder momentum
-    ("gdt", "paper", "method.head_hidden", 512),  # official MLP head 512 → 512 → 512
-    ("gdt", "paper", "method.head_out", 512),
+    # --- GDT (Patrick et al. 2020, papers/gdt.md; the official scripts/pretrain_gdt_k400.sh where it is silent)
+    ("gdt", "paper", "method.video_encoder", "r2plus1d_18"),  # L134: R(2+1)-D-18
+    ("gdt", "paper", "method.audio_encoder", "resnet18_audio"),  # L134: ResNet-18 (script: resnet9; kept)
+    ("gdt", "paper", "method.tau", 0.07),  # L134: τ = 0.07
+    ("gdt", "paper", "method.negatives", "queue"),  # L134: memory bank of negatives
+    ("gdt", "paper", "method.queue_size", 15000),  # L134: memory bank size 15000
+    ("gdt", "paper", "method.momentum", 0.999),  # L134: momentum update parameter 0.999
+    ("gdt", "paper", "method.shuffle_bn", True),  # L134: shuffling of the batchnorm statistics
+    ("gdt", "paper", "method.head_hidden", 512),  # L134: MLP head, hidden layer 512 …
+    ("gdt", "paper", "method.head_out", 512),  # … 512-D embeddings
     ("gdt", "paper", "method.specaugment", "medium"),  # L120: SpecAugment in t_a, no level named; script AUD_AUG_TYPE=medium (1,3,1,6)
     ("gdt", "paper", "method.specaugment_masks", ()),  # none: --set method.specaugment=none/mild/strong (Table 1b, L170) decides
-    ("gdt", "paper", "method.volume_jitter_db", 0.9),  # script: waveform × U[0.9, 1.1] ≈ ±0.9 dB
-    ("gdt", "paper", "method.sync", True),  # the final model: synchronised audio (Table 1b)
-    ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a)
-    ("gdt", "paper", "method.draws_per_epoch", 1),  # one clip per video per epoch (script NUM_CLIPS=1)
-    ("gdt", "paper", "batch_size", 8),  # script BATCH_SIZE: 8 clips per GPU
-    ("gdt", "paper", "crop_size", 112),  # appendix: resize to 128×171 (prepare --size 128), random 112 crop; centre 112 to evaluate
-    ("gdt", "paper", "method.crop_scale", (1.0, 1.0)),  # appendix: random crop and horizontal flip, no resized crop
-    ("gdt", "paper", "method.video_norm", "fixed"),  # official GDTPretrainDataset: (x − 0.45)/0.225, not per clip
-    ("gdt", "paper", "epochs", 200),  # script MUM_EPOCHS=201 (epochs 0-200)
-    ("gdt", "paper", "optim.name", "sgd"),  # script: torch.optim.SGD
-    ("gdt", "paper", "optim.lr", 0.01),  # script LR=1e-2 …
-    ("gdt", "paper", "optim.lr_batch", 8),  # … per 8 clips, × world size after warm-up (GradualWarmupScheduler)
-    ("gdt", "paper", "optim.momentum", 0.9),  # script MOMENTUM
-    ("gdt", "paper", "optim.weight_decay", 1e-5),  # script WEIGHT_DECAY
-    ("gdt", "paper", "optim.warmup_epochs", 10.0),  # script LR_WARM_EPOCHS
-    ("gdt", "paper", "optim.schedule", "constant"),  # script LR_MIL=251 > 201 epochs: no decay
+    ("gdt", "paper", "method.volume_jitter_db", 0.9),  # paper silent; script: waveform × U[0.9, 1.1] ≈ ±0.9 dB
+    ("gdt", "paper", "method.sync", True),  # the final model: synchronised audio (Table 1b, L170)
+    ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a, L168)
+    ("gdt", "paper", "method.draws_per_epoch", 1),  # paper silent; one clip per video per epoch (script NUM_CLIPS=1)
+    ("gdt", "paper", "batch_size", 16),  # L134: mini-batch 16 on each GPU (script: 8)
+    ("gdt", "paper", "crop_size", 112),  # L122: resize to 128×171 (prepare --size 128 --width 171), random 112 crop
+    ("gdt", "paper", "method.crop_scale", (1.0, 1.0)),  # L122: random cropping and flipping, no resized crop
+    ("gdt", "paper", "method.video_norm", "fixed"),  # paper silent; official GDTPretrainDataset: (x − 0.45)/0.225
+    ("gdt", "paper", "epochs", 200),  # L134: 200 epochs
+    ("gdt", "paper", "optim.name", "sgd"),  # L134: SGD
+    ("gdt", "paper", "optim.lr", 0.01),  # L134: initial lr 0.01 …
+    ("gdt", "paper", "optim.lr_batch", 16),  # … per GPU of 16 clips, linearly scaled with the number of GPUs
+    ("gdt", "paper", "optim.momentum", 0.9),  # L134: SGD momentum 0.9
+    ("gdt", "paper", "optim.weight_decay", 1e-5),  # L134: SGD weight decay 1e-5
+    ("gdt", "paper", "optim.warmup_epochs", 10.0),  # L134: gradual warm-up for the first 10 epochs
+    ("gdt", "paper", "optim.schedule", "constant"),  # paper silent on decay; script LR_MIL=251 > 201 epochs: none
     # --- XDC (Alwassel et al., NeurIPS 2020; papers/xdc.md) -------------------------------------
     ("xdc", "paper", "method.variant", "xdc"),  # §3: cross-modal deep clustering
     ("xdc", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: 18-layer R(2+1)D
@@ -161,11 +162,11 @@ def test_every_paper_preset_is_pinned():
 
 
 def test_gdt_lr_scales_with_the_global_batch():
-    """Official GDT: lr 0.01 per GPU of 8 clips, × world size (16 GPUs: 0.16)."""
+    """papers/gdt.md L134: lr 0.01 per GPU of 16 clips, linearly scaled with the GPUs (64: 0.64)."""
     net = nn.Linear(2, 2)
     optim = make_config("gdt", "paper").optim
-    assert make_optimizer(optim, net, global_batch=16 * 8).param_groups[0]["lr"] == pytest.approx(0.16)
-    assert make_optimizer(optim, net, global_batch=8).param_groups[0]["lr"] == pytest.approx(0.01)
+    assert make_optimizer(optim, net, global_batch=64 * 16).param_groups[0]["lr"] == pytest.approx(0.64)
+    assert make_optimizer(optim, net, global_batch=16).param_groups[0]["lr"] == pytest.approx(0.01)
     assert make_optimizer(OptimConfig(lr=0.01), net, global_batch=128).param_groups[0]["lr"] == 0.01  # lr_batch 0: as given
 
 
@@ -202,3 +203,17 @@ def test_paper_image_encoders_have_bn_on_convs_only_and_no_dropout_on_their_feat
         assert not torch.equal(a, b)
         both = (a > 0) & (b > 0)
         assert not torch.allclose(a[both] / b[both], torch.ones_like(a[both]))  # differ by more than masking
+
+
+def test_gdt_finetuning_schedule_follows_a2():
+    """papers/gdt.md L322: lr 0.0025 warmed up to 0.02 over the first 2 epochs, ×0.01 at epochs 6
+    and 8 of 10."""
+    from raysup.methods.gdt import PAPER_PROTOCOLS
+
+    ft = PAPER_PROTOCOLS[0]
+    spe = 50  # steps per epoch
+    lr = [ft.optim.lr * lr_factor(ft.optim, s, spe, ft.epochs) for s in range(spe * ft.epochs)]
+    assert lr[0] == pytest.approx(0.0025, abs=(0.02 - 0.0025) / (2 * spe)) and lr[:2 * spe] == sorted(lr[:2 * spe])
+    assert lr[2 * spe:6 * spe] == pytest.approx([0.02] * 4 * spe)
+    assert lr[6 * spe:8 * spe] == pytest.approx([2e-4] * 2 * spe) and lr[8 * spe:] == pytest.approx([2e-6] * 2 * spe)
+    assert (ft.optim.weight_decay, ft.optim.momentum, ft.batch_size, ft.epochs, ft.test_clips) == (5e-3, 0.9, 32, 10, 10)
