@@ -21,34 +21,39 @@ from raysup.train import lr_factor, make_optimizer
 
 # (method, preset, field, value): the value make_config gives; the comment is its source
 PINNED = [
-    # --- Cross and Learn (Sayed, Brattoli, Ommer, GCPR 2018) ------------------------------------
-    ("cross_and_learn", "paper", "method.encoder", "caffenet_bn"),  # §4: CaffeNet, BN on all conv layers
-    ("cross_and_learn", "paper", "method.flow_fields", 10),  # §4: 10 stacked flow frames (20 channels)
-    ("cross_and_learn", "paper", "method.diff_fields", 4),  # Table 4: 4 frame differences (12 channels)
-    ("cross_and_learn", "paper", "crop_size", 224),  # §4: rescaled to height 256 (prepare --size 256), random 224 crops
-    ("cross_and_learn", "paper", "method.crop_scale", (1.0, 1.0)),  # §4: no scale or aspect jitter (no resized crop)
-    ("cross_and_learn", "paper", "method.dropout", 0.5),  # §4: dropout 0.5 (official: on fc6's input)
-    ("cross_and_learn", "paper", "method.eps", 1e-5),  # eq. 1: eps inside the norms (official cos_sim default)
+    # --- Cross and Learn (Sayed, Brattoli, Ommer, GCPR 2018; papers/cross-and-learn.md) ----------
+    ("cross_and_learn", "paper", "method.encoder", "caffenet_bn"),  # L95: CaffeNet, BN on all conv layers
+    ("cross_and_learn", "paper", "method.flow_fields", 10),  # L97: 10 stacked flow frames (20 channels)
+    ("cross_and_learn", "paper", "method.diff_fields", 4),  # L174-185: 5 frames, 4 frame differences (12 channels)
+    ("cross_and_learn", "paper", "crop_size", 224),  # L101: rescaled to height 256 (prepare --size 256), random 224 crops
+    ("cross_and_learn", "paper", "method.crop_scale", (1.0, 1.0)),  # L101: crop and flip only, no scale or aspect jitter
+    ("cross_and_learn", "paper", "method.dropout", 0.5),  # L95: dropout 0.5 (official: on fc6's input)
+    ("cross_and_learn", "paper", "method.eps", 1e-5),  # L103: ε = 1e-5 "or bigger"
     ("cross_and_learn", "paper", "method.div_weight", 1.0),  # eq. 4: L_cross − L_div, equal weights
-    ("cross_and_learn", "paper", "method.time_flip", True),  # §3: temporal flip of the stack (flow and differences)
-    ("cross_and_learn", "paper", "method.channel_split", True),  # §4: RGB channel splitting
-    ("cross_and_learn", "paper", "batch_size", 60),  # §4: B = 30 tuples of 2 pairs
-    ("cross_and_learn", "paper", "epochs", 68),  # §4: 65K iterations ≈ 68 epochs × 954 (UCF101 split 1, 6 pairs/video)
-    ("cross_and_learn", "paper", "optim.name", "sgd"),  # §4: SGD
-    ("cross_and_learn", "paper", "optim.lr", 0.01),  # §4: lr 0.01
-    ("cross_and_learn", "paper", "optim.schedule", "step"),  # §4: lr 0.01 → 0.001
-    ("cross_and_learn", "paper", "optim.milestones", (0.769,)),  # §4: after 50K of 65K iterations
-    ("cross_and_learn", "paper", "optim.gamma", 0.1),  # §4: 0.01 → 0.001
-    ("cross_and_learn", "paper", "optim.momentum", 0.9),  # CaffeNet's usual value (unverified)
-    ("cross_and_learn", "paper", "optim.weight_decay", 5e-4),  # CaffeNet's usual value (unverified)
-    ("cross_and_learn", "paper_vgg16", "method.encoder", "vgg16_bn"),  # §4: the VGG16 variant
-    ("cross_and_learn", "paper_vgg16", "method.flow_fields", 10),  # §4: as the CaffeNet run
-    ("cross_and_learn", "paper_vgg16", "crop_size", 224),  # §4: as the CaffeNet run
-    ("cross_and_learn", "paper_vgg16", "method.crop_scale", (1.0, 1.0)),  # §4
-    ("cross_and_learn", "paper_vgg16", "batch_size", 24),  # §4: B = 12 tuples
-    ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # §4: lr 0.005
-    ("cross_and_learn", "paper_vgg16", "epochs", 67),  # §4: 160K iterations ≈ 67 epochs × 2384
-    ("cross_and_learn", "paper_vgg16", "optim.milestones", (0.769,)),  # not given for VGG16: the CaffeNet fraction (assumed)
+    ("cross_and_learn", "paper", "method.time_flip", True),  # L101: temporal flips of the flow stack (not of SOD, L185)
+    ("cross_and_learn", "paper", "method.channel_split", True),  # L101: channel splitting
+    ("cross_and_learn", "paper", "method.pretrain_split", "train"),  # L97: the trainset of UCF-101; L113: the same split as finetuning
+    ("cross_and_learn", "paper", "method.pairs_per_video", 6),  # ours: the paper counts iterations, not epochs
+    ("cross_and_learn", "paper", "batch_size", 60),  # L99: 60 videos, B = 30 tuples of 2 pairs
+    ("cross_and_learn", "paper", "epochs", 68),  # L103: 65K iterations ≈ 68 epochs × 954 (UCF101 split 1, 6 pairs/video)
+    ("cross_and_learn", "paper", "optim.name", "sgd"),  # L103: SGD
+    ("cross_and_learn", "paper", "optim.lr", 0.01),  # L103: lr 0.01
+    ("cross_and_learn", "paper", "optim.schedule", "step"),  # L103: lr 0.01 → 0.001
+    ("cross_and_learn", "paper", "optim.milestones", (0.769,)),  # L103: after 50K of 65K iterations
+    ("cross_and_learn", "paper", "optim.gamma", 0.1),  # L103: 0.01 → 0.001
+    ("cross_and_learn", "paper", "optim.momentum", 0.9),  # L103: momentum 0.9
+    ("cross_and_learn", "paper", "optim.weight_decay", 5e-4),  # L103: weight decay 5e-4
+    ("cross_and_learn", "paper_vgg16", "method.encoder", "vgg16_bn"),  # L109: VGG16 (BN as L95)
+    ("cross_and_learn", "paper_vgg16", "method.flow_fields", 10),  # L109: all other hyperparameters unchanged
+    ("cross_and_learn", "paper_vgg16", "crop_size", 224),  # L109: unchanged
+    ("cross_and_learn", "paper_vgg16", "method.crop_scale", (1.0, 1.0)),  # L109: unchanged
+    ("cross_and_learn", "paper_vgg16", "method.pretrain_split", "train"),  # L109: unchanged (L97)
+    ("cross_and_learn", "paper_vgg16", "batch_size", 24),  # L109: B = 12 tuples
+    ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # L109: lr 0.005
+    ("cross_and_learn", "paper_vgg16", "optim.momentum", 0.9),  # L109: unchanged (L103)
+    ("cross_and_learn", "paper_vgg16", "optim.weight_decay", 5e-4),  # L109: unchanged (L103)
+    ("cross_and_learn", "paper_vgg16", "epochs", 67),  # L109: 160K iterations ≈ 67 epochs × 2384
+    ("cross_and_learn", "paper_vgg16", "optim.milestones", (0.769,)),  # not given for 160K iterations: the CaffeNet fraction (ours)
     # --- GDT (Patrick et al. 2020, papers/gdt.md; the official scripts/pretrain_gdt_k400.sh where it is silent)
     ("gdt", "paper", "method.video_encoder", "r2plus1d_18"),  # L134: R(2+1)-D-18
     ("gdt", "paper", "method.audio_encoder", "resnet18_audio"),  # L134: ResNet-18 (script: resnet9; kept)
