@@ -1,12 +1,9 @@
-"""Every hyperparameter of every ``paper`` preset, pinned to its source (one row each, the paper
-section/table or the official script in a comment), plus the behaviour behind the values that
-are more than a number: GDT's lr scaling and its volume jitter surviving standardisation, and
-Cross and Learn's fc6 (no BN; dropout never on the features that enter the loss).
-
-Sources that could not be checked are marked "unverified" here, in the presets and in
-docs/reproducing.md. The section numbers of Cross and Learn and cross-pixel similarity follow
-issue 16's reading of the papers (their text could not be opened where this was written); GDT's
-values were checked against its official code."""
+"""Every hyperparameter of every ``paper`` preset, pinned to its source: the line of the paper's
+text in ../shared/papers (``L123`` in a comment is papers/<method>.md line 123), or, where the
+paper is silent, the authors' code or "ours". Plus the behaviour behind the values that are more
+than a number: GDT's lr scaling, its finetuning schedule and its volume jitter surviving
+standardisation, and Cross and Learn's fc6 (no BN; dropout never on the features that enter the
+loss)."""
 from __future__ import annotations
 
 import pytest
@@ -126,23 +123,26 @@ PINNED = [
     ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
     ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
     ("xdc", "paper_ig", "crop_size", 224),  # L103
-    # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018) ----------
-    ("cpfs", "paper", "method.backbone", "alexnet"),  # §4: AlexNet with BN, sparse hypercolumns
-    ("cpfs", "paper", "method.embed_dim", 16),  # §3: 16-d pixel embeddings
-    ("cpfs", "paper", "method.flow_step", 5),  # §4: flow t → t+5 at the native frame rate
-    ("cpfs", "paper", "method.max_flow", 56.0),  # §3: log-normalisation with M = 56 px
-    ("cpfs", "paper", "method.target", "learned"),  # §3: σ learned with the network
-    ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 5: column-softmax cross-entropy
-    ("cpfs", "paper", "batch_size", 96),  # §4: batch 96
-    ("cpfs", "paper", "crop_size", 224),  # §4: 224 crops (prepare --size 256)
-    ("cpfs", "paper", "method.min_crop", 1.0),  # §4: plain crops, no random resized crop
-    ("cpfs", "paper", "optim.name", "adam"),  # §4: Adam
-    ("cpfs", "paper", "optim.lr", 1e-4),  # §4: lr 1e-4
-    ("cpfs_direct", "paper", "method.target", "direct"),  # §4.1: the "direct reg." baseline
-    ("cpfs_direct", "paper", "method.bins", 16),  # §4.1: 16 classes per flow component
-    ("cpfs_direct", "paper", "batch_size", 96),  # §4: as cpfs
-    ("cpfs_direct", "paper", "optim.lr", 0.01),  # §4.1: the direct baseline trains at lr 0.01
-    ("cpfs_direct", "paper", "crop_size", 224),  # §4: as cpfs
+    # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018; papers/cpfs.md)
+    ("cpfs", "paper", "method.backbone", "alexnet"),  # L121: Pathak et al.'s AlexNet, sparse hypercolumns; BN (L154)
+    ("cpfs", "paper", "method.embed_dim", 16),  # L121: D = 16
+    ("cpfs", "paper", "method.pixels", 512),  # L154: 512 pixels per image
+    ("cpfs", "paper", "method.flow_step", 5),  # L125: flow between frames t and t+5
+    ("cpfs", "paper", "method.max_flow", 56.0),  # L137: M = 56.0
+    ("cpfs", "paper", "method.target", "learned"),  # L91: σ learned with the CNN
+    ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 3 (L99): cross-entropy of the column softmaxes
+    ("cpfs", "paper", "batch_size", 96),  # L154: batch of 96 frames
+    ("cpfs", "paper", "crop_size", 224),  # L154: 224 × 224 crops (prepare --size 256)
+    ("cpfs", "paper", "method.min_crop", 0.5),  # L154: scale, flip and crop augmentation (range not stated: ours)
+    ("cpfs", "paper", "patience", 5),  # L139: early stopping on a validation loss (patience: ours)
+    ("cpfs", "paper", "optim.name", "adam"),  # L143: Adam
+    ("cpfs", "paper", "optim.lr", 1e-4),  # L143: lr 1e-4
+    ("cpfs", "paper", "optim.weight_decay", 0.0),  # L143: no weight decay
+    ("cpfs_direct", "paper", "method.target", "direct"),  # L171: the direct prediction baseline
+    ("cpfs_direct", "paper", "method.bins", 16),  # L171: 16 discrete flow classes per component
+    ("cpfs_direct", "paper", "batch_size", 96),  # L154: as cpfs
+    ("cpfs_direct", "paper", "optim.lr", 0.01),  # L171: "a faster initial learning rate of 0.01"
+    ("cpfs_direct", "paper", "crop_size", 224),  # L154: as cpfs
 ]
 
 
