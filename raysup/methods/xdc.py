@@ -158,6 +158,7 @@ PRESETS["paper_ig"] = _paper(  # All DCs, IG-Kinetics & IG-Random (L395): es 10M
 )
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
+MAX_DRAWS_PER_CLIP = 100  # epoch_clips over the clips: more is a paper preset on far too little data
 STAT_KEYS = ("cluster_sizes", "empty_clusters", "largest_cluster_fraction", "nmi_previous", "nmi_truth", "purity")
 
 
@@ -209,6 +210,10 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
         if k > clips:
             field = f"method.k_{name}" if getattr(cfg.method, f"k_{name}", 0) else "method.k"
             raise ConfigError(f"{field}: {k} clusters need at least as many clips; the prepared data has {clips} with audio")
+    if cfg.method.epoch_clips > MAX_DRAWS_PER_CLIP * clips:  # each draw is a copy of the clip's cells in the stream's block
+        raise ConfigError(f"method.epoch_clips: {cfg.method.epoch_clips} clips per epoch would draw each of the {clips} prepared clips "
+                          f"with audio ~{cfg.method.epoch_clips // clips} times; at most {MAX_DRAWS_PER_CLIP} (set method.epoch_clips=0 "
+                          "for epochs of method.epoch_size × the clips)")
 
 
 def build(cfg: TrainConfig, specs) -> XDC:

@@ -144,3 +144,17 @@ def test_paper_grids_cluster_at_the_grid_k(script):
         assert ks == [(k, k) for k in values]
     else:
         assert set(ks) == {(128, 128)} and [c.method.variant for c in cfgs] == values
+
+
+def test_epoch_clips_far_beyond_the_data_is_refused(small_prepared):
+    """The paper preset's 1M clips per epoch on 48 clips would copy each ~20000 times into the stream."""
+    from raysup.config import ConfigError
+    from raysup.methods import xdc
+
+    data = PreparedData(small_prepared[0])
+    small = {"method.k_video": 0, "method.k_audio": 0, "method.k": 4}
+    with pytest.raises(ConfigError, match=r"method.epoch_clips: 1000000 clips per epoch .* method.epoch_clips=0"):
+        xdc.check(make_config("xdc", "paper", small), data)
+    xdc.check(make_config("xdc", "paper", {**small, "method.epoch_clips": 0}), data)
+    with pytest.raises(ConfigError, match="method.k_video: 64 clusters need at least as many clips; the prepared data has 48"):
+        xdc.check(make_config("xdc", "paper", {"method.epoch_clips": 0}), data)
