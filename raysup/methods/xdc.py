@@ -119,7 +119,7 @@ def _paper(*, epoch_clips: int, warmup: int, step: int, total: int, early_stop: 
             "epoch_clips": epoch_clips,  # es, Table 10
             "rounds": 6,  # L115: "on average 5 to 6 deep clustering iterations" to converge (ours: the upper end)
             "video_encoder": "r2plus1d_18",  # L103: the 18-layer R(2+1)D
-            "audio_encoder": "resnet18_audio",  # L103: the 18-layer ResNet on 40 × 100 log-mel (prepare --audio-seconds 2 --hop-ms 20)
+            "audio_encoder": "resnet18_audio",  # L103: the 18-layer ResNet on 40 × 100 log-mel (prepare --audio-seconds 2 --audio-hop-ms 20)
             "pca_dim": 256,  # the paper is silent; DeepCluster's PCA-whitening before k-means (ours)
             # the paper is silent; Kinetics' mean and deviation (the XDC author, HumamAlwassel/XDC issue #2)
             "video_norm": "kinetics",
