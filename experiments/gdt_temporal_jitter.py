@@ -4,10 +4,13 @@ video and audio linear-probe top-1.
     python experiments/gdt_temporal_jitter.py                      # embedded synthetic set, < 10 min on 2 CPUs
     python experiments/gdt_temporal_jitter.py --data D --labels L  # your prepared data
 """
-
 from raysup.sweep import Experiment, main
 
 GRID = {"method.temporal_jitter": [True, False]}
+# A.1 (papers/gdt.md L318): 100 epochs; "for subtable (a), we use the synchronized version without
+# any audio augmentation and use 15K negatives" (the paper preset's queue_size 15000)
+PAPER_BASE = {"epochs": 100, "method.sync": True, "method.specaugment": "none", "method.volume_jitter_db": 0.0}
+TINY_BASE = {"epochs": 10}  # the tiny preset's
 
 EXPERIMENT = Experiment(
     "gdt",
@@ -15,6 +18,8 @@ EXPERIMENT = Experiment(
     name="gdt_temporal_jitter",
     grid=GRID,
     paper_grid=GRID,
+    base=PAPER_BASE,
+    tiny_base=TINY_BASE,
     quick_base={"epochs": 1},
 )
 

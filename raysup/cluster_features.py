@@ -53,6 +53,7 @@ class Clustering:
 
     name: str
     columns: tuple[str, ...]
+    k: int = 0  # its clusters; 0: the KMeansConfig's k (XDC's clusterings may differ: method.k_video, k_audio)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int,
     table = table.take(np.argsort(table.column("priority").to_numpy(), kind="stable")[:n])
     out = {}
     for c in clusterings:
-        r = kmeans(matrix(table, c), k, niter=niter, nredo=nredo, seed=seed, pca_dim=pca_dim, gpu=gpu)
+        r = kmeans(matrix(table, c), c.k or k, niter=niter, nredo=nredo, seed=seed, pca_dim=pca_dim, gpu=gpu)
         out[c.name] = Model(r.centroids, r.pca, r.objective / table.num_rows, r.iterations)
     return out
 
@@ -237,17 +238,18 @@ def lookup(keys: pa.Table, uri: str, files: tuple[str, ...], columns: list[str],
     return keys.join(found, keys=KEY, join_type="inner")
 
 
-def count_batch(batch: pa.Table, *, names: list[str], k: int, val_fraction: float, previous: tuple[str, tuple[str, ...]] | None,
+def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, previous: tuple[str, tuple[str, ...]] | None,
                 truth: dict[str, int] | None, classes: int) -> dict[str, np.ndarray]:
-    """One batch's counts: per clustering its sizes [k], sizes among training rows (not held out)
+    """One batch's counts: per clustering (``ks``: name → its k) its sizes [k], sizes among training rows (not held out)
     [k], the sum of squared distances, and the contingency tables with the previous labels
     [k,k] and the ground-truth classes [k,classes] (plus the rows without a class)."""
     vid = batch.column("video_id").to_numpy(zero_copy_only=False)
     train = ~held_out(vid, val_fraction)
     cls = None if truth is None else np.array([truth.get(v, -1) for v in vid], np.int64)
+    names = list(ks)
     prev = lookup(batch.select([*KEY, *names]), previous[0], previous[1], names, "previous_") if previous else None
     out = {}
-    for name in names:
+    for name, k in ks.items():
         lab = batch.column(name).to_numpy().astype(np.int64)
         out[f"{name}/sizes"] = np.bincount(lab, minlength=k)
         out[f"{name}/train_sizes"] = np.bincount(lab[train], minlength=k)
@@ -350,7 +352,9 @@ def cluster_features(
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     settings.validate()
-    k, niter, nredo, pca_dim, cpus, gpus = settings.k, settings.niter, settings.nredo, settings.pca_dim, settings.cpus, settings.gpus
+    niter, nredo, pca_dim, cpus, gpus = settings.niter, settings.nredo, settings.pca_dim, settings.cpus, settings.gpus
+    ks = {c.name: c.k or settings.k for c in clusterings}
+    k = max(ks.values())  # the largest clustering sets the sample
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
     items, schema = fragments(features, columns, item_bytes)
@@ -370,14 +374,14 @@ def cluster_features(
     clock.append(time.perf_counter())
     # placement_group=None: schedule on the cluster, not inside a Tune trial's bundle
     task = ray.remote(train).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    models = ray.get(task.remote(clusterings, n, k, niter, nredo, seed, pca_dim, gpus > 0, *parts.to_arrow_refs()))
+    models = ray.get(task.remote(clusterings, n, settings.k, niter, nredo, seed, pca_dim, gpus > 0, *parts.to_arrow_refs()))
     del parts
     clock.append(time.perf_counter())
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
     prev = None if previous is None else (previous, tuple(parquet_files(previous)))
     counts = summed(over_fragments(items, assign_fragments, uri=features, columns=columns, out=out, clusterings=clusterings, models=models,
-                                   names=[c.name for c in clusterings], k=k, val_fraction=val_fraction, previous=prev,
+                                   ks=ks, val_fraction=val_fraction, previous=prev,
                                    truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
     clock.append(time.perf_counter())
     for c in clusterings:
@@ -386,10 +390,10 @@ def cluster_features(
         if models[c.name].pca is not None:
             A, b = models[c.name].pca
             _save(fs, f"{root}/pca{suffix}.npz", A=A, b=b)
-    stats = {"rows": rows, "sample": n, "k": k, "seconds": dict(zip(["sample", "train", "assign"], np.diff(clock).round(2).tolist(), strict=True))}
+    stats = {"rows": rows, "sample": n, "k": settings.k, "seconds": dict(zip(["sample", "train", "assign"], np.diff(clock).round(2).tolist(), strict=True))}
     for c in clusterings:
         m = models[c.name]
-        stats[c.name] = statistics(counts, c.name) | {"columns": list(c.columns), "sample_objective": m.sample_objective, "iterations": m.iterations}
+        stats[c.name] = statistics(counts, c.name) | {"columns": list(c.columns), "k": ks[c.name], "sample_objective": m.sample_objective, "iterations": m.iterations}
     write_json(fs, f"{root}/{STATS}", stats)
     return stats
 

@@ -159,6 +159,7 @@ class OptimConfig:
     milestones: tuple[float, ...] = ()  # step schedule: fractions of the run where lr *= gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear warm-up, in epochs (fractions allowed), per step
+    warmup_from: float = 0.0  # the warm-up's first lr, as a fraction of lr (0: from about 0)
     clip_grad_norm: float = 0.0  # clip the global gradient norm to this; 0: off
 
     def validate(self) -> None:
@@ -167,6 +168,8 @@ class OptimConfig:
         for name in ("lr_batch", "momentum", "weight_decay", "warmup_epochs", "clip_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_from <= 1:
+            raise ValueError(f"warmup_from: must be in [0, 1], got {self.warmup_from}")
         if self.momentum >= 1:
             raise ValueError(f"momentum: must be < 1, got {self.momentum}")
         if not 0 < self.gamma <= 1:
@@ -203,7 +206,7 @@ class TrainConfig:
 
     method_name: str
     method: Any
-    preset: Literal["tiny", "paper", "paper_vgg16"] = "tiny"  # paper_vgg16: Cross and Learn only
+    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig: XDC
     epochs: int = 10
     max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32

@@ -59,11 +59,11 @@ def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, global_batch: int =
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
     """Learning-rate multiplier at optimiser step ``step`` (counted from 0 over the whole run):
-    linear warm-up over ``warmup_epochs``, then constant, cosine to 0, or ×``gamma`` at each
-    milestone (fractions of the run), all per step."""
+    linear warm-up over ``warmup_epochs`` (from ``warmup_from``), then constant, cosine to 0, or
+    ×``gamma`` at each milestone (fractions of the run), all per step."""
     total, warmup = steps_per_epoch * epochs, cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return cfg.warmup_from + (1 - cfg.warmup_from) * (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))

@@ -43,7 +43,7 @@ def test_module_provides_the_contract(name, small_prepared):
         want = [p for p in inspect.signature(getattr(MethodModule, fn)).parameters if p != "self"]
         assert list(inspect.signature(getattr(mod, fn)).parameters) == want, fn
     # the model names its encoders as embed does, with their feature widths
-    cfg = make_config(name, "tiny", dict(SHORT_SETS.get(name, {})))
+    cfg = make_config(name, "tiny", {**SHORT_SETS.get(name, {}), "batch_size": 8})
     data = runner.check(cfg, small_prepared[0])
     model = mod.build(cfg, data.specs).eval()
     batch = ClipCollate(data.specs)(data.dataset(list(mod.COLUMNS), crop="centre").take_batch(4, batch_format="pyarrow"))

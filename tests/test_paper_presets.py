@@ -1,12 +1,9 @@
-"""Every hyperparameter of every ``paper`` preset, pinned to its source (one row each, the paper
-section/table or the official script in a comment), plus the behaviour behind the values that
-are more than a number: GDT's lr scaling and its volume jitter surviving standardisation, and
-Cross and Learn's fc6 (no BN; dropout never on the features that enter the loss).
-
-Sources that could not be checked are marked "unverified" here, in the presets and in
-docs/reproducing.md. The section numbers of Cross and Learn and cross-pixel similarity follow
-issue 16's reading of the papers (their text could not be opened where this was written); GDT's
-values were checked against its official code."""
+"""Every hyperparameter of every ``paper`` preset, pinned to its source: the line of the paper's
+text in ../shared/papers (``L123`` in a comment is papers/<method>.md line 123), or, where the
+paper is silent, the authors' code or "ours". Plus the behaviour behind the values that are more
+than a number: GDT's lr scaling, its finetuning schedule and its volume jitter surviving
+standardisation, and Cross and Learn's fc6 (no BN; dropout never on the features that enter the
+loss)."""
 from __future__ import annotations
 
 import pytest
@@ -17,96 +14,135 @@ from raysup.config import OptimConfig
 from raysup.methods import make_config
 from raysup.methods.gdt import GDT
 from raysup.models import image_encoder
-from raysup.train import make_optimizer
+from raysup.train import lr_factor, make_optimizer
 
 # (method, preset, field, value): the value make_config gives; the comment is its source
 PINNED = [
-    # --- Cross and Learn (Sayed, Brattoli, Ommer, GCPR 2018) ------------------------------------
-    ("cross_and_learn", "paper", "method.encoder", "caffenet_bn"),  # §4: CaffeNet, BN on all conv layers
-    ("cross_and_learn", "paper", "method.flow_fields", 10),  # §4: 10 stacked flow frames (20 channels)
-    ("cross_and_learn", "paper", "method.diff_fields", 4),  # Table 4: 4 frame differences (12 channels)
-    ("cross_and_learn", "paper", "crop_size", 224),  # §4: rescaled to height 256 (prepare --size 256), random 224 crops
-    ("cross_and_learn", "paper", "method.crop_scale", (1.0, 1.0)),  # §4: no scale or aspect jitter (no resized crop)
-    ("cross_and_learn", "paper", "method.dropout", 0.5),  # §4: dropout 0.5 (official: on fc6's input)
-    ("cross_and_learn", "paper", "method.eps", 1e-5),  # eq. 1: eps inside the norms (official cos_sim default)
+    # --- Cross and Learn (Sayed, Brattoli, Ommer, GCPR 2018; papers/cross-and-learn.md) ----------
+    ("cross_and_learn", "paper", "method.encoder", "caffenet_bn"),  # L95: CaffeNet, BN on all conv layers
+    ("cross_and_learn", "paper", "method.flow_fields", 10),  # L97: 10 stacked flow frames (20 channels)
+    ("cross_and_learn", "paper", "method.diff_fields", 4),  # L174-185: 5 frames, 4 frame differences (12 channels)
+    ("cross_and_learn", "paper", "crop_size", 224),  # L101: rescaled to height 256 (prepare --size 256), random 224 crops
+    ("cross_and_learn", "paper", "method.crop_scale", (1.0, 1.0)),  # L101: crop and flip only, no scale or aspect jitter
+    ("cross_and_learn", "paper", "method.dropout", 0.5),  # L95: dropout 0.5 (official: on fc6's input)
+    ("cross_and_learn", "paper", "method.eps", 1e-5),  # L103: ε = 1e-5 "or bigger"
     ("cross_and_learn", "paper", "method.div_weight", 1.0),  # eq. 4: L_cross − L_div, equal weights
-    ("cross_and_learn", "paper", "method.time_flip", True),  # §3: temporal flip of the stack (flow and differences)
-    ("cross_and_learn", "paper", "method.channel_split", True),  # §4: RGB channel splitting
-    ("cross_and_learn", "paper", "batch_size", 60),  # §4: B = 30 tuples of 2 pairs
-    ("cross_and_learn", "paper", "epochs", 68),  # §4: 65K iterations ≈ 68 epochs × 954 (UCF101 split 1, 6 pairs/video)
-    ("cross_and_learn", "paper", "optim.name", "sgd"),  # §4: SGD
-    ("cross_and_learn", "paper", "optim.lr", 0.01),  # §4: lr 0.01
-    ("cross_and_learn", "paper", "optim.schedule", "step"),  # §4: lr 0.01 → 0.001
-    ("cross_and_learn", "paper", "optim.milestones", (0.769,)),  # §4: after 50K of 65K iterations
-    ("cross_and_learn", "paper", "optim.gamma", 0.1),  # §4: 0.01 → 0.001
-    ("cross_and_learn", "paper", "optim.momentum", 0.9),  # CaffeNet's usual value (unverified)
-    ("cross_and_learn", "paper", "optim.weight_decay", 5e-4),  # CaffeNet's usual value (unverified)
-    ("cross_and_learn", "paper_vgg16", "method.encoder", "vgg16_bn"),  # §4: the VGG16 variant
-    ("cross_and_learn", "paper_vgg16", "method.flow_fields", 10),  # §4: as the CaffeNet run
-    ("cross_and_learn", "paper_vgg16", "crop_size", 224),  # §4: as the CaffeNet run
-    ("cross_and_learn", "paper_vgg16", "method.crop_scale", (1.0, 1.0)),  # §4
-    ("cross_and_learn", "paper_vgg16", "batch_size", 24),  # §4: B = 12 tuples
-    ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # §4: lr 0.005
-    ("cross_and_learn", "paper_vgg16", "epochs", 67),  # §4: 160K iterations ≈ 67 epochs × 2384
-    ("cross_and_learn", "paper_vgg16", "optim.milestones", (0.769,)),  # not given for VGG16: the CaffeNet fraction (assumed)
-    # --- GDT (Patrick et al., ICCV 2021; official scripts/pretrain_gdt_k400.sh) ----------------
-    ("gdt", "paper", "method.video_encoder", "r2plus1d_18"),  # paper and script VID_BASE_ARCH
-    ("gdt", "paper", "method.audio_encoder", "resnet18_audio"),  # ResNet on log-mel (script: resnet9; kept)
-    ("gdt", "paper", "method.tau", 0.07),  # paper and script NCE_T
-    ("gdt", "paper", "method.negatives", "queue"),  # paper: memory queue of negatives
-    ("gdt", "paper", "method.queue_size", 15000),  # paper: 15000 negatives per modality (docs/methods.md)
-    ("gdt", "paper", "method.momentum", 0.999),  # MoCo's key-encoder momentum
-    ("gdt", "paper", "method.head_hidden", 512),  # official MLP head 512 → 512 → 512
-    ("gdt", "paper", "method.head_out", 512),
-    ("gdt", "paper", "method.specaugment_masks", (1, 3, 1, 6)),  # §3.3: SpecAugment in t_a; script AUD_AUG_TYPE=medium
-    ("gdt", "paper", "method.volume_jitter_db", 0.9),  # script: waveform × U[0.9, 1.1] ≈ ±0.9 dB
-    ("gdt", "paper", "method.sync", True),  # the final model: synchronised audio (Table 1b)
-    ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a)
-    ("gdt", "paper", "method.draws_per_epoch", 1),  # one clip per video per epoch (script NUM_CLIPS=1)
-    ("gdt", "paper", "batch_size", 8),  # script BATCH_SIZE: 8 clips per GPU
-    ("gdt", "paper", "crop_size", 112),  # appendix: resize to 128×171 (prepare --size 128), random 112 crop; centre 112 to evaluate
-    ("gdt", "paper", "method.crop_scale", (1.0, 1.0)),  # appendix: random crop and horizontal flip, no resized crop
-    ("gdt", "paper", "method.video_norm", "fixed"),  # official GDTPretrainDataset: (x − 0.45)/0.225, not per clip
-    ("gdt", "paper", "epochs", 200),  # script MUM_EPOCHS=201 (epochs 0-200)
-    ("gdt", "paper", "optim.name", "sgd"),  # script: torch.optim.SGD
-    ("gdt", "paper", "optim.lr", 0.01),  # script LR=1e-2 …
-    ("gdt", "paper", "optim.lr_batch", 8),  # … per 8 clips, × world size after warm-up (GradualWarmupScheduler)
-    ("gdt", "paper", "optim.momentum", 0.9),  # script MOMENTUM
-    ("gdt", "paper", "optim.weight_decay", 1e-5),  # script WEIGHT_DECAY
-    ("gdt", "paper", "optim.warmup_epochs", 10.0),  # script LR_WARM_EPOCHS
-    ("gdt", "paper", "optim.schedule", "constant"),  # script LR_MIL=251 > 201 epochs: no decay
-    # --- XDC (Alwassel et al., NeurIPS 2020) ----------------------------------------------------
+    ("cross_and_learn", "paper", "method.time_flip", True),  # L101: temporal flips of the flow stack (not of SOD, L185)
+    ("cross_and_learn", "paper", "method.channel_split", True),  # L101: channel splitting
+    ("cross_and_learn", "paper", "method.pretrain_split", "train"),  # L97: the trainset of UCF-101; L113: the same split as finetuning
+    ("cross_and_learn", "paper", "method.pairs_per_video", 6),  # ours: the paper counts iterations, not epochs
+    ("cross_and_learn", "paper", "batch_size", 60),  # L99: 60 videos, B = 30 tuples of 2 pairs
+    ("cross_and_learn", "paper", "epochs", 68),  # L103: 65K iterations ≈ 68 epochs × 954 (UCF101 split 1, 6 pairs/video)
+    ("cross_and_learn", "paper", "optim.name", "sgd"),  # L103: SGD
+    ("cross_and_learn", "paper", "optim.lr", 0.01),  # L103: lr 0.01
+    ("cross_and_learn", "paper", "optim.schedule", "step"),  # L103: lr 0.01 → 0.001
+    ("cross_and_learn", "paper", "optim.milestones", (0.769,)),  # L103: after 50K of 65K iterations
+    ("cross_and_learn", "paper", "optim.gamma", 0.1),  # L103: 0.01 → 0.001
+    ("cross_and_learn", "paper", "optim.momentum", 0.9),  # L103: momentum 0.9
+    ("cross_and_learn", "paper", "optim.weight_decay", 5e-4),  # L103: weight decay 5e-4
+    ("cross_and_learn", "paper_vgg16", "method.encoder", "vgg16_bn"),  # L109: VGG16 (BN as L95)
+    ("cross_and_learn", "paper_vgg16", "method.flow_fields", 10),  # L109: all other hyperparameters unchanged
+    ("cross_and_learn", "paper_vgg16", "crop_size", 224),  # L109: unchanged
+    ("cross_and_learn", "paper_vgg16", "method.crop_scale", (1.0, 1.0)),  # L109: unchanged
+    ("cross_and_learn", "paper_vgg16", "method.pretrain_split", "train"),  # L109: unchanged (L97)
+    ("cross_and_learn", "paper_vgg16", "batch_size", 24),  # L109: B = 12 tuples
+    ("cross_and_learn", "paper_vgg16", "optim.lr", 0.005),  # L109: lr 0.005
+    ("cross_and_learn", "paper_vgg16", "optim.momentum", 0.9),  # L109: unchanged (L103)
+    ("cross_and_learn", "paper_vgg16", "optim.weight_decay", 5e-4),  # L109: unchanged (L103)
+    ("cross_and_learn", "paper_vgg16", "epochs", 67),  # L109: 160K iterations ≈ 67 epochs × 2384
+    ("cross_and_learn", "paper_vgg16", "optim.milestones", (0.769,)),  # not given for 160K iterations: the CaffeNet fraction (ours)
+    # --- GDT (Patrick et al. 2020, papers/gdt.md; the official scripts/pretrain_gdt_k400.sh where it is silent)
+    ("gdt", "paper", "method.video_encoder", "r2plus1d_18"),  # L134: R(2+1)-D-18
+    ("gdt", "paper", "method.audio_encoder", "resnet18_audio"),  # L134: ResNet-18 (script: resnet9; kept)
+    ("gdt", "paper", "method.tau", 0.07),  # L134: τ = 0.07
+    ("gdt", "paper", "method.negatives", "queue"),  # L134: memory bank of negatives
+    ("gdt", "paper", "method.queue_size", 15000),  # L134: memory bank size 15000
+    ("gdt", "paper", "method.momentum", 0.999),  # L134: momentum update parameter 0.999
+    ("gdt", "paper", "method.shuffle_bn", True),  # L134: shuffling of the batchnorm statistics
+    ("gdt", "paper", "method.head_hidden", 512),  # L134: MLP head, hidden layer 512 …
+    ("gdt", "paper", "method.head_out", 512),  # … 512-D embeddings
+    ("gdt", "paper", "method.specaugment", "medium"),  # L120: SpecAugment in t_a, no level named; script AUD_AUG_TYPE=medium (1,3,1,6)
+    ("gdt", "paper", "method.specaugment_masks", ()),  # none: --set method.specaugment=none/mild/strong (Table 1b, L170) decides
+    ("gdt", "paper", "method.volume_jitter_db", 0.9),  # paper silent; script: waveform × U[0.9, 1.1] ≈ ±0.9 dB
+    ("gdt", "paper", "method.sync", True),  # the final model: synchronised audio (Table 1b, L170)
+    ("gdt", "paper", "method.temporal_jitter", True),  # the final model: temporal jitter (Table 1a, L168)
+    ("gdt", "paper", "method.draws_per_epoch", 1),  # paper silent; one clip per video per epoch (script NUM_CLIPS=1)
+    ("gdt", "paper", "batch_size", 16),  # L134: mini-batch 16 on each GPU (script: 8)
+    ("gdt", "paper", "crop_size", 112),  # L122: resize to 128×171 (prepare --size 128 --width 171), random 112 crop
+    ("gdt", "paper", "method.crop_scale", (1.0, 1.0)),  # L122: random cropping and flipping, no resized crop
+    ("gdt", "paper", "method.video_norm", "fixed"),  # paper silent; official GDTPretrainDataset: (x − 0.45)/0.225
+    ("gdt", "paper", "epochs", 200),  # L134: 200 epochs
+    ("gdt", "paper", "optim.name", "sgd"),  # L134: SGD
+    ("gdt", "paper", "optim.lr", 0.01),  # L134: initial lr 0.01 …
+    ("gdt", "paper", "optim.lr_batch", 16),  # … per GPU of 16 clips, linearly scaled with the number of GPUs
+    ("gdt", "paper", "optim.momentum", 0.9),  # L134: SGD momentum 0.9
+    ("gdt", "paper", "optim.weight_decay", 1e-5),  # L134: SGD weight decay 1e-5
+    ("gdt", "paper", "optim.warmup_epochs", 10.0),  # L134: gradual warm-up for the first 10 epochs
+    ("gdt", "paper", "optim.schedule", "constant"),  # paper silent on decay; script LR_MIL=251 > 201 epochs: none
+    # --- XDC (Alwassel et al., NeurIPS 2020; papers/xdc.md) -------------------------------------
     ("xdc", "paper", "method.variant", "xdc"),  # §3: cross-modal deep clustering
-    ("xdc", "paper", "method.video_encoder", "r2plus1d_18"),  # §4: R(2+1)D-18
-    ("xdc", "paper", "method.audio_encoder", "resnet18_audio"),  # §4: ResNet-18 on log-mel
-    ("xdc", "paper", "method.k", 256),  # Table 2 sweeps k (unverified as the default)
-    ("xdc", "paper", "method.rounds", 10),  # unverified
-    ("xdc", "paper", "method.pca_dim", 256),  # DeepCluster's PCA before k-means (unverified for XDC)
-    ("xdc", "paper", "batch_size", 32),  # unverified
-    ("xdc", "paper", "crop_size", 112),  # §4: R(2+1)D-18 on 112×112 clips (prepare --size 128)
-    ("xdc", "paper", "epochs", 20),  # per round, ended by patience: "we train on the pseudo labels until the validation loss saturates" (XDC issue #8; 20 unverified)
-    ("xdc", "paper", "patience", 3),  # the validation loss saturating (XDC issue #8; 3 epochs unverified)
-    ("xdc", "paper", "method.video_norm", "kinetics"),  # Kinetics' mean and std (the XDC author, HumamAlwassel/XDC issue #2)
-    ("xdc", "paper", "method.crop_scale", (1.0, 1.0)),  # VMZ's pipeline: random 112 crop and flip, no resized crop (unverified)
-    ("xdc", "paper", "optim.name", "sgd"),  # unverified
-    ("xdc", "paper", "optim.lr", 0.01),  # unverified
-    # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018) ----------
-    ("cpfs", "paper", "method.backbone", "alexnet"),  # §4: AlexNet with BN, sparse hypercolumns
-    ("cpfs", "paper", "method.embed_dim", 16),  # §3: 16-d pixel embeddings
-    ("cpfs", "paper", "method.flow_step", 5),  # §4: flow t → t+5 at the native frame rate
-    ("cpfs", "paper", "method.max_flow", 56.0),  # §3: log-normalisation with M = 56 px
-    ("cpfs", "paper", "method.target", "learned"),  # §3: σ learned with the network
-    ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 5: column-softmax cross-entropy
-    ("cpfs", "paper", "batch_size", 96),  # §4: batch 96
-    ("cpfs", "paper", "crop_size", 224),  # §4: 224 crops (prepare --size 256)
-    ("cpfs", "paper", "method.min_crop", 1.0),  # §4: plain crops, no random resized crop
-    ("cpfs", "paper", "optim.name", "adam"),  # §4: Adam
-    ("cpfs", "paper", "optim.lr", 1e-4),  # §4: lr 1e-4
-    ("cpfs_direct", "paper", "method.target", "direct"),  # §4.1: the "direct reg." baseline
-    ("cpfs_direct", "paper", "method.bins", 16),  # §4.1: 16 classes per flow component
-    ("cpfs_direct", "paper", "batch_size", 96),  # §4: as cpfs
-    ("cpfs_direct", "paper", "optim.lr", 0.01),  # §4.1: the direct baseline trains at lr 0.01
-    ("cpfs_direct", "paper", "crop_size", 224),  # §4: as cpfs
+    ("xdc", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: 18-layer R(2+1)D
+    ("xdc", "paper", "method.audio_encoder", "resnet18_audio"),  # L103: 18-layer ResNet on 40 × 100 log-mel
+    ("xdc", "paper", "method.k_audio", 128),  # Table 6 (L187-193): the Kinetics model's audio clusters #1-#128
+    ("xdc", "paper", "method.k_video", 64),  # Table 6 (L187-193): its video clusters #1-#64
+    ("xdc", "paper", "method.rounds", 6),  # L115: "5 to 6 deep clustering iterations" (ours: 6)
+    ("xdc", "paper", "method.pca_dim", 256),  # paper silent: DeepCluster's PCA-whitening (ours)
+    ("xdc", "paper", "method.epoch_clips", 1_000_000),  # Table 10 (L393): es 1M
+    ("xdc", "paper", "batch_size", 32),  # Table 10 (L393): bs 32
+    ("xdc", "paper", "crop_size", 224),  # L103: 256 short side (prepare --size 256), random 224 crops
+    ("xdc", "paper", "method.crop_scale", (1.0, 1.0)),  # L103: plain random 224 crops, no resized crop
+    ("xdc", "paper", "method.video_norm", "kinetics"),  # paper silent: the XDC author, HumamAlwassel/XDC issue #2
+    ("xdc", "paper", "epochs", 30),  # Table 10 (L393): te 30
+    ("xdc", "paper", "patience", 3),  # Table 9 (L386) e-stop, "yes" for Kinetics (L393): 3 epochs
+    ("xdc", "paper", "optim.name", "sgd"),  # L373: distributed SGD
+    ("xdc", "paper", "optim.lr", 0.01),  # Table 10 (L393): lr 0.01 …
+    ("xdc", "paper", "optim.lr_batch", 32),  # … at bs 32, scaled linearly with the global batch (Goyal et al., L373)
+    ("xdc", "paper", "optim.momentum", 0.9),  # paper silent: VMZ's train_net.py
+    ("xdc", "paper", "optim.weight_decay", 1e-4),  # Table 10 (L393): wd 1e-4
+    ("xdc", "paper", "optim.warmup_epochs", 10.0),  # Table 10 (L393): we 10; L373: Goyal et al.'s warm-up
+    ("xdc", "paper", "optim.schedule", "step"),  # Table 9 (L382-383): ×γ every se epochs
+    ("xdc", "paper", "optim.milestones", (20 / 30,)),  # Table 10 (L393): se 10 after the 10 warm-up epochs, of 30
+    ("xdc", "paper", "optim.gamma", 0.01),  # Table 10 caption (L388): γ = 0.01
+    ("xdc", "paper_audioset", "method.epoch_clips", 2_000_000),  # Table 10 (L394): es 2M
+    ("xdc", "paper_audioset", "method.k", 256),  # Table 2 (L129-131): AudioSet's best k for UCF101/HMDB51
+    ("xdc", "paper_audioset", "method.k_video", 0),  # one k for both clusterings
+    ("xdc", "paper_audioset", "epochs", 45),  # Table 10 (L394): te 45
+    ("xdc", "paper_audioset", "patience", 3),  # Table 10 (L394): e-stop yes
+    ("xdc", "paper_audioset", "optim.lr", 0.01),  # Table 10 (L394)
+    ("xdc", "paper_audioset", "optim.weight_decay", 1e-4),  # Table 10 (L394)
+    ("xdc", "paper_audioset", "optim.warmup_epochs", 10.0),  # Table 10 (L394): we 10
+    ("xdc", "paper_audioset", "optim.milestones", (20 / 45, 30 / 45, 40 / 45)),  # Table 10 (L394): se 10 after we 10, of 45
+    ("xdc", "paper_audioset", "optim.gamma", 0.01),  # L388
+    ("xdc", "paper_audioset", "crop_size", 224),  # L103
+    ("xdc", "paper_ig", "method.epoch_clips", 10_000_000),  # Table 10 (L395): es 10M
+    ("xdc", "paper_ig", "method.k", 256),  # paper silent for IG: AudioSet's best (ours)
+    ("xdc", "paper_ig", "epochs", 10),  # Table 10 (L395): te 10 (IG*'s 0/9/30 last iteration not modelled)
+    ("xdc", "paper_ig", "patience", 0),  # Table 10 (L395): e-stop no
+    ("xdc", "paper_ig", "optim.warmup_epochs", 1.0),  # Table 10 (L395): we 1
+    ("xdc", "paper_ig", "optim.milestones", (0.4, 0.7)),  # Table 10 (L395): se 3 after we 1, of 10
+    ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
+    ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
+    ("xdc", "paper_ig", "crop_size", 224),  # L103
+    # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018; papers/cpfs.md)
+    ("cpfs", "paper", "method.backbone", "alexnet"),  # L121: Pathak et al.'s AlexNet, sparse hypercolumns; BN (L154)
+    ("cpfs", "paper", "method.embed_dim", 16),  # L121: D = 16
+    ("cpfs", "paper", "method.pixels", 512),  # L154: 512 pixels per image
+    ("cpfs", "paper", "method.flow_step", 5),  # L125: flow between frames t and t+5
+    ("cpfs", "paper", "method.max_flow", 56.0),  # L137: M = 56.0
+    ("cpfs", "paper", "method.target", "learned"),  # L91: σ learned with the CNN
+    ("cpfs", "paper", "method.loss", "cross_entropy"),  # eq. 3 (L99): cross-entropy of the column softmaxes
+    ("cpfs", "paper", "batch_size", 96),  # L154: batch of 96 frames
+    ("cpfs", "paper", "crop_size", 224),  # L154: 224 × 224 crops (prepare --size 256)
+    ("cpfs", "paper", "method.min_crop", 0.5),  # L154: scale, flip and crop augmentation (range not stated: ours)
+    ("cpfs", "paper", "patience", 5),  # L139: early stopping on a validation loss (patience: ours)
+    ("cpfs", "paper", "optim.name", "adam"),  # L143: Adam
+    ("cpfs", "paper", "optim.lr", 1e-4),  # L143: lr 1e-4
+    ("cpfs", "paper", "optim.weight_decay", 0.0),  # L143: no weight decay
+    ("cpfs_direct", "paper", "method.target", "direct"),  # L171: the direct prediction baseline
+    ("cpfs_direct", "paper", "method.bins", 16),  # L171: 16 discrete flow classes per component
+    ("cpfs_direct", "paper", "batch_size", 96),  # L154: as cpfs
+    ("cpfs_direct", "paper", "optim.lr", 0.01),  # L171: "a faster initial learning rate of 0.01"
+    ("cpfs_direct", "paper", "crop_size", 224),  # L154: as cpfs
 ]
 
 
@@ -132,11 +168,11 @@ def test_every_paper_preset_is_pinned():
 
 
 def test_gdt_lr_scales_with_the_global_batch():
-    """Official GDT: lr 0.01 per GPU of 8 clips, × world size (16 GPUs: 0.16)."""
+    """papers/gdt.md L134: lr 0.01 per GPU of 16 clips, linearly scaled with the GPUs (64: 0.64)."""
     net = nn.Linear(2, 2)
     optim = make_config("gdt", "paper").optim
-    assert make_optimizer(optim, net, global_batch=16 * 8).param_groups[0]["lr"] == pytest.approx(0.16)
-    assert make_optimizer(optim, net, global_batch=8).param_groups[0]["lr"] == pytest.approx(0.01)
+    assert make_optimizer(optim, net, global_batch=64 * 16).param_groups[0]["lr"] == pytest.approx(0.64)
+    assert make_optimizer(optim, net, global_batch=16).param_groups[0]["lr"] == pytest.approx(0.01)
     assert make_optimizer(OptimConfig(lr=0.01), net, global_batch=128).param_groups[0]["lr"] == 0.01  # lr_batch 0: as given
 
 
@@ -173,3 +209,17 @@ def test_paper_image_encoders_have_bn_on_convs_only_and_no_dropout_on_their_feat
         assert not torch.equal(a, b)
         both = (a > 0) & (b > 0)
         assert not torch.allclose(a[both] / b[both], torch.ones_like(a[both]))  # differ by more than masking
+
+
+def test_gdt_finetuning_schedule_follows_a2():
+    """papers/gdt.md L322: lr 0.0025 warmed up to 0.02 over the first 2 epochs, ×0.01 at epochs 6
+    and 8 of 10."""
+    from raysup.methods.gdt import PAPER_PROTOCOLS
+
+    ft = PAPER_PROTOCOLS[0]
+    spe = 50  # steps per epoch
+    lr = [ft.optim.lr * lr_factor(ft.optim, s, spe, ft.epochs) for s in range(spe * ft.epochs)]
+    assert lr[0] == pytest.approx(0.0025, abs=(0.02 - 0.0025) / (2 * spe)) and lr[:2 * spe] == sorted(lr[:2 * spe])
+    assert lr[2 * spe:6 * spe] == pytest.approx([0.02] * 4 * spe)
+    assert lr[6 * spe:8 * spe] == pytest.approx([2e-4] * 2 * spe) and lr[8 * spe:] == pytest.approx([2e-6] * 2 * spe)
+    assert (ft.optim.weight_decay, ft.optim.momentum, ft.batch_size, ft.epochs, ft.test_clips) == (5e-3, 0.9, 32, 10, 10)

@@ -40,12 +40,11 @@ PREPARED = {
     "cpfs": PrepareConfig(clip_frames=6, fps=25.0, size=256, max_clips_per_video=2),
     # GDT: 30 frames at 30 fps (1 s, 40 × 99 log-mel), resized to 128×171 for 112 crops
     "gdt": PrepareConfig(clip_frames=30, fps=30.0, size=128, width=171, flow="none"),
-    # XDC: 8 frames at 30 fps, resized to 128×171 for 112 crops, 2 s of audio as 40 × 100 log-mel
-    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=128, width=171, flow="none", audio_seconds=2.0, hop_ms=20.0),
+    # XDC (papers/xdc.md L103): 8 frames at 30 fps, short side 256 for 224 crops, 2 s of audio as 40 × 100 log-mel
+    "xdc": PrepareConfig(clip_frames=8, fps=30.0, size=256, flow="none", audio_seconds=2.0, hop_ms=20.0),
     # issue 26's set: 32 frames at 30 fps, short side 256, DIS flow
     "issue": PrepareConfig(clip_frames=32, fps=30.0, size=256, flow="dis"),
 }
-CROP = {"cal": 224, "cpfs": 224, "gdt": 112, "xdc": 112, "issue": 112}  # the presets' crop_size
 
 CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch_size)
     ("cross_and_learn", "paper", "cal", {}),
@@ -55,9 +54,9 @@ CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch
     ("gdt", "paper", "gdt", {}),
     ("supervised", "paper", "xdc", {}),
     # k-means on the 57 clips with audio: 4 clusters, PCA to 16 dims
-    ("xdc", "paper", "xdc", {"method.k": 4, "method.rounds": 1, "method.pca_dim": 16}),
+    ("xdc", "paper", "xdc", {"method.k": 4, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 16}),
     # issue 26's command (15 clips with audio), one round
-    ("xdc", "paper", "issue", {"method.k": 2, "method.rounds": 1, "method.pca_dim": 0}),
+    ("xdc", "paper", "issue", {"method.k": 2, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 0}),
 ]
 
 
@@ -101,9 +100,8 @@ def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, ove
     assert sorted(prepared.manifest["no_audio"]) == [f"{v}{i}" for v in ("bikes", "cityCC0") for i in range(3)]
     assert not [v for v in prepared.video_ids if is_held_out(v, 0.1)]
     cfg = make_config(method, preset, {"max_steps": 2, "batch_size": 2, **overrides})
-    assert cfg.crop_size == CROP[data]
-    frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size
-    assert frames[1] == CROP[data] < PREPARED[data].size and frames[0] == PREPARED[data].clip_frames
+    frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size (tests/test_paper_presets.py pins crop_size)
+    assert frames[1] == cfg.crop_size < PREPARED[data].size and frames[0] == PREPARED[data].clip_frames
     if data == "xdc":
         assert prepared.specs["audio"].shape == (40, 100)  # XDC's 2 s of log-mel
     run_dir = str(tmp_path / "run")

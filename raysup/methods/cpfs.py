@@ -90,21 +90,25 @@ PRESETS = {
         "method": {"backbone": "alexnet_tiny", "pixels": 128, "flow_step": 2, "max_flow": 8.0},
         "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0, "schedule": "constant"},
     },
-    # paper: Mahendran et al. (ACCV 2018) §4 "Implementation details" as issue 16 quotes it (the
-    # stored paper text was not readable here): prepare at `--size 256` at the video's own frame
-    # rate (k = 5 clip frames is the paper's flow t→t+5) and train on random 224 crops.
+    # paper: papers/cpfs.md §4 (L119-154): prepare at `--size 256` at the video's own frame
+    # rate (k = 5 clip frames: the paper's flow t→t+5, L125) and train on random 224 crops.
     "paper": {
-        "epochs": 100,  # not stated; early stopping on the held-out loss ends the run (patience)
-        "patience": 5,
-        "batch_size": 96,  # §4: batch of 96 images
-        "crop_size": 224,  # §4: 224 crops (of frames prepared at --size 256)
+        "epochs": 100,  # not stated; early stopping on a held-out loss ends the run (L139)
+        "patience": 5,  # L139: early stopping on the validation loss (its patience: ours)
+        "batch_size": 96,  # L154: "a large batch size of 96 frames"
+        "crop_size": 224,  # L154: crops of 224 × 224 (of frames prepared at --size 256)
         "method": {
-            "min_crop": 1.0,  # §4: plain 224 crops (and flips), no random resized crop
-            "backbone": "alexnet",  # §4: AlexNet with BN (folded at export), sparse hypercolumn head
-            "pixels": 512,  # sampled pixels per image (not verified against the paper)
-            "flow_step": 5,  # §4: flow between frames t and t+5 at the native frame rate
+            # L154: "Scale, horizontal flip and crop augmentation"; the scale range is not stated
+            # (ours: random resized crops of 50-100% of the area)
+            "min_crop": 0.5,
+            "backbone": "alexnet",  # L121: Pathak et al.'s AlexNet, sparse hypercolumns; L154: BN folded after training
+            "embed_dim": 16,  # L121: D = 16
+            "pixels": 512,  # L154: 512 pixels per image
+            "flow_step": 5,  # L125: flow between frames t and t+5
+            "max_flow": 56.0,  # L137: M = 56.0
         },
-        "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant"},  # §4: Adam, lr 1e-4
+        # L143: Adam (β 0.9, 0.999, ε 1e-8: torch's defaults), lr 1e-4, no weight decay; no decay schedule stated
+        "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "schedule": "constant"},
     },
 }
 

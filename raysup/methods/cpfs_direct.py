@@ -8,4 +8,4 @@ from raysup.methods.cpfs import COLUMNS, PAPER_PROTOCOLS, Config, build, check, 
 from raysup.methods.cpfs import PRESETS as CPFS_PRESETS
 
 PRESETS = {name: nested_update(preset, {"method.target": "direct"}) for name, preset in CPFS_PRESETS.items()}
-PRESETS["paper"] = nested_update(PRESETS["paper"], {"optim.lr": 0.01})  # §4: the direct baseline trains at lr 0.01
+PRESETS["paper"] = nested_update(PRESETS["paper"], {"optim.lr": 0.01})  # papers/cpfs.md L171: "a faster initial learning rate of 0.01"

@@ -19,8 +19,10 @@ flow magnitude; :func:`raysup.data.tables.draw_video_clips` over the clips group
 once per run). Augmentation per pair, identical for its frame and stack
 (:func:`raysup.data.pairs.pair_input`): the stream's random crop (``crop_size``), a random
 resized crop (``method.crop_scale``; (1, 1): none), horizontal flip (negating dx),
-temporal flip of the stack, per-field flow mean subtraction, RGB channel splitting (the channel
-average at test time).
+temporal flip of flow stacks (not of frame differences: papers/cross-and-learn.md L185), per-field
+flow mean subtraction, RGB channel splitting (the channel average at test time). With
+``method.pretrain_split=train`` (the paper presets: UCF-101's train split, L97 and L113) and a
+labels CSV, the videos it puts in another split are left out of pretraining.
 
 Metrics: ``loss_cross`` and ``loss_div`` (whatever the variant), ``acc_concat`` (concat), and
 collapse detection — ``spread_<encoder>``, the mean pairwise cosine distance between the
@@ -35,10 +37,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from ray.data.expressions import col
 from torch import nn
 
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
+from raysup.data.labels import read_labels_csv
 from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
 from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
@@ -58,9 +62,10 @@ class Config:
     eps: float = 1e-5  # inside the norms of the cosine distance
     dropout: float = 0.5  # on fc6's input (the paper's 0.5; the features entering the loss keep all units)
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the random resized crop; (1, 1): none (flip only)
-    time_flip: bool = True
+    time_flip: bool = True  # of flow stacks (L101); frame differences get crops and flips only (L185)
     channel_split: bool = True
     pairs_per_video: int = 4  # pairs each video contributes per epoch
+    pretrain_split: Literal["all", "train"] = "all"  # train: leave out the videos the labels CSV puts in another split
 
     def validate(self) -> None:
         if self.flow_fields < 1 or self.diff_fields < 1:
@@ -87,19 +92,21 @@ class Config:
 # no channel splitting: the synthetic sprite is only guaranteed to stand out from the background
 # in one colour channel, so a random single channel often hides it (docs/results.md).
 #
-# paper (Sayed et al. 2018, §4 "Implementation details"; docs/reproducing.md): prepare UCF101
-# with `--clip-frames 11 --size 256 --flow tvl1 --fps 25` (TV-L1 at UCF101's own 25 fps, 10 flow
-# fields per stack). Epochs count 6 pairs per video: on UCF101 split 1 (9537 training videos)
-# an epoch is 9537·6/60 ≈ 954 iterations of B = 30 tuples.
-# paper_vgg16: the paper's VGG16 variant (§4: B = 12, lr 0.005, 160K iterations); an epoch is
+# paper (papers/cross-and-learn.md §4.1, L95-103; docs/reproducing.md): prepare UCF101 with
+# `--clip-frames 11 --size 256 --flow tvl1 --fps 25` (TV-L1 at UCF101's own 25 fps, 10 flow
+# fields per stack, L97) and pretrain with the split's labels CSV (--labels): its train videos
+# only (L97, L113). Epochs count 6 pairs per video (ours; the paper counts iterations): on UCF101
+# split 1 (9537 training videos) an epoch is 9537·6/60 ≈ 954 iterations of B = 30 tuples.
+# paper_vgg16: the paper's VGG16 variant (L109: B = 12, lr 0.005, 160K iterations); an epoch is
 # 9537·6/24 ≈ 2384 iterations of 12 tuples.
 PAPER_METHOD = {
-    "encoder": "caffenet_bn",  # §4: CaffeNet with batch normalization on all convolutional layers
-    "flow_fields": 10,  # §4: stacks of 10 optical-flow frames (20 channels)
-    "diff_fields": 4,  # §4.3 (Table 4): 4 frame differences (12 channels)
-    "crop_scale": (1.0, 1.0),  # §4: random 224 crops (crop_size) of the 256 short side, no scale or aspect jitter
-    "dropout": 0.5,  # §4: dropout 0.5 (on fc6's input, official CaffeNet_BN)
-    "pairs_per_video": 6,
+    "encoder": "caffenet_bn",  # L95: CaffeNet with batch normalization on all convolutional layers
+    "flow_fields": 10,  # L97: stacks of 10 optical-flow frames (20 channels)
+    "diff_fields": 4,  # L174-185: 5 RGB frames, 4 frame differences (12 channels)
+    "crop_scale": (1.0, 1.0),  # L101: random 224 crops (crop_size) of the 256 high frames, no scale or aspect jitter
+    "dropout": 0.5,  # L95: dropout 0.5 (on fc6's input, official CaffeNet_BN)
+    "pairs_per_video": 6,  # ours (L99 draws 60 videos per batch, a pair each: no epoch is defined)
+    "pretrain_split": "train",  # L97: "the trainset of UCF-101"; L113: pretraining and finetuning on the same split
 }
 PRESETS = {
     "tiny": {
@@ -109,20 +116,21 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"},
     },
     "paper": {
-        "epochs": 68,  # §4: 65K iterations ≈ 68 epochs × 954
-        "batch_size": 60,  # §4: B = 30 tuples of 2 pairs
-        "crop_size": 224,  # §4: rescaled to height 256 (prepare --size 256), random 224 crops
+        "epochs": 68,  # L103: 65K iterations ≈ 68 epochs × 954
+        "batch_size": 60,  # L99: 60 videos, B = 30 tuples of 2 pairs
+        "crop_size": 224,  # L101: rescaled to height 256 (prepare --size 256), random 224 crops
         "method": PAPER_METHOD,
-        # §4: SGD, lr 0.01, ×0.1 after 50K of the 65K iterations (50/65 = 0.769 of the run);
-        # momentum 0.9 and weight decay 5e-4: CaffeNet's usual values (not verified against the paper)
+        # L103: SGD with momentum 0.9, weight decay 5e-4, lr 0.01 reduced to 0.001 after 50K of
+        # the 65K iterations (50/65 = 0.769 of the run)
         "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
     },
     "paper_vgg16": {
-        "epochs": 67,  # §4: 160K iterations ≈ 67 epochs × 2384
-        "batch_size": 24,  # §4: B = 12 tuples of 2 pairs
-        "crop_size": 224,  # §4: as the CaffeNet run
-        "method": {**PAPER_METHOD, "encoder": "vgg16_bn"},  # §4: VGG16 with batch normalization
-        # §4: lr 0.005; the decay point is not given for VGG16: the CaffeNet run's 0.769 is assumed
+        "epochs": 67,  # L109: 160K iterations ≈ 67 epochs × 2384
+        "batch_size": 24,  # L109: B = 12 tuples of 2 pairs
+        "crop_size": 224,  # L109: "all other hyperparameters unchanged"
+        "method": {**PAPER_METHOD, "encoder": "vgg16_bn"},  # L109: VGG16 (with BN as the CaffeNet run, L95)
+        # L109: lr 0.005, "all other hyperparameters unchanged"; the decay point for 160K
+        # iterations is not given: the CaffeNet run's fraction 0.769 (ours)
         "optim": {"name": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step", "milestones": (0.769,), "gamma": 0.1},
     },
 }
@@ -149,7 +157,7 @@ class CrossAndLearn(Method):
         c = self.cfg
         return pair_input(
             batch["frames"], batch.get("flow"), c.modality, c.fields, size=self.size, train=train,
-            scale=tuple(c.crop_scale), time_flip=c.time_flip, channel_split=c.channel_split,
+            scale=tuple(c.crop_scale), time_flip=c.time_flip and c.modality == "flow", channel_split=c.channel_split,
         )
 
     def encoders(self):
@@ -226,13 +234,28 @@ def build(cfg: TrainConfig, specs) -> CrossAndLearn:
     return CrossAndLearn(cfg.method, frame_size(cfg, specs))
 
 
+def pretraining_videos(cfg: TrainConfig, data: PreparedData, labels: str | None) -> list[str]:
+    """The prepared videos pretraining draws from: all of them, or with
+    ``method.pretrain_split=train`` all but those the labels CSV puts in another split (without
+    labels, the prepared videos are taken to be the train split)."""
+    if cfg.method.pretrain_split == "all" or labels is None:
+        return list(data.video_ids)
+    other = {row.video_id for row in read_labels_csv(labels) if row.split != "train"}
+    kept = [v for v in data.video_ids if v not in other]
+    if not kept:
+        raise ConfigError(f"method.pretrain_split: train, but {labels} puts every prepared video in another split")
+    return kept
+
+
 def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
-    every prepared video (labels are not used)."""
-    draws = data.videos(list(COLUMNS)).map_batches(
-        draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"}
-    )
-    return Stage(train=draws, rows_per_epoch=train_rows(cfg, data))
+    every pretraining video (:func:`pretraining_videos`; labels only choose them)."""
+    ids = pretraining_videos(cfg, data, labels)
+    videos = data.videos(list(COLUMNS))
+    if len(ids) < len(data.video_ids):  # an expression filter keeps the packed columns' types
+        videos = videos.filter(expr=col("video_id").is_in(ids))
+    draws = videos.map_batches(draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"})
+    return Stage(train=draws, rows_per_epoch=len(ids) * cfg.method.pairs_per_video)
 
 
 # --- evaluation -------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ Transformations: video — the stream's random crop (``crop_size``), a random re
 (``method.crop_scale``; (1, 1): none) and horizontal flip, standardised per clip or with the
 official code's fixed mean and std (``method.video_norm``; :func:`raysup.data.transforms.video_input`); audio — volume jitter (random gain in dB on the
 log-mel, applied after the spectrogram's standardisation statistics are taken, so that it is
-not cancelled) and SpecAugment (``method.specaugment`` none/mild/strong or explicit
-``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
+not cancelled) and SpecAugment (``method.specaugment`` none/mild/medium/strong, or
+``specaugment=none`` with explicit ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
 spectrogram). Both only in training mode.
 
 Sampling (:func:`datasets`): the clips are grouped by video once per run
@@ -57,6 +57,11 @@ from raysup.models import audio_encoder, video_encoder
 from raysup.models.parts import mlp_head, momentum_update, shuffle_across_workers
 from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LinearLayer
 
+# SpecAugment levels [nf, f, nt, t]: mild and strong are Table 1b's (papers/gdt.md L170: "n_f = 1,
+# f = 2, n_t = 1 and t = 5" and "n_f = 2, f = 3, n_t = 2 and t = 6"); medium is the official K400
+# script's AUD_AUG_TYPE=medium (authors' code; the paper's text names no setting for its final model)
+SPECAUGMENT_LEVELS = {**SPECAUGMENT_PRESETS, "medium": SpecAugmentParams(1, 3, 1, 6)}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -69,8 +74,8 @@ class Config:
     queue_size: int = 15000  # keys per modality (queue mode)
     momentum: float = 0.999  # key encoders (queue mode)
     shuffle_bn: bool = True  # queue mode, several workers
-    specaugment: Literal["none", "mild", "strong"] = "none"
-    specaugment_masks: tuple[int, ...] = ()  # explicit nf,f,nt,t; overrides the preset
+    specaugment: Literal["none", "mild", "medium", "strong"] = "none"  # SPECAUGMENT_LEVELS
+    specaugment_masks: tuple[int, ...] = ()  # explicit nf,f,nt,t, with specaugment=none
     volume_jitter_db: float = 0.0  # max |gain| in dB (power)
     sync: bool = True  # False: audio from another clip of the same video
     temporal_jitter: bool = True  # False: always a video's first clip
@@ -89,6 +94,9 @@ class Config:
             raise ValueError("head_hidden/head_out: must be >= 0 (0: encoder out_dim)")
         if self.specaugment_masks and (len(self.specaugment_masks) != 4 or min(self.specaugment_masks) < 0):
             raise ValueError(f"specaugment_masks: expected 4 non-negative ints nf,f,nt,t, got {self.specaugment_masks}")
+        if self.specaugment_masks and self.specaugment != "none":
+            raise ValueError(f"specaugment_masks: explicit masks and specaugment={self.specaugment!r} both set; "
+                             "set method.specaugment=none to use the masks, or drop them")
         if self.draws_per_epoch < 1:
             raise ValueError(f"draws_per_epoch: must be >= 1, got {self.draws_per_epoch}")
         check_crop_scale(self.crop_scale)
@@ -99,18 +107,21 @@ class Config:
     def specaugment_params(self) -> SpecAugmentParams:
         if self.specaugment_masks:
             return SpecAugmentParams(*self.specaugment_masks)
-        return SPECAUGMENT_PRESETS[self.specaugment]
+        return SPECAUGMENT_LEVELS[self.specaugment]
 
 
 # tiny: batch negatives, which learn far faster than a momentum queue over the few hundred steps
 # of a CPU run (queue_size/momentum are the values to use with method.negatives=queue), and three
 # clips per video per epoch over 10 epochs (measurements: docs/methods.md, "The tiny presets").
 #
-# paper: Patrick et al. (ICCV 2021) §3.3 and §4 with the official Kinetics-400 script
-# (scripts/pretrain_gdt_k400.sh, main_gdt.py): 16 GPUs × 8 clips, SGD lr 0.01 per 8 clips warmed
-# up to 0.01 × 16 over 10 epochs (GradualWarmupScheduler, multiplier = world size), no decay
-# within the run (milestone 251 > 201 epochs). optim.lr_batch=8 makes raysup scale lr 0.01
-# linearly to the run's global batch (workers × batch_size), as the official code does.
+# paper: papers/gdt.md (Patrick et al., arXiv 2003.04298v2, 2020) §3.3 and §4.1 (L120-134), with
+# the official Kinetics-400 script (scripts/pretrain_gdt_k400.sh, main_gdt.py) where the paper is
+# silent. L134: "a mini-batch size of 16 on each of our 64 GPUs … The initial learning rate is set
+# to 0.01 which we linearly scale with the number of GPUs, after following a gradual warm-up
+# schedule for the first 10 epochs": batch 16 per worker and optim.lr_batch=16, so raysup scales
+# lr 0.01 linearly to the run's global batch (64 workers × 16: 0.64). The official script runs 8
+# clips per GPU at lr 0.01 per GPU, twice the paper's lr per clip (--set batch_size=8
+# --set optim.lr_batch=8 gives it).
 PRESETS = {
     "tiny": {
         "epochs": 10,
@@ -127,27 +138,31 @@ PRESETS = {
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5},
     },
     "paper": {
-        "epochs": 200,  # official K400 script: MUM_EPOCHS=201 (epochs 0-200)
-        "batch_size": 8,  # official script: 8 clips per GPU
-        "crop_size": 112,  # appendix: frames resized to 128×171 (prepare --size 128 --width 171), random 112 crops; centre 112 to evaluate
+        "epochs": 200,  # L134: "We train for 200 epochs overall" (script MUM_EPOCHS=201: epochs 0-200)
+        "batch_size": 16,  # L134: 16 clips per GPU (the official script: 8)
+        "crop_size": 112,  # L122: frames resized to 128×171 (prepare --size 128 --width 171), random 112 crops; centre 112 to evaluate
         "method": {
-            "crop_scale": (1.0, 1.0),  # appendix: random crop and horizontal flip, no resized crop
-            "video_norm": "fixed",  # official code: (x − 0.45)/0.225, not per clip
-            "video_encoder": "r2plus1d_18",  # paper and script (VID_BASE_ARCH): R(2+1)D-18
-            "audio_encoder": "resnet18_audio",  # ResNet on 40-mel log-mel; the K400 script's AUD_BASE_ARCH is resnet9 (kept: docs/reproducing.md)
-            "head_hidden": 512,  # official code: MLP head 512 → 512 → 512
+            "crop_scale": (1.0, 1.0),  # L122: random cropping and horizontal flipping, no resized crop
+            "video_norm": "fixed",  # paper silent; official code: (x − 0.45)/0.225, not per clip
+            "video_encoder": "r2plus1d_18",  # L134 (and script VID_BASE_ARCH): R(2+1)D-18
+            "audio_encoder": "resnet18_audio",  # L134: ResNet-18 on 40-mel log-mel (L120); the K400 script's AUD_BASE_ARCH is resnet9
+            "head_hidden": 512,  # L134: MLP head with a hidden layer of 512, 512-D embeddings
             "head_out": 512,
-            "negatives": "queue",  # paper: negatives from a memory queue (the official code uses the batch)
-            "queue_size": 15000,
-            "momentum": 0.999,
-            "tau": 0.07,  # paper and script (NCE_T): temperature 0.07
-            "specaugment_masks": (1, 3, 1, 6),  # §3.3: SpecAugment in t_a; script AUD_AUG_TYPE=medium: 1 freq mask < 3 rows, 1 time mask < 6 frames
-            "volume_jitter_db": 0.9,  # script AUD_VOLUME_JITTERING: waveform × U[0.9, 1.1] ≈ ±0.9 dB
+            "negatives": "queue",  # L134: memory bank, MoCo's parameters [19] (the official code uses the batch)
+            "queue_size": 15000,  # L134: memory bank size 15000
+            "momentum": 0.999,  # L134: momentum update parameter 0.999
+            "tau": 0.07,  # L134: τ = 0.07
+            # L120: "apply SpecAugment" in t_a, no setting named for the final model; the official
+            # script's AUD_AUG_TYPE=medium (1,3,1,6). A named level, so --set method.specaugment=
+            # none/mild/strong (Table 1b, L170) replaces it
+            "specaugment": "medium",
+            "volume_jitter_db": 0.9,  # paper silent (L75 names volume scaling as earlier works'); script AUD_VOLUME_JITTERING: × U[0.9, 1.1] ≈ ±0.9 dB
         },
         "optim": {
-            "name": "sgd", "lr": 0.01, "lr_batch": 8,  # script LR=1e-2, BATCH_SIZE=8 per GPU, warmed up × world size
-            "momentum": 0.9, "weight_decay": 1e-5,  # official script MOMENTUM, WEIGHT_DECAY
-            "warmup_epochs": 10, "schedule": "constant",  # script LR_WARM_EPOCHS=10, LR_MIL=251 (> epochs: no decay)
+            "name": "sgd", "lr": 0.01, "lr_batch": 16,  # L134: SGD, lr 0.01 per GPU of 16 clips, scaled linearly with the GPUs
+            "momentum": 0.9, "weight_decay": 1e-5,  # L134: SGD momentum 0.9, weight decay 1e-5
+            "warmup_epochs": 10,  # L134: gradual warm-up over the first 10 epochs [15] (Goyal et al.)
+            "schedule": "constant",  # paper silent on decay; script LR_MIL=251 > 201 epochs: none
         },
     },
 }
@@ -334,19 +349,23 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
 
 # --- evaluation -------------------------------------------------------------------------------
 PAPER_PROTOCOLS = (
-    # GDT appendix A.2 (video): full finetuning, SGD warmed up to 0.02 over 2 epochs (the paper
-    # starts the warm-up at 0.0025; raysup's warm-up starts near 0), momentum 0.9, weight decay
-    # 5e-3, batch 32, 10 epochs, lr ×0.1 at epochs 6 and 8; softmax scores averaged over 10 clips
-    # per test video.
+    # A.2 (papers/gdt.md L322), video: full finetuning, SGD "with initial learning rate 0.0025,
+    # which we gradually warm up to 2·10⁻² in the first 2 epochs" (warmup_from 0.0025/0.02),
+    # weight decay 5·10⁻³, momentum 0.9, batch 32, 10 epochs, "the learning rate multiplied by
+    # 1·10⁻² at 6 and 8 epochs"; L140: softmax scores averaged over 10 uniformly sampled clips per
+    # test video (training's "10 random clips of length 30 frames from each video": an epoch here
+    # is every train clip).
     FinetuneProtocol(
         key="video", encoder="video", full=True,
-        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.6, 0.8), gamma=0.1, warmup_epochs=2),
+        optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.6, 0.8), gamma=0.01,
+                          warmup_epochs=2, warmup_from=0.0025 / 0.02),
         epochs=10, batch_size=32, test_clips=10,
     ),
-    # GDT appendix A.2 (audio): conv5 max-pooled (1,3)/(1,2) (:meth:`GDT.taps`); ESC-50: linear
-    # layer, Adam lr 1e-4, weight decay 5e-4, batch 512; DCASE: linear SVM, C = 0.01 (official
-    # src/svm.py: LinearSVC(C), decision scores averaged per sample). Epochs of the linear layer:
-    # not stated (ours: 100).
+    # A.2 (L324), audio: conv5 max-pooled (1,3)/(1,2) without padding (:meth:`GDT.taps`); ESC-50:
+    # L2-regularised linear layer, Adam lr 1e-4, weight decay 5e-4, batch 512; DCASE: linear SVM,
+    # C = 0.01, primal (official src/svm.py: LinearSVC(C), decision scores averaged per sample).
+    # L164: scores averaged over a sample's sub-clips (ESC-50 10 × 2 s, DCASE 60 × 1 s: here
+    # test_clips evenly spaced prepared clips). Epochs of the linear layer: not stated (ours: 100).
     FrozenProtocol(key="audio", tap="audio_conv5", linear=LinearLayer("adam", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100),
                    svm_c=0.01, test_clips=10),
 )  # fmt: skip

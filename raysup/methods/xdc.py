@@ -5,9 +5,11 @@ Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
    written as Parquet to the run folder (:func:`raysup.features.write_features`);
 2. k-means pseudo-labels (:func:`raysup.cluster_features.cluster_features`: centroids trained
    on a sample in one faiss Ray task, every clip assigned by ``map_batches``, labels as Parquet;
-   :data:`raysup.clustering.HEADS` decides which modality's clusters supervise which encoder);
+   :data:`raysup.clustering.HEADS` decides which modality's clusters supervise which encoder;
+   each clustering has its own k: ``method.k_video``, ``method.k_audio``, else ``method.k``);
 3. the labels are joined to the clips by key as they stream, clips are resampled uniformly over
-   clusters, 10% of videos are held out for the pseudo-label validation loss;
+   clusters (an epoch: ``method.epoch_clips`` clips, or ``epoch_size`` × the training clips),
+   10% of videos are held out for the pseudo-label validation loss;
 4. the classification heads are reset and a TorchTrainer trains until the validation loss
    stops improving (``patience``) or ``epochs``; the next round starts from its checkpoint.
 Clips of videos without audio are left out (their audio clusters would be noise).
@@ -40,14 +42,17 @@ from raysup.protocol_specs import FinetuneProtocol
 @dataclass(frozen=True)
 class Config:
     variant: Literal["xdc", "sdc", "mdc", "cdc"] = "xdc"
-    k: int = 64  # clusters per head
+    k: int = 64  # clusters of each clustering without its own k below
+    k_video: int = 0  # clusters of the video features (XDC: the audio encoder's pseudo-labels); 0: k
+    k_audio: int = 0  # clusters of the audio features (XDC: the video encoder's pseudo-labels); 0: k
     rounds: int = 3  # clustering rounds; each trains for up to TrainConfig.epochs
     niter: int = 20  # k-means iterations
     sample: int = 0  # clips k-means trains its centroids on (0: up to 512 per centroid); all clips are then assigned
     nredo: int = 1  # k-means initialisations, best kept (DeepCluster: 1)
     pca_dim: int = 0  # PCA-whitening dimension before k-means (0: off)
     val_fraction: float = 0.1  # videos held out for the pseudo-label validation loss
-    epoch_size: float = 1.0  # clips drawn per epoch, as a multiple of the training clips
+    epoch_size: float = 1.0  # clips drawn per epoch, as a multiple of the training clips …
+    epoch_clips: int = 0  # … or, > 0, this many clips per epoch (the paper's "es", Table 9 L378); not with epoch_size
     video_encoder: str = "r2plus1d_tiny"
     audio_encoder: str = "resnet_audio_tiny"
     cluster_cpus: float = 1.0  # resources of the k-means Ray task
@@ -61,8 +66,19 @@ class Config:
         return KMeansConfig(k=self.k, niter=self.niter, nredo=self.nredo, sample=self.sample, pca_dim=self.pca_dim,
                             cpus=self.cluster_cpus, gpus=self.cluster_gpus)
 
+    def cluster_k(self, clustering: str) -> int:
+        """Clusters of ``clustering`` (``video``, ``audio`` or CDC's ``joint``, which takes ``k``)."""
+        return {"video": self.k_video, "audio": self.k_audio}.get(clustering) or self.k
+
     def validate(self) -> None:
         self.kmeans.validate()
+        for name in ("k_video", "k_audio"):
+            if getattr(self, name) == 1 or getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be 0 (k) or >= 2, got {getattr(self, name)}")
+        if self.epoch_clips < 0:
+            raise ValueError(f"epoch_clips: must be >= 0, got {self.epoch_clips}")
+        if self.epoch_clips and self.epoch_size != 1.0:
+            raise ValueError(f"epoch_clips: {self.epoch_clips} clips per epoch and epoch_size={self.epoch_size} both set; set one")
         if self.rounds < 1:
             raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
         if self.epoch_size <= 0:
@@ -85,37 +101,65 @@ PRESETS = {
         "method": {"k": 16, "rounds": 1, "epoch_size": 3.0, "nredo": 3},
         "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "constant"},
     },
-    # paper (Alwassel et al. 2020): the encoders are the paper's (§4, R(2+1)D-18 and ResNet-18 on
-    # log-mel); k and the optimiser below are NOT checked against the paper's appendix (its text
-    # was not readable where this preset was written): the optimisation schedule (warm-up, step
-    # decay, epoch size) and cluster-uniform resampling are open deviations, listed in
-    # docs/reproducing.md.
-    "paper": {
-        # per round: "we train on the pseudo labels until the validation loss saturates" (the XDC
-        # author, HumamAlwassel/XDC issue #8): early stopping on the pseudo-label validation loss;
-        # the 20-epoch cap and patience 3 are ours
-        "epochs": 20,
-        "patience": 3,
-        "batch_size": 32,  # unverified
-        "crop_size": 112,  # §4: R(2+1)D-18 on 112×112 clips (of frames prepared at --size 128 --width 171)
-        "method": {
-            "k": 256,  # Table 2 studies k ∈ {64, …, 1024} (the sweep's grid); 256 unverified as the default
-            "rounds": 10,  # unverified
-            "video_encoder": "r2plus1d_18",  # §4: R(2+1)D-18
-            "audio_encoder": "resnet18_audio",  # §4: ResNet-18 on log-mel spectrograms
-            "pca_dim": 256,  # DeepCluster's PCA-whitening before k-means (unverified for XDC)
-            # video input: Kinetics' mean and deviation (the XDC author, HumamAlwassel/XDC issue
-            # #2); the random 112 crop of crop_size and a flip, no resized crop: VMZ's video
-            # pipeline, which XDC's README points to (scale 128×171, crop 112), unverified
-            # against the paper's text
-            "video_norm": "kinetics",
-            "crop_scale": (1.0, 1.0),
-        },
-        "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "constant"},  # unverified
-    },
 }
 
+
+def _paper(*, epoch_clips: int, warmup: int, step: int, total: int, early_stop: bool, method: dict) -> dict:
+    """A pretraining preset of Table 10 (papers/xdc.md L388-396): SGD, batch 32, lr 0.01, wd 1e-4,
+    Goyal et al.'s linear warm-up over ``warmup`` epochs (L373), lr ×γ = 0.01 every ``step``
+    epochs, ``total`` epochs per deep-clustering iteration, epochs of ``epoch_clips`` clips, early
+    stopping on the pseudo-label validation loss for Kinetics and AudioSet."""
+    return {
+        "epochs": total,  # te: per deep-clustering iteration (each round trains anew until early stopping)
+        # e-stop, Table 9 (L386): "stop training when validation loss is increased in 3 consecutive
+        # epochs"; raysup's patience stops after 3 epochs without a new best (ours: the nearest rule)
+        "patience": 3 if early_stop else 0,
+        "batch_size": 32,  # bs, Table 10
+        "crop_size": 224,  # L103: frames scaled to a 256 short side (prepare --size 256), random 224×224 crops; centre 224 to test
+        "method": {
+            "epoch_clips": epoch_clips,  # es, Table 10
+            "rounds": 6,  # L115: "on average 5 to 6 deep clustering iterations" to converge (ours: the upper end)
+            "video_encoder": "r2plus1d_18",  # L103: the 18-layer R(2+1)D
+            "audio_encoder": "resnet18_audio",  # L103: the 18-layer ResNet on 40 × 100 log-mel (prepare --audio-seconds 2 --audio-hop-ms 20)
+            "pca_dim": 256,  # the paper is silent; DeepCluster's PCA-whitening before k-means (ours)
+            # the paper is silent; Kinetics' mean and deviation (the XDC author, HumamAlwassel/XDC issue #2)
+            "video_norm": "kinetics",
+            "crop_scale": (1.0, 1.0),  # L103: "random crop images of size 224 × 224", no resized crop
+            **method,
+        },
+        "optim": {
+            "name": "sgd",  # L373: distributed SGD
+            "lr": 0.01, "lr_batch": 32,  # lr, bs, Table 10: 0.01 for 32 clips, scaled linearly with the global batch (Goyal et al. [14], L373)
+            "momentum": 0.9,  # the paper is silent; VMZ's train_net.py (XDC's README points there): 0.9
+            "weight_decay": 1e-4,  # wd, Table 10
+            "warmup_epochs": warmup,  # we, Table 10; Goyal et al.'s warm-up (L373)
+            # se: every `step` epochs ×γ. Counted after the warm-up (our reading: counted from epoch 0,
+            # Kinetics' we = se = 10 would cut the lr the moment the warm-up reaches it); milestones
+            # are fractions of the run, the run's end excluded
+            "schedule": "step",
+            "milestones": tuple((warmup + step * i) / total for i in range(1, total) if warmup + step * i < total),
+            "gamma": 0.01,  # γ, Table 10 caption (L388): "γ is set to 0.01 for all settings"
+        },
+    }
+
+
+PRESETS["paper"] = _paper(  # All DCs, Kinetics (L393): es 1M, we/se/te 10/10/30, e-stop yes
+    epoch_clips=1_000_000, warmup=10, step=10, total=30, early_stop=True,
+    # Table 6 (L187-193): the Kinetics model's audio clusters go to #128, its video clusters to #64
+    method={"k_audio": 128, "k_video": 64},
+)
+PRESETS["paper_audioset"] = _paper(  # All DCs, AudioSet (L394): es 2M, we/se/te 10/10/45, e-stop yes
+    epoch_clips=2_000_000, warmup=10, step=10, total=45, early_stop=True,
+    method={"k": 256},  # Table 2 (L129-131): AudioSet's best k for UCF101 and HMDB51 (ESC50: 128)
+)
+PRESETS["paper_ig"] = _paper(  # All DCs, IG-Kinetics & IG-Random (L395): es 10M, we/se/te 1/3/10, no e-stop
+    epoch_clips=10_000_000, warmup=1, step=3, total=10, early_stop=False,
+    # the paper gives no k for IG; ours: AudioSet's best (Table 2 L129-131), as the best k grows with the data (L117)
+    method={"k": 256},
+)
+
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
+MAX_DRAWS_PER_CLIP = 100  # epoch_clips over the clips: more is a paper preset on far too little data
 STAT_KEYS = ("cluster_sizes", "empty_clusters", "largest_cluster_fraction", "nmi_previous", "nmi_truth", "purity")
 
 
@@ -130,7 +174,8 @@ class XDC(Method):
         self.video = video_encoder(cfg.video_encoder)
         self.audio = audio_encoder(cfg.audio_encoder)
         dims = {"video": self.video.out_dim, "audio": self.audio.out_dim}
-        self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.k) for name in head_names(cfg.variant)})
+        sources = HEADS[cfg.variant]  # head → the clustering whose labels it learns
+        self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.cluster_k(sources[name])) for name in head_names(cfg.variant)})
 
     def encoders(self):
         return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
@@ -165,13 +210,21 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
     if not clips_of:
         raise ConfigError("XDC needs audio: no prepared video has an audio track; prepare videos with audio")
     clips, more = sum(clips_of.values()), "use more videos with audio or a shorter --clip-stride when preparing"
-    if m.k > clips:
-        raise ConfigError(f"method.k: {m.k} clusters need at least as many clips; the prepared data has {clips} with audio; lower method.k or {more}")
+    for name in CLUSTERINGS[m.variant]:
+        k = m.cluster_k(name)
+        if k > clips:
+            field = f"method.k_{name}" if getattr(m, f"k_{name}", 0) else "method.k"
+            raise ConfigError(f"{field}: {k} clusters need at least as many clips; the prepared data has {clips} with audio; lower {field} or {more}")
     if m.pca_dim > clips:
         raise ConfigError(f"method.pca_dim: PCA to {m.pca_dim} dimensions needs at least as many clips; the prepared data has {clips} "
                           f"with audio; lower method.pca_dim (0: no PCA) or {more}")
+    if m.epoch_clips > MAX_DRAWS_PER_CLIP * clips:  # each draw is a copy of the clip's cells in the stream's block
+        raise ConfigError(f"method.epoch_clips: {m.epoch_clips} clips per epoch would draw each of the {clips} prepared clips "
+                          f"with audio ~{m.epoch_clips // clips} times; at most {MAX_DRAWS_PER_CLIP} (set method.epoch_clips=0 "
+                          "for epochs of method.epoch_size × the clips)")
     train = train_videos(sorted(clips_of), m.val_fraction, "videos with audio")
-    check_batch(cfg, round(m.epoch_size * sum(clips_of[v] for v in train)), ", or raise method.epoch_size")
+    drawn = m.epoch_clips or round(m.epoch_size * sum(clips_of[v] for v in train))
+    check_batch(cfg, drawn, ", or raise method.epoch_size (or method.epoch_clips)")
 
 
 def build(cfg: TrainConfig, specs) -> XDC:
@@ -204,7 +257,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
     truth_of = label_of(read_labels_csv(log.labels)) if log.labels else None
     clips = audio_clips(data)  # stored cells; decoded after each round's draw
-    clusterings = [Clustering(name, columns) for name, columns in CLUSTERINGS[m.variant].items()]
+    clusterings = [Clustering(name, columns, m.cluster_k(name)) for name, columns in CLUSTERINGS[m.variant].items()]
     heads = HEADS[m.variant]
     previous = None
     for r in range(m.rounds):
@@ -234,7 +287,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         # per encoder, the clusters it learns from (the paper's Table 6 analysis)
         stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in ("video", "audio")}
         n_train = int(sum(cstats[clusterings[0].name]["train_sizes"]))
-        n_draw = int(round(m.epoch_size * n_train))
+        n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
         rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
         train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
@@ -246,14 +299,20 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
 
 
 # --- evaluation -------------------------------------------------------------------------------
-# The XDC paper's own finetuning schedule was not found (its README sends finetuning to the VMZ
-# repository); these are VMZ's UCF101 finetuning values (scripts/finetune_ucf101.sh with
-# c2/tools/train_net.py): SGD (momentum 0.9; VMZ: Nesterov), base lr 1e-4 per GPU × 8 GPUs =
-# 8e-4 for 8 × 4 = 32 clips, weight decay 5e-3, 8 epochs, lr stepped every 2 epochs (×0.1,
-# train_net's default gamma). VMZ's epoch is 100K clips; here one pass over the train clips. The
-# fc-only variant (only the new linear head) uses the same schedule.
-FINETUNE_OPTIM = OptimConfig(name="sgd", lr=8e-4, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.25, 0.5, 0.75), gamma=0.1)
+# Finetuning, Table 11 (papers/xdc.md L412-417): bs 32, we/se/te 2/2/8, wd 0.005, no e-stop,
+# γ = 0.01 (caption); the step counted after the warm-up as in pretraining (decays at epochs 4 and
+# 6). Base lr: the paper takes the best of a cross-validation (Table 12, L420-423: full
+# {0.001, 0.002, 0.004, 0.006, 0.008, 0.01}, fc-only up to 0.04), which raysup does not run here;
+# ours: 0.001 for full finetuning (the grid value nearest VMZ's UCF101 finetuning lr, 1e-4 per GPU
+# × 8 GPUs, scripts/finetune_ucf101.sh, where XDC's README sends finetuning) and 0.01 for fc-only
+# ("higher learning rates tend to be beneficial when learning FC-only", L402; the grids' shared top).
+# Momentum 0.9: the paper is silent (VMZ's). Deviation: es (UCF101 106K, HMDB51 40K, ESC50 20K
+# clips) is not set: an epoch is one pass over the train split's clips.
+FINETUNE_SCHEDULE = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-3, "schedule": "step", "milestones": (0.5, 0.75), "gamma": 0.01,
+                     "warmup_epochs": 2}
 PAPER_PROTOCOLS = (
-    FinetuneProtocol(key="video", encoder="video", full=True, optim=FINETUNE_OPTIM, epochs=8, batch_size=32, test_clips=10),
-    FinetuneProtocol(key="video_fc", encoder="video", full=False, optim=FINETUNE_OPTIM, epochs=8, batch_size=32, test_clips=10),
+    FinetuneProtocol(key="video", encoder="video", full=True, optim=OptimConfig(lr=0.001, **FINETUNE_SCHEDULE), epochs=8, batch_size=32,
+                     test_clips=10),  # L103: 10 uniformly sampled clips per test video, predictions averaged
+    FinetuneProtocol(key="video_fc", encoder="video", full=False, optim=OptimConfig(lr=0.01, **FINETUNE_SCHEDULE), epochs=8, batch_size=32,
+                     test_clips=10),
 )

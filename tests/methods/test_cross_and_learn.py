@@ -231,3 +231,41 @@ def test_rgb_probe_beats_random_init(prepared, tmp_path):
     trained, random = cv_probe(cfg, data, labels, latest_checkpoint(run_dir)), cv_probe(cfg, data, labels, None)
     print(f"cross_and_learn probe (5-fold): {trained} vs random init {random}; per epoch {logged}")
     assert trained["rgb"] > random["rgb"] + 0.08, (trained, random)
+
+
+def test_frame_differences_get_crops_and_flips_only():
+    """papers/cross-and-learn.md L185: no temporal flip of the frame differences (flow stacks keep theirs)."""
+    levels = torch.tensor([t * t * 5 for t in range(8)], dtype=torch.uint8)  # frame t is uniformly t²·5
+    batch = {"frames": levels[None, :, None, None, None].expand(64, 8, 32, 32, 3).clone()}
+    model = build(**{"method.modality": "diff"})
+    assert model.cfg.time_flip
+    torch.manual_seed(0)
+    _, stack = model.inputs(batch, train=True)  # [B,12,S,S]
+    per_field = stack.view(64, 4, 3, -1).mean((2, 3)) * 255  # [B,4]: frames 1..5's differences
+    assert torch.allclose(per_field, torch.tensor([15.0, 25.0, 35.0, 45.0]).expand(64, 4), atol=1e-3)
+
+
+def test_paper_presets_pretrain_on_the_train_split(small_prepared):
+    """L97, L113: UCF-101's train split only; with a labels CSV, its test videos never enter pretraining."""
+    from raysup.data.ingest import PreparedData
+    from raysup.data.labels import read_labels_csv
+
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    test = {r.video_id for r in read_labels_csv(labels) if r.split == "test"}
+    paper = make_config("cross_and_learn", "paper")
+    assert paper.method.pretrain_split == "train" and make_config("cross_and_learn", "paper_vgg16").method.pretrain_split == "train"
+    kept = cal.pretraining_videos(paper, data, labels)
+    assert test and set(kept) == set(data.video_ids) - test
+    assert cal.pretraining_videos(paper, data, None) == list(data.video_ids)  # no labels: all prepared videos
+    assert cal.pretraining_videos(make_config("cross_and_learn", "tiny"), data, labels) == list(data.video_ids)
+
+
+@pytest.mark.slow  # ~20 s: groups the clips by video with Ray Data
+def test_train_split_pretraining_draws_only_train_videos(small_prepared):
+    from raysup.data.ingest import PreparedData
+
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    kept = cal.pretraining_videos(make_config("cross_and_learn", "paper"), data, labels)
+    stage = cal.datasets(make_config("cross_and_learn", "tiny", {"method.pretrain_split": "train", "method.pairs_per_video": 1}), data, labels)
+    drawn = set(stage.train.to_pandas()["video_id"])
+    assert stage.rows_per_epoch == len(kept) and drawn == set(kept)

@@ -3,8 +3,11 @@ the momentum update, SpecAugment and volume jitter, the per-video clip sampling,
 distributed helpers on two real gloo processes, and learning end to end through Ray."""
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
+import runpy
 import socket
 
 import numpy as np
@@ -13,13 +16,15 @@ import pytest
 import torch
 
 from raysup import runner
-from raysup.config import ConfigError
+from raysup.cli import main
+from raysup.config import ConfigError, from_dict, to_dict
 from raysup.data import tables
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
 from raysup.methods import gdt, make_config
 from raysup.models import parts
 
 B = 4
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build(**method):
@@ -174,12 +179,40 @@ def test_specaugment_none_explicit_and_config():
     assert torch.equal(spec_augment(x, SPECAUGMENT_PRESETS["none"]), x)
     assert gdt.Config(specaugment="mild").specaugment_params == SpecAugmentParams(1, 2, 1, 5)
     assert gdt.Config(specaugment="strong").specaugment_params == SpecAugmentParams(2, 3, 2, 6)
-    assert gdt.Config(specaugment="mild", specaugment_masks=(3, 4, 0, 0)).specaugment_params == SpecAugmentParams(3, 4, 0, 0)
+    assert gdt.Config(specaugment_masks=(3, 4, 0, 0)).specaugment_params == SpecAugmentParams(3, 4, 0, 0)
     torch.manual_seed(1)
     rows, cols = masked_counts(x.unsqueeze(1), spec_augment(x, SpecAugmentParams(3, 4, 0, 0)).unsqueeze(1))  # [B,M,F] works too
     assert cols.sum() == 0 and rows.max() <= 9 and rows.sum() > 0
     with pytest.raises(ConfigError, match="method.specaugment_masks"):
         make_config("gdt", "tiny", {"method.specaugment_masks": "1,2,3"})
+    with pytest.raises(ConfigError, match="method.specaugment_masks: .*specaugment='mild' both set"):  # neither silently wins
+        make_config("gdt", "tiny", {"method.specaugment": "mild", "method.specaugment_masks": "3,4,0,0"})
+
+
+def test_paper_preset_takes_the_specaugment_level_it_is_given(capsys):
+    """`raysup config gdt --preset paper --set method.specaugment=…` resolves Table 1b's levels
+    (papers/gdt.md L170); the preset's own level is the official script's medium."""
+    resolved = {}
+    for level in ("none", "mild", "strong", None):
+        assert main(["config", "gdt", "--preset", "paper", *(["--set", f"method.specaugment={level}"] if level else [])]) == 0
+        resolved[level] = from_dict(gdt.Config, json.loads(capsys.readouterr().out)["method"]).specaugment_params
+    assert resolved == {"none": SpecAugmentParams(), "mild": SpecAugmentParams(1, 2, 1, 5),
+                        "strong": SpecAugmentParams(2, 3, 2, 6), None: SpecAugmentParams(1, 3, 1, 6)}
+
+
+@pytest.mark.parametrize("script", ["gdt_specaugment_sweep.py", "gdt_temporal_jitter.py"])
+def test_table_1_paper_grids_train_distinct_configs(script):
+    """Every point of the Table 1 sweeps' --paper grid resolves to its own training config, with
+    A.1's ablation settings (papers/gdt.md L318: 100 epochs, no audio augmentation but the SA under study)."""
+    ns = runpy.run_path(os.path.join(ROOT, "experiments", script))
+    points = [dict(zip(ns["GRID"], v)) for v in itertools.product(*ns["GRID"].values())]
+    cfgs = [make_config("gdt", "paper", {**ns["PAPER_BASE"], **p}) for p in points]
+    assert len({json.dumps(to_dict(c), sort_keys=True) for c in cfgs}) == len(points)
+    assert all(c.epochs == 100 and c.method.volume_jitter_db == 0 for c in cfgs)
+    if script == "gdt_specaugment_sweep.py":  # each point its own audio augmentation and sampling
+        assert len({(c.method.specaugment_params, c.method.sync) for c in cfgs}) == len(points)
+    else:  # subtable (a): synchronised, no audio augmentation
+        assert all(c.method.sync and not c.method.specaugment_params.active for c in cfgs)
 
 
 def test_volume_jitter_is_a_bounded_additive_gain():

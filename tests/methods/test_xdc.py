@@ -47,24 +47,31 @@ def test_heads_reset_between_rounds():
 def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "xdc")
-    cfg = make_config("xdc", "tiny", {"method.k": 8, "method.rounds": 2, "epochs": 2, "method.epoch_size": 1.0, "batch_size": 8})
+    # each clustering its own k: the audio features' 8 clusters teach the video encoder, the
+    # video features' 6 the audio encoder; epochs of a fixed number of clips
+    cfg = make_config("xdc", "tiny", {"method.k_audio": 8, "method.k_video": 6, "method.rounds": 2, "epochs": 2, "method.epoch_size": 1.0,
+                                      "method.epoch_clips": 80, "batch_size": 8})
     metrics = runner.train(cfg, data, run_dir, labels=labels)
     assert metrics["round"] == 1 and "val_loss" in metrics
-    for e in ("video", "audio"):  # the clusters each encoder learns from
+    for e, k in (("video", 8), ("audio", 6)):  # the clusters each encoder learns from
         assert {f"nmi_previous_{e}", f"purity_{e}", f"nmi_truth_{e}", f"empty_clusters_{e}"} <= set(metrics)
-        assert len(metrics[f"cluster_sizes_{e}"]) == 8
+        assert len(metrics[f"cluster_sizes_{e}"]) == k
     stats = json.load(open(os.path.join(run_dir, "clusters", "round_1_stats.json")))
-    for st in stats.values():
-        assert len(st["cluster_sizes"]) == 8 and sum(st["cluster_sizes"]) > 0
+    for e, k in (("video", 8), ("audio", 6)):
+        st = stats[e]
+        assert len(st["cluster_sizes"]) == k and sum(st["cluster_sizes"]) > 0
         assert 0 <= st["nmi_truth"] <= 1 and 0 < st["purity"] <= 1
+    clustered = json.load(open(os.path.join(run_dir, "clusters", "round_1", "stats.json")))
+    assert (clustered["audio"]["k"], clustered["video"]["k"]) == (8, 6)
     assert "round_1" in latest_checkpoint(run_dir)
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [m["round"] for m in logged] == [0, 0, 1, 1]
-    # uniform sampling over clusters: every epoch draws about epoch_size × the train split's clips
+    # uniform sampling over clusters: every epoch draws about epoch_clips clips, more than the train split holds
     saved = pq.read_table(parquet_files(os.path.join(run_dir, "clusters", "round_0")))  # labels Parquet, keyed by clip
     assert saved.num_rows == PreparedData(small_prepared[0]).manifest["counts"]["clips"]
     n_train = sum(not is_held_out(v, cfg.method.val_fraction) for v in saved["video_id"].to_pylist())
-    expected = cfg.method.epoch_size * n_train / cfg.batch_size
+    expected = cfg.method.epoch_clips / cfg.batch_size
+    assert n_train < cfg.method.epoch_clips
     assert all(abs(m["steps"] - expected) <= 2 for m in logged), (expected, [m["steps"] for m in logged])
     assert sorted(os.listdir(os.path.join(run_dir, "features"))) == ["round_1"]  # round 0's removed once round 1 clustered
     features = pq.read_table(parquet_files(os.path.join(run_dir, "features", "round_1")))
@@ -72,7 +79,7 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     assert {e: features.schema.field(e).type for e in dims} == {e: pa.list_(pa.float32(), d) for e, d in dims.items()}
     assert features.num_rows == saved.num_rows
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
-    assert saved["model"]["heads.video.weight"].shape[0] == 8
+    assert saved["model"]["heads.video.weight"].shape[0] == 8 and saved["model"]["heads.audio.weight"].shape[0] == 6
     with pytest.raises(FileExistsError, match="--resume"):
         runner.train(cfg, data, run_dir, labels=labels)
     again = runner.train(cfg, data, run_dir, labels=labels, resume=True)  # both rounds done: nothing redone
@@ -93,3 +100,61 @@ def test_xdc_video_features_beat_random_init(prepared, tmp_path):
     random_init = probe(cfg, data, labels, None)
     print(f"video probe: XDC {trained['video']:.3f} vs random init {random_init['video']:.3f}")
     assert trained["video"] >= random_init["video"] + 0.2
+
+
+def test_paper_schedules_follow_table_10():
+    """Table 10 (papers/xdc.md L393-395): warm-up over `we` epochs, then lr ×0.01 every `se`
+    epochs after it, `te` epochs; an epoch is `es` clips."""
+    from raysup.train import lr_factor
+
+    spe = 100  # steps per epoch
+    for preset, (we, se, te, es) in {"paper": (10, 10, 30, 1_000_000), "paper_audioset": (10, 10, 45, 2_000_000),
+                                     "paper_ig": (1, 3, 10, 10_000_000)}.items():
+        cfg = make_config("xdc", preset)
+        assert (cfg.epochs, cfg.optim.warmup_epochs, cfg.method.epoch_clips) == (te, we, es)
+        lr = [lr_factor(cfg.optim, e * spe + spe // 2, spe, cfg.epochs) for e in range(te)]  # mid-epoch factors
+        assert all(0 < f < 1 for f in lr[:we]) and lr[:we] == sorted(lr[:we])  # rising
+        expected = [0.01 ** ((e - we) // se) for e in range(we, te)]
+        assert lr[we:] == pytest.approx(expected, rel=1e-9), preset
+
+
+def test_per_clustering_k_and_epoch_clips_are_checked():
+    from raysup.config import ConfigError
+
+    paper = make_config("xdc", "paper").method
+    assert (paper.cluster_k("video"), paper.cluster_k("audio")) == (64, 128)  # Table 6 (L187-193)
+    assert make_config("xdc", "tiny", {"method.variant": "cdc", "method.k_video": 5}).method.cluster_k("joint") == 16  # CDC: k
+    with pytest.raises(ConfigError, match="method.k_video: must be 0"):
+        make_config("xdc", "tiny", {"method.k_video": 1})
+    with pytest.raises(ConfigError, match="method.epoch_clips: .* both set"):
+        make_config("xdc", "tiny", {"method.epoch_clips": 100})  # tiny sets epoch_size 3
+
+
+@pytest.mark.parametrize("script", ["xdc_k_sweep.py", "xdc_variants.py"])
+def test_paper_grids_cluster_at_the_grid_k(script):
+    """The Table 1 and 2 sweeps' --paper trials cluster both modalities at the k they name (the
+    paper preset's own k_video/k_audio would otherwise override method.k)."""
+    import runpy
+
+    ns = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "..", "experiments", script))
+    key, values = ("method.k", ns["PAPER_K"]) if script == "xdc_k_sweep.py" else ("method.variant", ns["GRID"]["method.variant"])
+    cfgs = [make_config("xdc", "paper", {**ns["BASE"], key: v}) for v in values]
+    ks = [(c.method.cluster_k("video"), c.method.cluster_k("audio")) for c in cfgs]
+    if key == "method.k":
+        assert ks == [(k, k) for k in values]
+    else:
+        assert set(ks) == {(128, 128)} and [c.method.variant for c in cfgs] == values
+
+
+def test_epoch_clips_far_beyond_the_data_is_refused(small_prepared):
+    """The paper preset's 1M clips per epoch on 48 clips would copy each ~20000 times into the stream."""
+    from raysup.config import ConfigError
+    from raysup.methods import xdc
+
+    data = PreparedData(small_prepared[0])
+    small = {"method.k_video": 0, "method.k_audio": 0, "method.k": 4, "method.pca_dim": 0}
+    with pytest.raises(ConfigError, match=r"method.epoch_clips: 1000000 clips per epoch .* method.epoch_clips=0"):
+        xdc.check(make_config("xdc", "paper", small), data)
+    xdc.check(make_config("xdc", "paper", {**small, "method.epoch_clips": 0}), data)
+    with pytest.raises(ConfigError, match="method.k_video: 64 clusters need at least as many clips; the prepared data has 48"):
+        xdc.check(make_config("xdc", "paper", {"method.epoch_clips": 0}), data)
