@@ -15,9 +15,11 @@ def _numbers(rows: list[dict]) -> list[float]:
     return [v for r in rows for v in r.values() if isinstance(v, float)]
 
 
-# train_step (~23 s, a TorchTrainer fit beside a plain loop) is slow: fit itself runs in every
+# train_step (~23 s, a TorchTrainer fit beside a plain loop) and ingest (~15 s, a TorchTrainer fit too)
+# are slow: fit itself runs in every
 # method's tests, and the default run must stay under 12 minutes
-@pytest.mark.parametrize("script", ["prepare", "ingest", pytest.param("train_step", marks=pytest.mark.slow), "clustering", "cluster_scale"])
+@pytest.mark.parametrize("script", ["prepare", pytest.param("ingest", marks=pytest.mark.slow), pytest.param("train_step", marks=pytest.mark.slow),
+                                    "clustering", "cluster_scale"])
 def test_bench_quick(script, ray_session, capsys):
     rows = runpy.run_path(os.path.join(BENCH, f"{script}.py"))["main"](["--quick"])
     out = capsys.readouterr().out
