@@ -17,7 +17,7 @@ def _frames(ds) -> dict[tuple[str, int], np.ndarray]:
 
 def test_stages_train_on_random_crops_and_validate_on_centre_crops(small_prepared):
     data, labels = small_prepared
-    cfg = make_config("cpfs", "tiny", {"crop_size": 24, "method.val_fraction": 0.5})  # frames stored at 32: 24 crops
+    cfg = make_config("cpfs", "tiny", {"crop_size": 24, "method.val_fraction": 0.5, "batch_size": 8})  # frames stored at 32: 24 crops
     opened = runner.check(cfg, data)
     assert opened.specs["frames"].shape[1:3] == (24, 24)
     stage = method_module("cpfs").datasets(cfg, opened, labels)
