@@ -1,0 +1,115 @@
+"""`raysup sweep`, a user's own search: the space's specs and their refusals (no Ray), the
+command's refusals in one line, and one real ASHA sweep over a random loguniform lr (slow)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from raysup.config import ConfigError
+from raysup.sweep import Sweep, space
+
+
+def test_specs_become_values_and_tune_distributions():
+    from ray.tune.search.sample import Categorical, Float, Integer
+    from ray.tune.search.variant_generator import generate_variants
+
+    grid = space.parse_grid(["method.k=4,8", "method.variant=xdc,cdc"])
+    sampled = space.parse_sample(["optim.lr=loguniform:1e-4:1e-2", "method.temperature=uniform:0.05:0.2", "seed=randint:0:3",
+                                  "batch_size=choice:8,16"])
+    assert grid == {"method.k": [4, 8], "method.variant": ["xdc", "cdc"]}
+    assert sampled == {"optim.lr": ["loguniform", 1e-4, 1e-2], "method.temperature": ["uniform", 0.05, 0.2], "seed": ["randint", 0, 3],
+                       "batch_size": ["choice", 8, 16]}
+    tuned = space.param_space(grid, sampled, "random")
+    assert tuned["method.k"] == {"grid_search": [4, 8]}
+    assert isinstance(tuned["optim.lr"], Float) and isinstance(tuned["seed"], Integer) and isinstance(tuned["batch_size"], Categorical)
+    assert isinstance(space.param_space(grid, {}, "optuna")["method.k"], Categorical)  # Optuna and HyperOpt take no grids
+    # random search: every grid point draws its own lr, within the bounds
+    lrs = [cfg["optim.lr"] for _ in range(3) for _, cfg in generate_variants(space.param_space({"method.k": [4, 8]}, sampled, "random"))]
+    assert len(lrs) == 6 and len(set(lrs)) == 6 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    # the configs checked before a sweep: each grid point with the sampled keys' extremes
+    s = Sweep("xdc", {"method.k": [4, 8]}, "d", "l", "/tmp", "s", space={"optim.lr": sampled["optim.lr"], "seed": sampled["seed"]},
+              samples=3, search="random")
+    assert len(s.points()) == 8 and {p["seed"] for p in s.points()} == {0, 2} and {p["optim.lr"] for p in s.points()} == {1e-4, 1e-2}
+    assert s.trials() == 6 and Sweep("xdc", {"method.k": [4, 8]}, "d", "l", "/tmp", "s", samples=5, search="optuna").trials() == 5
+    json.dumps(s.record())  # sweep.json
+
+
+@pytest.mark.parametrize("flag,spec,match", [
+    ("grid", "method.k", "--grid expects key="),
+    ("grid", "method.k=4,,8", "--grid 'method.k=4,,8': give each key once"),
+    ("sample", "optim.lr=normal:0:1", "--sample 'optim.lr=normal:0:1': expected key=DIST"),
+    ("sample", "optim.lr=loguniform:0:1", "loguniform needs loguniform:LOW:HIGH with 0 < LOW < HIGH"),
+    ("sample", "optim.lr=uniform:2:1", "uniform needs uniform:LOW:HIGH with LOW < HIGH"),
+    ("sample", "seed=randint:0:2.5", "randint needs randint:LOW:HIGH with LOW < HIGH, integers"),
+    ("sample", "optim.lr=loguniform:1e-4", "loguniform needs"),
+    ("sample", "batch_size=choice:", "choice needs comma-separated values"),
+])
+def test_malformed_specs_are_refused_naming_the_flag(flag, spec, match):
+    parse = space.parse_grid if flag == "grid" else space.parse_sample
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(")):
+        parse([spec])
+
+
+@pytest.mark.parametrize("args,match", [
+    ([], "give what to search, --grid key=v1,v2 and/or --sample"),
+    (["--sample", "optim.lr=loguniform:0:1"], "--sample 'optim.lr=loguniform:0:1': loguniform needs"),
+    (["--grid", "method.dim=8", "--search", "grid", "--sample", "optim.lr=uniform:0:1"], "--sample: grid search only takes --grid"),
+    (["--grid", "method.dim=8", "--scheduler", "asha"], "--metric: --search grid --scheduler asha need a metric"),
+    (["--grid", "method.dim=8", "--search", "optuna", "--metric", "loss"], "--search optuna: optuna is not installed; pip install -e '.[search]'"),
+    (["--grid", "method.dim=8", "--samples", "0"], "--samples: must be >= 1"),
+])
+def test_the_command_refuses_in_one_line(args, match, tmp_path, capsys):
+    from raysup.cli import main
+
+    assert main(["sweep", "toy", "--data", str(tmp_path), "--labels", "l.csv", "--out", str(tmp_path / "s"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("raysup sweep: error: ") and match in err, err
+
+
+def test_the_command_refuses_to_replace_a_sweep(tmp_path, capsys):
+    from raysup.cli import main
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_text("{}")
+    argv = ["sweep", "toy", "--data", str(tmp_path), "--labels", "l.csv", "--out", str(tmp_path / "s"), "--grid", "method.dim=8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds a sweep; pass --resume to continue it, --overwrite" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_of_a_random_lr_search(ray_session, small_prepared, tmp_path, capsys):
+    """`raysup sweep toy` with random search over a loguniform lr (3 draws per dim) and ASHA on
+    the training loss: 6 trials, at least one stopped early (fewer epochs in its result.json, no
+    probe, marked in the table), the others probed; the best finished config is in the table."""
+    import pandas as pd
+
+    from raysup.cli import main
+
+    data, labels = small_prepared
+    out = tmp_path / "lr_search"
+    argv = ["sweep", "toy", "--data", data, "--labels", labels, "--out", str(out), "--grid", "method.dim=8,32",
+            "--sample", "optim.lr=loguniform:1e-6:1e-1", "--samples", "3", "--scheduler", "asha", "--metric", "loss",
+            "--max-concurrent", "2", "--no-supervised", "--set", "epochs=4", "--set", "batch_size=8"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cap = capsys.readouterr()
+    print(cap.out, cap.err)
+    epochs, probed = {}, {}
+    for result in out.glob("trial_*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines()]
+        epochs[result.parent.name] = sum("probe_video" not in r for r in reports)
+        probed[result.parent.name] = "probe_video" in reports[-1]
+    assert len(epochs) == 6, epochs
+    stopped = [t for t, p in probed.items() if not p]
+    assert stopped and len(stopped) < 6, probed
+    assert max(epochs[t] for t in stopped) < min(epochs[t] for t, p in probed.items() if p) == 4, epochs
+    df = pd.read_csv(out / "results.csv")
+    trials = df[df["optim.lr"].notna()]
+    assert len(trials) == 6 and trials.groupby("method.dim")["optim.lr"].apply(lambda lr: lr.is_monotonic_increasing).all()
+    assert (trials["status"].str.startswith("stopped after")).sum() == len(stopped) and trials["video"].isna().sum() == len(stopped)
+    best = trials.loc[trials["video"].idxmax()]
+    assert not math.isnan(best["video"]) and 1e-6 <= best["optim.lr"] <= 1e-1
+    assert "random init" in set(df["method.dim"].astype(str)) and (out / "results.png").stat().st_size > 0
+    print(f"best: method.dim={best['method.dim']} optim.lr={best['optim.lr']:.3g}: video {100 * best['video']:.1f}%")
