@@ -3,6 +3,7 @@ existing sweep, other arguments on resume, configs the data cannot serve, trials
 hold), progress lines, resume, and ``--overwrite`` that deletes only what a sweep wrote."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -175,6 +176,9 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
           file=sys.stderr, flush=True)
     if on_last_wave is not None and restoring:  # a restored sweep may be anywhere
         on_last_wave()
+    # a trial a scheduler stops stays blocked in its next report, its TorchTrainer and train workers
+    # holding their CPUs, until Tune kills its actor: 600 s later by default (the next trials waited)
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
     if restoring:  # with its callbacks, restored from tuner.pkl
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs)
     else:
