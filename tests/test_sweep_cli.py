@@ -79,6 +79,26 @@ def test_the_command_refuses_to_replace_a_sweep(tmp_path, capsys):
     assert "already holds a sweep; pass --resume to continue it, --overwrite" in err and len(err.splitlines()) == 1
 
 
+def test_resume_with_another_search_is_refused_naming_it(tmp_path):
+    """sweep.json records the search (a paper sweep's record stays as it was: no search fields),
+    so a resume with other samples or another distribution is refused, naming them."""
+    from raysup.data.storage import resolve, write_json
+    from raysup.sweep import check_start
+
+    def sweep(**kw) -> Sweep:
+        return Sweep("toy", {"method.dim": [8]}, "d", "l", str(tmp_path), "s", **kw)
+
+    assert not {"space", "samples", "search", "scheduler", "metric", "mode"} & set(sweep().record())
+    searched = dict(space=space.parse_sample(["optim.lr=loguniform:1e-4:1e-2"]), samples=2, search="random", scheduler="asha", metric="loss", mode="min")
+    (tmp_path / "s").mkdir()
+    fs, root = resolve(str(tmp_path))
+    write_json(fs, f"{root}/s/sweep.json", sweep(**searched).record())
+    check_start(sweep(**searched), resume=True)
+    with pytest.raises(ValueError) as e:
+        check_start(sweep(**{**searched, "samples": 3, "space": space.parse_sample(["optim.lr=uniform:1e-4:1e-2"])}), resume=True)
+    assert "samples: 2 -> 3" in str(e.value) and "space: {'optim.lr': ['loguniform'" in str(e.value)
+
+
 @pytest.mark.slow
 def test_asha_stops_trials_of_a_random_lr_search(ray_session, small_prepared, tmp_path, capsys):
     """`raysup sweep toy` with random search over a loguniform lr (2 draws per dim) and ASHA on

@@ -17,6 +17,8 @@ from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config
 from raysup.sweep.space import corners
 
+SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -53,8 +55,10 @@ class Sweep:
 
     def record(self) -> dict[str, Any]:
         """What defines the sweep, as JSON (``sweep.json``): every field but where it is stored,
-        URIs without credentials."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage"}
+        URIs without credentials; the search fields only when set (a paper sweep's record, and its
+        resume, as before they existed)."""
+        default = Sweep(self.method, {}, "", "", "", "")
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage" and not (k in SEARCH_FIELDS and v == getattr(default, k))}
         return json.loads(json.dumps({**d, "data": redact(self.data), "labels": redact(self.labels)}))
 
 
