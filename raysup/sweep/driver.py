@@ -133,8 +133,9 @@ _SWEEP_DIRS = re.compile(rf"runs|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
 
 def tune_config(s: Sweep) -> tune.TuneConfig:
     """Tune's settings for ``s``: its searcher, scheduler and samples (:mod:`raysup.sweep.space`), trials at once."""
-    return tune.TuneConfig(max_concurrent_trials=s.max_concurrent, num_samples=s.samples,
-                           search_alg=space.searcher(s.search, s.metric, s.mode), scheduler=space.scheduler(s.scheduler, s.metric, s.mode))
+    epochs = max(make_config(s.method, s.preset, {**s.base, **p}).epochs for p in s.points())
+    return tune.TuneConfig(max_concurrent_trials=s.max_concurrent, num_samples=s.samples, search_alg=space.searcher(s.search, s.metric, s.mode),
+                           scheduler=space.scheduler(s.scheduler, s.metric, s.mode, epochs))
 
 
 def clear(fs: pafs.FileSystem, path: str) -> None:

@@ -135,11 +135,13 @@ def searcher(search: str, metric: str, mode: str):
     return None
 
 
-def scheduler(name: str, metric: str, mode: str):
+def scheduler(name: str, metric: str, mode: str, epochs: int):
     """Tune's trial scheduler: ASHA stops the trials whose ``metric`` trails the others' at the
-    same epoch (a rung at 1, 2, 4, ... epochs, the worst half stopped), FIFO (None) stops none."""
+    same epoch (rungs at 1, 2, 4, ... epochs, the worst half stopped; Tune's rungs reach ``max_t``,
+    so it is ``epochs`` - 1: a trial that trained to its last epoch is probed), FIFO (None) stops none."""
     if name == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", grace_period=1, reduction_factor=2, max_t=10_000)
+        return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", grace_period=1, reduction_factor=2, max_t=max(epochs - 1, 1),
+                             stop_last_trials=False)
     return None
