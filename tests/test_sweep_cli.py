@@ -109,11 +109,12 @@ def test_asha_never_stops_a_trial_at_its_last_epoch():
 
 @pytest.mark.slow
 def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared, tmp_path, capsys):
-    """`raysup sweep toy` over a grid of a good and a tiny lr, with a sampled width (random search,
-    2 draws) and ASHA on the training loss: 4 trials, the good lr first; the tiny-lr trials trail
-    it and are stopped early (fewer epochs in their result.json, no probe, marked in the table;
-    on 6 steps an epoch, ASHA's first rung may stop a good one too), the others are probed, and
-    the best config is a finished one."""
+    """`raysup sweep toy` over a grid of a good and a tiny lr, with a sampled width (random search)
+    and ASHA on the training loss: 2 trials, the good lr first; the tiny-lr trial trails it and is
+    stopped early (fewer epochs in its result.json, no probe, marked in the table), the other is
+    probed, and the best config is the finished one. (More trials hang on a host where another
+    Ray instance runs: Train's PlacementGroupCleaner fails there, DESIGN.md, and each stopped
+    trial's train-worker placement group stays reserved.)"""
     import pandas as pd
 
     from raysup.cli import main
@@ -123,7 +124,7 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
     # one trial at a time: on the 4-CPU test cluster a last wave of two trials beside the baselines
     # (probe feature extractor, Ray Data reads) waits forever for CPUs
     argv = ["sweep", "toy", "--data", data, "--labels", labels, "--out", str(out), "--grid", "optim.lr=0.01,0.000001",
-            "--sample", "method.dim=choice:16,32", "--samples", "2", "--scheduler", "asha", "--metric", "loss",
+            "--sample", "method.dim=choice:16,32", "--samples", "1", "--scheduler", "asha", "--metric", "loss",
             "--max-concurrent", "1", "--no-supervised", "--set", "epochs=4", "--set", "batch_size=8"]
     assert main(argv) == 0, capsys.readouterr().err
     cap = capsys.readouterr()
@@ -133,14 +134,14 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
         reports = [json.loads(line) for line in result.read_text().splitlines()]
         epochs[result.parent.name] = sum("probe_video" not in r for r in reports)
         probed[result.parent.name] = "probe_video" in reports[-1]
-    assert len(epochs) == 4, epochs
+    assert len(epochs) == 2, epochs
     stopped = [t for t, p in probed.items() if not p]
-    assert any("optim_lr=0.0000" in t for t in stopped), probed  # a tiny-lr trial, at least
+    assert stopped and all("optim_lr=0.0000" in t for t in stopped), probed
     assert max(epochs[t] for t in stopped) < min(epochs[t] for t, p in probed.items() if p) == 4, epochs
     assert "stopped early by the scheduler after" in cap.err
     df = pd.read_csv(out / "results.csv")
     trials = df[df["method.dim"].notna()]
-    assert len(trials) == 4 and trials["optim.lr"].astype(float).is_monotonic_increasing
+    assert len(trials) == 2 and trials["optim.lr"].astype(float).is_monotonic_increasing
     assert (trials["status"].str.startswith("stopped after")).sum() == len(stopped) and trials["video"].isna().sum() == len(stopped)
     best = trials.loc[trials["video"].idxmax()]
     assert best["status"] == "finished" and float(best["optim.lr"]) in (0.01, 1e-6) and best["method.dim"] in (16, 32)
