@@ -1,4 +1,4 @@
-"""``raysup`` console script: synth, prepare, methods, config, train, probe, features, cluster, labels, dashboard, visualize-embeddings, export.
+"""``raysup`` console script: synth, prepare, methods, config, train, probe, features, cluster, labels, sweep, dashboard, visualize-embeddings, export.
 
 Errors the user can fix print one line on stderr and exit 2; anything else prints one line and
 exits 1. Either way the traceback goes to a log file whose path is printed (``--debug``: shown).
@@ -205,6 +205,28 @@ def cmd_visualize_embeddings(a) -> None:
     print(f"wrote {len(paths)} PNGs (frame | flow | embeddings) to {redact(paths[0].rsplit('/', 1)[0])}")
 
 
+def cmd_sweep(a) -> None:
+    from raysup.sweep import Sweep, run, space
+
+    grid, sampled = space.parse_grid(a.grid), space.parse_sample(a.sample)
+    if not (grid or sampled):
+        raise ConfigError("sweep: give what to search, --grid key=v1,v2 and/or --sample key=DIST")
+    search = a.search or ("random" if sampled else "grid")
+    space.check_search(search, a.scheduler, a.metric or "", sampled, a.samples)
+    fixed = {**parse_overrides(a.set or []), **({"workers": a.workers} if a.workers else {}),
+             **({"gpus_per_worker": a.gpus_per_worker} if a.gpus_per_worker is not None else {})}
+    out, query = (a.out.rstrip("/").split("?", 1) + [""])[:2]  # a URI's options stay with its bucket
+    storage, _, name = out.rpartition("/")
+    if "://" not in a.out:
+        storage, name = os.path.split(os.path.abspath(a.out))
+    mode = a.mode or ("max" if (a.metric or "").startswith("probe_") else "min")
+    s = Sweep(a.method, grid, a.data, a.labels, storage + (f"?{query}" if query else ""), name, preset=a.preset, base=fixed,
+              max_concurrent=a.max_concurrent, probe_folds=a.probe_folds or 0, supervised=not a.no_supervised,
+              space=sampled, samples=a.samples, search=search, scheduler=a.scheduler, metric=a.metric or "", mode=mode)
+    title = f"{a.method}: {search} search over {', '.join([*grid, *sampled])}" + (f", {a.scheduler} on {s.metric}" if a.scheduler != "fifo" else "")
+    run(s, title, address=a.address, resume=a.resume, overwrite=a.overwrite)
+
+
 def cmd_dashboard(a) -> None:
     from raysup.dashboard import serve
 
@@ -344,6 +366,34 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clips", type=int, default=8, help="number of clips to draw")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_visualize_embeddings)
+
+    s = sub.add_parser("sweep", help="your own hyperparameter search: grid, random, Optuna or HyperOpt, with ASHA stopping bad trials; a results table, CSV and plot")
+    s.add_argument("method", help=methods_help)
+    s.add_argument("--data", required=True, help="prepared folder or URI")
+    s.add_argument("--labels", required=True, help="labels CSV for the probe (and the supervised baseline)")
+    s.add_argument("--out", required=True, help="the sweep's folder or URI (Tune's results, runs/, results.csv/.md/.png)")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="every value is a trial, e.g. method.k=4,8,16 (repeatable)")
+    s.add_argument("--sample", action="append", default=[], metavar="KEY=DIST", help="each trial draws a value: loguniform:LOW:HIGH, "
+                   "uniform:LOW:HIGH, randint:LOW:HIGH (HIGH excluded) or choice:a,b,c, e.g. optim.lr=loguniform:1e-4:1e-2 (repeatable)")
+    s.add_argument("--samples", type=int, default=1, help="trials per grid point (optuna, hyperopt: in all)")
+    s.add_argument("--search", choices=["grid", "random", "optuna", "hyperopt"], help="Tune's search: grid or random (default: random "
+                   "with --sample, else grid), optuna or hyperopt (pip install -e '.[search]')")
+    s.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
+                   "whose --metric trails the others' at the same epoch")
+    s.add_argument("--metric", help="what --scheduler and optuna/hyperopt compare: a per-epoch metric of the method (loss, val_loss, ...) "
+                   "or, for searchers only, the final probe_<encoder>")
+    s.add_argument("--mode", choices=["min", "max"], help="minimise or maximise --metric (default: max for probe_*, else min)")
+    s.add_argument("--max-concurrent", type=int, default=2, help="trials at once")
+    s.add_argument("--preset", default="tiny", help=preset_help)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every trial (repeatable)")
+    s.add_argument("--workers", type=int, help="train workers per trial")
+    s.add_argument("--gpus-per-worker", type=float, help="GPUs per train worker")
+    s.add_argument("--probe-folds", type=int, help="probe by grouped N-fold cross-validation instead of the labels' test split")
+    s.add_argument("--no-supervised", action="store_true", help="skip the supervised baseline")
+    s.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
+    s.add_argument("--overwrite", action="store_true", help="start the sweep in --out over (deletes only what the sweep wrote)")
+    s.add_argument("--address", help=address_help)
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("dashboard", help="TensorBoard over a run or sweep folder (or URI); prints it and the Ray dashboard's URL")
     s.add_argument("path", metavar="RUN_OR_SWEEP_DIR", help="run or sweep folder, or an s3:// URI (mirrored locally)")

@@ -13,16 +13,17 @@ without keys, and everything recorded or printed goes through :func:`raysup.data
 
 The modules: :mod:`.trials` (what a sweep is, one trial), :mod:`.driver` (running it with Tune:
 refusals, capacity, progress), :mod:`.tune_storage` (a key-safe S3 filesystem for Tune),
-:mod:`.results` (baselines, the table and plot), :mod:`.experiment` (the experiment scripts'
-command line: an :class:`Experiment` and :func:`main`).
+:mod:`.results` (baselines, the table and plot), :mod:`.space` (a user's search space, searcher
+and scheduler: ``raysup sweep``), :mod:`.experiment` (the experiment scripts' command line: an
+:class:`Experiment` and :func:`main`; :func:`run`, a sweep with its baselines and table).
 """
 from raysup.resources import node_shapes
 from raysup.sweep.driver import check_fits, check_start, clear, run_sweep
-from raysup.sweep.experiment import Experiment, default_dataset, main, make_default_dataset
+from raysup.sweep.experiment import Experiment, default_dataset, main, make_default_dataset, run
 from raysup.sweep.results import baselines, supervised_dir, write_table
 from raysup.sweep.trials import Sweep, objective, trial
 
 __all__ = [
     "Experiment", "Sweep", "baselines", "check_fits", "check_start", "clear", "default_dataset", "main",
-    "make_default_dataset", "node_shapes", "objective", "run_sweep", "supervised_dir", "trial", "write_table",
+    "make_default_dataset", "node_shapes", "objective", "run", "run_sweep", "supervised_dir", "trial", "write_table",
 ]

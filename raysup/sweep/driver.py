@@ -3,6 +3,7 @@ existing sweep, other arguments on resume, configs the data cannot serve, trials
 hold), progress lines, resume, and ``--overwrite`` that deletes only what a sweep wrote."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.methods import make_config
 from raysup.resources import node_shapes, unfit
+from raysup.sweep import space
 from raysup.sweep.trials import Sweep, trial
 from raysup.sweep.tune_storage import tune_filesystem
 
@@ -80,14 +82,17 @@ class Progress(tune.Callback):
         self.name, self.total, self.ended = name, total, 0
 
     def _say(self, trial, what: str) -> None:
-        point = " ".join(f"{k}={v}" for k, v in trial.config.items())
+        point = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
         print(f"{self.name} [{self.ended}/{self.total}] {point}: {what}", file=sys.stderr, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended += 1
         r = trial.last_result or {}
         probes = ", ".join(f"{k[6:]} {100 * v:.1f}%" for k, v in r.items() if k.startswith("probe_"))
-        self._say(trial, f"done in {r.get('time_total_s', 0) / 60:.1f} min, probe top-1 {probes}")
+        if probes:
+            self._say(trial, f"done in {r.get('time_total_s', 0) / 60:.1f} min, probe top-1 {probes}")
+        else:  # a scheduler stopped it before its probe
+            self._say(trial, f"stopped early by the scheduler after {r.get('training_iteration', 0)} epochs")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._say(trial, f"failed, retrying (error.txt in {trial.path})")
@@ -126,6 +131,13 @@ _SWEEP_FILES = re.compile(r"(sweep|timing)\.json(\.tmp)?|results\.(csv|md|png)|t
 _SWEEP_DIRS = re.compile(rf"runs|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
 
 
+def tune_config(s: Sweep) -> tune.TuneConfig:
+    """Tune's settings for ``s``: its searcher, scheduler and samples (:mod:`raysup.sweep.space`), trials at once."""
+    epochs = max(make_config(s.method, s.preset, {**s.base, **p}).epochs for p in s.points())
+    return tune.TuneConfig(max_concurrent_trials=s.max_concurrent, num_samples=s.samples, search_alg=space.searcher(s.search, s.metric, s.mode),
+                           scheduler=space.scheduler(s.scheduler, s.metric, s.mode, epochs))
+
+
 def clear(fs: pafs.FileSystem, path: str) -> None:
     """Delete what a sweep wrote in its folder ``path`` (see :data:`_SWEEP_FILES`), nothing else."""
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
@@ -137,7 +149,7 @@ def clear(fs: pafs.FileSystem, path: str) -> None:
 
 def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autoscaler_config: str | None = None,
               on_last_wave: Callable[[], None] | None = None) -> tune.ResultGrid:
-    """Run the grid; with ``resume``, continue it (finished trials are not redone); with
+    """Run the sweep (its grid, samples, searcher and scheduler); with ``resume``, continue it (finished trials are not redone); with
     ``overwrite``, start it over (cached baselines stay). Refused as :func:`check_start` says; a
     sweep that could never be scheduled or whose configs the data cannot serve fails first
     (:func:`check_fits` against :func:`node_shapes`, each method's ``check``). ``on_last_wave`` is called once, as the last wave of trials starts (see
@@ -160,24 +172,27 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
         write_json(fs, f"{path}/sweep.json", s.record())
     # trial ends before the last wave starts; with no more points than slots, the first end (the
     # baselines beside every trial at once overcommitted a 4-CPU test cluster until it hung)
-    after = max(1, len(s.points()) - s.max_concurrent)
-    print(f"sweep {s.name}: {len(s.points())} trials, {s.max_concurrent} at a time{' (resumed)' if restoring else ''}, in {redact(join(s.storage, s.name))}",
+    after = max(1, s.trials() - s.max_concurrent)
+    print(f"sweep {s.name}: {s.trials()} trials, {s.max_concurrent} at a time{' (resumed)' if restoring else ''}, in {redact(join(s.storage, s.name))}",
           file=sys.stderr, flush=True)
     if on_last_wave is not None and restoring:  # a restored sweep may be anywhere
         on_last_wave()
+    # a trial a scheduler stops stays blocked in its next report, its TorchTrainer and train workers
+    # holding their CPUs, until Tune kills its actor: 600 s later by default (the next trials waited)
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
     if restoring:  # with its callbacks, restored from tuner.pkl
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=storage_fs)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={k: tune.grid_search(v) for k, v in s.grid.items()},  # the point only: no paths, no keys
-            tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent),
+            param_space=space.param_space(s.grid, s.space, s.search),  # the point only: no paths, no keys
+            tune_config=tune_config(s),
             run_config=tune.RunConfig(
                 name=s.name,
                 storage_path=root,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[Progress(s.name, len(s.points())), OnLastWave(on_last_wave, after)],
+                callbacks=[Progress(s.name, s.trials()), OnLastWave(on_last_wave, after)],
                 verbose=0,  # Tune's tables every 30 s flooded the terminal; Progress says enough
             ),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,10 +94,7 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
 
 
 def _experiment(a, exp: Experiment) -> str:
-    import ray
-
     name, chosen = exp.name, exp.paper_grid if a.paper else exp.grid
-    clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
     storage = a.storage if "://" in a.storage else os.path.abspath(a.storage)
     data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
     fixed = {**exp.base, **({} if a.paper else exp.tiny_base), "workers": a.workers, "gpus_per_worker": a.gpus_per_worker}
@@ -109,10 +107,22 @@ def _experiment(a, exp: Experiment) -> str:
         max_concurrent=a.max_concurrent, probe_folds=a.probe_folds if a.probe_folds is not None else 0 if a.data else exp.probe_folds,
         supervised=exp.supervised and not (a.no_supervised or a.quick), random_per=exp.random_per,
     )
-    check_start(s, resume=a.resume, overwrite=a.overwrite)  # before any work
-    init_ray(a.address)
-    if not a.data:
-        make_default_dataset(os.path.join(storage, "synthetic"))
+    dataset = None if a.data else (lambda: make_default_dataset(os.path.join(storage, "synthetic")))
+    return run(s, exp.title, address=a.address, resume=a.resume, overwrite=a.overwrite, make_data=dataset)
+
+
+def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = False, overwrite: bool = False,
+        make_data: Callable[[], None] | None = None) -> str:
+    """Run ``s`` (refused first as :func:`check_start` says), its baselines as a Ray task beside
+    the last wave of trials, then write the table and plot (:func:`write_table`) and
+    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up."""
+    import ray
+
+    clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
+    check_start(s, resume=resume, overwrite=overwrite)  # before any work
+    init_ray(address)
+    if make_data is not None:
+        make_data()
     clock["data"] = time.perf_counter()
     # the baselines train and probe as a Ray task beside the sweep's last wave of trials
     base_task = []
@@ -121,21 +131,21 @@ def _experiment(a, exp: Experiment) -> str:
         clock["baselines_start"] = time.perf_counter()
         base_task.append(ray.remote(num_cpus=s.trial_cpus)(baselines).remote(s))
 
-    grid_result = run_sweep(s, resume=a.resume, overwrite=a.overwrite, on_last_wave=start_baselines)
+    grid_result = run_sweep(s, resume=resume, overwrite=overwrite, on_last_wave=start_baselines)
     clock["sweep"] = time.perf_counter()
     if not base_task:  # the sweep never signalled its last wave
         start_baselines()
     base_acc = ray.get(base_task[0])
     clock["baselines"] = time.perf_counter()
-    md = write_table(s, grid_result, base_acc, exp.title)
+    md = write_table(s, grid_result, base_acc, title)
     clock["table"] = time.perf_counter()
-    fs, root = resolve(storage)
-    write_json(fs, f"{root}/{name}/timing.json", {
+    fs, root = resolve(s.storage)
+    write_json(fs, f"{root}/{s.name}/timing.json", {
         "data_s": clock["data"] - clock["start"], "sweep_s": clock["sweep"] - clock["data"],
         "baselines_wait_s": clock["baselines"] - clock["sweep"], "baselines_s": clock["baselines"] - clock["baselines_start"],
         "table_s": clock["table"] - clock["baselines"], "total_s": clock["table"] - clock["start"], "max_concurrent": s.max_concurrent,
     })
     print(md)
-    where = redact(join(storage, name))
+    where = redact(join(s.storage, s.name))
     print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
     return md

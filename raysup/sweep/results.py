@@ -49,7 +49,8 @@ def baselines(s: Sweep) -> dict[str, dict[str, float]]:
 
 
 def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float]], title: str) -> str:
-    """Paper-style table (one row per grid point, then the baselines) as CSV, Markdown and a
+    """Paper-style table (one row per trial, sorted by its settings, then the baselines; trials a
+    scheduler stopped have no probe and say so in a ``status`` column) as CSV, Markdown and a
     PNG plot in ``<storage>/<name>/`` (a folder or a URI); returns the Markdown."""
     import matplotlib
 
@@ -57,33 +58,45 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    keys = list(s.grid)
+    keys = [*s.grid, *s.space]
     rows = []
     for r in grid:
         m = r.metrics or {}
-        rows.append({**{k: m.get(f"param_{k}") for k in keys}, **{k[6:]: v for k, v in m.items() if k.startswith("probe_")}})
+        probes = {k[6:]: v for k, v in m.items() if k.startswith("probe_")}
+        # a trial a scheduler stopped has no probe: its row says after how many epochs
+        status = {} if probes or s.scheduler == "fifo" else {"status": f"stopped after {m.get('training_iteration', 0)} epochs"}
+        rows.append({**{k: r.config.get(k) for k in keys}, **probes, **status})
     df = pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
-    encoders = [c for c in df.columns if c not in keys]
+    if "status" in df:
+        df["status"] = df["status"].fillna("finished")
+    encoders = [c for c in df.columns if c not in keys and c != "status"]
     for name, acc in base.items():
         df = pd.concat([df, pd.DataFrame([{keys[0]: name, **acc}])], ignore_index=True)
     shown = df.copy()
-    shown[keys[1:]] = shown[keys[1:]].fillna("")  # baseline rows have no setting of the other keys
+    blank = keys[1:] + (["status"] if "status" in df else [])
+    shown[blank] = shown[blank].fillna("")  # baseline rows have no setting of the other keys, nor a status
+    for c in keys:
+        shown[c] = shown[c].map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)  # sampled values
     for c in encoders:
-        shown[c] = (100 * shown[c]).map(lambda v: "" if pd.isna(v) else f"{v:.1f}")  # blank: no such encoder
+        shown[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")  # blank: no such encoder, or stopped
     how = f", {s.probe_folds}-fold cross-validation" if s.probe_folds else ""
     md = f"### {title}\n\n" + shown.to_markdown(index=False) + f"\n\n(linear-probe top-1, %{how})\n"
     fig, ax = plt.subplots(figsize=(6, 4))
     sweep_rows = df.iloc[: len(rows)]
-    # one line per encoder and per setting of the other grid keys (e.g. sync on/off)
-    groups = sweep_rows.groupby(keys[1:], sort=False) if len(keys) > 1 else [((), sweep_rows)]
+    sampled = keys[0] in s.space  # continuous x: points on a numeric axis (log for loguniform), one per trial
+    lines = [k for k in keys[1:] if k in s.grid]  # one line per encoder and per setting of the other grid keys (e.g. sync on/off)
+    groups = sweep_rows.groupby(lines, sort=False) if lines else [((), sweep_rows)]
     for i, c in enumerate(encoders):
         for g, (setting, sub) in enumerate(groups):
             setting = setting if isinstance(setting, tuple) else (setting,)
-            label = " ".join([s.method, c] + [f"{k}={v}" for k, v in zip(keys[1:], setting)])
-            ax.plot([str(v) for v in sub[keys[0]]], 100 * sub[c], marker="o", ls=["-", "-.", "--"][g % 3], label=label, color=f"C{i}")
+            label = " ".join([s.method, c] + [f"{k}={v}" for k, v in zip(lines, setting)])
+            x = sub[keys[0]].astype(float) if sampled else [str(v) for v in sub[keys[0]]]
+            ax.plot(x, 100 * sub[c], marker="o", ls="none" if sampled else ["-", "-.", "--"][g % 3], label=label, color=f"C{i}")
         for j, (name, acc) in enumerate(base.items()):
             if c in acc:
                 ax.axhline(100 * acc[c], ls="--" if j == 0 else ":", color=f"C{i}", alpha=0.6, label=f"{name} {c}")
+    if sampled and s.space[keys[0]][0] == "loguniform":
+        ax.set_xscale("log")
     ax.set_xlabel(keys[0])
     ax.set_ylabel("linear-probe top-1 (%)")
     ax.set_title(title)

@@ -3,7 +3,6 @@ grid point with the runner, then probes it."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,9 @@ from raysup.data.ingest import PreparedData
 from raysup.data.storage import join, redact
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config
+from raysup.sweep.space import corners
+
+SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
 
 
 @dataclass(frozen=True)
@@ -34,20 +36,35 @@ class Sweep:
     probe_folds: int = 0  # 0: probe on the labels' test split; N: grouped N-fold CV (steadier on small sets)
     supervised: bool = False  # baselines: train and probe the supervised baseline too
     random_per: tuple[str, ...] = ()  # baselines: one random-init row per combination of these grid keys
+    # a user's search (raysup sweep, raysup.sweep.space): sampled keys → [distribution, *args]; trials
+    # drawn per grid point (Optuna, HyperOpt: in all); Tune's searcher and scheduler on metric/mode
+    space: dict[str, list] = field(default_factory=dict)
+    samples: int = 1
+    search: str = "grid"
+    scheduler: str = "fifo"
+    metric: str = ""
+    mode: str = "max"
 
     def points(self) -> list[dict[str, Any]]:
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        """The grid's points (with sampled keys: every point with their extremes, the configs checked before a sweep)."""
+        return corners(self.grid, self.space)
+
+    def trials(self) -> int:
+        """How many trials Tune runs: ``samples`` per grid point, or ``samples`` in all for Optuna and HyperOpt."""
+        return self.samples * (1 if self.search in ("optuna", "hyperopt") else len(corners(self.grid, {})))
 
     def record(self) -> dict[str, Any]:
         """What defines the sweep, as JSON (``sweep.json``): every field but where it is stored,
-        URIs without credentials."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage"}
+        URIs without credentials; the search fields only when set (a paper sweep's record, and its
+        resume, as before they existed)."""
+        default = Sweep(self.method, {}, "", "", "", "")
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage" and not (k in SEARCH_FIELDS and v == getattr(default, k))}
         return json.loads(json.dumps({**d, "data": redact(self.data), "labels": redact(self.labels)}))
 
 
 def trial(point: dict[str, Any], s: Sweep) -> None:
-    """Tune function trainable: train one grid point, then report its probe accuracies. Only the
+    """Tune function trainable: train one point (its per-epoch metrics reported as they come, so a
+    scheduler can stop it), then report its last training metrics and probe accuracies. Only the
     point is Tune's config (saved in params.json); the sweep comes by ``tune.with_parameters``."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -55,13 +72,14 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     data = runner.open_data(s.data, cfg)
     run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
     t = time.perf_counter()
-    runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    final = runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
     timing = {"time_run_s": time.perf_counter() - t}
     t = time.perf_counter()
     run = runner.open_run(run_dir)  # probed as trained (e.g. with the classes the labels gave)
     acc = objective(s, run.cfg, data, run.checkpoint)
     timing["time_probe_s"] = time.perf_counter() - t
-    tune.report({**{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
+    last = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # the metric a searcher compares
+    tune.report({**last, **{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
 
 
 def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict[str, float]:
