@@ -68,7 +68,9 @@ def test_a_method_from_another_package_is_configured_trained_and_probed(small_pr
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"video", "audio"}
 
 
-@pytest.mark.parametrize("name", sorted(set(method_names()) - {"supervised", "toy"}))  # supervised: tests/test_train.py; toy: above
+# supervised: tests/test_train.py; toy: above; cpfs_direct is cpfs with target=direct (tests/methods/test_cpfs.py builds and steps it): slow
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "cpfs_direct" else n
+                                  for n in sorted(set(method_names()) - {"supervised", "toy"})])
 def test_train_prints_json_metrics(name, small_prepared, tmp_path, capsys):
     data, labels = small_prepared
     sets = ["epochs=1", "max_steps=2", "batch_size=8", *SHORT.get(name, [])]

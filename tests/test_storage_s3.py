@@ -10,6 +10,7 @@ import json
 import os
 
 import pyarrow.fs as pafs
+import pytest
 
 from raysup.cli import main
 from raysup.data.ingest import PreparedData
@@ -39,6 +40,7 @@ def test_uri_of_keeps_endpoint_and_credentials():
     assert uri_of("/local/run", "/local/run/checkpoint_1") == "/local/run/checkpoint_1"
 
 
+@pytest.mark.slow  # ~20 s; the quick XDC sweep job (conftest xdc_sweep_job) trains on S3 in the default run
 def test_train_writes_metrics_and_tensorboard_to_s3(s3_server, small_prepared, capsys):
     data, labels = small_prepared
     s3_server.make_bucket("runs")

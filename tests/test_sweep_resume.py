@@ -42,6 +42,7 @@ def _saved_trials(sweep_dir: str) -> dict[str, str]:
     return {t["trial_id"]: t["status"] for t in (json.loads(js) for js, _ in state["trial_data"])}
 
 
+@pytest.mark.slow  # ~2 min: a killed driver, a restored Tuner and a retried trial (run by hand when the sweep code changes)
 def test_killed_sweep_resumes_and_reports_a_failing_trial(ray_session, small_prepared, tmp_path):
     data, labels = small_prepared
     # the plugin method: the cheapest trials; lr 1e38: that trial's loss is not finite at its first steps, every time
