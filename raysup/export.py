@@ -174,8 +174,6 @@ def recorded_data(run_dir: str) -> dict[str, Any] | None:
 
 def recorded_probes(run_dir: str) -> list[dict[str, Any]]:
     """The results ``raysup probe`` recorded for the run (``probes.jsonl``; none if never probed)."""
-    from raysup.train import read_lines
-
     fs, root = resolve(run_dir)
     return read_lines(fs, f"{root}/probes.jsonl")
 

@@ -16,7 +16,7 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from raysup.data.storage import create_exclusive, read_json, write_json
+from raysup.data.storage import create_exclusive, read_json, redact, resolve, write_json
 
 HEARTBEAT_S = 10.0  # the lock holder rewrites the lock this often
 STALE_S = 60.0  # a lock not rewritten for this long belongs to a run that died
@@ -107,7 +107,5 @@ RUN_LOCK = "lock.json"
 
 def RunLock(run_dir: str) -> Lock:  # noqa: N802  (a constructor by name)
     """One ``raysup train`` at a time per run folder: ``run_dir/lock.json``."""
-    from raysup.data.storage import redact, resolve
-
     fs, root = resolve(run_dir)
     return Lock(fs, f"{root}/{RUN_LOCK}", redact(run_dir), command="train", elsewhere="--out")

@@ -27,6 +27,7 @@ from raysup import dist
 from raysup.checkpoint import CHECKPOINT_FILE, checkpoint_dirs, load_checkpoint_file, remove_broken
 from raysup.config import Build, ConfigError, OptimConfig, TrainConfig, to_dict
 from raysup.data.ingest import ClipCollate
+from raysup.data.labels import read_labels_csv
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 
@@ -126,8 +127,6 @@ def data_identity(data, labels: str | None) -> dict[str, Any]:
     """What a run trains on, recorded in ``data.json`` beside ``config.json``: the prepared data
     (``data``, a PreparedData: where, its manifest's hash and clip count) and the labels CSV
     (where, and a hash of its rows: ids, labels and splits)."""
-    from raysup.data.labels import read_labels_csv
-
     rows = sorted((r.video_id, r.label, r.split) for r in read_labels_csv(labels)) if labels else None
     return {
         "data": redact(data.uri),
