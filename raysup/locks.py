@@ -67,10 +67,7 @@ class Lock:
 
     def holder(self) -> dict | None:
         """The lock's content (None: no lock, or one being written)."""
-        try:
-            return read_json(self.fs, self.path)
-        except (FileNotFoundError, ValueError):  # gone, or being written
-            return None
+        return read_holder(self.fs, self.path)
 
     def mine(self) -> bool:
         return (self.holder() or {}).get("token") == self.token
@@ -82,6 +79,14 @@ class Lock:
         while not self.stop.wait(HEARTBEAT_S):
             if self.mine():
                 write_json(self.fs, self.path, self._stamp())
+
+
+def read_holder(fs: pafs.FileSystem, path: str) -> dict | None:
+    """The content of the lock file ``path`` (None: no lock, or one being written)."""
+    try:
+        return read_json(fs, path)
+    except (FileNotFoundError, ValueError):  # gone, or being written
+        return None
 
 
 def stale(holder: dict) -> str:

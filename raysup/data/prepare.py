@@ -57,7 +57,7 @@ from raysup.data.decode import (
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
-from raysup.locks import STALE_S, Lock
+from raysup.locks import STALE_S, Lock, read_holder
 from raysup.resources import node_shapes
 from raysup.runtime import init_ray
 
@@ -558,7 +558,7 @@ def OutputLock(fs: pafs.FileSystem, root: str, label: str) -> Lock:  # noqa: N80
 
 def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
     """The token of the run holding the lock of the output at ``root`` (None: no lock)."""
-    return (OutputLock(fs, root, root).holder() or {}).get("token")
+    return (read_holder(fs, f"{root}/{LOCK}") or {}).get("token")
 
 
 # what an output prepared before these parameters existed was prepared with
