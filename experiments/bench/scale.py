@@ -1,0 +1,246 @@
+"""Scale curves: every stage of raysup's data path run through the real code at sizes 16x apart,
+with its seconds per clip and peak memory, to show which stages grow linearly (flat per clip)
+and which do not.
+
+The data are tiny cells (2-frame 8x8 clips, 4x4 audio, 8-d features), so a 2-core machine
+holds 800k clips: metadata and row counts grow as at paper scale, the compute per clip does not.
+Each (stage, size) runs in its own child process with its own local Ray instance, so its peak
+RSS (``VmHWM``) is that driver's and its Ray workers' alone; the table's ``peak_rss_mb`` is the
+largest of the driver and any one Ray worker process (a task or an actor).
+
+    python experiments/bench/scale.py --clips 50000,200000,800000 --json   # the issue's curve (~30 min on 2 cores)
+    python experiments/bench/scale.py --quick                               # 4k and 16k clips: the test suite runs this
+
+Goals (from 50k to 800k clips, 16x): every stage's seconds per clip and peak RSS grow <= 1.5x,
+and the first batch of an epoch arrives in <= 1.5x the time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# no module-level import of torch or of bench/common.py (which imports it): a child driver's RSS must be its stage's
+CLIPS_PER_VIDEO = 8
+DIM = 8
+GOAL = 1.5
+
+
+# ---- data, written as raysup writes it -----------------------------------------------------------
+
+def tiny_prepare_config():
+    from raysup.data.prepare import PrepareConfig
+
+    # 2 frames of 8x8, 4 mels x 4 frames of audio: ~400 bytes a clip
+    return PrepareConfig(clip_frames=2, size=8, flow="none", encoding="raw", n_mels=4, sample_rate=800, window_ms=20.0, hop_ms=10.0,
+                         audio_seconds=0.05, shard_mb=256.0)
+
+
+def write_prepared(work: str, clips: int, seed: int = 0) -> None:
+    """``work/prepared``: ``clips`` tiny clips (CLIPS_PER_VIDEO a video) written and committed as
+    ``raysup prepare``'s tasks write and commit them (its ShardWriter, one task per
+    MAX_TASK_INPUTS videos, :func:`raysup.data.prepare.commit_task`), but not yet its manifest:
+    that is :func:`stage_commit`'s work (:func:`write_manifest` builds it untimed when another stage needs it)."""
+    import dataclasses
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    from raysup.data.prepare import MAX_TASK_INPUTS, TMP_DIR, Outcome, ShardWriter, commit_task
+    from raysup.data.schema import DATA_DIR
+
+    cfg = tiny_prepare_config()
+    specs = cfg.tensor_specs()
+    fs, root = pafs.LocalFileSystem(), os.path.join(work, "prepared")
+    fs.create_dir(f"{root}/{TMP_DIR}", recursive=True)
+    fs.create_dir(f"{root}/{DATA_DIR}")
+    rng = np.random.default_rng(seed)
+    videos = [f"c{v % 10}/v{v:07d}" for v in rng.permutation(clips // CLIPS_PER_VIDEO)]  # prepare shuffles its inputs
+    for start in range(0, len(videos), MAX_TASK_INPUTS):
+        batch = videos[start : start + MAX_TASK_INPUTS]
+        name = "part-" + hashlib.sha256("\0".join(batch).encode()).hexdigest()[:32]
+        writer = ShardWriter(fs, f"{root}/{TMP_DIR}/{name}.parquet", specs, cfg.encoding, cfg.shard_mb * 1024**2)
+        outcomes = []
+        for v in batch:
+            for i in range(CLIPS_PER_VIDEO):
+                writer.write({"video_id": v, "clip_index": i, "start_s": i * cfg.clip_seconds, "motion": 1.0,
+                              **{k: rng.integers(0, 255, s.shape).astype(s.dtype) for k, s in specs.items()}})
+            shard = f"{DATA_DIR}/{writer.paths[-1].rsplit('/', 1)[1]}"
+            outcomes.append(dataclasses.asdict(Outcome(v, f"{v}.mp4", "ok", clips=CLIPS_PER_VIDEO, has_audio=True, shard=shard)))
+        writer.close()
+        commit_task(fs, root, name, outcomes, [f"{DATA_DIR}/{p.rsplit('/', 1)[1]}" for p in writer.paths])
+
+
+def write_manifest(work: str, clips: int) -> dict:
+    import pyarrow.fs as pafs
+
+    from raysup.data import prepare
+
+    return prepare.write_manifest(pafs.LocalFileSystem(), os.path.join(work, "prepared"), "videos", tiny_prepare_config())
+
+
+def stage_commit(work: str, clips: int) -> dict:
+    """Prepare's commit: every task's record read, the index and the manifest written."""
+    m = write_manifest(work, clips)
+    assert m["counts"]["clips"] == clips, m["counts"]
+    return {"files": len(m["shards"])}
+
+
+def stage_open(work: str, clips: int) -> dict:
+    """Opening a prepared set as a run does (manifest, the per-video index the methods' checks
+    read) and its first batch of clips."""
+    from raysup.data.ingest import PreparedData
+
+    data = PreparedData(os.path.join(work, "prepared"))
+    assert len(data.video_ids) * CLIPS_PER_VIDEO == clips
+    next(iter(data.dataset(["video_id", "clip_index", "frames", "audio"], crop=None).iter_batches(batch_size=32)))
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+def vm_hwm_mb(pid: int | str = "self") -> float:
+    """Peak RSS of a process (``VmHWM``), MB; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def ray_worker_peak_mb() -> float:
+    """The largest peak RSS of this process's descendant Ray workers (``ray::`` processes: tasks
+    and actors; the raylet, GCS and dashboard are not counted)."""
+    parent: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    me, peak = os.getpid(), 0.0
+    for pid in parent:
+        p = pid
+        while p in parent and p not in (me, 0, 1):
+            p = parent[p]
+        if p != me or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if not f.read().startswith(b"ray::"):
+                    continue
+        except OSError:
+            continue
+        peak = max(peak, vm_hwm_mb(pid))
+    return peak
+
+
+def child(stage: str, work: str, clips: int) -> dict:
+    """Run one stage in this (child) process with a fresh local Ray: seconds, per-clip seconds, peaks."""
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a busy machine
+    import ray
+
+    if STAGES[stage].get("ray", True):
+        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), log_to_driver=False, include_dashboard=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        t = time.perf_counter()
+        extra = STAGES[stage]["run"](work, clips) or {}
+        seconds = time.perf_counter() - t
+        return {"seconds": seconds, "seconds_per_clip": seconds / clips, "driver_mb": vm_hwm_mb(), "worker_mb": ray_worker_peak_mb(), **extra}
+    finally:
+        ray.shutdown()
+
+
+def run_child(stage: str, work: str, clips: int) -> dict:
+    import raysup
+
+    here = os.path.dirname(os.path.dirname(raysup.__file__))  # the child imports the raysup this process imports
+    env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, __file__, "--child", stage, "--work", work, "--clips", str(clips)],
+                       capture_output=True, text=True, env=env, check=False)
+    if p.returncode:
+        raise RuntimeError(f"stage {stage} at {clips} clips failed:\n{p.stderr[-4000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips", default="50000,200000,800000", help="comma-separated dataset sizes in clips")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of: {', '.join(STAGES)}")
+    p.add_argument("--json", action="store_true", help="also print one JSON object (the curves) as the last line")
+    p.add_argument("--quick", action="store_true", help="4k and 16k clips (the test suite runs this)")
+    p.add_argument("--work", help="folder for the generated data (default: a temporary folder, removed after)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.child, a.work, int(a.clips))))
+        return {}
+    sizes = [4000, 16000] if a.quick else [int(x) for x in a.clips.split(",")]
+    stages = [s for s in a.stages.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"--stages: unknown {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    print(f"## Scale curves{' (--quick)' if a.quick else ''}\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+          f"date: {datetime.datetime.now():%Y-%m-%d %H:%M}; load average: {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
+    base = a.work or tempfile.mkdtemp(prefix="raysup-scale-")
+    curves: dict = {"stages": {}}
+    try:
+        rows = []
+        for n in sizes:
+            work = os.path.join(base, str(n))
+            built: set[str] = set()
+            for stage in stages:
+                for need in STAGES[stage]["needs"]:
+                    if need not in built:
+                        BUILDERS[need](work, n)
+                        built.add(need)
+                r = run_child(stage, work, n)
+                c = curves["stages"].setdefault(stage, {"clips": [], "seconds_per_clip": [], "peak_rss_mb": [], "seconds": []})
+                c["clips"].append(n)
+                c["seconds"].append(r["seconds"])
+                c["seconds_per_clip"].append(r["seconds_per_clip"])
+                c["peak_rss_mb"].append(max(r["driver_mb"], r["worker_mb"]))
+                rows.append({"stage": stage, "clips": n, "s": r["seconds"], "µs/clip": r["seconds_per_clip"] * 1e6,
+                             "driver MB": r["driver_mb"], "worker MB": r["worker_mb"]})
+                print(rows[-1], flush=True)
+            if not a.work:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not a.work:
+            shutil.rmtree(base, ignore_errors=True)
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".3g"))
+    print()
+    summary = []
+    for stage, c in curves["stages"].items():
+        key = "seconds" if STAGES[stage].get("first_batch") else "seconds_per_clip"
+        growth = c[key][-1] / c[key][0] if c[key][0] else float("nan")
+        mem = c["peak_rss_mb"][-1] / c["peak_rss_mb"][0] if c["peak_rss_mb"][0] else float("nan")
+        c["growth"], c["rss_growth"] = growth, mem
+        summary.append({"stage": stage, f"{'time' if key == 'seconds' else 's/clip'} x{sizes[-1] / sizes[0]:g} data": growth, "peak RSS": mem,
+                        "goal": "met" if growth <= GOAL and mem <= GOAL else f"MISSED (<= {GOAL}x)"})
+    print(tabulate(summary, headers="keys", tablefmt="github", floatfmt=".3g"))
+    if a.json:
+        print(json.dumps(curves))
+    return curves
+
+
+# what each stage needs built first (untimed, in this process), and its function
+BUILDERS = {"prepared": write_prepared, "manifest": write_manifest}
+STAGES = {
+    "commit": {"needs": ("prepared",), "run": stage_commit, "ray": False},
+    "open": {"needs": ("prepared", "manifest"), "run": stage_open, "first_batch": True},
+}
+
+if __name__ == "__main__":
+    main()
