@@ -88,9 +88,9 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
         shard_of.update((v, shard_of.get(v, set()) | {s}) for v in ids)
         before_last = sum(len(v or b"") for c in ("frames", "flow", "audio") for v, i in zip(t[c].to_pylist(), ids) if i != ids[-1])
         assert before_last < 0.03 * 1024**2  # closed with the video that reached the bound
-    assert all(len(s) == 1 for s in shard_of.values())  # whole videos
         stored = {v: cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
         assert all(shape == {"wide": (256, 64, 3), "tall": (8 * 43, 32, 3), "four_three": (256, 43, 3)}[v] for v, shape in stored.items())
+    assert all(len(s) == 1 for s in shard_of.values())  # whole videos
     data = PreparedData(str(tmp_path / "out"))
     centre = batches(data.dataset())
     assert ClipCollate(data.specs)(centre)["frames"].shape == (9, 8, 32, 32, 3)
