@@ -127,19 +127,19 @@ def committed_output(root: str, videos: int, tasks: int = 4) -> None:
 
 
 def test_manifest_does_not_grow_with_videos_and_old_manifests_still_read(tmp_path):
-    """100 and 10,000 videos in 4 shards: manifests of the same size; the per-video facts are in
+    """100 and 5,000 videos in 4 shards: manifests of the same size; the per-video facts are in
     index.parquet, which PreparedData reads once, on first use; a version-3 manifest (per-video
     dicts) reads the same."""
     sizes = {}
-    for videos in (100, 10_000):
+    for videos in (100, 5_000):
         root = str(tmp_path / str(videos))
         committed_output(root, videos)
         m = write_manifest(pafs.LocalFileSystem(), root, "/src", CFG)
         sizes[videos] = os.path.getsize(f"{root}/manifest.json")
         assert m["counts"]["videos"] == m["counts"]["clips"] == videos and len(m["shards"]) == 4
-    assert abs(sizes[10_000] - sizes[100]) < 16, sizes  # only the counts' digits differ
+    assert abs(sizes[5_000] - sizes[100]) < 16, sizes  # only the counts' digits differ
     data = PreparedData(root)
-    assert len(data.video_ids) == 10_000 and data.video_ids == sorted(data.video_ids)
+    assert len(data.video_ids) == 5_000 and data.video_ids == sorted(data.video_ids)
     assert data.index["shard"][0].as_py() == f"{DATA_DIR}/part-0000.parquet" and not data.no_audio
     legacy = tmp_path / "v3"
     legacy.mkdir()
@@ -166,14 +166,14 @@ def test_opening_a_prepared_set_reads_no_per_video_data(small_prepared):
 
 
 def test_committed_lists_each_folder_once_and_looks_up_no_shard(tmp_path):
-    """200 committed tasks: three listings (_progress/, data/, _progress/tmp/), no look-up per
+    """100 committed tasks: three listings (_progress/, data/, _progress/tmp/), no look-up per
     shard (the listing of data/ gave their sizes); an interrupted commit is still dropped."""
-    committed_output(str(tmp_path), 2000, tasks=200)
+    committed_output(str(tmp_path), 1000, tasks=100)
     (tmp_path / DATA_DIR / "part-0007.parquet").unlink()  # a commit cut before its shard arrived
     fs, calls = counting(pafs.LocalFileSystem())
     commits = committed(fs, str(tmp_path))
-    assert calls["listings"] == 3 and not calls["look-ups"] and calls["reads"] <= 2 * 200, calls  # a record is read to its end
-    assert len(commits.shards) == 199 and commits.outcomes.num_rows == 1990 and not (tmp_path / "_progress" / "part-0007.json").exists()
+    assert calls["listings"] == 3 and not calls["look-ups"] and calls["reads"] <= 2 * 100, calls  # a record is read to its end
+    assert len(commits.shards) == 99 and commits.outcomes.num_rows == 990 and not (tmp_path / "_progress" / "part-0007.json").exists()
     assert commits.outcomes["video_id"].to_pylist() == sorted(commits.outcomes["video_id"].to_pylist())
 
 
@@ -196,13 +196,13 @@ def test_shards_hold_whole_videos_and_fill_shard_mb(ray_session, tmp_path):
 
 
 def test_latest_checkpoint_lists_only_checkpoint_folders(tmp_path):
-    """A run with 3000 feature files: finding its checkpoint lists the run's folders, not them."""
+    """A run with 500 feature files: finding its checkpoint lists the run's folders, not them."""
     ckpt = tmp_path / "round_1" / "checkpoint_2026-12-06_10-00-00.000000"
     ckpt.mkdir(parents=True)
     torch.save({"epoch": 0}, ckpt / CHECKPOINT_FILE)
     features = tmp_path / "features" / "round_1"
     features.mkdir(parents=True)
-    for i in range(3000):
+    for i in range(500):
         (features / f"part-{i:05d}.parquet").touch()
     fs, calls = counting(pafs.LocalFileSystem())
     assert checkpoint_dirs(fs, str(tmp_path)) == [str(ckpt)]
@@ -211,26 +211,26 @@ def test_latest_checkpoint_lists_only_checkpoint_folders(tmp_path):
 
 
 def test_an_input_on_s3_is_read_with_one_get(s3_server, tmp_path, monkeypatch):
-    """A 2.5 MB video on the S3 server: prepare reads it with one GET (PyAV's 32 kB buffer made
-    that ~80 GETs per handle, three handles per input); one over ``WHOLE_OBJECT_BYTES`` is read
-    4 MB per GET."""
+    """A 0.5 MB video on the S3 server: prepare reads it with one GET (PyAV's 32 kB buffer made
+    that 20-380 GETs per input on the three real test videos); one over ``WHOLE_OBJECT_BYTES``
+    is read 4 MB per GET."""
     path = tmp_path / "noise.mp4"
-    with av.open(str(path), "w") as c:  # random pixels: ~2.5 MB in 16 frames
+    with av.open(str(path), "w") as c:  # random pixels: ~0.5 MB in 8 frames
         v = c.add_stream("libx264", rate=8, options={"crf": "0"})
-        v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
-        for frame in np.random.default_rng(0).integers(0, 256, (16, 240, 320, 3), dtype=np.uint8):
+        v.width, v.height, v.pix_fmt = 240, 160, "yuv420p"
+        for frame in np.random.default_rng(0).integers(0, 256, (8, 160, 240, 3), dtype=np.uint8):
             c.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         c.mux(v.encode())
     size = path.stat().st_size
-    s3_server.upload(str(tmp_path), "reads/src")
-    s3, _ = resolve(s3_server.uri("reads/src"))
+    s3, _ = resolve(s3_server.uri("ready"))  # the bucket the server made at start (a new one takes seconds)
+    pafs.copy_files(str(path), "ready/reads/noise.mp4", destination_filesystem=s3)
     cfg = PrepareConfig(clip_frames=8, fps=8.0, size=32, flow="none")
     for whole in (True, False):
         if not whole:
             monkeypatch.setattr("raysup.data.prepare.WHOLE_OBJECT_BYTES", 0)
         fs, calls = counting(s3)
         writer = ShardWriter(pafs.LocalFileSystem(), str(tmp_path / f"part-{whole}.parquet"), cfg.tensor_specs(), cfg.encoding)
-        outcome = process_file("reads/src/noise.mp4", "noise", fs, cfg, writer)
+        outcome = process_file("ready/reads/noise.mp4", "noise", fs, cfg, writer)
         writer.close()
-        assert outcome.clips == 2, outcome
+        assert outcome.clips == 1, outcome
         assert calls["reads"] <= (1 if whole else 2 * (size // (4 * 1024**2) + 2)), (size, calls)  # two handles: audio and video
