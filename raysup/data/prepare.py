@@ -513,9 +513,9 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
     outcomes = []
     for p, v in zip(batch["path"], batch["video_id"]):
         o = process_file(str(p), str(v), src_fs, cfg, writer)
-        outcomes.append(dataclasses.asdict(dataclasses.replace(o, shard=_shard_name(writer.paths[-1]) if o.clips else None)))
+        outcomes.append(dataclasses.asdict(dataclasses.replace(o, shard=shard_name(writer.paths[-1]) if o.clips else None)))
     writer.close()
-    shards = [_shard_name(path) for path in writer.paths]
+    shards = [shard_name(path) for path in writer.paths]
     if _lock_token(out_fs, out_root) != lock_token:
         raise LockLost(f"{redact(out)}: another prepare took over this output's lock while this one ran (its lock looked stale: "
                        f"paused or cut off for over {STALE_S:.0f} s?); this run stopped without committing. Rerun to finish")
@@ -533,7 +533,7 @@ def commit_task(out_fs: pafs.FileSystem, out_root: str, name: str, outcomes: lis
         out_fs.move(f"{out_root}/{TMP_DIR}/{shard.rsplit('/', 1)[1]}", f"{out_root}/{shard}")
 
 
-def _shard_name(tmp_path: str) -> str:
+def shard_name(tmp_path: str) -> str:
     """The committed name (relative to the output) of the shard written at ``tmp_path``."""
     return f"{DATA_DIR}/{tmp_path.rsplit('/', 1)[1]}"
 
