@@ -92,8 +92,8 @@ class PreparedData:
 
     @cached_property
     def video_ids(self) -> list[str]:
-        """The prepared video ids, sorted."""
-        return sorted(self.video_clips)
+        """The prepared video ids, sorted (as the index is)."""
+        return self.index.filter(pc.equal(self.index["status"], "ok"))["video_id"].to_pylist()
 
     @cached_property
     def no_audio(self) -> list[str]:
