@@ -28,14 +28,22 @@ def load_checkpoint_file(path: str) -> dict[str, Any]:
 
 
 def checkpoint_dirs(fs: pafs.FileSystem, root: str) -> list[str]:
-    """Paths of the checkpoint directories anywhere under ``root``, newest first (Ray names them
-    by time)."""
-    found = [
-        f.path
-        for f in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_")
-    ]
-    return sorted(found, key=os.path.basename, reverse=True)
+    """Paths of the checkpoint directories in ``root`` or in a folder directly under it (a
+    run's stages: ``train/``, ``round_0/``, …), newest first (Ray names them by time). Lists
+    ``root`` and each folder in it once, not recursively: a run's ``features/`` may hold
+    millions of files."""
+    top = _folders(fs, root)
+    below = [path for folder in top if not _is_checkpoint(folder) for path in _folders(fs, folder)]
+    return sorted((p for p in top + below if _is_checkpoint(p)), key=os.path.basename, reverse=True)
+
+
+def _folders(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The folders directly in ``path`` (none if it does not exist)."""
+    return [f.path for f in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) if f.type == pafs.FileType.Directory]
+
+
+def _is_checkpoint(path: str) -> bool:
+    return os.path.basename(path).startswith("checkpoint_")
 
 
 def broken(fs: pafs.FileSystem, path: str) -> str:
@@ -50,7 +58,7 @@ def broken(fs: pafs.FileSystem, path: str) -> str:
 
 
 def latest_checkpoint(run_dir: str) -> str:
-    """Path of the newest complete checkpoint directory anywhere in ``run_dir`` (all rounds);
+    """Path of the newest complete checkpoint directory of ``run_dir`` (all stages and rounds);
     newer broken ones (a write interrupted by a kill or a full disk) are named on stderr and
     skipped."""
     fs, root = resolve(run_dir)

@@ -42,6 +42,7 @@ def cmd_synth(a) -> None:
 
 def cmd_prepare(a) -> None:
     from raysup.config import from_dict
+    from raysup.data.ingest import PreparedData
     from raysup.data.prepare import PrepareConfig, prepare
 
     cfg = from_dict(PrepareConfig, {k: v for k, v in {
@@ -55,7 +56,7 @@ def cmd_prepare(a) -> None:
     m = prepare(a.src, a.out, cfg)
     c = m["counts"]
     print(f"{c['inputs']} inputs: {c['videos']} prepared into {c['clips']} clips, {c['skipped']} skipped, {c['no_audio']} without audio")
-    for s in m["skipped"]:
+    for s in PreparedData(a.out).skipped:
         print(f"  skipped {redact(s['path'])}: {s['reason']}")
     print(f"manifest: {redact(a.out).rstrip('/')}/manifest.json")
 
@@ -276,8 +277,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--flow-range", type=float, help="jpeg: stored flow is clipped to ±this many px per frame (default 128)")
     s.add_argument("--audio-seconds", type=float, help="audio window per clip, centred on the clip (default: the clip's span)")
     s.add_argument("--audio-hop-ms", type=float, help="log-mel hop in ms (default 10; 20 gives XDC's 40×100 for 2 s)")
-    s.add_argument("--videos-per-shard", type=int, help="input files per Ray Data task (each writes its own shards; default 8)")
-    s.add_argument("--shard-mb", type=float, help="a Parquet shard is closed at this many MB of clips (default 256)")
+    s.add_argument("--videos-per-shard", type=int, help="input files per Ray Data task (default: up to 256, about two tasks per CPU of the cluster)")
+    s.add_argument("--shard-mb", type=float, help="a Parquet shard (whole videos) is closed once its clips reach this many MB (default 256)")
     s.add_argument("--cpus-per-task", type=float, help="logical CPUs per Ray Data task (default 1)")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_prepare)

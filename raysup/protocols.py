@@ -201,7 +201,7 @@ def run_protocols(
     split = labelled(rows, set(data.video_ids))
     classes, label = class_index(rows), label_of(rows)
     ids = sorted(split)
-    counts = data.manifest["videos"]
+    counts = data.video_clips
     n_test = max(p.test_clips or max(counts.values()) for p in protocols)  # 0: every clip
     test_clips = {v: np.unique(np.linspace(0, counts[v] - 1, min(counts[v], n_test)).round().astype(np.int64)) for v in ids if split[v] == "test"}
     train_ids = [v for v in ids if split[v] == "train"]

@@ -96,8 +96,8 @@ def prepared_sets(ray_session, footage, tmp_path_factory):
 @pytest.mark.parametrize(("method", "preset", "data", "overrides"), CASES, ids=[f"{m}-{p}" for m, p, _, _ in CASES])
 def test_paper_preset_trains_two_steps_on_real_footage(method, preset, data, overrides, prepared_sets, labels_csv, tmp_path):
     prepared = prepared_sets(data)
-    assert prepared.manifest["counts"]["videos"] == 9 and not prepared.manifest["skipped"]
-    assert sorted(prepared.manifest["no_audio"]) == [f"{v}{i}" for v in ("bikes", "cityCC0") for i in range(3)]
+    assert prepared.manifest["counts"]["videos"] == 9 and not prepared.manifest["counts"]["skipped"]
+    assert sorted(prepared.no_audio) == [f"{v}{i}" for v in ("bikes", "cityCC0") for i in range(3)]
     assert not [v for v in prepared.video_ids if is_held_out(v, 0.1)]
     cfg = make_config(method, preset, {"max_steps": 2, "batch_size": 2, **overrides})
     frames = prepared.cropped(cfg.crop_size).specs["frames"].shape  # [T,C,C,3]: the paper's input size (tests/test_paper_presets.py pins crop_size)

@@ -15,6 +15,7 @@ import platform
 import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -119,9 +120,8 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
     import pyarrow.parquet as pq
 
     from raysup.data import codec
-    from raysup.data.prepare import PrepareConfig, build_manifest
-    from raysup.data.schema import DATA_DIR, MANIFEST, arrow_schema
-    from raysup.data.storage import write_json
+    from raysup.data.prepare import PrepareConfig, outcome_table, write_metadata
+    from raysup.data.schema import DATA_DIR, arrow_schema
 
     cfg = PrepareConfig(flow="farneback" if flow else "none", encoding=encoding)
     specs = cfg.tensor_specs()
@@ -159,13 +159,11 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
             cols[name] = cells(name, spec, n)
         shards.append(f"{DATA_DIR}/part-{f:05d}.parquet")
         pq.write_table(pa.table({field.name: cols[field.name] for field in schema}, schema=schema), os.path.join(out, shards[-1]))
-    videos = sorted(set(ids))
-    outcomes = [{"video_id": v, "path": v, "status": "ok", "reason": "", "clips": ids.count(v), "has_audio": True} for v in videos]
-    manifest = build_manifest("random", cfg, outcomes, shards)
-    manifest["bytes"] = sum(os.path.getsize(os.path.join(out, s)) for s in shards)
-    write_json(pafs.LocalFileSystem(), os.path.join(out, MANIFEST), manifest)
+    clips_of = Counter(ids)
+    outcomes = [{"video_id": v, "path": v, "status": "ok", "reason": "", "clips": n, "has_audio": True} for v, n in sorted(clips_of.items())]
+    write_metadata(pafs.LocalFileSystem(), out, "random", cfg, outcome_table(outcomes), {s: os.path.getsize(os.path.join(out, s)) for s in shards})
     with open(os.path.join(out, "labels.csv"), "w") as f:
-        f.write("video_id,label,split\n" + "".join(f"{v},class{v[1:v.index('/')]},train\n" for v in videos))
+        f.write("video_id,label,split\n" + "".join(f"{v},class{v[1:v.index('/')]},train\n" for v in sorted(clips_of)))
     return out
 
 

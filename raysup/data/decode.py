@@ -28,6 +28,11 @@ MAX_GAP_S = 1.0
 JUMP_BACK_S = 0.1
 
 
+# PyAV reads a file object this many bytes at a time (its default, 32 kB, is one GET per 32 kB
+# on object storage)
+BUFFER_BYTES = 4 * 1024**2
+
+
 class DecodeError(Exception):
     """An input cannot be used; ``str(err)`` is the reason recorded in the manifest."""
 
@@ -49,7 +54,7 @@ class Gap:
 def open_media(source: str | BinaryIO) -> Iterator[av.container.InputContainer]:
     """An open PyAV container; open failures as :class:`DecodeError`."""
     try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore", **({} if isinstance(source, str) else {"buffer_size": BUFFER_BYTES}))
     except av.error.InvalidDataError as e:
         kind = "corrupt or truncated media file" if _looks_like_media(source) else "not a media file"
         raise DecodeError(f"{kind} ({e.strerror or e})") from None

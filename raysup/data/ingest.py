@@ -7,16 +7,19 @@ from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
-from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
+from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
 from raysup.data.tables import pack_video
 
+PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
 MIN_BLOCKS = 16
 
@@ -63,12 +66,45 @@ class PreparedData:
             raise ConfigError(f"crop_size: {size} exceeds the prepared frame size {stored} of {redact(self.uri)} "
                               f"(prepare with --size {size} or more, or lower crop_size; 0: the prepared size)")
         new = PreparedData(self.uri, 0 if size in (0, stored) or not stored else size)
-        new.__dict__["manifest"] = self.manifest  # read once
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("manifest", *PER_VIDEO)})  # read once
         return new
 
-    @property
+    def __getstate__(self) -> dict:
+        """Pickled (to Ray tasks and actors) without the per-video members: a task that needs
+        them reads the index itself."""
+        return {k: v for k, v in self.__dict__.items() if k not in PER_VIDEO}
+
+    @cached_property
+    def index(self) -> pa.Table:
+        """One row per input (:data:`raysup.data.schema.INDEX_COLUMNS`: video_id, status,
+        clips, shard, has_audio, gaps, reason, path), read on first use from ``index.parquet``;
+        for a set prepared before the index existed (manifest version 1-3), from its manifest."""
+        if "index" not in self.manifest:
+            return legacy_index(self.manifest)
+        fs, root = resolve(self.uri)
+        return pq.read_table(f"{root}/{self.manifest['index']}", filesystem=fs)
+
+    @cached_property
+    def video_clips(self) -> dict[str, int]:
+        """Prepared video id → its number of clips."""
+        ok = self.index.filter(pc.equal(self.index["status"], "ok"))
+        return dict(zip(ok["video_id"].to_pylist(), ok["clips"].to_pylist()))
+
+    @cached_property
     def video_ids(self) -> list[str]:
-        return sorted(self.manifest["videos"])
+        """The prepared video ids, sorted (as the index is)."""
+        return self.index.filter(pc.equal(self.index["status"], "ok"))["video_id"].to_pylist()
+
+    @cached_property
+    def no_audio(self) -> list[str]:
+        """The prepared video ids without an audio track (their ``audio`` cells are null)."""
+        ok = self.index.filter(pc.and_(pc.equal(self.index["status"], "ok"), pc.invert(self.index["has_audio"])))
+        return ok["video_id"].to_pylist()
+
+    @property
+    def skipped(self) -> list[dict]:
+        """``{video_id, path, reason}`` of every skipped input."""
+        return self.index.filter(pc.equal(self.index["status"], "skipped")).select(["video_id", "path", "reason"]).to_pylist()
 
     @property
     def encoding(self) -> dict:
@@ -160,6 +196,17 @@ class PreparedData:
         (Ray's default of 200 partitions cost ~20 s on the 720-clip test set)."""
         per_clip = self.stored_bytes(columns)
         return int(min(200, max(1, -(-self.manifest["counts"]["clips"] * per_clip // target_bytes))))
+
+
+def legacy_index(manifest: dict) -> pa.Table:
+    """The index of a manifest written before ``index.parquet`` (version 1-3), from its
+    per-video entries (``videos``, ``no_audio``, ``timestamp_gaps``, ``stopped_early``,
+    ``skipped``); shards are not known there (null)."""
+    no_audio, gaps, stopped = set(manifest.get("no_audio", [])), manifest.get("timestamp_gaps", {}), manifest.get("stopped_early", {})
+    rows = [{"video_id": v, "status": "ok", "clips": n, "has_audio": v not in no_audio, "gaps": gaps.get(v, 0), "reason": stopped.get(v, "")}
+            for v, n in manifest["videos"].items()]
+    rows += [{**s, "status": "skipped", "clips": 0, "has_audio": False, "gaps": gaps.get(s["video_id"], 0)} for s in manifest.get("skipped", [])]
+    return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA).sort_by("video_id")
 
 
 class ClipCollate(ArrowBatchCollateFn):

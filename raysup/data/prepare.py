@@ -1,28 +1,30 @@
 """``raysup prepare``: a Ray Data pipeline from a folder (or URI) of videos to Parquet clips.
 
 Each Ray Data task takes a batch of input files, decodes them (PyAV) one clip at a time,
-computes log-mel audio (torchaudio) and optical flow (OpenCV), and streams the clips into one
-Parquet shard under a temporary name (``_progress/tmp/``), in row groups, so a task's memory
-does not grow with the length of its videos.
+computes log-mel audio (torchaudio) and optical flow (OpenCV), and streams the clips into
+Parquet shards of whole videos under temporary names (``_progress/tmp/``), in row groups, so a
+task's memory does not grow with the length of its videos.
 
 Commit protocol (one writer per output: ``_progress/lock.json``, taken atomically and kept
 alive by a heartbeat): a task writes its record (``_progress/part-<id>.json``, the id a hash of
-the run's lock token and the task's inputs: every input's outcome and the shard it wrote), then
-moves the shard into ``data/``; the shard's arrival commits both. A record whose shard is
-missing is an interrupted commit: the next run (or a retry of the task) deletes it and its
-temporary and redoes its inputs; a retry of a task that committed finds its record and returns
-it. ``manifest.json`` is rebuilt from the committed records at the end (an input's latest
-outcome wins) and lists the committed shards, which are all readers read. A rerun keeps every
-committed outcome except skipped inputs whose file changed or whose reason may be transient,
-which it retries. Prepare deletes nothing but its own records and temporaries: other files
-under the output are never touched.
+the run's lock token and the task's inputs: every input's outcome and the shard holding its
+clips), then moves its shards into ``data/``; the last shard's arrival commits the record. A
+record whose shards are missing is an interrupted commit: the next run (or a retry of the task)
+deletes it and its temporaries and redoes its inputs; a retry of a task that committed finds
+its record and returns it. At the end the committed records (an input's latest outcome wins)
+become ``index.parquet`` (one row per input) and ``manifest.json`` (counts and the committed
+shards, which are all readers read). A rerun keeps every committed outcome except skipped
+inputs whose file changed or whose reason may be transient, which it retries. Prepare deletes
+nothing but its own records and temporaries: other files under the output are never touched.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
+import io
 import logging
 import math
 import os
@@ -31,10 +33,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -55,7 +59,7 @@ from raysup.data.decode import (
     windows,
 )
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
-from raysup.data.schema import DATA_DIR, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
+from raysup.data.schema import DATA_DIR, INDEX, INDEX_COLUMNS, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 from raysup.locks import STALE_S, Lock, read_holder
 from raysup.resources import node_shapes
@@ -67,6 +71,8 @@ PROGRESS_DIR = "_progress"
 TMP_DIR = f"{PROGRESS_DIR}/tmp"  # shards being written
 LOCK = f"{PROGRESS_DIR}/lock.json"
 ROW_GROUP_BYTES = 16 * 1024**2  # cell bytes of clips a task holds before writing them out
+MAX_TASK_INPUTS = 256  # inputs per task by default, at most (a task's retry redoes them all)
+WHOLE_OBJECT_BYTES = 64 * 1024**2  # inputs on object storage up to this size are read with one GET
 # Upper bounds, far above any paper's setting, that keep one clip allocatable: a typo such as
 # --audio-seconds 1e6 would otherwise allocate 24e9 samples per clip.
 LIMITS = {"clip_frames": 1024, "fps": 1000.0, "size": 4096, "width": 8192, "audio_seconds": 60.0, "sample_rate": 192000, "n_mels": 512}
@@ -90,14 +96,16 @@ class PrepareConfig:
     window_ms: float = 20.0
     hop_ms: float = 10.0
     audio_seconds: float | None = None  # audio window centred on the clip's centre; None: the clip's own span
-    videos_per_shard: int = 8  # inputs per Ray Data task; a task writes one shard, or more when it exceeds shard_mb
-    shard_mb: float = 256.0  # a shard is closed once its cells reach this many MB
+    videos_per_shard: int = 0  # inputs per Ray Data task (0: inputs_per_task picks); a task's shards hold whole videos
+    shard_mb: float = 256.0  # a shard is closed at the first video boundary once its cells reach this many MB
     cpus_per_task: float = 1.0
 
     def validate(self) -> None:
-        for name in ("clip_frames", "size", "sample_rate", "n_mels", "videos_per_shard"):
+        for name in ("clip_frames", "size", "sample_rate", "n_mels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.videos_per_shard < 0:
+            raise ValueError(f"videos_per_shard: must be >= 0 (0: chosen from the cluster's CPUs), got {self.videos_per_shard}")
         if self.width and self.width < self.size:
             raise ValueError(f"width: must be 0 (own aspect) or >= size ({self.size}), got {self.width}")
         if self.clip_frames < 2 and self.flow != "none":
@@ -157,6 +165,7 @@ class Outcome:
     gaps: int = 0  # timestamp gaps over MAX_GAP_S that cut the video
     size: int | None = None  # the file as it was read (a skipped input is retried once it changes)
     mtime_ns: int | None = None
+    shard: str | None = None  # the shard holding its clips, relative to the output (all of a video's clips are in one)
 
 
 def source_label(src: str) -> str:
@@ -350,10 +359,12 @@ def _audio_windows(track: AudioTrack, cfg: PrepareConfig, stats: ClipStats) -> I
 
 
 class ShardWriter:
-    """Clip rows → Parquet files, in row groups of about ``ROW_GROUP_BYTES`` of cells: only one
-    row group is ever held in memory. A file is created with its first row group and closed
-    once its cells reach ``max_bytes``; the next row starts a new one. ``path`` names the first
-    file; the k-th is ``<path without .parquet>-<k>.parquet``."""
+    """Clip rows → Parquet files of whole videos, in row groups of about ``ROW_GROUP_BYTES`` of
+    cells: only one row group is ever held in memory. A file is closed at the first video
+    boundary after its cells reach ``max_bytes`` (a video is never split, so a video longer than
+    ``max_bytes`` makes a larger file); the next video starts a new one. ``path`` names the first
+    file; the k-th is ``<path without .parquet>-<k>.parquet``; ``paths[-1]`` holds the video
+    written last."""
 
     def __init__(self, fs: pafs.FileSystem, path: str, specs: dict[str, TensorSpec], encoding: str = "raw", max_bytes: float = math.inf):
         self.fs, self.path, self.specs, self.encoding, self.max_bytes = fs, path, specs, encoding, max_bytes
@@ -362,21 +373,24 @@ class ShardWriter:
         self.rows = 0
         self.paths: list[str] = []  # files written, in order
         self.writer: pq.ParquetWriter | None = None
+        self.video: str | None = None  # the video of the open file's last row (None: no file open)
 
     def write(self, row: dict) -> None:
+        if self.video is not None and row["video_id"] != self.video and self.file_bytes + self.pending_bytes >= self.max_bytes:
+            self._close_file()
+        if self.video is None:  # the file is named with its first row
+            stem = self.path[: -len(".parquet")]
+            self.paths.append(self.path if not self.paths else f"{stem}-{len(self.paths)}.parquet")
+        self.video = row["video_id"]
         self.pending.append(row)
         self.pending_bytes += row_bytes(row)
-        if self.pending_bytes >= min(ROW_GROUP_BYTES, self.max_bytes - self.file_bytes):
+        if self.pending_bytes >= ROW_GROUP_BYTES:
             self._flush()
-        if self.file_bytes >= self.max_bytes:
-            self._close_file()
 
     def _flush(self) -> None:
         if not self.pending:
             return
         if self.writer is None:
-            stem = self.path[: -len(".parquet")]
-            self.paths.append(self.path if not self.paths else f"{stem}-{len(self.paths)}.parquet")
             self.writer = pq.ParquetWriter(self.paths[-1], arrow_schema(self.specs, self.encoding), filesystem=self.fs)
         self.writer.write_table(rows_to_table(self.pending, self.specs, self.encoding))
         self.rows += len(self.pending)
@@ -384,13 +398,13 @@ class ShardWriter:
         self.pending, self.pending_bytes = [], 0
 
     def _close_file(self) -> None:
+        self._flush()
         if self.writer is not None:
             self.writer.close()
-        self.writer, self.file_bytes = None, 0
+        self.writer, self.file_bytes, self.video = None, 0, None
 
     def close(self) -> int:
         """Rows written (0: no file)."""
-        self._flush()
         self._close_file()
         return self.rows
 
@@ -413,7 +427,7 @@ def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConf
     seen = {"size": info.size, "mtime_ns": info.mtime_ns}
     if not info.size:
         return Outcome(video_id, path, "skipped", "empty file (0 bytes)", **seen)
-    opener = (lambda: contextlib.nullcontext(path)) if isinstance(fs, pafs.LocalFileSystem) else (lambda: fs.open_input_file(path))
+    opener = input_opener(fs, info)
     stats = ClipStats()
     rows, error = clip_rows(video_id, opener, cfg, stats), ""
     while True:
@@ -437,6 +451,24 @@ def process_file(path: str, video_id: str, fs: pafs.FileSystem, cfg: PrepareConf
     if not reason and not stats.has_audio and not cfg.audio_only:
         reason = "no audio stream (audio column is null)"
     return Outcome(video_id, path, "ok", reason, stats.clips, stats.has_audio, stats.gaps, **seen)
+
+
+def input_opener(fs: pafs.FileSystem, info: pafs.FileInfo) -> Opener:
+    """Handles on the input ``info`` for PyAV. Local files by path. On object storage PyAV's
+    32 kB reads would each be a GET (~190 for a 3 MB video, per handle): an object of at most
+    ``WHOLE_OBJECT_BYTES`` is read once, with one GET, and every handle reads that copy; a larger
+    one is opened per handle and read ``decode.BUFFER_BYTES`` per GET."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        return lambda: contextlib.nullcontext(info.path)
+    if info.size > WHOLE_OBJECT_BYTES:
+        return lambda: fs.open_input_file(info.path)
+
+    @functools.cache
+    def whole() -> bytes:
+        with fs.open_input_file(info.path) as f:
+            return f.read()
+
+    return lambda: io.BytesIO(whole())
 
 
 def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Table:
@@ -478,44 +510,105 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
             return _task_result(record["outcomes"])
         _drop(out_fs, out_root, record_path, record)
     writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs(), cfg.encoding, cfg.shard_mb * 1024**2)
-    outcomes = [dataclasses.asdict(process_file(str(p), str(v), src_fs, cfg, writer)) for p, v in zip(batch["path"], batch["video_id"])]
+    outcomes = []
+    for p, v in zip(batch["path"], batch["video_id"]):
+        o = process_file(str(p), str(v), src_fs, cfg, writer)
+        outcomes.append(dataclasses.asdict(dataclasses.replace(o, shard=shard_name(writer.paths[-1]) if o.clips else None)))
     writer.close()
-    shards = [f"{DATA_DIR}/{path.rsplit('/', 1)[1]}" for path in writer.paths]
+    shards = [shard_name(path) for path in writer.paths]
     if _lock_token(out_fs, out_root) != lock_token:
         raise LockLost(f"{redact(out)}: another prepare took over this output's lock while this one ran (its lock looked stale: "
                        f"paused or cut off for over {STALE_S:.0f} s?); this run stopped without committing. Rerun to finish")
-    # the record names the shard before the shard arrives: the move commits both
-    write_json(out_fs, record_path, {"shards": shards, "outcomes": outcomes, "written": time.time()})
-    for shard in shards:  # the last one to arrive commits (committed() deletes the others of an interrupted commit)
-        out_fs.move(f"{out_root}/{TMP_DIR}/{shard.rsplit('/', 1)[1]}", f"{out_root}/{shard}")
+    commit_task(out_fs, out_root, name, outcomes, shards)
     return _task_result(outcomes)
+
+
+def commit_task(out_fs: pafs.FileSystem, out_root: str, name: str, outcomes: list[dict], shards: list[str]) -> None:
+    """Commit a task's work: its record ``_progress/<name>.json`` (its inputs' outcomes, each
+    naming its shard, and ``shards``, relative to the output), then each shard moved from
+    ``_progress/tmp/`` into ``data/``. The record names the shards before they arrive: the last
+    move commits both (:func:`committed` deletes the rest of an interrupted commit)."""
+    write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/{name}.json", {"shards": shards, "outcomes": outcomes, "written": time.time()})
+    for shard in shards:
+        out_fs.move(f"{out_root}/{TMP_DIR}/{shard.rsplit('/', 1)[1]}", f"{out_root}/{shard}")
+
+
+def shard_name(tmp_path: str) -> str:
+    """The committed name (relative to the output) of the shard written at ``tmp_path``."""
+    return f"{DATA_DIR}/{tmp_path.rsplit('/', 1)[1]}"
 
 
 def _task_result(outcomes: list[dict]) -> dict[str, np.ndarray]:
     return {key: np.array([o[key] for o in outcomes]) for key in ("video_id", "status", "clips")}
 
 
-def committed(out_fs: pafs.FileSystem, out_root: str) -> list[dict]:
-    """The committed records ({"shards", "outcomes", "written"}) under ``out_root``; deletes the
-    records of interrupted commits (a shard never arrived) and every temporary shard. Only under the lock."""
-    progress = f"{out_root}/{PROGRESS_DIR}"
-    records = []
-    for f in out_fs.get_file_info(pafs.FileSelector(progress)):
-        if f.type != pafs.FileType.File or not (f.base_name.startswith("part-") and f.base_name.endswith(".json")):
-            continue
-        record = read_json(out_fs, f.path)
-        if isinstance(record, list):  # written before records named their shard
-            record = {"shards": [f"{DATA_DIR}/{f.base_name[:-5]}.parquet"] if any(o["clips"] for o in record) else [], "outcomes": record}
-        if _complete(out_fs, out_root, record):
-            records.append(record)
+# an input's outcome as committed: Outcome's fields and its record's time ("written")
+OUTCOMES = pa.schema([("video_id", pa.string()), ("path", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+                      ("clips", pa.int32()), ("has_audio", pa.bool_()), ("gaps", pa.int32()), ("size", pa.int64()),
+                      ("mtime_ns", pa.int64()), ("shard", pa.string()), ("written", pa.float64())])
+READ_THREADS = 32  # records read at once (on object storage each is a GET)
+
+
+@dataclass(frozen=True)
+class Commits:
+    """What the committed records of an output hold: the latest outcome of each input (Arrow,
+    :data:`OUTCOMES`, sorted by video_id) and the committed shards (relative path → bytes)."""
+
+    outcomes: pa.Table
+    shards: dict[str, int]
+
+
+def committed(out_fs: pafs.FileSystem, out_root: str) -> Commits:
+    """The committed records under ``out_root``; deletes the records of interrupted commits (a
+    shard never arrived) and every temporary shard. One listing each of ``_progress/`` and
+    ``data/`` (their sizes included), the records read in a thread pool and kept as Arrow
+    columns. Only under the lock."""
+    records = [f for f in _files(out_fs, f"{out_root}/{PROGRESS_DIR}") if f.base_name.startswith("part-") and f.base_name.endswith(".json")]
+    arrived = {f"{DATA_DIR}/{f.base_name}": f.size for f in _files(out_fs, f"{out_root}/{DATA_DIR}")}
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        read = list(pool.map(lambda f: _read_record(out_fs, f), records))
+    tables, shards = [], {}
+    for f, (names, table) in zip(records, read):
+        if all(s in arrived for s in names):
+            tables.append(table)
+            shards.update((s, arrived[s]) for s in names)
         else:
-            _drop(out_fs, out_root, f.path, record)
-    tmp = f"{out_root}/{TMP_DIR}"
-    if exists(out_fs, tmp):
-        for f in out_fs.get_file_info(pafs.FileSelector(tmp)):
-            if f.type == pafs.FileType.File and f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
-                out_fs.delete_file(f.path)
-    return records
+            _drop(out_fs, out_root, f.path, {"shards": [s for s in names if s in arrived]})
+    for f in _files(out_fs, f"{out_root}/{TMP_DIR}"):
+        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
+            out_fs.delete_file(f.path)
+    return Commits(_latest(pa.concat_tables(tables) if tables else OUTCOMES.empty_table()), shards)
+
+
+def _files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    """The files directly in ``folder`` (none if it does not exist), with their sizes: one listing."""
+    return [f for f in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)) if f.type == pafs.FileType.File]
+
+
+def _read_record(fs: pafs.FileSystem, info: pafs.FileInfo) -> tuple[list[str], pa.Table]:
+    """A record's shards and its outcomes (:func:`outcome_table`)."""
+    record = read_json(fs, info.path)
+    if isinstance(record, list):  # written before records named their shard
+        record = {"shards": [f"{DATA_DIR}/{info.base_name[:-5]}.parquet"] if any(o["clips"] for o in record) else [], "outcomes": record}
+    return record["shards"], outcome_table(record["outcomes"], record["shards"], record.get("written", 0.0))
+
+
+def outcome_table(outcomes: list[dict], shards: list[str] = (), written: float = 0.0) -> pa.Table:
+    """Outcomes (dicts of :class:`Outcome`'s fields) as Arrow (:data:`OUTCOMES`); those of records
+    written before outcomes named their shard get the record's shard when it has one."""
+    only = shards[0] if len(shards) == 1 else None
+    rows = [{**o, "gaps": o.get("gaps", 0), "shard": o.get("shard", only if o["clips"] else None), "written": written} for o in outcomes]
+    return pa.Table.from_pylist(rows, schema=OUTCOMES)
+
+
+def _latest(outcomes: pa.Table) -> pa.Table:
+    """The latest outcome of each video_id (a retried input has several), sorted by video_id."""
+    ordered = outcomes.sort_by([("video_id", "ascending"), ("written", "ascending")])  # a stable sort
+    ids = ordered["video_id"]
+    if len(ids) < 2:
+        return ordered
+    last = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1)).combine_chunks()
+    return ordered.filter(pa.concat_arrays([last, pa.array([True])]))
 
 
 def _complete(out_fs: pafs.FileSystem, out_root: str, record: dict) -> bool:
@@ -530,12 +623,6 @@ def _drop(out_fs: pafs.FileSystem, out_root: str, path: str, record: dict) -> No
         with contextlib.suppress(FileNotFoundError):
             out_fs.delete_file(f"{out_root}/{s}")
     out_fs.delete_file(path)
-
-
-def latest_outcomes(records: list[dict]) -> dict[str, dict]:
-    """video_id → its outcome in the latest record naming it (a retried input has several)."""
-    ordered = sorted(records, key=lambda r: r.get("written", 0.0))
-    return {o["video_id"]: o for r in ordered for o in r["outcomes"]}
 
 
 # reasons that may not hold on a rerun (a network or NFS read error, a file being replaced)
@@ -611,10 +698,10 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
         # training batches that mix classes even with a small local shuffle buffer.
         random.Random(len(todo)).shuffle(todo)
         if todo:
-            n_blocks = -(-len(todo) // cfg.videos_per_shard)
-            ds = ray.data.from_items(todo, override_num_blocks=n_blocks).map_batches(
+            per_task = inputs_per_task(len(todo), cfg)
+            ds = ray.data.from_items(todo, override_num_blocks=-(-len(todo) // per_task)).map_batches(
                 prepare_shard,
-                batch_size=cfg.videos_per_shard,
+                batch_size=per_task,
                 num_cpus=cfg.cpus_per_task,
                 fn_kwargs={"src": src, "out": out, "cfg_dict": params, "lock_token": lock.token},
             )
@@ -624,25 +711,53 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
                     ds.materialize()
             except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
                 raise _task_failure(e, redact(out)) from e
-        records = committed(out_fs, out_root)
-        outcomes = list(latest_outcomes(records).values()) + [dataclasses.asdict(o) for o in extra]
-        shards = sorted(s for r in records for s in r["shards"])
-        manifest = build_manifest(source, cfg, sorted(outcomes, key=lambda o: o["video_id"]), shards)
-        manifest["bytes"] = sum(f.size for f in out_fs.get_file_info([f"{out_root}/{s}" for s in shards]))
-        write_json(out_fs, f"{out_root}/{MANIFEST}", manifest)
+        manifest = write_manifest(out_fs, out_root, source, cfg, extra)
+    return manifest
+
+
+def inputs_per_task(inputs: int, cfg: PrepareConfig) -> int:
+    """Inputs per Ray Data task: ``--videos-per-shard`` if given, else enough for each task to
+    fill shards of ``--shard-mb`` (at most ``MAX_TASK_INPUTS``) while every CPU of the cluster
+    (those its autoscaler may add included) gets about two tasks."""
+    if cfg.videos_per_shard:
+        return cfg.videos_per_shard
+    slots = max(1.0, sum(shape["CPU"] for shape in node_shapes()) / cfg.cpus_per_task)
+    return max(1, min(MAX_TASK_INPUTS, math.ceil(inputs / (2 * slots))))
+
+
+def write_manifest(out_fs: pafs.FileSystem, out_root: str, source: str, cfg: PrepareConfig, extra: list[Outcome] = ()) -> dict:
+    """Commit a prepare: from the committed records (:func:`committed`) and the inputs left out
+    before any task ran (``extra``), write ``index.parquet`` (one row per input) and then
+    ``manifest.json`` (counts, committed shards); returns the manifest."""
+    commits = committed(out_fs, out_root)
+    outcomes = pa.concat_tables([commits.outcomes, outcome_table([dataclasses.asdict(o) for o in extra])])
+    return write_metadata(out_fs, out_root, source, cfg, outcomes, commits.shards)
+
+
+def write_metadata(fs: pafs.FileSystem, root: str, source: str, cfg: PrepareConfig, outcomes: pa.Table, shards: dict[str, int]) -> dict:
+    """Write ``index.parquet`` (``outcomes``, :data:`OUTCOMES` or :data:`INDEX_COLUMNS`, sorted by
+    video_id), then ``manifest.json`` naming it and ``shards`` (relative path → bytes); returns
+    the manifest."""
+    index = outcomes.sort_by("video_id").select(INDEX_COLUMNS)
+    pq.write_table(index, f"{root}/{INDEX}.tmp", filesystem=fs)  # a reader never sees half of it
+    fs.move(f"{root}/{INDEX}.tmp", f"{root}/{INDEX}")
+    manifest = build_manifest(source, cfg, index, sorted(shards))
+    manifest["bytes"] = sum(shards.values())
+    write_json(fs, f"{root}/{MANIFEST}", manifest)
     return manifest
 
 
 def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple[str, str]], label: str) -> set[str]:
     """The video_ids whose committed outcome this run keeps (said on stderr): all but skipped
     inputs that :func:`retried` picks."""
-    latest = latest_outcomes(committed(out_fs, out_root))
-    listed = [(path, latest[v]) for path, v in inputs if v in latest and latest[v]["status"] == "skipped"]
+    latest = committed(out_fs, out_root).outcomes
+    skipped = {o["video_id"]: o for o in latest.filter(pc.equal(latest["status"], "skipped")).to_pylist()}
+    listed = [(path, skipped[v]) for path, v in inputs if v in skipped]
     infos = _file_infos(src, [path for path, _ in listed])
     retry = {o["video_id"] for (_, o), info in zip(listed, infos) if info.type == pafs.FileType.File and retried(o, info)}
-    kept = set(latest) - retry
+    kept = set(latest["video_id"].to_pylist()) - retry
     if kept or retry:
-        ok = sum(1 for v in kept if latest[v]["status"] == "ok")
+        ok = latest.num_rows - len(skipped)
         print(f"raysup prepare: {label}: reusing the outcomes of {len(kept)} inputs from earlier runs ({ok} prepared, {len(kept) - ok} skipped: "
               f"retried once their file changes); retrying {len(retry)} skipped inputs (file changed, or the error may have been transient)",
               file=sys.stderr)
@@ -713,32 +828,30 @@ def encoding_record(cfg: PrepareConfig) -> dict:
     return rec
 
 
-def build_manifest(src: str, cfg: PrepareConfig, outcomes: list[dict], shards: list[str] | None = None) -> dict:
-    """The manifest: ``shards`` are the committed Parquet files (paths relative to the output),
-    the only ones readers read; None (manifests of version 1) means every file under data/."""
-    ok = [o for o in outcomes if o["status"] == "ok"]
-    skipped = [o for o in outcomes if o["status"] == "skipped"]
-    manifest = {
-        "version": 3 if shards is not None else 1,
+def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[str]) -> dict:
+    """The manifest (docs/data-format.md): parameters, counts and the committed Parquet files
+    (``shards``, relative to the output, the only ones readers read); what happened to each
+    input is in ``index`` (:data:`INDEX_COLUMNS`), written beside it as ``index.parquet``, so the
+    manifest's size does not grow with the number of videos."""
+    ok = index.filter(pc.equal(index["status"], "ok"))
+    skipped = index.filter(pc.equal(index["status"], "skipped"))
+    return {
+        "version": 4,
         "source": redact(src),
         "params": to_dict(cfg),
         "columns": {k: v.to_dict() for k, v in cfg.tensor_specs().items()},
         "encoding": encoding_record(cfg),
         "counts": {
-            "inputs": len(outcomes),
-            "videos": len(ok),
-            "clips": sum(o["clips"] for o in ok),
-            "skipped": len(skipped),
-            "no_audio": sum(1 for o in ok if not o["has_audio"]),
+            "inputs": index.num_rows,
+            "videos": ok.num_rows,
+            "clips": int(pc.sum(ok["clips"]).as_py() or 0),
+            "skipped": skipped.num_rows,
+            "no_audio": int(pc.sum(pc.invert(ok["has_audio"])).as_py() or 0),
+            "timestamp_gaps": int(pc.sum(pc.greater(index["gaps"], 0)).as_py() or 0),
+            "stopped_early": int(pc.sum(pc.starts_with(ok["reason"], "stopped after")).as_py() or 0),
         },
-        "skip_reasons": dict(Counter(o["reason"].split(" (")[0] for o in skipped)),
-        "skipped": [{"video_id": o["video_id"], "path": o["path"], "reason": o["reason"]} for o in skipped],
-        "no_audio": [o["video_id"] for o in ok if not o["has_audio"]],
-        "videos": {o["video_id"]: o["clips"] for o in ok},
+        "skip_reasons": dict(Counter(r.split(" (")[0] for r in skipped["reason"].to_pylist())),
         "max_gap_s": MAX_GAP_S,
-        "timestamp_gaps": {o["video_id"]: o["gaps"] for o in outcomes if o.get("gaps")},
-        "stopped_early": {o["video_id"]: o["reason"] for o in ok if o["reason"].startswith("stopped after")},
+        "index": INDEX,
+        "shards": shards,
     }
-    if shards is not None:
-        manifest["shards"] = shards
-    return manifest

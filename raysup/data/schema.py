@@ -26,6 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 MANIFEST = "manifest.json"  # a prepared set's manifest, at its root
+INDEX = "index.parquet"  # its per-input index (manifests of version 4 on), at its root
+# the index: one row per input (an input skipped as a duplicate shares its video_id), sorted by video_id
+INDEX_SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()), ("clips", pa.int32()), ("shard", pa.string()),
+                          ("has_audio", pa.bool_()), ("gaps", pa.int32()), ("reason", pa.string()), ("path", pa.string())])
+INDEX_COLUMNS = INDEX_SCHEMA.names
 DATA_DIR = "data"  # its Parquet shards
 TENSOR_COLUMNS = ("frames", "audio", "flow")
 ENCODED_COLUMNS = ("frames", "flow")  # binary: one image per clip in the jpeg encoding

@@ -234,7 +234,7 @@ def check_specs(cfg: Config, specs) -> None:
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     check_specs(cfg.method, data.specs)
-    clips_of = data.manifest["videos"]  # video id → its number of clips
+    clips_of = data.video_clips  # video id → its number of clips
     check_batch(cfg, sum(clips_of[v] for v in train_videos(data.video_ids, cfg.method.val_fraction)))
 
 
@@ -251,7 +251,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     clips = data.dataset(list(COLUMNS), crop=None)
     train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
     val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
-    clips_of = data.manifest["videos"]  # video id → its number of clips
+    clips_of = data.video_clips  # video id → its number of clips
     return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))
 
 

@@ -205,8 +205,8 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
     m: Config = cfg.method
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
-    no_audio = set(data.manifest.get("no_audio", []))
-    clips_of = {v: n for v, n in data.manifest["videos"].items() if v not in no_audio}  # videos with audio → their clips
+    no_audio = set(data.no_audio)
+    clips_of = {v: n for v, n in data.video_clips.items() if v not in no_audio}  # videos with audio → their clips
     if not clips_of:
         raise ConfigError("XDC needs audio: no prepared video has an audio track; prepare videos with audio")
     clips, more = sum(clips_of.values()), "use more videos with audio or a shorter --clip-stride when preparing"
@@ -239,7 +239,7 @@ def audio_clips(data: PreparedData):
     """The stored clips of the videos with an audio track. An expression filter keeps the
     fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
     binary, which the collate function cannot read."""
-    no_audio = sorted(data.manifest.get("no_audio", []))
+    no_audio = sorted(data.no_audio)
     clips = data.dataset(list(COLUMNS), crop=None)
     return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
 

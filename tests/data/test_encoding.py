@@ -55,8 +55,8 @@ def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
     the stream to centre crops of exactly the raw encoding's shapes."""
     data = real_prepared
     m = data.manifest
-    assert m["encoding"]["format"] == "jpeg" and m["videos"] == {"bigbuckbunny": 5, "bikes": 10, "cityCC0": 7}
-    assert m["no_audio"] == ["bikes", "cityCC0"]
+    assert m["encoding"]["format"] == "jpeg" and data.video_clips == {"bigbuckbunny": 5, "bikes": 10, "cityCC0": 7}
+    assert data.no_audio == ["bikes", "cityCC0"]
     raw_bytes = m["counts"]["clips"] * sum(s.nbytes for s in data.specs.values())
     assert m["bytes"] < raw_bytes / 2
     table = batches(data.dataset())
@@ -73,7 +73,7 @@ def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
 
 def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_path):
     """Landscape, portrait and 2:1 videos in one set; training crops move along the long side;
-    shards close at --shard-mb."""
+    shards hold whole videos and close at the first video past --shard-mb."""
     src = tmp_path / "src"
     src.mkdir()
     for name, size in (("wide", (48, 96)), ("tall", (64, 48)), ("four_three", (48, 64))):
@@ -81,13 +81,16 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
     cfg = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=3, shard_mb=0.03)
     m = prepare(str(src), str(tmp_path / "out"), cfg)
     assert m["counts"]["clips"] == 9 and len(m["shards"]) > 1  # one task, several shards
+    shard_of = {}
     for s in m["shards"]:
         t = pq.read_table(tmp_path / "out" / s)
-        cells = sum(len(v) for c in ("frames", "flow", "audio") for v in t[c].to_pylist() if v)
-        last = sum(len(t[c][t.num_rows - 1].as_py() or b"") for c in ("frames", "flow", "audio"))
-        assert cells - last < 0.03 * 1024**2  # closed with the row that reached the bound
+        ids = t["video_id"].to_pylist()
+        shard_of.update((v, shard_of.get(v, set()) | {s}) for v in ids)
+        before_last = sum(len(v or b"") for c in ("frames", "flow", "audio") for v, i in zip(t[c].to_pylist(), ids) if i != ids[-1])
+        assert before_last < 0.03 * 1024**2  # closed with the video that reached the bound
         stored = {v: cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
         assert all(shape == {"wide": (256, 64, 3), "tall": (8 * 43, 32, 3), "four_three": (256, 43, 3)}[v] for v, shape in stored.items())
+    assert all(len(s) == 1 for s in shard_of.values())  # whole videos
     data = PreparedData(str(tmp_path / "out"))
     centre = batches(data.dataset())
     assert ClipCollate(data.specs)(centre)["frames"].shape == (9, 8, 32, 32, 3)

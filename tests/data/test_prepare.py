@@ -99,15 +99,16 @@ def test_thin():
 def test_prepare_counts_reasons_and_columns(ray_session, messy_source, tmp_path):
     out = tmp_path / "out"
     m = prepare(str(messy_source), str(out), CFG)
-    assert m["counts"] == {"inputs": 8, "videos": 3, "clips": 7, "skipped": 5, "no_audio": 1}
-    reasons = {s["video_id"]: s["reason"] for s in m["skipped"]}
+    data = PreparedData(str(out))
+    assert m["counts"] == {"inputs": 8, "videos": 3, "clips": 7, "skipped": 5, "no_audio": 1, "timestamp_gaps": 0, "stopped_early": 0}
+    reasons = {s["video_id"]: s["reason"] for s in data.skipped}
     assert reasons["zero"].startswith("empty file")
     assert reasons["short"].startswith("shorter than one clip")
     assert reasons["soundonly"] == "no video stream"
     assert reasons["notavideo"].startswith("not a media file")
     assert reasons["truncated"].startswith("corrupt or truncated")
-    assert m["no_audio"] == ["silent"]
-    assert m["videos"] == {"good/a": 2, "good/b": 3, "silent": 2}
+    assert data.no_audio == ["silent"]
+    assert data.video_clips == {"good/a": 2, "good/b": 3, "silent": 2}
     assert json.loads((out / "manifest.json").read_text()) == m
 
     table = pq.read_table(out / "data")
@@ -159,7 +160,7 @@ def test_prepare_audio_only(ray_session, tmp_path):
     write_media(src / "audio" / "silent-video.mp4", seconds=2.0, audio=False)
     m = prepare(str(src), str(tmp_path / "out"), PrepareConfig(audio_only=True, flow="none"))
     assert m["counts"]["videos"] == 1 and m["counts"]["clips"] == 2
-    assert m["skipped"][0]["reason"] == "no audio stream"
+    assert PreparedData(str(tmp_path / "out")).skipped[0]["reason"] == "no audio stream"
     table = pq.read_table(tmp_path / "out" / "data")
     assert "frames" not in table.column_names and table.column("audio").null_count == 0
     assert table.column("start_s").to_pylist() == [0.0, 1.0]
@@ -176,5 +177,5 @@ def test_videos_groups_every_clip_once_in_clip_order(prepared):
     assert packed["video_id"].to_pylist() != data.video_ids  # shuffled, not sorted by class
     by_clip = {(v, i): f for v, i, f in zip(clips["video_id"].to_pylist(), clips["clip_index"].to_pylist(), clips["frames"].to_pylist())}
     for row in packed.to_pylist():
-        assert row["clip_index"] == list(range(data.manifest["videos"][row["video_id"]]))
+        assert row["clip_index"] == list(range(data.video_clips[row["video_id"]]))
         assert row["frames"] == [by_clip[(row["video_id"], i)] for i in row["clip_index"]]

@@ -91,7 +91,7 @@ def test_prepare_leaves_files_it_did_not_write_alone(ray_session, two_videos, tm
         {"video_id": "c", "path": str(two_videos / "c.mp4"), "status": "ok", "reason": "", "clips": 1, "has_audio": True}]}))
     before = PreparedData(str(out)).dataset(["video_id"]).count()
     m = prepare(str(two_videos), str(out), CFG)
-    assert before == 5 and m["videos"] == {"a": 2, "b": 3, "c": 1} and len(m["shards"]) == 2
+    assert before == 5 and PreparedData(str(out)).video_clips == {"a": 2, "b": 3, "c": 1} and len(m["shards"]) == 2
     assert not (out / TMP_DIR / "part-dead.parquet").exists() and not (out / "_progress" / "part-lost.json").exists()
     assert sorted(p.name for p in (out / "data").iterdir() if not p.name.startswith("part-")) == ["notes.txt", "other.parquet", "sub"]
     assert PreparedData(str(out)).dataset(["video_id"]).count() == 6
@@ -184,8 +184,9 @@ def test_timestamp_gaps_are_cut_and_recorded(ray_session, tmp_path):
     write_timed(src / "gap.mkv", [i / 16 for i in range(32)] + [20000 + i / 16 for i in range(32)])
     write_timed(src / "sparse.mkv", [5.0 * i for i in range(10)])  # no clip-long stretch at all
     m = prepare(str(src), str(tmp_path / "out"), CFG)
-    assert m["videos"] == {"gap": 4} and m["timestamp_gaps"] == {"gap": 1, "sparse": 9} and m["max_gap_s"] == 1.0
-    assert m["skipped"][0]["reason"] == "no 1.00 s without a timestamp gap (9 gaps over 1.0 s)"
+    index = PreparedData(str(tmp_path / "out")).index.to_pylist()
+    assert {r["video_id"]: (r["clips"], r["gaps"]) for r in index} == {"gap": (4, 1), "sparse": (0, 9)} and m["max_gap_s"] == 1.0
+    assert index[1]["reason"] == "no 1.00 s without a timestamp gap (9 gaps over 1.0 s)" and m["counts"]["timestamp_gaps"] == 2
     table = pq.read_table(tmp_path / "out" / m["shards"][0])
     assert table.column("start_s").to_pylist() == [0.0, 1.0, 20000.0, 20001.0]
 

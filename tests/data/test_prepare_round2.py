@@ -17,6 +17,7 @@ import pytest
 
 from raysup.cli import main
 from raysup.config import to_dict
+from raysup.data.ingest import PreparedData
 from raysup.data.prepare import DATA_DIR, LOCK, TMP_DIR, OutputLock, PrepareConfig, committed, prepare, prepare_shard
 from tests.conftest import write_media
 from tests.data.test_prepare_reliability import clips_of
@@ -84,11 +85,11 @@ def test_a_retried_task_finds_its_own_commit(tmp_path):
         again = prepare_shard(batch, **kwargs)
         assert {k: v.tolist() for k, v in again.items()} == {k: v.tolist() for k, v in first.items()} == {
             "video_id": ["a"], "status": ["ok"], "clips": [2]}
-        assert len(committed(fs, str(out))) == 1 and len(list((out / DATA_DIR).iterdir())) == 1
+        assert len(committed(fs, str(out)).shards) == 1 and len(list((out / DATA_DIR).iterdir())) == 1
         next((out / DATA_DIR).iterdir()).unlink()  # the commit was cut before its shard arrived
         prepare_shard(batch, **kwargs)
-        records = committed(fs, str(out))
-    assert len(records) == 1 and [p.name for p in (out / DATA_DIR).iterdir()] == [records[0]["shards"][0].split("/")[1]]
+        shards = list(committed(fs, str(out)).shards)
+    assert len(shards) == 1 and [p.name for p in (out / DATA_DIR).iterdir()] == [shards[0].split("/")[1]]
 
 
 # 3: inputs skipped by an earlier run
@@ -100,15 +101,18 @@ def test_a_rerun_retries_skipped_inputs_whose_file_changed(ray_session, tmp_path
     write_media(src / "a.mp4", seconds=2.0)
     for name in ("b.mp4", "c.mp4"):
         (src / name).write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # corrupt
-    m = prepare(str(src), str(out), CFG)
-    assert m["videos"] == {"a": 2} and [s["video_id"] for s in m["skipped"]] == ["b", "c"]
+    prepare(str(src), str(out), CFG)
+    data = PreparedData(str(out))
+    assert data.video_clips == {"a": 2} and [s["video_id"] for s in data.skipped] == ["b", "c"]
     capfd.readouterr()
     write_media(src / "b.mp4", seconds=1.0)  # fixed; c is not
     m = prepare(str(src), str(out), CFG)
-    assert m["videos"] == {"a": 2, "b": 1} and [s["video_id"] for s in m["skipped"]] == ["c"] and m["counts"]["inputs"] == 3
+    data = PreparedData(str(out))
+    assert data.video_clips == {"a": 2, "b": 1} and [s["video_id"] for s in data.skipped] == ["c"] and m["counts"]["inputs"] == 3
     err = capfd.readouterr().err
     assert f"{out}: reusing the outcomes of 2 inputs from earlier runs (1 prepared, 1 skipped: retried once their file changes); retrying 1 skipped" in err
-    assert prepare(str(src), str(out), CFG)["videos"] == {"a": 2, "b": 1}
+    prepare(str(src), str(out), CFG)
+    assert PreparedData(str(out)).video_clips == {"a": 2, "b": 1}
     assert "reusing the outcomes of 3 inputs from earlier runs (2 prepared, 1 skipped: retried once their file changes); retrying 0" in capfd.readouterr().err
 
 

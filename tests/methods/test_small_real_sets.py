@@ -30,7 +30,7 @@ def test_xdc_clips_with_audio_keep_their_tensor_columns(real_prepared):
     """XDC leaves out videos without audio; a row-wise filter once turned the fixed-size audio
     cells into variable-size binary, and feature extraction failed on real footage ("buffer is
     smaller than requested size", reported as a user error)."""
-    assert set(real_prepared.manifest["no_audio"]) == {"bikes", "cityCC0"}
+    assert set(real_prepared.no_audio) == {"bikes", "cityCC0"}
     batch = real_prepared.decode(xdc.audio_clips(real_prepared), crop="centre").take_batch(3, batch_format="pyarrow")
     assert batch.schema.field("audio").type == pa.binary(real_prepared.specs["audio"].nbytes)
     tensors = ClipCollate(real_prepared.specs)(batch)
@@ -72,6 +72,6 @@ def test_a_set_too_small_is_refused_naming_the_field_and_the_remedy(real_prepare
 
 def test_xdc_refuses_a_set_without_audio(real_prepared):
     no_audio = type(real_prepared)(real_prepared.uri)
-    no_audio.__dict__["manifest"] = {**real_prepared.manifest, "no_audio": real_prepared.video_ids}
+    no_audio.__dict__["no_audio"] = real_prepared.video_ids
     with pytest.raises(ConfigError, match="no prepared video has an audio track; prepare videos with audio"):
         xdc.check(make_config("xdc", "tiny", {"method.k": 2}), no_audio)
