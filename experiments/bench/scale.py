@@ -55,7 +55,7 @@ def write_prepared(work: str, clips: int, seed: int = 0) -> None:
 
     import pyarrow.fs as pafs
 
-    from raysup.data.prepare import MAX_TASK_INPUTS, TMP_DIR, Outcome, ShardWriter, commit_task
+    from raysup.data.prepare import MAX_TASK_INPUTS, TMP_DIR, Outcome, ShardWriter, commit_task, shard_name
     from raysup.data.schema import DATA_DIR
 
     cfg = tiny_prepare_config()
@@ -74,10 +74,9 @@ def write_prepared(work: str, clips: int, seed: int = 0) -> None:
             for i in range(CLIPS_PER_VIDEO):
                 writer.write({"video_id": v, "clip_index": i, "start_s": i * cfg.clip_seconds, "motion": 1.0,
                               **{k: rng.integers(0, 255, s.shape).astype(s.dtype) for k, s in specs.items()}})
-            shard = f"{DATA_DIR}/{writer.paths[-1].rsplit('/', 1)[1]}"
-            outcomes.append(dataclasses.asdict(Outcome(v, f"{v}.mp4", "ok", clips=CLIPS_PER_VIDEO, has_audio=True, shard=shard)))
+            outcomes.append(dataclasses.asdict(Outcome(v, f"{v}.mp4", "ok", clips=CLIPS_PER_VIDEO, has_audio=True, shard=shard_name(writer.paths[-1]))))
         writer.close()
-        commit_task(fs, root, name, outcomes, [f"{DATA_DIR}/{p.rsplit('/', 1)[1]}" for p in writer.paths])
+        commit_task(fs, root, name, outcomes, [shard_name(p) for p in writer.paths])
 
 
 def write_manifest(work: str, clips: int) -> dict:
