@@ -49,7 +49,7 @@ def cmd_prepare(a) -> None:
         "max_clips_per_video": a.max_clips, "flow": a.flow, "audio_only": a.audio_only,
         "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task, "encoding": a.encoding,
         "jpeg_quality": a.jpeg_quality, "flow_range": a.flow_range, "audio_seconds": a.audio_seconds, "hop_ms": a.audio_hop_ms,
-        "shard_mb": a.shard_mb, "width": a.width,
+        "shard_mb": a.shard_mb, "width": a.width, "flow_step": a.flow_step,
     }.items() if v is not None})
     init_ray(a.address)
     m = prepare(a.src, a.out, cfg)
@@ -292,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
     s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")
+    s.add_argument("--flow-step", type=int, help="store flow t→t+N computed directly (cpfs' paper preset: 5, papers/cpfs.md L125; "
+                   "raise --flow-range with it) instead of between consecutive frames (default 1)")
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
     s.add_argument("--encoding", choices=["jpeg", "raw"], help="jpeg: compressed frames (own aspect) and flow, decoded while reading "
                    "(default); raw: fixed-size tensors, centre square")

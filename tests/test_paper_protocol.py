@@ -16,15 +16,17 @@ import numpy as np
 import pytest
 import torch
 
+from raysup.audio_protocols import check_audio, evenly_spaced
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
 from raysup.config import ConfigError, to_dict
 from raysup.data.ingest import PreparedData
+from raysup.data.prepare import PrepareConfig
 from raysup.data.schema import TensorSpec
 from raysup.image_protocols import VOCNet, multilabel_loss, read_voc, run_image_layer_probe, run_voc, voc_map
 from raysup.methods import METHODS, make_config, method_module
 from raysup.methods.cpfs import CONV_SIZES
-from raysup.protocol_specs import FrozenProtocol, ImageLayerProbeProtocol, LayerProbeProtocol, VOCProtocol
+from raysup.protocol_specs import AudioClipsProtocol, FrozenProtocol, ImageLayerProbeProtocol, LayerProbeProtocol, VOCProtocol
 from raysup.protocols import (
     build_caffenet,
     build_finetune,
@@ -366,3 +368,62 @@ def test_cpfs_image_protocols_at_the_papers_sizes_through_the_cli(tmp_path, caps
     assert main([*probe, "--data", str(tmp_path / "voc"), "--paper-task", "voc07", "--random-init"]) == 0
     assert set(last_json(capsys)) == {"voc07_cls"}
     assert json.loads(open(os.path.join(run, "probes.jsonl")).read().splitlines()[-1])["labels"] == [str(tmp_path / "voc")]
+
+
+# --- the audio protocols (raysup/audio_protocols.py) -------------------------------------------------
+
+
+def test_audio_protocols_take_evenly_spaced_sub_clips_of_the_papers_length(small_prepared):
+    esc, dcase = (p for p in METHODS["gdt"].PAPER_PROTOCOLS if isinstance(p, AudioClipsProtocol))
+    assert (esc.task, esc.clips, esc.seconds, esc.classifier, esc.linear.lr, esc.linear.weight_decay, esc.linear.batch_size) == (
+        "esc50", 10, 2.0, "linear", 1e-4, 5e-4, 512)  # papers/gdt.md L164, L324
+    assert (dcase.task, dcase.clips, dcase.seconds, dcase.classifier, dcase.svm_c) == ("dcase", 60, 1.0, "svm", 0.01)  # L164, L324
+    assert dict(esc.published) == {"ESC-50, Kinetics-400 pretraining": 78.6} and dict(dcase.published) == {"DCASE2014, Kinetics-400 pretraining": 94.0}
+    assert evenly_spaced(13, 10).tolist() == [0, 1, 3, 4, 5, 7, 8, 9, 11, 12] and evenly_spaced(10, 10).tolist() == list(range(10))
+    data = PreparedData(small_prepared[0])  # 1 s clips (8 frames at 8 fps), 2 per video
+    counts = data.manifest["videos"]
+    with pytest.raises(ConfigError, match="the paper's sub-clips are 2 s, the prepared audio windows 1 s"):
+        check_audio(esc, data, counts)
+    with pytest.raises(ConfigError, match="has 2 prepared clips, the protocol takes 60 evenly spaced ones"):
+        check_audio(dcase, data, counts)
+
+
+def write_tone_wav(path, freq: float, seconds: float, sr: int = 16000) -> None:
+    """A real 16-bit mono WAV: a tone of ``freq`` Hz in a little noise."""
+    import wave
+
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * np.random.default_rng(int(freq)).normal(size=t.size)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+
+
+@pytest.mark.slow
+def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
+    from raysup.data.prepare import prepare
+
+    run = fake_run(tmp_path, "gdt")
+    sets = {"esc50": (5.0, 2.0, 0.25), "dcase": (8.0, 1.0, 0.1)}  # recording s, window s, stride s: 13 and 71 windows
+    for task, (seconds, window, stride) in sets.items():
+        src = tmp_path / f"{task}_audio"
+        src.mkdir()
+        folds = {1: [], 2: []}
+        for c, freq in enumerate((300, 900, 2500)):
+            for i in range(4):
+                write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
+                folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
+        out = str(tmp_path / f"{task}_prepared")
+        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=8.0))
+        csvs = []
+        for k in (1, 2):  # fold k is the test split of CSV k (ESC-50's five folds; two here)
+            path = tmp_path / f"{task}_fold{k}.csv"
+            path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
+            csvs.append(str(path))
+        capsys.readouterr()
+        assert main(["probe", run, "--data", out, "--splits", *csvs, "--protocol", "paper", "--paper-task", task, "--json"]) == 0
+        acc = last_json(capsys)
+        assert set(acc) == {task} and acc[task] > 0.6  # three tones, untrained features: measured 1.0 for both (2026-12-06)
+        print(f"{task}: {acc}")

@@ -210,6 +210,8 @@ def frame_size(cfg: TrainConfig, specs) -> int:
         raise ConfigError("Cross and Learn needs frames: the prepared data has none; prepare it without --audio-only")
     if m.modality == "flow" and "flow" not in specs:
         raise ConfigError("method.modality: flow needs prepared flow (prepare without --flow none), or use diff")
+    if m.modality == "flow" and specs["frames"].shape[0] - specs["flow"].shape[0] != 1:  # a stack of consecutive flows (L97)
+        raise ConfigError("method.modality: flow stacks consecutive flows; the data was prepared with --flow-step > 1 (prepare without it)")
     if cfg.batch_size % 2:
         raise ConfigError(f"batch_size: must be even (2B pairs form B tuples), got {cfg.batch_size}")
     frames, size = specs["frames"].shape[0], specs["frames"].shape[1]
