@@ -427,3 +427,22 @@ def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_
         acc = last_json(capsys)
         assert set(acc) == {task} and acc[task] > 0.6  # three tones, untrained features: measured 1.0 for both (2026-12-06)
         print(f"{task}: {acc}")
+
+
+def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_lines(capsys):
+    assert main(["config", "gdt", "--preset", "paper", "--protocol"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(p["kind"], p["task"]) for p in out] == [("FinetuneProtocol", "action"), ("FrozenProtocol", "action"),
+                                                     ("AudioClipsProtocol", "esc50"), ("AudioClipsProtocol", "dcase")]
+    video, _, esc, dcase = out
+    assert video["optim"]["lr"] == 0.02 and video["optim"]["warmup_from"] == 0.0025 / 0.02 and video["cites"]["optim"] == "papers/gdt.md L322"
+    assert video["published"] == {"UCF101 3 splits, Kinetics-400 pretraining": 88.7, "HMDB51 3 splits, Kinetics-400 pretraining": 57.8}
+    assert (esc["clips"], esc["seconds"], esc["linear"]["lr"]) == (10, 2.0, 1e-4) and dcase["svm_c"] == 0.01
+    assert main(["config", "cpfs_direct", "--preset", "paper", "--protocol"]) == 0
+    direct = {p["task"]: p for p in json.loads(capsys.readouterr().out)}
+    assert direct["voc07"]["published"] == {"VOC07 cls mAP": 61.4} and direct["imagenet"]["published"]["conv5"] == 23.0  # cpfs.md L188, L221
+    assert main(["config", "supervised", "--protocol"]) == 2
+    assert "not implemented for supervised" in capsys.readouterr().err
+    # the probe's tasks: each runs its own protocols only
+    assert [p.task for p in paper_protocols("gdt")] == ["action", "action"]
+    assert [p.key for p in paper_protocols("cross_and_learn", "voc07")] == ["voc07_cls"]
