@@ -126,6 +126,9 @@ def cmd_probe(a) -> None:
     if a.protocol == "paper" and a.paper_task in IMAGE_TASKS:  # --data is an image folder: no labels CSV, no Ray
         from raysup.image_protocols import run_image_protocols
 
+        if a.labels or a.splits:
+            raise ConfigError(f"--paper-task {a.paper_task}: the labels are the image folder's (--data); drop --labels/--splits")
+
         acc = run_image_protocols(cfg, a.data, weights, protocols, epochs=a.paper_epochs)
     else:
         acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())

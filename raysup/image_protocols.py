@@ -106,9 +106,11 @@ def image_folder(root: str, split: str, transform) -> ImageFolder:
 
 
 def loader(ds: Dataset, batch_size: int, *, shuffle: bool) -> DataLoader:
-    """Batches of ``ds``, decoded by loader processes beside a GPU (on CPU, the model is the bottleneck)."""
+    """Batches of ``ds``, decoded by loader processes beside a GPU (on CPU, the model is the
+    bottleneck); shuffled ones drop a last partial batch (a batch of one breaks batch norm)."""
     workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0,
+                      drop_last=shuffle and len(ds) > batch_size)
 
 
 def forever(batches: DataLoader):

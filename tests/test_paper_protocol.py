@@ -286,10 +286,9 @@ def make_voc(root, rng, counts=(12, 8)) -> np.ndarray:
 def fake_run(tmp_path, method: str):
     """A run folder with a freshly built (untrained) model's checkpoint: the protocols' mechanics."""
     cfg = make_config(method, "tiny")
-    specs = {"frames": TensorSpec((8, 32, 32, 3), "uint8"), "flow": TensorSpec((7, 32, 32, 2), "float16")}
     ckpt = tmp_path / method / "checkpoint_000000"
     ckpt.mkdir(parents=True)
-    torch.save({"model": method_module(method).build(cfg, specs).state_dict(), "config": to_dict(cfg)}, ckpt / "checkpoint.pt")
+    torch.save({"model": method_module(method).build(cfg, SPECS).state_dict(), "config": to_dict(cfg)}, ckpt / "checkpoint.pt")
     return str(tmp_path / method)
 
 
@@ -299,8 +298,9 @@ def test_cpfs_imagenet_layer_probe_learns_colour_on_a_generated_image_folder(tmp
     p = METHODS["cpfs"].PAPER_PROTOCOLS[1]
     assert isinstance(p, ImageLayerProbeProtocol) and p.linear == METHODS["cpfs"].ZHANG_LINEAR and dict(p.sizes) == dict(CONV_SIZES)
     assert dict(p.published) == {"conv1": 15.0, "conv2": 24.8, "conv3": 28.9, "conv4": 29.4, "conv5": 28.0}  # papers/cpfs.md L220
-    small = dataclasses.replace(p, crop=32, resize=36)  # the paper's 224 crops of 256: seconds per image on a 2-core CPU
-    acc = run_image_layer_probe(small, make_config("cpfs", "tiny"), None, root, epochs=10)
+    # the paper's 224 crops of 256 cost seconds per image on a 2-core CPU; batches of 4 of the 16 images
+    small = dataclasses.replace(p, crop=32, resize=36, linear=dataclasses.replace(p.linear, batch_size=4))
+    acc = run_image_layer_probe(small, make_config("cpfs", "tiny"), None, root, epochs=3)
     assert sorted(acc) == CONV_LAYERS and all(0 <= v <= 1 for v in acc.values())
     assert acc["rgb_conv1"] == 1.0  # colour is linearly separable in conv1, even untrained
 
@@ -325,7 +325,7 @@ def test_voc07_classification_finetunes_the_pretrained_network(tmp_path, method)
         assert not torch.equal(dst["1.running_mean"], src["1.running_mean"])
     else:  # cpfs: its AlexNet with BN folded (L154), conv1-fc7 kept
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
-    result = run_voc(dataclasses.replace(p, crop=32, test_crops=2), cfg, state, str(tmp_path / "voc"), iterations=4)
+    result = run_voc(dataclasses.replace(p, crop=32, test_crops=2, batch_size=4), cfg, state, str(tmp_path / "voc"), iterations=2)
     assert set(result) == {"voc07_cls"} and 0 <= result["voc07_cls"] <= 1
 
 
@@ -351,6 +351,8 @@ def test_image_protocols_through_the_cli_refuse_a_missing_folder_in_one_line(tmp
         assert main([*probe, "--data", str(tmp_path / "nowhere"), "--paper-task", task]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needs in err[0]
+    assert main([*probe, "--data", str(tmp_path), "--paper-task", "voc07", "--labels", "l.csv"]) == 2
+    assert "drop --labels/--splits" in capsys.readouterr().err
     assert main([*probe, "--data", str(tmp_path), "--paper-task", "esc50"]) == 2  # cpfs has no audio protocol
     assert "cpfs's paper protocols are for action, imagenet, voc07, not esc50" in capsys.readouterr().err
 
@@ -416,7 +418,7 @@ def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_
                 write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
                 folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
         out = str(tmp_path / f"{task}_prepared")
-        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=8.0))
+        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
         csvs = []
         for k in (1, 2):  # fold k is the test split of CSV k (ESC-50's five folds; two here)
             path = tmp_path / f"{task}_fold{k}.csv"
