@@ -50,7 +50,7 @@ def cmd_prepare(a) -> None:
         "max_clips_per_video": a.max_clips, "flow": a.flow, "audio_only": a.audio_only,
         "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task, "encoding": a.encoding,
         "jpeg_quality": a.jpeg_quality, "flow_range": a.flow_range, "audio_seconds": a.audio_seconds, "hop_ms": a.audio_hop_ms,
-        "shard_mb": a.shard_mb, "width": a.width,
+        "shard_mb": a.shard_mb, "width": a.width, "flow_step": a.flow_step,
     }.items() if v is not None})
     init_ray(a.address)
     m = prepare(a.src, a.out, cfg)
@@ -75,6 +75,12 @@ def cmd_config(a) -> None:
     from raysup.methods import make_config
 
     cfg = make_config(a.method, a.preset, parse_overrides(a.set or []))
+    if a.protocol:
+        from raysup.protocol_specs import describe
+        from raysup.protocols import paper_protocols
+
+        print(json.dumps([describe(p) for p in paper_protocols(cfg.method_name, None)], indent=1))
+        return
     print(json.dumps(to_dict(cfg), indent=1))
 
 
@@ -106,37 +112,27 @@ def cmd_train(a) -> None:
 
 def cmd_probe(a) -> None:
     from raysup import runner
-    from raysup.evaluate import cv_probe, probe
-    from raysup.protocols import finetune_protocols, paper_protocols, run_protocols
+    from raysup.protocol_specs import IMAGE_TASKS
+    from raysup.protocols import paper_protocols
 
     run = runner.open_run(a.run_dir)
     cfg = run.cfg
     if a.protocol == "paper":
-        protocols = paper_protocols(cfg.method_name)
+        protocols = paper_protocols(cfg.method_name, a.paper_task)
         if a.finetune or a.folds:
             raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
-    elif a.splits:
-        raise ConfigError("--splits: only with --protocol paper")
-    if bool(a.labels) == bool(a.splits):
-        raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
-    init_ray(a.address)
-    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+    elif a.splits or a.paper_task != "action":
+        raise ConfigError(f"{'--splits' if a.splits else '--paper-task'}: only with --protocol paper")
     weights = None if a.random_init else run.checkpoint
-    suffix = "/random_init" if a.random_init else ""
-    if a.protocol == "paper":
-        out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
-        kw = dict(epochs=a.paper_epochs, classifier=a.paper_classifier)
-        if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
-            runs = [run_protocols(cfg, data, csv, weights, f"{out}/split{i}", protocols, **kw) for i, csv in enumerate(a.splits, 1)]
-            acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
-        else:
-            acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
-    elif a.finetune:
-        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
-    elif a.folds:
-        acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
+    if a.protocol == "paper" and a.paper_task in IMAGE_TASKS:  # --data is an image folder: no labels CSV, no Ray
+        from raysup.image_protocols import run_image_protocols
+
+        if a.labels or a.splits:
+            raise ConfigError(f"--paper-task {a.paper_task}: the labels are the image folder's (--data); drop --labels/--splits")
+
+        acc = run_image_protocols(cfg, a.data, weights, protocols, epochs=a.paper_epochs)
     else:
-        acc = probe(cfg, data, a.labels, weights)
+        acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
     record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
@@ -148,6 +144,36 @@ def cmd_probe(a) -> None:
         print(f"{name:<10} {100 * v:6.2f}%")
 
 
+def probe_prepared(a, cfg, weights: str | None, protocols) -> dict[str, float]:
+    """``raysup probe`` on a prepared set and labels CSV(s): the paper ``protocols`` (those of
+    ``--paper-task``), the finetuning, or the linear probe."""
+    from raysup import runner
+    from raysup.evaluate import cv_probe, probe
+    from raysup.protocol_specs import AUDIO_TASKS
+    from raysup.protocols import finetune_protocols, run_protocols
+
+    if bool(a.labels) == bool(a.splits):
+        raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
+    init_ray(a.address)
+    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+    suffix = "/random_init" if a.random_init else ""
+    if a.finetune:
+        return run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
+    if not protocols:
+        return cv_probe(cfg, data, a.labels, weights, folds=a.folds) if a.folds else probe(cfg, data, a.labels, weights)
+    out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
+    if a.paper_task in AUDIO_TASKS:
+        from raysup.audio_protocols import run_audio_protocols
+
+        run_one = lambda csv, _: run_audio_protocols(cfg, data, csv, weights, protocols)  # noqa: E731
+    else:
+        run_one = lambda csv, out_dir: run_protocols(cfg, data, csv, weights, out_dir, protocols, epochs=a.paper_epochs, classifier=a.paper_classifier)  # noqa: E731
+    if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
+        runs = [run_one(csv, f"{out}/split{i}") for i, csv in enumerate(a.splits, 1)]
+        return {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
+    return run_one(a.labels, out)
+
+
 def record_probe(a, acc: dict[str, float]) -> None:
     """Append a probe's results to ``RUN_DIR/probes.jsonl`` (``raysup export`` copies them into
     the card)."""
@@ -157,7 +183,7 @@ def record_probe(a, acc: dict[str, float]) -> None:
     fs, root = resolve(a.run_dir)
     how = "paper protocol" if a.protocol == "paper" else "finetune" if a.finetune else f"{a.folds}-fold linear probe" if a.folds else "linear probe"
     append_line(fs, f"{root}/probes.jsonl", {"time": time.time(), "protocol": how, "random_init": a.random_init,
-                                             "labels": [redact(x) for x in (a.splits or [a.labels])], "top1": acc})
+                                             "labels": [redact(x) for x in (a.splits or [a.labels or a.data])], "top1": acc})
 
 
 def cmd_features(a) -> None:
@@ -270,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
     s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")
+    s.add_argument("--flow-step", type=int, help="store flow t→t+N computed directly (cpfs' paper preset: 5, papers/cpfs.md L125; "
+                   "raise --flow-range with it) instead of between consecutive frames (default 1)")
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
     s.add_argument("--encoding", choices=["jpeg", "raw"], help="jpeg: compressed frames (own aspect) and flow, decoded while reading "
                    "(default); raw: fixed-size tensors, centre square")
@@ -294,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("method", help=methods_help)
     s.add_argument("--preset", default="tiny", help=preset_help)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    s.add_argument("--protocol", action="store_true",
+                   help="print the method's paper evaluation protocols instead (every setting, published numbers, paper lines), as JSON")
     s.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("train", help="train a method with a Ray Train TorchTrainer")
@@ -325,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--protocol paper, GDT's audio: linear layer (ESC-50's protocol) or linear SVM (DCASE's)")
     s.add_argument("--splits", nargs="+", metavar="CSV",
                    help="--protocol paper: one labels CSV per split (e.g. UCF101's three); prints the mean over splits")
+    s.add_argument("--paper-task", choices=["action", "esc50", "dcase", "imagenet", "voc07"], default="action",
+                   help="--protocol paper: the downstream set (action: UCF101/HMDB51 labels; esc50/dcase: a prepared --audio-only set; "
+                        "imagenet: --data is an ImageFolder root with train/ and val/; voc07: --data is a PASCAL VOC folder)")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)

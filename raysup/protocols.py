@@ -161,13 +161,18 @@ def protocol_taps(p: FrozenProtocol | LayerProbeProtocol) -> dict[str, tuple[str
     return {tap: (tap, side) for tap, side in p.sizes}
 
 
-def paper_protocols(method_name: str) -> tuple[Protocol, ...]:
-    """The method's ``PAPER_PROTOCOLS``; a one-line ConfigError for a method without any."""
+def paper_protocols(method_name: str, task: str | None = "action") -> tuple[Protocol, ...]:
+    """The method's ``PAPER_PROTOCOLS`` for ``task`` (None: all); a one-line ConfigError for a
+    method without any, or without any for ``task``."""
     protocols = getattr(method_module(method_name), "PAPER_PROTOCOLS", ())
     if not protocols:
         having = [m for m in method_names() if getattr(method_module(m), "PAPER_PROTOCOLS", ())]
         raise ConfigError(f"--protocol paper: not implemented for {method_name} (only {', '.join(having)}); use --protocol linear")
-    return protocols
+    picked = tuple(p for p in protocols if task is None or p.task == task)
+    if not picked:
+        tasks = sorted({p.task for p in protocols})
+        raise ConfigError(f"--paper-task: {method_name}'s paper protocols are for {', '.join(tasks)}, not {task}")
+    return picked
 
 
 def finetune_protocols(cfg: TrainConfig, data: PreparedData, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> tuple[FinetuneProtocol, ...]:

@@ -87,6 +87,7 @@ class PrepareConfig:
     clip_stride_s: float = 0.0  # 0: non-overlapping clips
     max_clips_per_video: int = 0  # 0: every clip; else evenly spaced clips
     flow: FlowMethod = "farneback"
+    flow_step: int = 1  # flow t→t+flow_step, computed directly (cpfs: 5, papers/cpfs.md L125); 1: consecutive frames
     audio_only: bool = False  # audio sets (ESC-50): no frames, files without video are fine
     encoding: str = "jpeg"  # "jpeg": compressed cells, frames at their own aspect (raysup.data.codec); "raw": fixed-size tensors
     jpeg_quality: int = 92  # frames' JPEG quality: the lowest with >= 35 dB PSNR on each real video of docs/performance.md
@@ -110,6 +111,8 @@ class PrepareConfig:
             raise ValueError(f"width: must be 0 (own aspect) or >= size ({self.size}), got {self.width}")
         if self.clip_frames < 2 and self.flow != "none":
             raise ValueError("clip_frames: flow needs at least 2 frames per clip")
+        if not 1 <= self.flow_step < max(self.clip_frames, 2):
+            raise ValueError(f"flow_step: must be in 1..clip_frames-1 ({self.clip_frames - 1}), got {self.flow_step}")
         for name in ("fps", "window_ms", "hop_ms", "cpus_per_task"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
@@ -148,7 +151,7 @@ class PrepareConfig:
         if not self.audio_only:
             specs["frames"] = TensorSpec((t, s, s, 3), "uint8")
             if self.flow != "none":
-                specs["flow"] = TensorSpec((t - 1, s, s, 2), "float16")
+                specs["flow"] = TensorSpec((t - self.flow_step, s, s, 2), "float16")
         return specs
 
 
@@ -290,9 +293,9 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             if frames is not None:
                 row["frames"] = codec.encode_frames(frames, cfg.jpeg_quality) if jpeg else frames  # [T,H,W,3]
                 if cfg.flow != "none":
-                    flow = compute_flow(frames, cfg.flow)  # [T-1,H,W,2]
+                    flow = compute_flow(frames, cfg.flow, cfg.flow_step)  # [T-step,H,W,2]
                     row["flow"] = codec.encode_flow(flow, cfg.flow_range) if jpeg else flow.astype(np.float16)
-                    row["motion"] = motion_magnitude(flow)
+                    row["motion"] = motion_magnitude(flow) / cfg.flow_step  # pixels per frame
             stats.clips += 1
             yield row
     if not stats.clips:
@@ -649,7 +652,7 @@ def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
 
 
 # what an output prepared before these parameters existed was prepared with
-PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None}
+PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None, "flow_step": 1}
 
 
 def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
