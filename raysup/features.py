@@ -101,8 +101,14 @@ def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str
         missing = sorted(set(encoders) - set(names))
         if missing:
             raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(names))})")
+    write_files(embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size), out)
+
+
+def write_files(ds, out: str) -> None:
+    """``ds`` as Parquet files of at least :data:`FILE_BYTES` in the folder or URI ``out`` (Ray
+    Data's own default: a file per block)."""
     fs, root = resolve(out)
-    embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size).write_parquet(root, filesystem=fs, min_bytes_per_file=FILE_BYTES)
+    ds.write_parquet(root, filesystem=fs, min_bytes_per_file=FILE_BYTES)
 
 
 def extract_features(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
