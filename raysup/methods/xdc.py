@@ -7,8 +7,9 @@ Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
    on a sample in one faiss Ray task, every clip assigned by ``map_batches``, labels as Parquet;
    :data:`raysup.clustering.HEADS` decides which modality's clusters supervise which encoder;
    each clustering has its own k: ``method.k_video``, ``method.k_audio``, else ``method.k``);
-3. the labels are joined to the clips by key as they stream, clips are resampled uniformly over
-   clusters (an epoch: ``method.epoch_clips`` clips, or ``epoch_size`` × the training clips),
+3. the labels are joined to the clips as they stream (each batch reads its own shards' labels),
+   clips are resampled uniformly over clusters (an epoch: ``method.epoch_clips`` clips, or
+   ``epoch_size`` × the training clips),
    10% of videos are held out for the pseudo-label validation loss;
 4. the classification heads are reset and a TorchTrainer trains until the validation loss
    stops improving (``patience``) or ``epochs``; the next round starts from its checkpoint.
