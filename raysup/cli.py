@@ -367,7 +367,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="prepared folder or URI of the clips")
     s.add_argument("--out", required=True, help="new folder or URI for the Parquet files")
     s.add_argument("--encoders", nargs="+", metavar="NAME", help="encoders to keep, e.g. video audio (default: all of the method's)")
-    s.add_argument("--actors", type=int, default=1, help="feature-extraction actors (one GPU each when the cluster has GPUs)")
+    s.add_argument("--actors", type=int, default=1, help="feature-extraction actors at most (each with the run's gpus_per_worker GPUs)")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_features)
 

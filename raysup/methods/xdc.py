@@ -7,8 +7,9 @@ Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
    on a sample in one faiss Ray task, every clip assigned by ``map_batches``, labels as Parquet;
    :data:`raysup.clustering.HEADS` decides which modality's clusters supervise which encoder;
    each clustering has its own k: ``method.k_video``, ``method.k_audio``, else ``method.k``);
-3. the labels are joined to the clips by key as they stream, clips are resampled uniformly over
-   clusters (an epoch: ``method.epoch_clips`` clips, or ``epoch_size`` × the training clips),
+3. the labels are joined to the clips as they stream (each batch reads its own shards' labels),
+   clips are resampled uniformly over clusters (an epoch: ``method.epoch_clips`` clips, or
+   ``epoch_size`` × the training clips),
    10% of videos are held out for the pseudo-label validation loss;
 4. the classification heads are reset and a TorchTrainer trains until the validation loss
    stops improving (``patience``) or ``epochs``; the next round starts from its checkpoint.
@@ -26,7 +27,7 @@ from ray.data.expressions import col
 from torch import nn
 
 from raysup.checkpoint import latest_checkpoint
-from raysup.cluster_features import STATS, Clustering, cluster_features, draw_rates, parquet_files, round_rows
+from raysup.cluster_features import STATS, Clustering, Labels, cluster_features, draw_rates, round_rows
 from raysup.clustering import CLUSTERINGS, HEADS, KMeansConfig
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
@@ -236,11 +237,12 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
 
 
 def audio_clips(data: PreparedData):
-    """The stored clips of the videos with an audio track. An expression filter keeps the
-    fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
-    binary, which the collate function cannot read."""
+    """The stored clips of the videos with an audio track, each with the ``path`` of its shard
+    (features and pseudo-labels are joined by shard: :func:`raysup.cluster_features.lookup`). An
+    expression filter keeps the fixed-size tensor columns; a row-wise one (a Python function)
+    rebuilt them as variable-size binary, which the collate function cannot read."""
     no_audio = sorted(data.no_audio)
-    clips = data.dataset(list(COLUMNS), crop=None)
+    clips = data.dataset(list(COLUMNS), crop=None, paths=True)
     return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
 
 
@@ -288,7 +290,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in ("video", "audio")}
         n_train = int(sum(cstats[clusterings[0].name]["train_sizes"]))
         n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
-        rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
+        rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
         train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
         val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
