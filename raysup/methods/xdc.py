@@ -1,4 +1,6 @@
-"""XDC: cross-modal deep clustering (Alwassel et al. 2020), with the SDC/MDC/CDC baselines.
+"""XDC: cross-modal deep clustering (Alwassel et al. 2020), with the SDC/MDC/CDC baselines and
+the same-modality-XDC ones (``xdc_2video``, ``xdc_2audio``: two encoders of one modality, each
+learning the other's clusters; papers/xdc.md L105-115).
 
 Each round (DeepCluster, Caron et al. 2018, where the XDC paper is silent):
 1. features of every clip from the current encoders (Ray Data ``map_batches`` actor pool),
@@ -32,7 +34,7 @@ from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import label_of, read_labels_csv
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
-from raysup.data.transforms import check_crop_scale
+from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.features import write_features
 from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed, check_batch, train_videos
 from raysup.models import audio_encoder, video_encoder
@@ -41,7 +43,7 @@ from raysup.protocol_specs import FinetuneProtocol
 
 @dataclass(frozen=True)
 class Config:
-    variant: Literal["xdc", "sdc", "mdc", "cdc"] = "xdc"
+    variant: Literal["xdc", "sdc", "mdc", "cdc", "xdc_2video", "xdc_2audio"] = "xdc"
     k: int = 64  # clusters of each clustering without its own k below
     k_video: int = 0  # clusters of the video features (XDC: the audio encoder's pseudo-labels); 0: k
     k_audio: int = 0  # clusters of the audio features (XDC: the video encoder's pseudo-labels); 0: k
@@ -164,24 +166,41 @@ STAT_KEYS = ("cluster_sizes", "empty_clusters", "largest_cluster_fraction", "nmi
 
 
 def head_names(variant: str) -> tuple[str, ...]:
-    return ("video", "audio", "video_cross", "audio_cross") if variant == "mdc" else ("video", "audio")
+    return tuple(HEADS[variant])
+
+
+def encoder_names(variant: str) -> tuple[str, ...]:
+    """The model's encoders: ``video`` and ``audio``; a same-modality baseline's two of one
+    modality (``video``, ``video2`` or ``audio``, ``audio2``)."""
+    return tuple(h for h in HEADS[variant] if not h.endswith("_cross"))
 
 
 class XDC(Method):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.video = video_encoder(cfg.video_encoder)
-        self.audio = audio_encoder(cfg.audio_encoder)
-        dims = {"video": self.video.out_dim, "audio": self.audio.out_dim}
+        names = encoder_names(cfg.variant)
+        # the same-modality baselines' second encoder: the same network, its own random init (L105-115)
+        self.video = video_encoder(cfg.video_encoder) if "video" in names else None
+        self.audio = audio_encoder(cfg.audio_encoder) if "audio" in names else None
+        self.video2 = video_encoder(cfg.video_encoder) if "video2" in names else None
+        self.audio2 = audio_encoder(cfg.audio_encoder) if "audio2" in names else None
+        dims = {name: getattr(self, name).out_dim for name in names}
         sources = HEADS[cfg.variant]  # head → the clustering whose labels it learns
         self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.cluster_k(sources[name])) for name in head_names(cfg.variant)})
 
     def encoders(self):
-        return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
+        return {name: Encoder(getattr(self, name), getattr(self, name).out_dim) for name in encoder_names(self.cfg.variant)}
 
     def embed(self, batch, *, train=False):
-        return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
+        if self.video is not None and self.audio is not None:
+            return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
+        # same-modality-XDC: both encoders see the same clip, as XDC's two do (the paper is silent; ours)
+        if self.video is not None:
+            frames = video_input(batch["frames"], train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
+            return {"video": self.video(frames), "video2": self.video2(frames)}
+        spec = audio_input(batch["audio"])
+        return {"audio": self.audio(spec), "audio2": self.audio2(spec)}
 
     def forward(self, batch):
         feats = self.embed(batch, train=self.training)
@@ -276,7 +295,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
                 if exists(fs, folder):
                     fs.delete_dir(folder)
             t = time.perf_counter()
-            write_features(data.decode(clips, crop="centre"), features, cfg, build, data.specs, init, encoders=("audio", "video"))
+            write_features(data.decode(clips, crop="centre"), features, cfg, build, data.specs, init, encoders=encoder_names(m.variant))
             timing["time_features_s"] = time.perf_counter() - t
             t = time.perf_counter()
             cstats = cluster_features(features, clusters, clusterings, m.kmeans, seed=cfg.seed + r, previous=previous, truth=truth_of,
@@ -285,7 +304,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
             if r > 0 and exists(fs, f"{root}/features/round_{r - 1}"):
                 fs.delete_dir(f"{root}/features/round_{r - 1}")
         # per encoder, the clusters it learns from (the paper's Table 6 analysis)
-        stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in ("video", "audio")}
+        stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in encoder_names(m.variant)}
         n_train = int(sum(cstats[clusterings[0].name]["train_sizes"]))
         n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
         rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}

@@ -158,3 +158,40 @@ def test_epoch_clips_far_beyond_the_data_is_refused(small_prepared):
     xdc.check(make_config("xdc", "paper", {**small, "method.epoch_clips": 0}), data)
     with pytest.raises(ConfigError, match="method.k_video: 64 clusters need at least as many clips; the prepared data has 48"):
         xdc.check(make_config("xdc", "paper", {"method.epoch_clips": 0}), data)
+
+
+@pytest.mark.parametrize(("variant", "names"), [("xdc_2video", ("video", "video2")), ("xdc_2audio", ("audio", "audio2"))])
+def test_same_modality_xdc_learns_the_other_encoders_clusters(variant, names):
+    """same-modality-XDC (papers/xdc.md L105-115, Table 1): two encoders of one modality, each
+    head learning the clusters of the other encoder's features; both encoders get gradients."""
+    from raysup.clustering import CLUSTERINGS, HEADS
+
+    torch.manual_seed(0)
+    cfg = make_config("xdc", "tiny", {"method.variant": variant, "method.k": 4})
+    model = XDC(cfg.method)
+    a, b = names
+    assert tuple(model.encoders()) == names and HEADS[variant] == {a: b, b: a} and CLUSTERINGS[variant] == {a: (a,), b: (b,)}
+    batch = {"frames": torch.randint(0, 255, (2, 4, 16, 16, 3), dtype=torch.uint8), "audio": torch.randn(2, 40, 50),
+             **{f"pl_{h}": torch.randint(0, 4, (2,)) for h in model.heads}}
+    out = model(batch)
+    out["loss"].backward()
+    assert {f"loss_{a}", f"loss_{b}"} <= set(out)
+    for name in names:
+        assert all(p.grad is not None for p in getattr(model, name).parameters())
+    first = next(getattr(model, a).parameters())
+    assert not torch.equal(first, next(getattr(model, b).parameters()))  # two random inits, not one network twice
+
+
+@pytest.mark.slow
+def test_same_modality_xdc_round_clusters_the_second_encoder(small_prepared, tmp_path):
+    """A round of xdc_2video writes both video encoders' features and clusters each (run by hand: ~1 min)."""
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    run_dir = str(tmp_path / "xdc_2video")
+    cfg = make_config("xdc", "tiny", {"method.variant": "xdc_2video", "method.k": 4, "method.rounds": 1, "epochs": 1, "batch_size": 8})
+    metrics = runner.train(cfg, data, run_dir, labels=labels)
+    assert {"nmi_truth_video", "nmi_truth_video2"} <= set(metrics)
+    clustered = json.load(open(os.path.join(run_dir, "clusters", "round_0", "stats.json")))
+    assert {"video", "video2"} <= set(clustered)
+    from raysup.evaluate import probe
+
+    assert set(probe(cfg, data, labels, latest_checkpoint(run_dir))) == {"video", "video2"}
