@@ -123,6 +123,35 @@ PINNED = [
     ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
     ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
     ("xdc", "paper_ig", "crop_size", 224),  # L103
+    # --- XDC's Superv baseline (papers/xdc.md L99: supervised pretraining on a large labelled set, then finetuned)
+    ("supervised", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: the encoders of every XDC model
+    ("supervised", "paper", "method.audio_encoder", "resnet18_audio"),  # L103
+    ("supervised", "paper", "method.epoch_clips", 1_000_000),  # Table 10 (L391): Superv Kinetics, es 1M
+    ("supervised", "paper", "batch_size", 32),  # Table 10 (L391): bs 32
+    ("supervised", "paper", "crop_size", 224),  # L103: random 224 crops of a 256 short side
+    ("supervised", "paper", "method.crop_scale", (1.0, 1.0)),  # L103: no resized crop
+    ("supervised", "paper", "method.video_norm", "kinetics"),  # paper silent: as XDC's preset
+    ("supervised", "paper", "epochs", 45),  # Table 10 (L391): te 45
+    ("supervised", "paper", "patience", 0),  # Table 10 (L391): e-stop no
+    ("supervised", "paper", "optim.name", "sgd"),  # L373: SGD
+    ("supervised", "paper", "optim.lr", 0.01),  # Table 10 (L391): lr 0.01 …
+    ("supervised", "paper", "optim.lr_batch", 32),  # … at bs 32 (Goyal et al.'s linear scaling, L373)
+    ("supervised", "paper", "optim.momentum", 0.9),  # paper silent: VMZ's, as XDC's preset
+    ("supervised", "paper", "optim.weight_decay", 1e-4),  # Table 10 (L391): wd 1e-4
+    ("supervised", "paper", "optim.warmup_epochs", 10.0),  # Table 10 (L391): we 10
+    ("supervised", "paper", "optim.schedule", "step"),  # Table 9 (L382-383)
+    ("supervised", "paper", "optim.milestones", (20 / 45, 30 / 45, 40 / 45)),  # Table 10 (L391): se 10 after we 10, of 45
+    ("supervised", "paper", "optim.gamma", 0.01),  # Table 10 caption (L388)
+    ("supervised", "paper_audioset", "method.epoch_clips", 2_000_000),  # Table 10 (L392): Superv AudioSet, es 2M
+    ("supervised", "paper_audioset", "batch_size", 32),  # Table 10 (L392)
+    ("supervised", "paper_audioset", "crop_size", 224),  # L103
+    ("supervised", "paper_audioset", "epochs", 45),  # Table 10 (L392): te 45
+    ("supervised", "paper_audioset", "patience", 0),  # Table 10 (L392): e-stop no
+    ("supervised", "paper_audioset", "optim.lr", 0.04),  # Table 10 (L392): lr 0.04
+    ("supervised", "paper_audioset", "optim.weight_decay", 1e-5),  # Table 10 (L392): wd 1e-5
+    ("supervised", "paper_audioset", "optim.warmup_epochs", 10.0),  # Table 10 (L392): we 10
+    ("supervised", "paper_audioset", "optim.milestones", (30 / 45,)),  # Table 10 (L392): se 20 after we 10, of 45
+    ("supervised", "paper_audioset", "optim.gamma", 0.01),  # L388
     # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018; papers/cpfs.md)
     ("cpfs", "paper", "method.backbone", "alexnet"),  # L121: Pathak et al.'s AlexNet, sparse hypercolumns; BN (L154)
     ("cpfs", "paper", "method.embed_dim", 16),  # L121: D = 16
@@ -163,8 +192,23 @@ def test_every_paper_preset_is_pinned():
     from raysup.methods import METHODS
 
     ours = {m: mod for m, mod in METHODS.items() if mod.__name__.startswith("raysup.")}  # not a plugin a test registered
-    paper = {(m, p) for m, mod in ours.items() for p in mod.PRESETS if p.startswith("paper") and m != "supervised"}
+    paper = {(m, p) for m, mod in ours.items() for p in mod.PRESETS if p.startswith("paper")}
     assert paper == {(m, p) for m, p, _, _ in PINNED}
+
+
+def test_supervised_epoch_draws_repeat_each_clip_about_the_rate():
+    """An epoch of ``method.epoch_clips`` clips (Table 9 L378 "es"): each clip drawn
+    floor(rate) or floor(rate) + 1 times, about epoch_clips in all."""
+    import numpy as np
+    import pyarrow as pa
+
+    from raysup.methods.supervised import repeat_rows
+
+    batch = pa.table({"video_id": [f"v{i}" for i in range(1000)]})
+    drawn = repeat_rows(batch, rate=2.5, rng=np.random.default_rng(0))
+    counts = np.unique(drawn["video_id"].to_numpy(zero_copy_only=False), return_counts=True)[1]
+    assert set(counts) == {2, 3} and abs(drawn.num_rows - 2500) < 100
+    assert drawn["video_id"].to_pylist()[:3] != ["v0", "v0", "v0"]  # shuffled, not runs of copies
 
 
 def test_gdt_lr_scales_with_the_global_batch():
