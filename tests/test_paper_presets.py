@@ -267,3 +267,36 @@ def test_gdt_finetuning_schedule_follows_a2():
     assert lr[2 * spe:6 * spe] == pytest.approx([0.02] * 4 * spe)
     assert lr[6 * spe:8 * spe] == pytest.approx([2e-4] * 2 * spe) and lr[8 * spe:] == pytest.approx([2e-6] * 2 * spe)
     assert (ft.optim.weight_decay, ft.optim.momentum, ft.batch_size, ft.epochs, ft.test_clips) == (5e-3, 0.9, 32, 10, 10)
+
+
+def _experiments():
+    import glob
+    import os
+    import runpy
+
+    root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    return {os.path.basename(p): runpy.run_path(p)["EXPERIMENT"] for p in sorted(glob.glob(os.path.join(root, "*.py")))}
+
+
+def test_every_sweeps_published_numbers_name_its_paper_rows():
+    """Each --paper table prints the paper's numbers beside ours: every published row is a point
+    of the paper grid or a baseline row the sweep has, so none is silently left blank."""
+    import itertools
+
+    for script, exp in _experiments().items():
+        assert exp.published, f"{script}: no published numbers"
+        points = set(itertools.product(*exp.paper_grid.values()))
+        randoms = {("random init" + "".join(f" ({v})" for v in values),) for values in itertools.product(*(exp.paper_grid[k] for k in exp.random_per))}
+        rows = points | randoms | ({("supervised",)} if exp.supervised else set())
+        assert set(exp.published) <= rows, (script, set(exp.published) - rows)
+        assert all(c.startswith("paper ") and 0 < v < 100 for r in exp.published.values() for c, v in r.items())
+
+
+def test_published_columns_sit_beside_ours():
+    import pandas as pd
+
+    from raysup.sweep.results import published_columns
+
+    df = pd.DataFrame({"method.variant": ["sdc", "xdc", "random init"], "method.k": [16, 16, None], "video": [0.5, 0.6, 0.3]})
+    got = published_columns(df, ["method.variant", "method.k"], {("xdc", 16): {"paper UCF101": 74.2}, ("random init",): {"paper UCF101": 54.5}})
+    assert got["paper UCF101"].tolist()[1:] == [74.2, 54.5] and pd.isna(got["paper UCF101"][0])
