@@ -123,6 +123,13 @@ PINNED = [
     ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
     ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
     ("xdc", "paper_ig", "crop_size", 224),  # L103
+    ("xdc", "paper_32f", "method.k_audio", 128),  # as paper (Table 6): Table 7's Kinetics model
+    ("xdc", "paper_32f", "epochs", 30),  # as paper: Table 10 (L393), "training is similar to our ablations" (L199)
+    ("xdc", "paper_32f", "batch_size", 32),  # the rounds: Table 10 (L393)
+    ("xdc", "paper_32f", "method.window_frames", 8),  # the rounds: 8-frame clips (L103) of the 32-frame prepared clips
+    ("xdc", "paper_32f", "method.long_clip_epochs", 30),  # L199: the video encoder retrained on the last clustering (te as the rounds)
+    ("xdc", "paper_32f", "method.long_clip_batch", 8),  # L400: mini-batch 8 for 32-frame clips
+    ("xdc", "paper_32f", "method.long_clip_lr", 0.0025),  # L400: base lr 0.0025
     # --- XDC's Superv baseline (papers/xdc.md L99: supervised pretraining on a large labelled set, then finetuned)
     ("supervised", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: the encoders of every XDC model
     ("supervised", "paper", "method.audio_encoder", "resnet18_audio"),  # L103
@@ -275,7 +282,8 @@ def _experiments():
     import runpy
 
     root = os.path.join(os.path.dirname(__file__), "..", "experiments")
-    return {os.path.basename(p): runpy.run_path(p)["EXPERIMENT"] for p in sorted(glob.glob(os.path.join(root, "*.py")))}
+    scripts = {os.path.basename(p): runpy.run_path(p) for p in sorted(glob.glob(os.path.join(root, "*.py")))}
+    return {name: ns["EXPERIMENT"] for name, ns in scripts.items() if "EXPERIMENT" in ns}  # the sweeps
 
 
 def test_every_sweeps_published_numbers_name_its_paper_rows():
@@ -300,3 +308,32 @@ def test_published_columns_sit_beside_ours():
     df = pd.DataFrame({"method.variant": ["sdc", "xdc", "random init"], "method.k": [16, 16, None], "video": [0.5, 0.6, 0.3]})
     got = published_columns(df, ["method.variant", "method.k"], {("xdc", 16): {"paper UCF101": 74.2}, ("random init",): {"paper UCF101": 54.5}})
     assert got["paper UCF101"].tolist()[1:] == [74.2, 54.5] and pd.isna(got["paper UCF101"][0])
+
+
+def test_xdc_finetune_lr_grid_and_validation_split():
+    """Table 12 (papers/xdc.md L422-423): the base-lr grids; the search's validation part is held-out train videos only."""
+    from raysup.data.labels import LabelRow
+    from raysup.data.tables import is_held_out
+    from raysup.methods.xdc import FINETUNE_LRS, PAPER_PROTOCOLS
+    from raysup.sweep.lr_cv import validation_rows
+
+    assert FINETUNE_LRS == {"video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01), "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04)}
+    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS}
+    rows = [LabelRow(f"v{i}", f"c{i % 3}", "test" if i % 4 == 0 else "train") for i in range(200)]
+    val = validation_rows(rows, 0.1)
+    assert {r.video_id for r in val} == {r.video_id for r in rows if r.split == "train"}  # the test videos never enter the search
+    assert {r.video_id for r in val if r.split == "test"} == {r.video_id for r in val if is_held_out(r.video_id, 0.1)} != set()
+    with pytest.raises(ValueError, match="val_fraction"):
+        validation_rows(rows, 0.0)
+
+
+def test_frame_window_jitters_in_training_and_centres_otherwise():
+    """papers/xdc.md L103: 8-frame clips with temporal jittering; the paper_32f rounds cut them from 32-frame clips."""
+    from raysup.methods.xdc import frame_window
+
+    frames = torch.arange(32).view(1, 32, 1, 1, 1).expand(64, 32, 2, 2, 3)
+    centre = frame_window(frames, 8, train=False)
+    assert centre.shape == (64, 8, 2, 2, 3) and centre[:, :, 0, 0, 0].eq(torch.arange(12, 20)).all()
+    jittered = frame_window(frames, 8, train=True)[:, :, 0, 0, 0]
+    assert (jittered.diff(dim=1) == 1).all() and len(set(jittered[:, 0].tolist())) > 5  # consecutive, random starts
+    assert frame_window(frames[:, :8], 8, train=True).equal(frames[:, :8])

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from ray.data.expressions import col
 from torch import nn
@@ -61,6 +62,16 @@ class Config:
     cluster_gpus: float = 0.0
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the video's random resized crop; (1, 1): none (flip only)
     video_norm: Literal["clip", "fixed", "kinetics"] = "clip"  # per-clip standardisation, or fixed constants (video_input)
+    # > 0: the model sees this many frames of each prepared clip: a random window to train (temporal
+    # jittering, papers/xdc.md L103), the centre one otherwise; 0: every frame of the clip
+    window_frames: int = 0
+    # > 0: after the rounds, stage `long_clips` retrains the video encoder on the last clustering with
+    # every frame of the prepared clips (e.g. 32; L199) for this many epochs, batch long_clip_batch,
+    # base lr long_clip_lr at that batch (L400: 8 and 0.0025 instead of 32 and 0.01)
+    long_clip_epochs: int = 0
+    long_clip_batch: int = 8
+    long_clip_lr: float = 0.0025
+    video_only: bool = False  # only the video encoder and its head (the long_clips stage's model)
 
     @property
     def kmeans(self) -> KMeansConfig:
@@ -87,6 +98,10 @@ class Config:
             raise ValueError(f"epoch_size: must be > 0, got {self.epoch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if self.window_frames < 0 or self.long_clip_epochs < 0 or self.long_clip_batch < 1 or self.long_clip_lr <= 0:
+            raise ValueError("window_frames/long_clip_epochs/long_clip_batch/long_clip_lr: must be >= 0, >= 0, >= 1, > 0")
+        if (self.long_clip_epochs or self.video_only) and "video" not in HEADS[self.variant]:
+            raise ValueError(f"long_clip_epochs: the {self.variant} variant has no video encoder to retrain on long clips")
         check_crop_scale(self.crop_scale)
 
 
@@ -159,6 +174,12 @@ PRESETS["paper_ig"] = _paper(  # All DCs, IG-Kinetics & IG-Random (L395): es 10M
     # the paper gives no k for IG; ours: AudioSet's best (Table 2 L129-131), as the best k grows with the data (L117)
     method={"k": 256},
 )
+# Table 7's models (papers/xdc.md L199): the Kinetics preset on 32-frame clips at 30 fps (prepare
+# --clip-frames 32 --fps 30), the rounds on a random 8-frame window of each (L103), then stage
+# `long_clips` on every 32 frames: te 30 epochs as the rounds ("training is similar to our
+# ablations", L199), batch 8, base lr 0.0025 (L400)
+PRESETS["paper_32f"] = {**PRESETS["paper"], "method": {**PRESETS["paper"]["method"], "window_frames": 8, "long_clip_epochs": 30,
+                                                          "long_clip_batch": 8, "long_clip_lr": 0.0025}}
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
 MAX_DRAWS_PER_CLIP = 100  # epoch_clips over the clips: more is a paper preset on far too little data
@@ -179,7 +200,7 @@ class XDC(Method):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        names = encoder_names(cfg.variant)
+        names = ("video",) if cfg.video_only else encoder_names(cfg.variant)
         # the same-modality baselines' second encoder: the same network, its own random init (L105-115)
         self.video = video_encoder(cfg.video_encoder) if "video" in names else None
         self.audio = audio_encoder(cfg.audio_encoder) if "audio" in names else None
@@ -187,12 +208,17 @@ class XDC(Method):
         self.audio2 = audio_encoder(cfg.audio_encoder) if "audio2" in names else None
         dims = {name: getattr(self, name).out_dim for name in names}
         sources = HEADS[cfg.variant]  # head → the clustering whose labels it learns
-        self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.cluster_k(sources[name])) for name in head_names(cfg.variant)})
+        heads = [h for h in head_names(cfg.variant) if h.split("_")[0] in names]
+        self.heads = nn.ModuleDict({name: nn.Linear(dims[name.split("_")[0]], cfg.cluster_k(sources[name])) for name in heads})
 
     def encoders(self):
-        return {name: Encoder(getattr(self, name), getattr(self, name).out_dim) for name in encoder_names(self.cfg.variant)}
+        return {name: Encoder(getattr(self, name), getattr(self, name).out_dim) for name in encoder_names(self.cfg.variant) if getattr(self, name) is not None}
 
     def embed(self, batch, *, train=False):
+        if self.cfg.window_frames:
+            batch = {**batch, "frames": frame_window(batch["frames"], self.cfg.window_frames, train=train)}
+        if self.cfg.video_only:
+            return {"video": self.video(video_input(batch["frames"], train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm))}
         if self.video is not None and self.audio is not None:
             return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
         # same-modality-XDC: both encoders see the same clip, as XDC's two do (the paper is silent; ours)
@@ -218,6 +244,17 @@ class XDC(Method):
     def load_pretrained(self, state):
         """Encoders from the previous round; heads start fresh (DeepCluster)."""
         self.load_state_dict({k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
+
+
+def frame_window(frames, n: int, *, train: bool):
+    """``n`` consecutive frames of each clip [B,T,...] (all T when T <= n): at a random start per
+    clip when ``train`` (temporal jittering, papers/xdc.md L103), else the centred ones."""
+    t = frames.shape[1]
+    if t <= n:
+        return frames
+    start = torch.randint(0, t - n + 1, (frames.shape[0],)) if train else torch.full((frames.shape[0],), (t - n) // 2)
+    index = (start[:, None] + torch.arange(n)).to(frames.device)  # [B,n]
+    return torch.stack([f[i] for f, i in zip(frames, index)])
 
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
@@ -315,18 +352,42 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         yield Stage(train=train, val=val, rows_per_epoch=n_draw, name=name, init_checkpoint=init, extra_metrics=extra)
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
         previous = clusters
+    if m.long_clip_epochs and not log.finished("long_clips"):
+        yield long_clip_stage(cfg, clips, previous, read_json(fs, f"{root}/clusters/round_{m.rounds - 1}/{STATS}"), latest_checkpoint(run_dir))
+
+
+def long_clip_stage(cfg: TrainConfig, clips, clusters: str, cstats: dict, init: str) -> Stage:
+    """Stage ``long_clips`` (papers/xdc.md L199: "we re-train our video encoder on the last
+    clustering assignment using 32-frame clips"; L400: batch 8, base lr 0.0025): the video
+    encoder and its head, from the last round's checkpoint, on the last round's clusters, every
+    frame of the prepared clips (``window_frames`` off), the rounds' epoch size and schedule shape."""
+    m: Config = cfg.method
+    heads = {"video": HEADS[m.variant]["video"]}
+    n_train = int(sum(cstats[heads["video"]]["train_sizes"]))
+    n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
+    rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
+    rates = draw_rates({"video": cstats[heads["video"]]["train_sizes"]}, n_draw)
+    train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
+    val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
+    optim = replace(cfg.optim, lr=m.long_clip_lr, lr_batch=m.long_clip_batch if cfg.optim.lr_batch else 0)
+    long = replace(cfg, batch_size=m.long_clip_batch, epochs=m.long_clip_epochs, optim=optim, method=replace(m, window_frames=0, video_only=True))
+    return Stage(train=train, val=val, rows_per_epoch=n_draw, name="long_clips", init_checkpoint=init, cfg=long)
 
 
 # --- evaluation -------------------------------------------------------------------------------
 # Finetuning, Table 11 (papers/xdc.md L412-417): bs 32, we/se/te 2/2/8, wd 0.005, no e-stop,
 # γ = 0.01 (caption); the step counted after the warm-up as in pretraining (decays at epochs 4 and
-# 6). Base lr: the paper takes the best of a cross-validation (Table 12, L420-423: full
-# {0.001, 0.002, 0.004, 0.006, 0.008, 0.01}, fc-only up to 0.04), which raysup does not run here;
-# ours: 0.001 for full finetuning (the grid value nearest VMZ's UCF101 finetuning lr, 1e-4 per GPU
+# 6). Base lr: the paper takes the best of a cross-validation over FINETUNE_LRS (Table 12,
+# L420-423), which experiments/xdc_finetune_lr_cv.py runs (raysup.sweep.lr_cv); a single
+# `raysup probe --protocol paper` uses ours: 0.001 for full finetuning (the grid value nearest VMZ's UCF101 finetuning lr, 1e-4 per GPU
 # × 8 GPUs, scripts/finetune_ucf101.sh, where XDC's README sends finetuning) and 0.01 for fc-only
 # ("higher learning rates tend to be beneficial when learning FC-only", L402; the grids' shared top).
 # Momentum 0.9: the paper is silent (VMZ's). Deviation: es (UCF101 106K, HMDB51 40K, ESC50 20K
 # clips) is not set: an epoch is one pass over the train split's clips.
+FINETUNE_LRS = {
+    "video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01),  # Table 12 (L422): full finetuning
+    "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04),  # Table 12 (L423): FC only
+}
 FINETUNE_SCHEDULE = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-3, "schedule": "step", "milestones": (0.5, 0.75), "gamma": 0.01,
                      "warmup_epochs": 2}
 PAPER_PROTOCOLS = (

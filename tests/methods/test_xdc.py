@@ -195,3 +195,42 @@ def test_same_modality_xdc_round_clusters_the_second_encoder(small_prepared, tmp
     from raysup.evaluate import probe
 
     assert set(probe(cfg, data, labels, latest_checkpoint(run_dir))) == {"video", "video2"}
+
+
+@pytest.mark.slow
+def test_finetune_lr_cross_validation_picks_on_validation_then_tests(small_prepared, tmp_path):
+    """experiments/xdc_finetune_lr_cv.py: a 2-value lr grid as parallel Tune trials on held-out
+    train videos, then the best lr finetuned and tested (run by hand; a few minutes)."""
+    import runpy
+
+    data, labels = small_prepared
+    run_dir = str(tmp_path / "xdc")
+    runner.train(make_config("xdc", "tiny", {"method.k": 4, "epochs": 1, "batch_size": 8}), PreparedData(data), run_dir, labels=labels)
+    script = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "xdc_finetune_lr_cv.py"))
+    result = script["main"]([run_dir, "--data", data, "--labels", labels, "--lrs", "0.001,0.01", "--epochs", "1", "--val-fraction", "0.3",
+                              "--batch-size", "4"])
+    assert set(result["val_top1"]) == {"0.001", "0.01"} and result["best_lr"] in (0.001, 0.01)
+    assert 0 <= result["test_top1"] <= 1
+    assert json.load(open(f"{run_dir}.lr_cv/lr_cv.json")) == result
+    assert os.path.isdir(f"{run_dir}.lr_cv/test_lr_{result['best_lr']:g}/video")
+
+
+@pytest.mark.slow
+def test_long_clip_stage_retrains_the_video_encoder_on_the_last_clusters(small_prepared, tmp_path):
+    """paper_32f's shape (papers/xdc.md L199, L400): rounds on a frame window, then stage
+    `long_clips` on whole clips with its own batch and lr, the video encoder only (run by hand)."""
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    run_dir = str(tmp_path / "xdc")
+    cfg = make_config("xdc", "tiny", {"method.k": 4, "method.rounds": 1, "epochs": 1, "batch_size": 8, "method.window_frames": 4,
+                                      "method.long_clip_epochs": 1, "method.long_clip_batch": 4, "method.long_clip_lr": 5e-4})
+    runner.train(cfg, data, run_dir, labels=labels)
+    assert "long_clips" in latest_checkpoint(run_dir)
+    run = runner.open_run(run_dir)
+    assert (run.cfg.batch_size, run.cfg.optim.lr, run.cfg.method.window_frames, run.cfg.method.video_only) == (4, 5e-4, 0, True)
+    state = load_checkpoint_file(run.checkpoint)["model"]
+    assert {k.split(".")[0] for k in state} == {"video", "heads"} and set(k.split(".")[1] for k in state if k.startswith("heads.")) == {"video"}
+    rounds = load_checkpoint_file(latest_checkpoint(os.path.join(run_dir, "round_0")))["model"]
+    assert not torch.equal(rounds["video.body.0.weight"], state["video.body.0.weight"])  # trained on from the last round
+    from raysup.evaluate import probe
+
+    assert set(probe(run.cfg, data, labels, run.checkpoint)) == {"video"}
