@@ -127,9 +127,14 @@ PINNED = [
     ("xdc", "paper_32f", "epochs", 30),  # as paper: Table 10 (L393), "training is similar to our ablations" (L199)
     ("xdc", "paper_32f", "batch_size", 32),  # the rounds: Table 10 (L393)
     ("xdc", "paper_32f", "method.window_frames", 8),  # the rounds: 8-frame clips (L103) of the 32-frame prepared clips
-    ("xdc", "paper_32f", "method.long_clip_epochs", 30),  # L199: the video encoder retrained on the last clustering (te as the rounds)
-    ("xdc", "paper_32f", "method.long_clip_batch", 8),  # L400: mini-batch 8 for 32-frame clips
-    ("xdc", "paper_32f", "method.long_clip_lr", 0.0025),  # L400: base lr 0.0025
+    ("xdc", "paper_32f_long", "method.window_frames", 0),  # L199: the video encoder retrained with all 32 frames …
+    ("xdc", "paper_32f_long", "method.k_audio", 128),  # … on the last clustering of the paper_32f run (its k, Table 6)
+    ("xdc", "paper_32f_long", "epochs", 30),  # L199: "training is similar to our ablations": te 30 (Table 10 L393)
+    ("xdc", "paper_32f_long", "batch_size", 8),  # L400: mini-batch 8 for 32-frame clips
+    ("xdc", "paper_32f_long", "optim.lr", 0.0025),  # L400: base lr 0.0025 …
+    ("xdc", "paper_32f_long", "optim.lr_batch", 8),  # … at batch 8
+    ("xdc", "paper_32f_long", "optim.warmup_epochs", 10.0),  # as the rounds (Table 10 L393)
+    ("xdc", "paper_32f_long", "optim.gamma", 0.01),  # L388
     # --- XDC's Superv baseline (papers/xdc.md L99: supervised pretraining on a large labelled set, then finetuned)
     ("supervised", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: the encoders of every XDC model
     ("supervised", "paper", "method.audio_encoder", "resnet18_audio"),  # L103

@@ -57,9 +57,9 @@ CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch
     ("xdc", "paper", "xdc", {"method.k": 4, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 16}),
     # issue 26's command (15 clips with audio), one round
     ("xdc", "paper", "issue", {"method.k": 2, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 0}),
-    # Table 7's stage on the same 32-frame clips: a round on 8-frame windows, then long_clips (batch 2 here)
+    # Table 7's first run on the same 32-frame clips: a round on 8-frame windows
     ("xdc", "paper_32f", "issue", {"method.k": 2, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1,
-                                   "method.pca_dim": 0, "method.long_clip_batch": 2}),
+                                   "method.pca_dim": 0}),
 ]
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+import pyarrow.fs as pafs
 import torch
 import torch.nn.functional as F
 from ray.data.expressions import col
@@ -65,13 +66,10 @@ class Config:
     # > 0: the model sees this many frames of each prepared clip: a random window to train (temporal
     # jittering, papers/xdc.md L103), the centre one otherwise; 0: every frame of the clip
     window_frames: int = 0
-    # > 0: after the rounds, stage `long_clips` retrains the video encoder on the last clustering with
-    # every frame of the prepared clips (e.g. 32; L199) for this many epochs, batch long_clip_batch,
-    # base lr long_clip_lr at that batch (L400: 8 and 0.0025 instead of 32 and 0.01)
-    long_clip_epochs: int = 0
-    long_clip_batch: int = 8
-    long_clip_lr: float = 0.0025
-    video_only: bool = False  # only the video encoder and its head (the long_clips stage's model)
+    # an XDC run (folder or URI) on the same prepared clips: this run is then Table 7's long-clip
+    # stage (papers/xdc.md L199), one stage `long_clips` retraining that run's video encoder and its
+    # head on that run's last clustering with every frame of the clips; the model has no audio encoder
+    long_clips_of: str = ""
 
     @property
     def kmeans(self) -> KMeansConfig:
@@ -98,10 +96,10 @@ class Config:
             raise ValueError(f"epoch_size: must be > 0, got {self.epoch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
-        if self.window_frames < 0 or self.long_clip_epochs < 0 or self.long_clip_batch < 1 or self.long_clip_lr <= 0:
-            raise ValueError("window_frames/long_clip_epochs/long_clip_batch/long_clip_lr: must be >= 0, >= 0, >= 1, > 0")
-        if (self.long_clip_epochs or self.video_only) and "video" not in HEADS[self.variant]:
-            raise ValueError(f"long_clip_epochs: the {self.variant} variant has no video encoder to retrain on long clips")
+        if self.window_frames < 0:
+            raise ValueError(f"window_frames: must be >= 0, got {self.window_frames}")
+        if self.long_clips_of and "video" not in HEADS[self.variant]:
+            raise ValueError(f"long_clips_of: the {self.variant} variant has no video encoder to retrain on long clips")
         check_crop_scale(self.crop_scale)
 
 
@@ -174,12 +172,13 @@ PRESETS["paper_ig"] = _paper(  # All DCs, IG-Kinetics & IG-Random (L395): es 10M
     # the paper gives no k for IG; ours: AudioSet's best (Table 2 L129-131), as the best k grows with the data (L117)
     method={"k": 256},
 )
-# Table 7's models (papers/xdc.md L199): the Kinetics preset on 32-frame clips at 30 fps (prepare
-# --clip-frames 32 --fps 30), the rounds on a random 8-frame window of each (L103), then stage
-# `long_clips` on every 32 frames: te 30 epochs as the rounds ("training is similar to our
-# ablations", L199), batch 8, base lr 0.0025 (L400)
-PRESETS["paper_32f"] = {**PRESETS["paper"], "method": {**PRESETS["paper"]["method"], "window_frames": 8, "long_clip_epochs": 30,
-                                                          "long_clip_batch": 8, "long_clip_lr": 0.0025}}
+# Table 7's models (papers/xdc.md L199), in two runs on 32-frame clips at 30 fps (prepare
+# --clip-frames 32 --fps 30): paper_32f, the Kinetics preset with the rounds on a random 8-frame
+# window of each clip (L103's 8 frames); then paper_32f_long (--set method.long_clips_of=THAT_RUN),
+# the video encoder retrained on its last clustering with all 32 frames, te 30 epochs as the rounds
+# ("training is similar to our ablations", L199), batch 8 and base lr 0.0025 (L400)
+PRESETS["paper_32f"] = {**PRESETS["paper"], "method": {**PRESETS["paper"]["method"], "window_frames": 8}}
+PRESETS["paper_32f_long"] = {**PRESETS["paper"], "batch_size": 8, "optim": {**PRESETS["paper"]["optim"], "lr": 0.0025, "lr_batch": 8}}
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
 MAX_DRAWS_PER_CLIP = 100  # epoch_clips over the clips: more is a paper preset on far too little data
@@ -200,7 +199,7 @@ class XDC(Method):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        names = ("video",) if cfg.video_only else encoder_names(cfg.variant)
+        names = ("video",) if cfg.long_clips_of else encoder_names(cfg.variant)
         # the same-modality baselines' second encoder: the same network, its own random init (L105-115)
         self.video = video_encoder(cfg.video_encoder) if "video" in names else None
         self.audio = audio_encoder(cfg.audio_encoder) if "audio" in names else None
@@ -217,7 +216,7 @@ class XDC(Method):
     def embed(self, batch, *, train=False):
         if self.cfg.window_frames:
             batch = {**batch, "frames": frame_window(batch["frames"], self.cfg.window_frames, train=train)}
-        if self.cfg.video_only:
+        if self.cfg.long_clips_of:
             return {"video": self.video(video_input(batch["frames"], train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm))}
         if self.video is not None and self.audio is not None:
             return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
@@ -259,6 +258,8 @@ def frame_window(frames, n: int, *, train: bool):
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     m: Config = cfg.method
+    if cfg.preset == "paper_32f_long" and not m.long_clips_of:
+        raise ConfigError("method.long_clips_of: the paper_32f_long preset retrains a paper_32f run's video encoder; --set method.long_clips_of=RUN_DIR")
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
     no_audio = set(data.manifest.get("no_audio", []))
@@ -308,6 +309,10 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
     trains from the previous round's checkpoint. Features are of centre crops."""
     m: Config = cfg.method
     run_dir = log.run_dir
+    if m.long_clips_of:
+        if not log.finished("long_clips"):
+            yield long_clip_stage(cfg, audio_clips(data), m.long_clips_of)
+        return
     fs, root = resolve(run_dir)
     if exists(fs, f"{root}/clusters") and not log.resume:
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
@@ -352,16 +357,22 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         yield Stage(train=train, val=val, rows_per_epoch=n_draw, name=name, init_checkpoint=init, extra_metrics=extra)
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
         previous = clusters
-    if m.long_clip_epochs and not log.finished("long_clips"):
-        yield long_clip_stage(cfg, clips, previous, read_json(fs, f"{root}/clusters/round_{m.rounds - 1}/{STATS}"), latest_checkpoint(run_dir))
 
 
-def long_clip_stage(cfg: TrainConfig, clips, clusters: str, cstats: dict, init: str) -> Stage:
+def long_clip_stage(cfg: TrainConfig, clips, source: str) -> Stage:
     """Stage ``long_clips`` (papers/xdc.md L199: "we re-train our video encoder on the last
-    clustering assignment using 32-frame clips"; L400: batch 8, base lr 0.0025): the video
-    encoder and its head, from the last round's checkpoint, on the last round's clusters, every
-    frame of the prepared clips (``window_frames`` off), the rounds' epoch size and schedule shape."""
+    clustering assignment using 32-frame clips"; L400: batch 8, base lr 0.0025, the preset's):
+    the video encoder and its head from the ``source`` run's last checkpoint, on its last round's
+    clusters (joined by clip key: ``source`` must be of the same prepared data), every frame of
+    the clips, this run's epochs and schedule."""
     m: Config = cfg.method
+    fs, root = resolve(source)
+    rounds = sorted(int(f.base_name[6:]) for f in fs.get_file_info(pafs.FileSelector(f"{root}/clusters", allow_not_found=True))
+                    if f.base_name.startswith("round_") and exists(fs, f"{f.path}/{STATS}"))
+    if not rounds:
+        raise ConfigError(f"method.long_clips_of: {redact(source)} holds no clustered XDC round; give the paper_32f run")
+    clusters, cstats = join(source, "clusters", f"round_{rounds[-1]}"), read_json(fs, f"{root}/clusters/round_{rounds[-1]}/{STATS}")
+    init = latest_checkpoint(source)
     heads = {"video": HEADS[m.variant]["video"]}
     n_train = int(sum(cstats[heads["video"]]["train_sizes"]))
     n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
@@ -369,9 +380,7 @@ def long_clip_stage(cfg: TrainConfig, clips, clusters: str, cstats: dict, init: 
     rates = draw_rates({"video": cstats[heads["video"]]["train_sizes"]}, n_draw)
     train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
     val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
-    optim = replace(cfg.optim, lr=m.long_clip_lr, lr_batch=m.long_clip_batch if cfg.optim.lr_batch else 0)
-    long = replace(cfg, batch_size=m.long_clip_batch, epochs=m.long_clip_epochs, optim=optim, method=replace(m, window_frames=0, video_only=True))
-    return Stage(train=train, val=val, rows_per_epoch=n_draw, name="long_clips", init_checkpoint=init, cfg=long)
+    return Stage(train=train, val=val, rows_per_epoch=n_draw, name="long_clips", init_checkpoint=init)
 
 
 # --- evaluation -------------------------------------------------------------------------------

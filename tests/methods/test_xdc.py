@@ -216,21 +216,23 @@ def test_finetune_lr_cross_validation_picks_on_validation_then_tests(small_prepa
 
 
 @pytest.mark.slow
-def test_long_clip_stage_retrains_the_video_encoder_on_the_last_clusters(small_prepared, tmp_path):
-    """paper_32f's shape (papers/xdc.md L199, L400): rounds on a frame window, then stage
-    `long_clips` on whole clips with its own batch and lr, the video encoder only (run by hand)."""
-    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
-    run_dir = str(tmp_path / "xdc")
-    cfg = make_config("xdc", "tiny", {"method.k": 4, "method.rounds": 1, "epochs": 1, "batch_size": 8, "method.window_frames": 4,
-                                      "method.long_clip_epochs": 1, "method.long_clip_batch": 4, "method.long_clip_lr": 5e-4})
-    runner.train(cfg, data, run_dir, labels=labels)
-    assert "long_clips" in latest_checkpoint(run_dir)
-    run = runner.open_run(run_dir)
-    assert (run.cfg.batch_size, run.cfg.optim.lr, run.cfg.method.window_frames, run.cfg.method.video_only) == (4, 5e-4, 0, True)
-    state = load_checkpoint_file(run.checkpoint)["model"]
-    assert {k.split(".")[0] for k in state} == {"video", "heads"} and set(k.split(".")[1] for k in state if k.startswith("heads.")) == {"video"}
-    rounds = load_checkpoint_file(latest_checkpoint(os.path.join(run_dir, "round_0")))["model"]
-    assert not torch.equal(rounds["video.body.0.weight"], state["video.body.0.weight"])  # trained on from the last round
+def test_long_clip_run_retrains_the_video_encoder_on_the_last_clusters(small_prepared, tmp_path):
+    """paper_32f's shape (papers/xdc.md L199, L400): rounds on a frame window, then a follow-up run
+    (method.long_clips_of) on whole clips with its own batch and lr, the video encoder only (run by hand)."""
+    from raysup.config import ConfigError
     from raysup.evaluate import probe
 
-    assert set(probe(run.cfg, data, labels, run.checkpoint)) == {"video"}
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    rounds, long = str(tmp_path / "xdc"), str(tmp_path / "xdc_long")
+    small = {"method.k": 4, "method.rounds": 1, "epochs": 1}
+    runner.train(make_config("xdc", "tiny", {**small, "batch_size": 8, "method.window_frames": 4}), data, rounds, labels=labels)
+    with pytest.raises(ConfigError, match="method.long_clips_of: .* holds no clustered XDC round"):
+        runner.train(make_config("xdc", "tiny", {**small, "batch_size": 4, "method.long_clips_of": str(tmp_path)}), data, str(tmp_path / "x"))
+    cfg = make_config("xdc", "tiny", {**small, "batch_size": 4, "optim.lr": 5e-4, "method.long_clips_of": rounds})
+    runner.train(cfg, data, long, labels=labels)
+    assert "long_clips" in latest_checkpoint(long)
+    state = load_checkpoint_file(latest_checkpoint(long))["model"]
+    assert {k.split(".")[0] for k in state} == {"video", "heads"} and {k.split(".")[1] for k in state if k.startswith("heads.")} == {"video"}
+    before = load_checkpoint_file(latest_checkpoint(rounds))["model"]
+    assert not torch.equal(before["video.body.0.weight"], state["video.body.0.weight"])  # trained on from the rounds' encoder
+    assert set(probe(cfg, data, labels, latest_checkpoint(long))) == {"video"}
