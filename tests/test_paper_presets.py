@@ -342,3 +342,15 @@ def test_frame_window_jitters_in_training_and_centres_otherwise():
     jittered = frame_window(frames, 8, train=True)[:, :, 0, 0, 0]
     assert (jittered.diff(dim=1) == 1).all() and len(set(jittered[:, 0].tolist())) > 5  # consecutive, random starts
     assert frame_window(frames[:, :8], 8, train=True).equal(frames[:, :8])
+
+
+def test_paper_sweeps_score_each_row_with_the_protocols_its_model_has():
+    """--paper sweeps: a same-modality audio model has no video finetuning; the supervised baseline
+    gets the sweep method's finetunings, not its frozen taps (GDT's audio conv5)."""
+    from raysup.methods.gdt import PAPER_PROTOCOLS as GDT_PROTOCOLS
+    from raysup.methods.xdc import PAPER_PROTOCOLS as XDC_PROTOCOLS
+    from raysup.sweep.paper_eval import usable
+
+    assert [usable(p, {"audio", "audio2"}, own=True) for p in XDC_PROTOCOLS] == [False, False]
+    assert all(usable(p, {"video", "video2"}, own=True) for p in XDC_PROTOCOLS)
+    assert [type(p).__name__ for p in GDT_PROTOCOLS if usable(p, {"video", "audio"}, own=False)] == ["FinetuneProtocol"]
