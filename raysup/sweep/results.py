@@ -42,7 +42,8 @@ def baselines(s: Sweep) -> dict[str, dict[str, float]]:
     for values in itertools.product(*(s.grid[k] for k in s.random_per)):
         cfg = make_config(s.method, s.preset, {**s.base, **dict(zip(s.random_per, values))})
         name = "random init" + "".join(f" ({v})" for v in values)
-        out[name] = objective(s, cfg, runner.open_data(data, cfg), None, out=join(s.storage, s.name, "baselines", name.replace(" ", "_")))
+        # a paper protocol's finetuning from random init runs in runs/ (cleared by --overwrite, as the trials')
+        out[name] = objective(s, cfg, runner.open_data(data, cfg), None, out=join(s.storage, s.name, "runs", name.replace(" ", "_")))
     if s.supervised:
         run_dir = supervised_dir(s)
         cfg = make_config("supervised", s.preset)
