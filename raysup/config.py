@@ -206,7 +206,7 @@ class TrainConfig:
 
     method_name: str
     method: Any
-    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig: XDC
+    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig", "paper_32f", "paper_32f_long"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig, paper_32f(_long): XDC (supervised: paper_audioset)
     epochs: int = 10
     max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32

@@ -40,7 +40,9 @@ class Experiment:
     ``tiny_base`` too unless ``--paper``, ``quick_base`` too with ``--quick``; ``--set`` overrides
     them all. ``random_per``: one random-init baseline row per value of these grid keys
     (:func:`raysup.sweep.results.baselines`); ``supervised``: the supervised baseline row;
-    ``probe_folds``: the probe's cross-validation folds on the embedded set (0: its test split)."""
+    ``probe_folds``: the probe's cross-validation folds on the embedded set (0: its test split);
+    ``published``: the paper's numbers for the ``--paper`` table, {(grid values,) or (baseline
+    name,): {"paper <dataset>": top-1 %}} (:func:`raysup.sweep.results.published_columns`)."""
 
     method: str
     title: str
@@ -53,6 +55,7 @@ class Experiment:
     probe_folds: int = 0
     random_per: tuple[str, ...] = ()
     supervised: bool = True
+    published: dict[tuple, dict[str, float]] = field(default_factory=dict)
 
 
 def main(exp: Experiment, argv: list[str] | None = None) -> str:
@@ -69,7 +72,9 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
     p.add_argument("--labels", help="labels CSV for the probe (required with --data)")
     p.add_argument("--storage", default="results", help="where Tune writes (folder or s3:// URI)")
-    p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule")
+    p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule, evaluated by its paper protocol")
+    p.add_argument("--eval-data", help="--paper: the downstream set's prepared folder or URI for the paper protocol (default: --data)")
+    p.add_argument("--pretrain-labels", help="--paper: labels CSV of the pretraining set for the supervised baseline (Superv; default: --labels)")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
     p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (deletes only what the sweep wrote; cached baselines stay)")
@@ -84,6 +89,8 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     a = p.parse_args(argv)
     if a.data and not a.labels:
         p.error("--data needs --labels")
+    if (a.eval_data or a.pretrain_labels) and not a.paper:
+        p.error("--eval-data and --pretrain-labels go with --paper")
     if "://" in a.storage and not a.data:
         p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
     table = []
@@ -106,6 +113,8 @@ def _experiment(a, exp: Experiment) -> str:
         exp.method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed,
         max_concurrent=a.max_concurrent, probe_folds=a.probe_folds if a.probe_folds is not None else 0 if a.data else exp.probe_folds,
         supervised=exp.supervised and not (a.no_supervised or a.quick), random_per=exp.random_per,
+        **({"protocol": "paper", "eval_data": a.eval_data or "", "pretrain_labels": a.pretrain_labels or "", "published": exp.published}
+           if a.paper else {}),
     )
     dataset = None if a.data else (lambda: make_default_dataset(os.path.join(storage, "synthetic")))
     return run(s, exp.title, address=a.address, resume=a.resume, overwrite=a.overwrite, make_data=dataset)
