@@ -378,7 +378,7 @@ def long_clip_stage(cfg: TrainConfig, clips, source: str) -> Stage:
     heads = {"video": HEADS[m.variant]["video"]}
     n_train = int(sum(cstats[heads["video"]]["train_sizes"]))
     n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
-    rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
+    rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": m.val_fraction}
     rates = draw_rates({"video": cstats[heads["video"]]["train_sizes"]}, n_draw)
     train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
     val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
