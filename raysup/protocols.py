@@ -408,7 +408,7 @@ def linear_scorer(layer: nn.Linear, norm: Norm | None) -> Scorer:
 
     def score(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return layer(normalized(torch.from_numpy(x).float(), norm)).softmax(1).numpy()
+            return layer(normalized(torch.tensor(x, dtype=torch.float32), norm)).softmax(1).numpy()
 
     return score
 
