@@ -10,8 +10,6 @@ never imports the method registry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import torch
@@ -19,19 +17,8 @@ import torch
 from raysup.checkpoint import load_checkpoint_file
 from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
-from raysup.data.schema import TensorSpec, to_numpy, vectors
+from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
-
-KEY = ("video_id", "clip_index")
-
-
-@dataclass(frozen=True)
-class Features:
-    """Per-clip features in memory: ``video_id`` [N], ``clip_index`` [N], ``feats[name]`` [N,D]."""
-
-    video_id: np.ndarray
-    clip_index: np.ndarray
-    feats: dict[str, np.ndarray]
 
 
 class Embedder:
@@ -88,34 +75,6 @@ def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str
             raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(names))})")
     fs, root = resolve(out)
     embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size).write_parquet(root, filesystem=fs)
-
-
-def extract_features(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
-                     actors: int = 1, batch_size: int = 64) -> Features:
-    """The features of ``ds``'s clips gathered in this process, sorted by video then clip: for
-    the linear probe of a labelled set (whose logistic regression holds them anyway). Clustering
-    never gathers: it reads :func:`write_features`' Parquet."""
-    parts = list(embed(ds, cfg, build, specs, checkpoint, actors=actors, batch_size=batch_size).iter_batches(batch_format="pyarrow", batch_size=None))
-    if not parts:
-        raise ValueError("no clips to extract features from")
-    table = pa.concat_tables(parts)
-    names = [n for n in table.column_names if n not in KEY]
-    vid = table.column("video_id").to_numpy(zero_copy_only=False).astype(str)
-    clip = table.column("clip_index").to_numpy()
-    order = np.lexsort((clip, vid))  # deterministic order: by video, then clip
-    return Features(vid[order], clip[order], {n: to_numpy(table.column(n))[order] for n in names})
-
-
-def video_average(f: Features) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Average clip features per video → (video ids [V], {name: [V,D]})."""
-    ids, inverse = np.unique(f.video_id, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(ids))[:, None]
-    out = {}
-    for name, x in f.feats.items():
-        acc = np.zeros((len(ids), x.shape[1]), np.float64)
-        np.add.at(acc, inverse, x)
-        out[name] = (acc / counts).astype(np.float32)
-    return ids, out
 
 
 # --- per-video averages without gathering the clips ------------------------------------------------
