@@ -261,6 +261,7 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # features [N,D] → class scores [N,classes]
 Norm = tuple[np.ndarray, np.ndarray]  # a feature's mean and deviation [D]
+CLIP_KEY = ("video_id", "clip_index")
 SHUFFLE_BYTES = 512 * 1024**2  # a stream shuffles together the rows of up to 2 × this
 
 
@@ -307,7 +308,7 @@ class FeatureStream:
         """The files' rows in ``order`` of the files, one record batch at a time."""
         for i in order:
             with self.fs.open_input_file(self.files[i]) as f:
-                for b in pq.ParquetFile(f).iter_batches(columns=["video_id", *self.names]):
+                for b in pq.ParquetFile(f).iter_batches(columns=[*CLIP_KEY, *self.names]):
                     yield pa.Table.from_batches([b])
 
     def labels(self, table: pa.Table) -> np.ndarray:
@@ -316,20 +317,21 @@ class FeatureStream:
     def batches(self, batch_size: int, g: torch.Generator) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """One epoch of (features {name: [B,D]}, labels [B]) batches: the files in random order, their
         rows shuffled together up to 2 × ``shuffle_bytes`` at a time, 1 × held over (every row
-        when they fit, as an in-memory permutation does)."""
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
+        when they fit, as an in-memory permutation does). Rows are put in clip order before each
+        shuffle, so the batches do not depend on how Ray Data cut the files when they all fit."""
+        files, rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).spawn(2)  # rows' draws apart from the files'
         keep = max(batch_size, self.shuffle_bytes // (4 * sum(self.dims.values())))
         held, rows = [], 0
-        for t in self.tables(rng.permutation(len(self.files))):
+        for t in self.tables(files.permutation(len(self.files))):
             held.append(t)
             rows += t.num_rows
             if rows >= 2 * keep:
-                pool = pa.concat_tables(held).take(rng.permutation(rows))
+                pool = in_clip_order(held).take(rng.permutation(rows))
                 n = (rows - keep) // batch_size * batch_size
                 yield from self.slices(pool.slice(0, n), batch_size)
                 held, rows = [pool.slice(n)], rows - n
         if rows:
-            yield from self.slices(pa.concat_tables(held).take(rng.permutation(rows)), batch_size)
+            yield from self.slices(in_clip_order(held).take(rng.permutation(rows)), batch_size)
 
     def slices(self, table: pa.Table, batch_size: int):
         for s in range(0, table.num_rows, batch_size):
@@ -352,9 +354,14 @@ class FeatureStream:
         return {name: (mean[name].astype(np.float32), (np.sqrt(m2[name] / n) + 1e-5).astype(np.float32)) for name in self.names}
 
     def read(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Every clip's features and label, in memory."""
-        table = pa.concat_tables(self.tables(range(len(self.files))))
+        """Every clip's features and label, in memory, in clip order."""
+        table = in_clip_order(self.tables(range(len(self.files))))
         return {n: matrix(table.column(n)) for n in self.names}, self.labels(table)
+
+
+def in_clip_order(tables) -> pa.Table:
+    """Feature tables as one, sorted by video, then clip."""
+    return pa.concat_tables(tables).sort_by([(k, "ascending") for k in CLIP_KEY])
 
 
 def frozen_classifiers(p: FrozenProtocol | LayerProbeProtocol, classifier: Classifier, stream: FeatureStream, classes: int,
