@@ -19,7 +19,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.evaluate import labelled
-from raysup.features import extract_features
+from raysup.features import embed, matrix
 from raysup.protocol_specs import AudioClipsProtocol, FrozenProtocol
 from raysup.protocols import build_tap_features, frozen_scores, video_accuracy
 
@@ -67,13 +67,24 @@ def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, c
             table = pa.table({"video_id": pa.array([v for v in ids for _ in picked[v]], pa.string()),
                               "clip_index": pa.array(np.concatenate([picked[v] for v in ids]), pa.int32())})  # the prepared column's type
             build = functools.partial(build_tap_features, taps={p.key: (p.tap, 0)})
-            feats[part] = extract_features(data.decode(join_columns(clips, ["video_id", "clip_index"], table), crop="centre"),
-                                           cfg, build, data.specs, checkpoint, actors=actors)
-        train, test = feats["train"], feats["test"]
+            feats[part] = gathered(embed(data.decode(join_columns(clips, ["video_id", "clip_index"], table), crop="centre"),
+                                         cfg, build, data.specs, checkpoint, actors=actors), p.key)
+        (train_ids, x_train), (test_ids, x_test) = feats["train"], feats["test"]
         ids = sorted(counts)
         index = {v: i for i, v in enumerate(ids)}
         y = np.array([label[v] for v in ids])
         frozen = FrozenProtocol(key=p.key, tap=p.tap, linear=p.linear, svm_c=p.svm_c, test_clips=p.clips)
-        scores = frozen_scores(frozen, p.classifier, train.feats[p.key], y[[index[v] for v in train.video_id]], test.feats[p.key], classes, cfg.seed)
-        results[p.key] = video_accuracy(scores, np.array([index[v] for v in test.video_id]), y, np.array([split[v] == "test" for v in ids]))
+        scores = frozen_scores(frozen, p.classifier, x_train, y[[index[v] for v in train_ids]], x_test, classes, cfg.seed)
+        results[p.key] = video_accuracy(scores, np.array([index[v] for v in test_ids]), y, np.array([split[v] == "test" for v in ids]))
     return results
+
+
+def gathered(features, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids [N], the ``key`` column [N,D]) of every row of a feature dataset, in this
+    process: the audio sets are small (ESC-50 2,000 recordings × 10 sub-clips, DCASE 100 × 60;
+    papers/gdt.md L162-164) and LinearSVC fits on every clip at once."""
+    parts = list(features.iter_batches(batch_format="pyarrow", batch_size=None))
+    if not parts:
+        raise ValueError("no clips to extract features from")
+    table = pa.concat_tables(parts)
+    return table.column("video_id").to_numpy(zero_copy_only=False).astype(str), matrix(table.column(key))
