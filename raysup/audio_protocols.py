@@ -55,7 +55,7 @@ def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, c
     rows = read_labels_csv(labels_csv)
     split, label = labelled(rows, set(data.video_ids)), label_of(rows)
     classes = len(class_index(rows))
-    counts = {v: data.manifest["videos"][v] for v in sorted(split)}
+    counts = {v: data.video_clips[v] for v in sorted(split)}
     clips = data.dataset(["video_id", "clip_index", "audio"], crop=None)
     results = {}
     for p in protocols:

@@ -383,7 +383,7 @@ def test_audio_protocols_take_evenly_spaced_sub_clips_of_the_papers_length(small
     assert dict(esc.published) == {"ESC-50, Kinetics-400 pretraining": 78.6} and dict(dcase.published) == {"DCASE2014, Kinetics-400 pretraining": 94.0}
     assert evenly_spaced(13, 10).tolist() == [0, 1, 3, 4, 5, 7, 8, 9, 11, 12] and evenly_spaced(10, 10).tolist() == list(range(10))
     data = PreparedData(small_prepared[0])  # 1 s clips (8 frames at 8 fps), 2 per video
-    counts = data.manifest["videos"]
+    counts = data.video_clips
     with pytest.raises(ConfigError, match="the paper's sub-clips are 2 s, the prepared audio windows 1 s"):
         check_audio(esc, data, counts)
     with pytest.raises(ConfigError, match="has 2 prepared clips, the protocol takes 60 evenly spaced ones"):
