@@ -16,18 +16,14 @@ from raysup.data.decode import open_media, video_samples, windows
 from raysup.data.flow import compute_flow
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
-from tests.conftest import write_media
+from raysup.data.tables import join_batch, labels_table
+from tests.conftest import stacked_cell, write_media
 
 
 def batches(ds) -> dict:
     """Every row of ``ds`` as one Arrow table."""
     table = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     return table
-
-
-def stacked(cell: list[bytes], flags: int = cv2.IMREAD_COLOR_RGB) -> np.ndarray:
-    """A jpeg cell's images (one per frame or field) decoded and stacked top to bottom."""
-    return np.concatenate([cv2.imdecode(np.frombuffer(j, np.uint8), flags) for j in cell])
 
 
 def cell_bytes(cell) -> int:
@@ -48,7 +44,7 @@ def test_codec_keeps_real_frames_and_flow(real_videos):
     for frames in clips:
         flow = compute_flow(frames, "dis")
         full = np.zeros((8, 128, 228, 3), np.uint8)
-        full[:] = stacked(codec.encode_frames(frames, 92)).reshape(8, 128, 228, 3)
+        full[:] = stacked_cell(codec.encode_frames(frames, 92)).reshape(8, 128, 228, 3)
         assert psnr(frames, full) >= 35
         f_out, fl_out = np.zeros((8, 128, 128, 3), np.uint8), np.zeros((7, 128, 128, 2), np.float16)
         top, left = codec.decode_clip(codec.encode_frames(frames, 92), codec.encode_flow(flow, 128.0), 128, 128.0, "random", rng, f_out, fl_out)
@@ -70,6 +66,16 @@ def test_codec_keeps_real_frames_and_flow(real_videos):
         assert psnr(f_old[3], full[3, :, left : left + 128]) > 40 and not f_old[:3].any()
 
 
+def test_joins_carry_the_jpeg_cells():
+    """Labels joined onto clips by key (probes, protocols, XDC's pseudo-labels) keep the clips'
+    list-of-JPEG cells, which Arrow's hash join refuses as payload."""
+    cells = pa.array([[b"f0", b"f1"], [b"g0"], [b"h0"]], pa.list_(pa.binary()))
+    clips = pa.table({"video_id": ["a", "b", "c"], "clip_index": pa.array([0, 0, 1], pa.int32()), "frames": cells})
+    joined = join_batch(clips, key=["video_id"], table=labels_table({"c": 2, "a": 1}))
+    rows = sorted(joined.to_pylist(), key=lambda r: r["video_id"])
+    assert rows == [{"video_id": "a", "clip_index": 0, "frames": [b"f0", b"f1"], "label": 1}, {"video_id": "c", "clip_index": 1, "frames": [b"h0"], "label": 2}]
+
+
 def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
     """The three real files: compressed on disk (a fraction of the raw encoding), decoded in
     the stream to centre crops of exactly the raw encoding's shapes."""
@@ -85,7 +91,7 @@ def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
     assert out["audio"].shape == (22, 40, 99) and int(out["audio_valid"].sum()) == 5
     stored = batches(data.dataset(["video_id", "clip_index", "frames"], crop=None))
     row = stored.filter(pa.compute.equal(stored["video_id"], "bikes")).to_pylist()[0]
-    img = stacked(row["frames"]).reshape(8, 32, -1, 3)
+    img = stacked_cell(row["frames"]).reshape(8, 32, -1, 3)
     assert img.shape[2] == 75  # 640×272: the frame's own aspect
     i = [k for k, (v, c) in enumerate(zip(table["video_id"].to_pylist(), table["clip_index"].to_pylist())) if (v, c) == ("bikes", row["clip_index"])][0]
     np.testing.assert_array_equal(out["frames"][i].numpy(), img[:, :, 21:53])  # the centre crop
@@ -106,7 +112,7 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
         cells = sum(cell_bytes(v) for c in ("frames", "flow", "audio") for v in t[c].to_pylist() if v)
         last = sum(cell_bytes(t[c][t.num_rows - 1].as_py()) for c in ("frames", "flow", "audio"))
         assert cells - last < 0.03 * 1024**2  # closed with the row that reached the bound
-        stored = {v: stacked(f).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
+        stored = {v: stacked_cell(f).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
         assert all(shape == {"wide": (256, 64, 3), "tall": (8 * 43, 32, 3), "four_three": (256, 43, 3)}[v] for v, shape in stored.items())
     data = PreparedData(str(tmp_path / "out"))
     centre = batches(data.dataset())
@@ -128,7 +134,7 @@ def test_fixed_width_resizes_every_video_to_one_shape(ray_session, tmp_path):
         write_media(src / f"{name}.mp4", seconds=2.0, size=size)
     m = prepare(str(src), str(tmp_path / "out"), PrepareConfig(clip_frames=8, fps=8.0, size=32, width=43))
     t = pa.concat_tables([pq.read_table(tmp_path / "out" / s) for s in m["shards"]])
-    assert {stacked(f).shape for f in t["frames"].to_pylist()} == {(8 * 32, 43, 3)}
+    assert {stacked_cell(f).shape for f in t["frames"].to_pylist()} == {(8 * 32, 43, 3)}
     data = PreparedData(str(tmp_path / "out"))
     assert ClipCollate(data.specs)(batches(data.dataset()))["flow"].shape == (m["counts"]["clips"], 7, 32, 32, 2)
     with pytest.raises(ValueError, match=r"width: must be 0 \(own aspect\) or >= size \(32\), got 31"):
@@ -186,6 +192,12 @@ def test_sets_prepared_before_encodings_are_read_as_raw(ray_session, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="unknown encoding 'webp'.*re-prepare"):
         PreparedData(str(out)).dataset()
+    # a jpeg output of one JPEG per clip (before 2026-12-06) cannot take today's per-image cells
+    params = {**json.loads(params_path.read_text()), "encoding": "jpeg"}
+    params.pop("jpeg_cells")
+    params_path.write_text(json.dumps(params))
+    with pytest.raises(ConfigError, match="jpeg_cells: .* was prepared with jpeg_cells=None, not 'per-image'; use a new output folder"):
+        prepare(str(src), str(out), PrepareConfig(clip_frames=8, fps=8.0, size=32))
 
 
 @pytest.mark.slow
