@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project, stats_from_counts
 from raysup.data.schema import to_numpy
 from raysup.data.storage import ensure_empty, exists, read_json, resolve, write_json
-from raysup.data.tables import held_out
+from raysup.data.tables import held_out, join_batch
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
@@ -322,7 +322,7 @@ def lookup(keys: pa.Table, shards: pa.ChunkedArray, labels: Labels, columns: lis
     found = pa.table({"video_id": found.column("video_id").cast(keys.schema.field("video_id").type),
                       "clip_index": found.column("clip_index").cast(keys.schema.field("clip_index").type),
                       **{prefix + c: found.column(c) for c in columns}})
-    return keys.join(found, keys=KEY, join_type="inner")
+    return join_batch(keys, key=KEY, table=found)  # keys may carry the clips' jpeg cells
 
 
 def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, previous: Labels | None,

@@ -413,11 +413,11 @@ class ShardWriter:
 
 
 def row_bytes(row: dict) -> int:
-    """Bytes of a clip row's tensor cells (numpy arrays or encoded images)."""
+    """Bytes of a clip row's tensor cells (numpy arrays or lists of encoded images)."""
     n = 0
     for name in TENSOR_COLUMNS:
         v = row.get(name)
-        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else len(v)
+        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else sum(map(len, v))
     return n
 
 
@@ -478,7 +478,7 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str 
     schema = arrow_schema(specs, encoding)
     cols = {}
     for field in schema:
-        if field.name in specs and pa.types.is_binary(field.type):  # encoded images
+        if field.name in specs and pa.types.is_list(field.type):  # encoded images
             cols[field.name] = [r.get(field.name) for r in rows]
         elif field.name in specs:
             cols[field.name] = [tensor_bytes(r.get(field.name), specs[field.name]) for r in rows]
@@ -652,7 +652,8 @@ def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
 
 
 # what an output prepared before these parameters existed was prepared with
-PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None, "flow_step": 1}
+PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None, "flow_step": 1,
+                           "jpeg_cells": None}
 
 
 def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
@@ -683,11 +684,12 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     inputs, listing_skips = list_inputs(src, cfg.audio_only)
     out_fs, out_root = resolve(out)
     params = to_dict(cfg)
+    recorded = {**params, "jpeg_cells": codec.JPEG_CELLS if cfg.encoding == "jpeg" else None}  # cells of one layout per output
     out_fs.create_dir(f"{out_root}/{TMP_DIR}", recursive=True)
     with OutputLock(out_fs, out_root, redact(out)) as lock:
-        _check_output(out_fs, out_root, out, source, params)
+        _check_output(out_fs, out_root, out, source, recorded)
         out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
-        write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**params, "source": source})
+        write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**recorded, "source": source})
         done = _reused(out_fs, out_root, src, inputs, redact(out))
         todo, extra, seen = [], list(listing_skips), set(done)
         for path, video_id in inputs:
@@ -820,11 +822,11 @@ def encoding_record(cfg: PrepareConfig) -> dict:
     it (before version 3) are ``{"format": "raw"}`` with the clip's own audio span."""
     rec: dict = {"format": cfg.encoding}
     if cfg.encoding == "jpeg" and not cfg.audio_only:
-        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "[T·H, W, 3] RGB, frames top to bottom",
+        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "one JPEG per frame: [H, W, 3] RGB",
                          "crop": [cfg.size, cfg.size]}
         if cfg.flow != "none":
             rec["flow"] = {"codec": "jpeg", "quality": codec.FLOW_QUALITY, "quantisation": "log", "range_px": cfg.flow_range,
-                           "knee_px": codec.FLOW_KNEE_PX, "layout": "[(T-1)·2H, W] uint8: per field, dx above dy"}
+                           "knee_px": codec.FLOW_KNEE_PX, "layout": "one JPEG per field: [2H, W] uint8, dx above dy"}
     a = cfg.audio
     rec["audio"] = {"dtype": "float16", "seconds": cfg.audio_window_s, "centred_on_clip": True, "hop_ms": a.hop_ms,
                     "window_ms": a.window_ms, "sample_rate": a.sample_rate, "n_mels": a.n_mels, "edges": "zero padding"}

@@ -7,8 +7,10 @@ prepare fps). Data prepared with ``--flow-step k`` holds that flow, computed dir
 the two frames as the paper does (L125); data prepared with consecutive flows (the default)
 gets it composed on the fly by :func:`compose_flow`, which accumulates the one-step flows'
 errors. The paper's k=5 is at the video's own rate, ~0.2 s; the tiny preset's k=2 at 8 fps is
-0.25 s. Training draws t uniformly from the clip; evaluation
-(validation loss) uses t = min(T//2, T−1−k). Image and flow are the stream's crop
+0.25 s. Training draws t uniformly from the clip; evaluation (validation loss) uses
+t = min(T//2, T−1−k); both are chosen in the stream before decoding
+(:func:`raysup.data.codec.draw_window`), which then decodes only frame t and the flow fields
+from it. Image and flow are the stream's crop
 (``crop_size``: random position in training) and get the same random resized crop
 (``method.min_crop``; 1: none) and horizontal flip (flow rescaled to output pixels, dx negated on a flip), then the flow is
 log-normalised (:func:`raysup.data.flow.log_normalize`). N random pixels per image are
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
+from raysup.data.codec import draw_window
 from raysup.data.flow import log_normalize
 from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out, split_rows
@@ -159,11 +162,13 @@ class CPFS(Method):
         """Frame t [B,3,H,W] in [0, 1] and the flow t→t+k [B,2,H,W] in pixels; random t and
         joint crop/flip in training mode."""
         frames, flow = batch["frames"], batch["flow"]  # [B,T,H,W,3], [B,T-s,H,W,2]: flow t→t+s (prepare --flow-step s)
-        b, k, last = flow.shape[0], self.cfg.flow_step, frames.shape[1] - 1 - self.cfg.flow_step  # last: the last t with frame t+k
-        if self.training:
-            t = torch.randint(0, last + 1, (b,), device=flow.device)  # [B]
+        b, k = flow.shape[0], self.cfg.flow_step
+        if "t" in batch:  # drawn before decoding (draw_window): only frame t and its flow fields were decoded
+            t = batch["t"].to(flow.device, torch.long)  # [B]
+        elif self.training:
+            t = torch.randint(0, frames.shape[1] - k, (b,), device=flow.device)  # [B]
         else:
-            t = torch.full((b,), min(frames.shape[1] // 2, last), device=flow.device)
+            t = torch.full((b,), eval_frame(frames.shape[1], k), device=flow.device)
         rows = torch.arange(b, device=flow.device)
         image = frames[rows, t].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W]
         if prepared_step(frames.shape[1], flow.shape[1]) == k:  # stored directly (the paper's flow t→t+5, L125)
@@ -196,6 +201,11 @@ class CPFS(Method):
     def export(self) -> AlexNetHypercolumn:
         """The trained network with BN folded into its convolutions (eval mode)."""
         return fold_batchnorm(self.net)
+
+
+def eval_frame(clip_frames: int, k: int) -> int:
+    """Frame t of evaluation (the validation loss): the middle one, or the last with k fields after it."""
+    return min(clip_frames // 2, clip_frames - 1 - k)
 
 
 def centre_frame(frames: torch.Tensor) -> torch.Tensor:
@@ -266,6 +276,11 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     clips = data.dataset(list(COLUMNS), crop=None)
     train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
     val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
+    # t drawn before decoding, so that only frame t and its flow fields (1 stored directly, else k) are decoded
+    t, k = data.specs["frames"].shape[0], cfg.method.flow_step
+    window = {"clip_frames": t, "step": k, "fields": 1 if prepared_step(t, data.specs["flow"].shape[0]) == k else k}
+    train = train.map_batches(draw_window, batch_format="pyarrow", fn_kwargs=window)
+    val = val.map_batches(draw_window, batch_format="pyarrow", fn_kwargs={**window, "t": eval_frame(t, k)}) if val is not None else None
     clips_of = data.video_clips  # video id → its number of clips
     return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))
 

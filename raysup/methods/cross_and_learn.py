@@ -20,7 +20,8 @@ once per run). Augmentation per pair, identical for its frame and stack
 (:func:`raysup.data.pairs.pair_input`): the stream's random crop (``crop_size``), a random
 resized crop (``method.crop_scale``; (1, 1): none), horizontal flip (negating dx),
 temporal flip of flow stacks (not of frame differences: papers/cross-and-learn.md L185), per-field
-flow mean subtraction, RGB channel splitting (the channel average at test time). With
+flow mean subtraction, RGB channel splitting (the channel average at test time). Only the
+pair's frame and stack are decoded in training (:func:`decoded_images`). With
 ``method.pretrain_split=train`` (the paper presets: UCF-101's train split, L97 and L113) and a
 labels CSV, the videos it puts in another split are left out of pretraining.
 
@@ -41,9 +42,10 @@ from ray.data.expressions import col
 from torch import nn
 
 from raysup.config import ConfigError, OptimConfig, TrainConfig
+from raysup.data.codec import pick_images
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import read_labels_csv
-from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
+from raysup.data.pairs import CHANNELS_PER_FIELD, centre_indices, pair_input, stack_start
 from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Encoder, Method, Stage, check_batch
@@ -249,6 +251,13 @@ def pretraining_videos(cfg: TrainConfig, data: PreparedData, labels: str | None)
     return kept
 
 
+def decoded_images(cfg: Config, specs) -> dict[str, list[int]]:
+    """The frames and flow fields a pair uses (:func:`raysup.data.pairs.centre_indices`): the
+    only ones decoded in training (:func:`raysup.data.codec.pick_images`)."""
+    frames, fields = centre_indices(specs["frames"].shape[0], cfg.modality, cfg.fields)
+    return {"frames": frames, "flow": fields}
+
+
 def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
     every pretraining video (:func:`pretraining_videos`; labels only choose them)."""
@@ -257,6 +266,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     if len(ids) < len(data.video_ids):  # an expression filter keeps the packed columns' types
         videos = videos.filter(expr=col("video_id").is_in(ids))
     draws = videos.map_batches(draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"})
+    draws = draws.map_batches(pick_images, batch_format="pyarrow", fn_kwargs=decoded_images(cfg.method, data.specs))
     return Stage(train=draws, rows_per_epoch=len(ids) * cfg.method.pairs_per_video)
 
 
