@@ -9,27 +9,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-import traceback
-from collections.abc import Callable
-from typing import Any
 
 from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
 from raysup.data.storage import redact
+from raysup.errors import ArgumentParser, report_errors
 from raysup.runtime import init_ray
-
-# what a user can fix (bad config, bad input, missing or existing paths): exit 2
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ArithmeticError)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors (which echo a mistyped option's value, a URI with
-    keys too) go through :func:`redact`."""
-
-    def error(self, message: str):
-        super().error(redact(message))
 
 
 def cmd_synth(a) -> None:
@@ -410,40 +396,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
     s.set_defaults(fn=cmd_export)
     return p
-
-
-def log_error(name: str) -> str:
-    """Write the current exception's traceback, without credentials, to a log file
-    (``$RAYSUP_LOG_DIR``, default the temp folder) named after ``name``; return its path."""
-    folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w") as f:
-        f.write(redact(traceback.format_exc()))
-    return path
-
-
-def report_errors(prog: str, name: str, fn: Callable[[], Any], *, debug: bool = False) -> int:
-    """Call ``fn`` and return the exit code: 0; 2 for an error the user can fix
-    (:data:`USER_ERRORS`), 1 for any other, each printed as one line ``prog: error: …`` on stderr
-    with the traceback in a log file named after ``name`` (``debug``: the traceback on stderr
-    instead); 130 on Ctrl-C. Whatever is printed or logged goes through :func:`redact`."""
-    try:
-        fn()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 (the command's boundary: every error becomes one redacted line)
-        code = 2 if isinstance(e, USER_ERRORS) else 1
-        if debug:
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-            return code
-        where = log_error(name)
-        lines = str(e).strip().splitlines() or [""]
-        kind = "error" if code == 2 else f"internal error ({type(e).__name__})"
-        print(f"{prog}: {kind}: {redact(lines[0])}  (details: {where})", file=sys.stderr)
-        return code
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,10 +60,10 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     the embedded dataset; ``--data/--labels`` run on real data, ``--paper`` the paper's grid and
     encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep,
     ``--overwrite`` starts a sweep over. Errors are reported as ``raysup``'s
-    (:func:`raysup.cli.report_errors`): a refused sweep or a bad argument prints one line on
+    (:func:`raysup.errors.report_errors`): a refused sweep or a bad argument prints one line on
     stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
     (``--debug``: to stderr); nothing printed or logged holds a credential. Returns the table."""
-    from raysup.cli import ArgumentParser, report_errors
+    from raysup.errors import ArgumentParser, report_errors
 
     p = ArgumentParser(description=exp.title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
