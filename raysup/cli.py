@@ -364,8 +364,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=1, help="trials per grid point (optuna, hyperopt: in all)")
     s.add_argument("--search", choices=["grid", "random", "optuna", "hyperopt"], help="Tune's search: grid or random (default: random "
                    "with --sample, else grid), optuna or hyperopt (pip install -e '.[search]')")
-    s.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
-                   "whose --metric trails the others' at the same epoch")
+    s.add_argument("--scheduler", choices=["fifo", "asha", "pbt"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
+                   "whose --metric trails the others' at the same epoch; pbt: refused (docs/sweeps.md says why)")
     s.add_argument("--metric", help="what --scheduler and optuna/hyperopt compare: a per-epoch metric of the method (loss, val_loss, ...) "
                    "or, for searchers only, the final probe_<encoder>")
     s.add_argument("--mode", choices=["min", "max"], help="minimise or maximise --metric (default: max for probe_*, else min)")
