@@ -15,6 +15,7 @@ from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
 from raysup.data.storage import redact
 from raysup.errors import ArgumentParser, report_errors
+from raysup.progress import ray_data_line
 from raysup.runtime import init_ray
 
 
@@ -105,23 +106,24 @@ def cmd_probe(a) -> None:
     if bool(a.labels) == bool(a.splits):
         raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
     init_ray(a.address)
-    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
-    weights = None if a.random_init else run.checkpoint
-    suffix = "/random_init" if a.random_init else ""
-    if a.protocol == "paper":
-        out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
-        kw = dict(epochs=a.paper_epochs, classifier=a.paper_classifier)
-        if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
-            runs = [run_protocols(cfg, data, csv, weights, f"{out}/split{i}", protocols, **kw) for i, csv in enumerate(a.splits, 1)]
-            acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
+    with ray_data_line():  # features of the labelled clips: Ray Data's progress line on a terminal
+        data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+        weights = None if a.random_init else run.checkpoint
+        suffix = "/random_init" if a.random_init else ""
+        if a.protocol == "paper":
+            out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
+            kw = dict(epochs=a.paper_epochs, classifier=a.paper_classifier)
+            if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
+                runs = [run_protocols(cfg, data, csv, weights, f"{out}/split{i}", protocols, **kw) for i, csv in enumerate(a.splits, 1)]
+                acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
+            else:
+                acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
+        elif a.finetune:
+            acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
+        elif a.folds:
+            acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
         else:
-            acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
-    elif a.finetune:
-        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
-    elif a.folds:
-        acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
-    else:
-        acc = probe(cfg, data, a.labels, weights)
+            acc = probe(cfg, data, a.labels, weights)
     record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
@@ -154,8 +156,9 @@ def cmd_features(a) -> None:
     run = runner.open_run(a.run_dir)
     data = runner.open_data(a.data, run.cfg)  # centre crops of the run's crop_size
     init_ray(a.address)
-    write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
-                   run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    with ray_data_line():
+        write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
+                       run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 
 
@@ -165,7 +168,8 @@ def cmd_cluster(a) -> None:
 
     init_ray(a.address)
     settings = KMeansConfig(k=a.k, niter=a.niter, sample=a.sample or 0, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
-    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
+    with ray_data_line():  # its sample and assignment passes
+        stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")

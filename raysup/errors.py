@@ -28,12 +28,18 @@ class ArgumentParser(argparse.ArgumentParser):
         super().error(redact(message))
 
 
-def log_error(name: str) -> str:
-    """Write the current exception's traceback, without credentials, to a log file
-    (``$RAYSUP_LOG_DIR``, default the temp folder) named after ``name``; return its path."""
+def log_path(name: str) -> str:
+    """A new log file's path, named after ``name``, in raysup's log folder (``$RAYSUP_LOG_DIR``,
+    default ``raysup-logs`` in the temp folder)."""
     folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    return os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+
+
+def log_error(name: str) -> str:
+    """Write the current exception's traceback, without credentials, to a log file
+    (:func:`log_path`); return its path."""
+    path = log_path(name)
     with open(path, "w") as f:
         f.write(redact(traceback.format_exc()))
     return path

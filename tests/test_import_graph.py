@@ -65,4 +65,4 @@ def test_the_sweeps_share_the_error_handling_below_the_command_line():
         assert not {m for m in imports(path) if m.startswith("raysup.cli")}, path.name
     assert not {m for m in imports(ROOT / "errors.py") if m.startswith(("raysup.cli", "raysup.sweep"))}
     # the CLI imports its commands lazily (`raysup --help` loads neither torch nor Ray)
-    assert _top_level_imports(ROOT / "cli.py") <= {"raysup", "raysup.config", "raysup.data.storage", "raysup.errors", "raysup.runtime"}
+    assert _top_level_imports(ROOT / "cli.py") <= {"raysup", "raysup.config", "raysup.data.storage", "raysup.errors", "raysup.progress", "raysup.runtime"}

@@ -2,7 +2,9 @@
 (the paper's study: method, grids, fixed settings) and calls :func:`main`."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from raysup.config import parse_overrides
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import join, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
+from raysup.errors import log_path
 from raysup.runtime import init_ray
 from raysup.sweep.driver import check_start, run_sweep
 from raysup.sweep.results import baselines, write_table
@@ -115,11 +118,27 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         make_data: Callable[[], None] | None = None) -> str:
     """Run ``s`` (refused first as :func:`check_start` says), its baselines as a Ray task beside
     the last wave of trials, then write the table and plot (:func:`write_table`) and
-    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up."""
+    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up.
+    stdout gets the table and where it is, nothing else: what Tune, Ray and libraries print on
+    it meanwhile goes to a log file (:func:`raysup.errors.log_path`) named on stderr."""
+    check_start(s, resume=resume, overwrite=overwrite)  # before any work
+    # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
+    # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
+    # while the sweep runs goes to a log file instead
+    log = log_path(f"sweep-{s.name}")
+    print(f"Tune's and Ray's messages: {log}", file=sys.stderr, flush=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f):
+        md = _run(s, title, address, resume, overwrite, make_data)
+    print(md)
+    where = redact(join(s.storage, s.name))
+    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
+    return md
+
+
+def _run(s: Sweep, title: str, address: str | None, resume: bool, overwrite: bool, make_data: Callable[[], None] | None) -> str:
     import ray
 
     clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
-    check_start(s, resume=resume, overwrite=overwrite)  # before any work
     init_ray(address)
     if make_data is not None:
         make_data()
@@ -145,7 +164,4 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         "baselines_wait_s": clock["baselines"] - clock["sweep"], "baselines_s": clock["baselines"] - clock["baselines_start"],
         "table_s": clock["table"] - clock["baselines"], "total_s": clock["table"] - clock["start"], "max_concurrent": s.max_concurrent,
     })
-    print(md)
-    where = redact(join(s.storage, s.name))
-    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
     return md
