@@ -11,6 +11,7 @@ process that called ``fit`` shows (:func:`following`).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,13 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class Progress:
     """``what``: ``done``/``total`` ``unit``; :meth:`update` as work ends (see the module)."""
 
@@ -37,7 +45,9 @@ class Progress:
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
         live = self.stream.isatty() and total > 0
-        self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, leave=True) if live else None
+        # tqdm draws nothing on a terminal that reports no size (a new pty): 80×24 there
+        size = {} if _columns(self.stream) else {"ncols": 80, "nrows": 24}
+        self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, leave=True, **size) if live else None
 
     def update(self, n: int = 1) -> None:
         self.done += n

@@ -149,3 +149,10 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
     assert best["status"] == "finished" and float(best["optim.lr"]) in (0.01, 1e-6) and best["method.dim"] in (16, 32)
     assert "random init" in set(df["optim.lr"].astype(str)) and (out / "results.png").stat().st_size > 0
     print(f"best: optim.lr={best['optim.lr']} method.dim={best['method.dim']}: video {100 * best['video']:.1f}%")
+
+
+def test_a_trials_tensorboard_entry_is_named_by_its_settings():
+    from raysup.sweep.driver import trial_name
+
+    assert trial_name({"method.k": 16}) == "method.k=16"
+    assert trial_name({"method.k": 8, "optim.lr": 0.000316227766, "method.variant": "a/b"}) == "method.k=8,optim.lr=0.0003162,method.variant=a_b"
