@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -124,15 +125,34 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
     check_start(s, resume=resume, overwrite=overwrite)  # before any work
     # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
     # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
-    # while the sweep runs goes to a log file instead
+    # while the sweep runs goes to a log file instead, and so does Tune's logging (its notes on
+    # syncing and slow callbacks); the sweep's own lines stay on stderr
     log = log_path(f"sweep-{s.name}")
     print(f"Tune's and Ray's messages: {log}", file=sys.stderr, flush=True)
-    with open(log, "a") as f, contextlib.redirect_stdout(f):
+    with open(log, "a") as f, contextlib.redirect_stdout(f), logged_to(f, "ray.tune"):
         md = _run(s, title, address, resume, overwrite, make_data)
     print(md)
     where = redact(join(s.storage, s.name))
     print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
     return md
+
+
+@contextlib.contextmanager
+def logged_to(stream, *names: str):
+    """While the block runs, the records of the loggers ``names`` go to ``stream`` only."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, propagate in zip(loggers, before):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
 
 
 def _run(s: Sweep, title: str, address: str | None, resume: bool, overwrite: bool, make_data: Callable[[], None] | None) -> str:
