@@ -9,27 +9,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-import traceback
-from collections.abc import Callable
-from typing import Any
 
 from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
 from raysup.data.storage import redact
+from raysup.errors import ArgumentParser, report_errors
+from raysup.progress import ray_data_line
 from raysup.runtime import init_ray
-
-# what a user can fix (bad config, bad input, missing or existing paths): exit 2
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ArithmeticError)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors (which echo a mistyped option's value, a URI with
-    keys too) go through :func:`redact`."""
-
-    def error(self, message: str):
-        super().error(redact(message))
 
 
 def cmd_synth(a) -> None:
@@ -132,7 +119,8 @@ def cmd_probe(a) -> None:
 
         acc = run_image_protocols(cfg, a.data, weights, protocols, epochs=a.paper_epochs)
     else:
-        acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
+        with ray_data_line():  # features of the labelled clips: Ray Data's progress line on a terminal
+            acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
     record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
@@ -195,8 +183,9 @@ def cmd_features(a) -> None:
     run = runner.open_run(a.run_dir)
     data = runner.open_data(a.data, run.cfg)  # centre crops of the run's crop_size
     init_ray(a.address)
-    write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
-                   run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    with ray_data_line():
+        write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
+                       run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 
 
@@ -206,7 +195,8 @@ def cmd_cluster(a) -> None:
 
     init_ray(a.address)
     settings = KMeansConfig(k=a.k, niter=a.niter, sample=a.sample or 0, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
-    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
+    with ray_data_line():  # its sample and assignment passes
+        stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")
@@ -412,8 +402,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=1, help="trials per grid point (optuna, hyperopt: in all)")
     s.add_argument("--search", choices=["grid", "random", "optuna", "hyperopt"], help="Tune's search: grid or random (default: random "
                    "with --sample, else grid), optuna or hyperopt (pip install -e '.[search]')")
-    s.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
-                   "whose --metric trails the others' at the same epoch")
+    s.add_argument("--scheduler", choices=["fifo", "asha", "pbt"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
+                   "whose --metric trails the others' at the same epoch; pbt: refused (docs/sweeps.md says why)")
     s.add_argument("--metric", help="what --scheduler and optuna/hyperopt compare: a per-epoch metric of the method (loss, val_loss, ...) "
                    "or, for searchers only, the final probe_<encoder>")
     s.add_argument("--mode", choices=["min", "max"], help="minimise or maximise --metric (default: max for probe_*, else min)")
@@ -444,40 +434,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
     s.set_defaults(fn=cmd_export)
     return p
-
-
-def log_error(name: str) -> str:
-    """Write the current exception's traceback, without credentials, to a log file
-    (``$RAYSUP_LOG_DIR``, default the temp folder) named after ``name``; return its path."""
-    folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w") as f:
-        f.write(redact(traceback.format_exc()))
-    return path
-
-
-def report_errors(prog: str, name: str, fn: Callable[[], Any], *, debug: bool = False) -> int:
-    """Call ``fn`` and return the exit code: 0; 2 for an error the user can fix
-    (:data:`USER_ERRORS`), 1 for any other, each printed as one line ``prog: error: …`` on stderr
-    with the traceback in a log file named after ``name`` (``debug``: the traceback on stderr
-    instead); 130 on Ctrl-C. Whatever is printed or logged goes through :func:`redact`."""
-    try:
-        fn()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 (the command's boundary: every error becomes one redacted line)
-        code = 2 if isinstance(e, USER_ERRORS) else 1
-        if debug:
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-            return code
-        where = log_error(name)
-        lines = str(e).strip().splitlines() or [""]
-        kind = "error" if code == 2 else f"internal error ({type(e).__name__})"
-        print(f"{prog}: {kind}: {redact(lines[0])}  (details: {where})", file=sys.stderr)
-        return code
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

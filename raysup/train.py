@@ -33,6 +33,7 @@ from raysup.data.ingest import ClipCollate
 from raysup.data.labels import read_labels_csv
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.progress import following, train_ticks
 
 RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker", "checkpoint_every_steps")  # may change on --resume
 FINITE_CHECK_STEPS = 50  # steps between the checks for a non-finite loss (each waits for the device)
@@ -292,6 +293,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         epoch_steps = steps_per_epoch - done if done else math.inf
         finite = FiniteCheck(epoch, done)
         batches = train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size)
+        tick = train_ticks(loop_cfg.get("progress"), epoch, cfg.epochs, steps_per_epoch)  # the driver's progress line
         for batch in timed_batches(batches, clock):
             with torch.autocast(device.type, enabled=use_amp):
                 out = model(batch)
@@ -309,6 +311,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
             for k, v in out.items():
                 sums[k] += v.detach().float()
             steps += 1
+            tick(done + steps)
             if state["step"] >= step_limit or steps >= epoch_steps:
                 break
             if (done + steps) % FINITE_CHECK_STEPS == 0:
@@ -489,6 +492,7 @@ def fit(
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {rows_per_epoch // cfg.workers} training clips per worker and epoch; lower batch_size (or workers)")
     fs, root = start_run(run_dir, cfg, name, resume)
+    progress = (f"{root}/progress.json", uuid.uuid4().hex)  # the workers' progress in this fit (raysup.progress)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.workers,
         use_gpu=cfg.gpus_per_worker > 0,
@@ -504,6 +508,7 @@ def fit(
             "init_checkpoint": init_checkpoint,
             "has_val": "val" in datasets,
             "extra_metrics": extra_metrics,
+            "progress": progress,
         },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(
@@ -519,7 +524,8 @@ def fit(
     log = f"{root}/metrics.jsonl"
     before = len(read_lines(fs, log))
     try:
-        metrics = trainer.fit().metrics or {}
+        with following(fs, *progress, "train" if name == "train" else f"train {name}"):
+            metrics = trainer.fit().metrics or {}
     except TrainingFailedError as e:
         raise RunFailed(worker_error(e)) from e
     # Train keeps only reports with a checkpoint as the result; the error report is in the log

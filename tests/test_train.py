@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -27,8 +28,11 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     base = {"epochs": 4, "batch_size": 4, "optim.schedule": "cosine"}
     sets = [a for k, v in {**base, "max_steps": 3, "checkpoint_every_steps": 2}.items() for a in ("--set", f"{k}={v}")]
     assert main(["train", "supervised", "--data", data.uri, "--out", run_dir, "--labels", labels, *sets]) == 0
-    r = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    r = json.loads(printed.out)
     assert (r["epoch"], r["steps"], r["total_steps"]) == (0, 3, 3)  # stopped inside the first epoch
+    # its progress off a terminal: a line per ~10% of all epochs' steps (raysup.progress), here where it stopped
+    assert re.search(r"^train: \d+/\d+ steps \(\d+%\), ", printed.err, re.M), printed.err
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["epoch"] == 0 and saved["state"]["step"] == 3 and saved["scheduler"]["last_epoch"] == 3
     # the data position: epoch 0 not finished, 3 of its steps taken; a step checkpoint after 2

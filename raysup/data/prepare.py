@@ -62,6 +62,7 @@ from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, INDEX, INDEX_COLUMNS, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 from raysup.locks import STALE_S, Lock, read_holder
+from raysup.progress import Progress
 from raysup.resources import node_shapes
 from raysup.runtime import init_ray
 
@@ -712,8 +713,9 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
             )
             ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
             try:
-                with _quiet(*RAY_DATA_ERROR_LOGGERS):
-                    ds.materialize()
+                with _quiet(*RAY_DATA_ERROR_LOGGERS), Progress("prepare", len(todo), "videos") as shown:
+                    for done in ds.iter_batches(batch_size=None):  # a task's outcomes, as it commits
+                        shown.update(len(done["video_id"]))
             except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
                 raise _task_failure(e, redact(out)) from e
         manifest = write_manifest(out_fs, out_root, source, cfg, extra)

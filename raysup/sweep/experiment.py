@@ -2,7 +2,10 @@
 (the paper's study: method, grids, fixed settings) and calls :func:`main`."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +15,7 @@ from raysup.config import parse_overrides
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import join, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
+from raysup.errors import log_path
 from raysup.runtime import init_ray
 from raysup.sweep.driver import check_start, run_sweep
 from raysup.sweep.results import baselines, write_table
@@ -63,10 +67,10 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     the embedded dataset; ``--data/--labels`` run on real data, ``--paper`` the paper's grid and
     encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep,
     ``--overwrite`` starts a sweep over. Errors are reported as ``raysup``'s
-    (:func:`raysup.cli.report_errors`): a refused sweep or a bad argument prints one line on
+    (:func:`raysup.errors.report_errors`): a refused sweep or a bad argument prints one line on
     stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
     (``--debug``: to stderr); nothing printed or logged holds a credential. Returns the table."""
-    from raysup.cli import ArgumentParser, report_errors
+    from raysup.errors import ArgumentParser, report_errors
 
     p = ArgumentParser(description=exp.title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
@@ -124,11 +128,46 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         make_data: Callable[[], None] | None = None) -> str:
     """Run ``s`` (refused first as :func:`check_start` says), its baselines as a Ray task beside
     the last wave of trials, then write the table and plot (:func:`write_table`) and
-    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up."""
+    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up.
+    stdout gets the table and where it is, nothing else: what Tune, Ray and libraries print on
+    it meanwhile goes to a log file (:func:`raysup.errors.log_path`) named on stderr."""
+    check_start(s, resume=resume, overwrite=overwrite)  # before any work
+    # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
+    # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
+    # while the sweep runs goes to a log file instead, and so does Tune's logging (its notes on
+    # syncing and slow callbacks); the sweep's own lines stay on stderr
+    log = log_path(f"sweep-{s.name}")
+    print(f"Tune's and Ray's messages: {log}", file=sys.stderr, flush=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), logged_to(f, "ray.tune"):
+        md = _run(s, title, address, resume, overwrite, make_data)
+    print(md)
+    where = redact(join(s.storage, s.name))
+    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
+    return md
+
+
+@contextlib.contextmanager
+def logged_to(stream, *names: str):
+    """While the block runs, the records of the loggers ``names`` go to ``stream`` only."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, propagate in zip(loggers, before):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+
+def _run(s: Sweep, title: str, address: str | None, resume: bool, overwrite: bool, make_data: Callable[[], None] | None) -> str:
     import ray
 
     clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
-    check_start(s, resume=resume, overwrite=overwrite)  # before any work
     init_ray(address)
     if make_data is not None:
         make_data()
@@ -154,7 +193,4 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         "baselines_wait_s": clock["baselines"] - clock["sweep"], "baselines_s": clock["baselines"] - clock["baselines_start"],
         "table_s": clock["table"] - clock["baselines"], "total_s": clock["table"] - clock["start"], "max_concurrent": s.max_concurrent,
     })
-    print(md)
-    where = redact(join(s.storage, s.name))
-    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
     return md
