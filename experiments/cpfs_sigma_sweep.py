@@ -18,6 +18,14 @@ from raysup.sweep import Experiment, main
 PAPER_TARGETS = ["0.01", "0.03", "0.1", "0.3", "1.0", "learned", "direct"]
 TINY_TARGETS = ["0.03", "0.1", "0.3", "learned", "direct"]
 
+# the paper reports the learned σ and the direct baseline (no fixed σ): VOC07 classification mAP,
+# Table 1 (papers/cpfs.md L187-188, random L180), and ILSVRC12 conv5 linear probe, Table 2 (L220-221, random L217)
+PUBLISHED = {
+    ("learned",): {"paper VOC07 cls mAP": 64.4, "paper ILSVRC12 conv5": 28.0},
+    ("direct",): {"paper VOC07 cls mAP": 61.4, "paper ILSVRC12 conv5": 23.0},
+    ("random init",): {"paper VOC07 cls mAP": 53.3, "paper ILSVRC12 conv5": 14.1},
+}
+
 EXPERIMENT = Experiment(
     "cpfs",
     "Cross-pixel flow similarity: fixed vs. learned σ, direct baseline",
@@ -27,6 +35,7 @@ EXPERIMENT = Experiment(
     quick_base={"epochs": 1},
     probe_folds=5,  # single-frame features: one 48-video split is too noisy
     supervised=False,  # a single-frame study: the video-and-audio supervised baseline has no row here
+    published=PUBLISHED,
 )
 
 if __name__ == "__main__":

@@ -9,27 +9,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-import traceback
-from collections.abc import Callable
-from typing import Any
 
 from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
 from raysup.data.storage import redact
+from raysup.errors import ArgumentParser, report_errors
+from raysup.progress import ray_data_line
 from raysup.runtime import init_ray
-
-# what a user can fix (bad config, bad input, missing or existing paths): exit 2
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ArithmeticError)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors (which echo a mistyped option's value, a URI with
-    keys too) go through :func:`redact`."""
-
-    def error(self, message: str):
-        super().error(redact(message))
 
 
 def cmd_synth(a) -> None:
@@ -50,7 +37,7 @@ def cmd_prepare(a) -> None:
         "max_clips_per_video": a.max_clips, "flow": a.flow, "audio_only": a.audio_only,
         "videos_per_shard": a.videos_per_shard, "cpus_per_task": a.cpus_per_task, "encoding": a.encoding,
         "jpeg_quality": a.jpeg_quality, "flow_range": a.flow_range, "audio_seconds": a.audio_seconds, "hop_ms": a.audio_hop_ms,
-        "shard_mb": a.shard_mb, "width": a.width,
+        "shard_mb": a.shard_mb, "width": a.width, "flow_step": a.flow_step,
     }.items() if v is not None})
     init_ray(a.address)
     m = prepare(a.src, a.out, cfg)
@@ -75,6 +62,12 @@ def cmd_config(a) -> None:
     from raysup.methods import make_config
 
     cfg = make_config(a.method, a.preset, parse_overrides(a.set or []))
+    if a.protocol:
+        from raysup.protocol_specs import describe
+        from raysup.protocols import paper_protocols
+
+        print(json.dumps([describe(p) for p in paper_protocols(cfg.method_name, None)], indent=1))
+        return
     print(json.dumps(to_dict(cfg), indent=1))
 
 
@@ -106,37 +99,28 @@ def cmd_train(a) -> None:
 
 def cmd_probe(a) -> None:
     from raysup import runner
-    from raysup.evaluate import cv_probe, probe
-    from raysup.protocols import finetune_protocols, paper_protocols, run_protocols
+    from raysup.protocol_specs import IMAGE_TASKS
+    from raysup.protocols import paper_protocols
 
     run = runner.open_run(a.run_dir)
     cfg = run.cfg
     if a.protocol == "paper":
-        protocols = paper_protocols(cfg.method_name)
+        protocols = paper_protocols(cfg.method_name, a.paper_task)
         if a.finetune or a.folds:
             raise ConfigError("--protocol paper: runs the paper's own protocol; drop --finetune/--folds")
-    elif a.splits:
-        raise ConfigError("--splits: only with --protocol paper")
-    if bool(a.labels) == bool(a.splits):
-        raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
-    init_ray(a.address)
-    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+    elif a.splits or a.paper_task != "action":
+        raise ConfigError(f"{'--splits' if a.splits else '--paper-task'}: only with --protocol paper")
     weights = None if a.random_init else run.checkpoint
-    suffix = "/random_init" if a.random_init else ""
-    if a.protocol == "paper":
-        out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
-        kw = dict(epochs=a.paper_epochs, classifier=a.paper_classifier)
-        if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
-            runs = [run_protocols(cfg, data, csv, weights, f"{out}/split{i}", protocols, **kw) for i, csv in enumerate(a.splits, 1)]
-            acc = {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
-        else:
-            acc = run_protocols(cfg, data, a.labels, weights, out, protocols, **kw)
-    elif a.finetune:
-        acc = run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
-    elif a.folds:
-        acc = cv_probe(cfg, data, a.labels, weights, folds=a.folds)
+    if a.protocol == "paper" and a.paper_task in IMAGE_TASKS:  # --data is an image folder: no labels CSV, no Ray
+        from raysup.image_protocols import run_image_protocols
+
+        if a.labels or a.splits:
+            raise ConfigError(f"--paper-task {a.paper_task}: the labels are the image folder's (--data); drop --labels/--splits")
+
+        acc = run_image_protocols(cfg, a.data, weights, protocols, epochs=a.paper_epochs)
     else:
-        acc = probe(cfg, data, a.labels, weights)
+        with ray_data_line():  # features of the labelled clips: Ray Data's progress line on a terminal
+            acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
     record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
@@ -148,6 +132,36 @@ def cmd_probe(a) -> None:
         print(f"{name:<10} {100 * v:6.2f}%")
 
 
+def probe_prepared(a, cfg, weights: str | None, protocols) -> dict[str, float]:
+    """``raysup probe`` on a prepared set and labels CSV(s): the paper ``protocols`` (those of
+    ``--paper-task``), the finetuning, or the linear probe."""
+    from raysup import runner
+    from raysup.evaluate import cv_probe, probe
+    from raysup.protocol_specs import AUDIO_TASKS
+    from raysup.protocols import finetune_protocols, run_protocols
+
+    if bool(a.labels) == bool(a.splits):
+        raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
+    init_ray(a.address)
+    data = runner.open_data(a.data, cfg)  # the crops the run trained on (centred)
+    suffix = "/random_init" if a.random_init else ""
+    if a.finetune:
+        return run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
+    if not protocols:
+        return cv_probe(cfg, data, a.labels, weights, folds=a.folds) if a.folds else probe(cfg, data, a.labels, weights)
+    out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
+    if a.paper_task in AUDIO_TASKS:
+        from raysup.audio_protocols import run_audio_protocols
+
+        run_one = lambda csv, _: run_audio_protocols(cfg, data, csv, weights, protocols)  # noqa: E731
+    else:
+        run_one = lambda csv, out_dir: run_protocols(cfg, data, csv, weights, out_dir, protocols, epochs=a.paper_epochs, classifier=a.paper_classifier)  # noqa: E731
+    if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
+        runs = [run_one(csv, f"{out}/split{i}") for i, csv in enumerate(a.splits, 1)]
+        return {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
+    return run_one(a.labels, out)
+
+
 def record_probe(a, acc: dict[str, float]) -> None:
     """Append a probe's results to ``RUN_DIR/probes.jsonl`` (``raysup export`` copies them into
     the card)."""
@@ -157,7 +171,7 @@ def record_probe(a, acc: dict[str, float]) -> None:
     fs, root = resolve(a.run_dir)
     how = "paper protocol" if a.protocol == "paper" else "finetune" if a.finetune else f"{a.folds}-fold linear probe" if a.folds else "linear probe"
     append_line(fs, f"{root}/probes.jsonl", {"time": time.time(), "protocol": how, "random_init": a.random_init,
-                                             "labels": [redact(x) for x in (a.splits or [a.labels])], "top1": acc})
+                                             "labels": [redact(x) for x in (a.splits or [a.labels or a.data])], "top1": acc})
 
 
 def cmd_features(a) -> None:
@@ -169,8 +183,9 @@ def cmd_features(a) -> None:
     run = runner.open_run(a.run_dir)
     data = runner.open_data(a.data, run.cfg)  # centre crops of the run's crop_size
     init_ray(a.address)
-    write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
-                   run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    with ray_data_line():
+        write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
+                       run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 
 
@@ -180,7 +195,8 @@ def cmd_cluster(a) -> None:
 
     init_ray(a.address)
     settings = KMeansConfig(k=a.k, niter=a.niter, sample=a.sample or 0, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
-    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
+    with ray_data_line():  # its sample and assignment passes
+        stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")
@@ -270,6 +286,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-stride", type=float, help="seconds between clip starts (default: clip length)")
     s.add_argument("--max-clips", type=int, help="clips per video, evenly spaced (default: all)")
     s.add_argument("--flow", choices=["farneback", "tvl1", "dis", "none"], help="optical flow algorithm (default farneback)")
+    s.add_argument("--flow-step", type=int, help="store flow t→t+N computed directly (cpfs' paper preset: 5, papers/cpfs.md L125; "
+                   "raise --flow-range with it) instead of between consecutive frames (default 1)")
     s.add_argument("--audio-only", action="store_true", default=None, help="audio sets such as ESC-50 (no frames)")
     s.add_argument("--encoding", choices=["jpeg", "raw"], help="jpeg: compressed frames (own aspect) and flow, decoded while reading "
                    "(default); raw: fixed-size tensors, centre square")
@@ -294,6 +312,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("method", help=methods_help)
     s.add_argument("--preset", default="tiny", help=preset_help)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    s.add_argument("--protocol", action="store_true",
+                   help="print the method's paper evaluation protocols instead (every setting, published numbers, paper lines), as JSON")
     s.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("train", help="train a method with a Ray Train TorchTrainer")
@@ -325,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--protocol paper, GDT's audio: linear layer (ESC-50's protocol) or linear SVM (DCASE's)")
     s.add_argument("--splits", nargs="+", metavar="CSV",
                    help="--protocol paper: one labels CSV per split (e.g. UCF101's three); prints the mean over splits")
+    s.add_argument("--paper-task", choices=["action", "esc50", "dcase", "imagenet", "voc07"], default="action",
+                   help="--protocol paper: the downstream set (action: UCF101/HMDB51 labels; esc50/dcase: a prepared --audio-only set; "
+                        "imagenet: --data is an ImageFolder root with train/ and val/; voc07: --data is a PASCAL VOC folder)")
     s.add_argument("--json", action="store_true", help="print {encoder: top-1 in [0,1]}")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_probe)
@@ -334,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="prepared folder or URI of the clips")
     s.add_argument("--out", required=True, help="new folder or URI for the Parquet files")
     s.add_argument("--encoders", nargs="+", metavar="NAME", help="encoders to keep, e.g. video audio (default: all of the method's)")
-    s.add_argument("--actors", type=int, default=1, help="feature-extraction actors (one GPU each when the cluster has GPUs)")
+    s.add_argument("--actors", type=int, default=1, help="feature-extraction actors at most (each with the run's gpus_per_worker GPUs)")
     s.add_argument("--address", help=address_help)
     s.set_defaults(fn=cmd_features)
 
@@ -379,8 +402,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=1, help="trials per grid point (optuna, hyperopt: in all)")
     s.add_argument("--search", choices=["grid", "random", "optuna", "hyperopt"], help="Tune's search: grid or random (default: random "
                    "with --sample, else grid), optuna or hyperopt (pip install -e '.[search]')")
-    s.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
-                   "whose --metric trails the others' at the same epoch")
+    s.add_argument("--scheduler", choices=["fifo", "asha", "pbt"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
+                   "whose --metric trails the others' at the same epoch; pbt: refused (docs/sweeps.md says why)")
     s.add_argument("--metric", help="what --scheduler and optuna/hyperopt compare: a per-epoch metric of the method (loss, val_loss, ...) "
                    "or, for searchers only, the final probe_<encoder>")
     s.add_argument("--mode", choices=["min", "max"], help="minimise or maximise --metric (default: max for probe_*, else min)")
@@ -411,40 +434,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
     s.set_defaults(fn=cmd_export)
     return p
-
-
-def log_error(name: str) -> str:
-    """Write the current exception's traceback, without credentials, to a log file
-    (``$RAYSUP_LOG_DIR``, default the temp folder) named after ``name``; return its path."""
-    folder = os.environ.get("RAYSUP_LOG_DIR") or os.path.join(tempfile.gettempdir(), "raysup-logs")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w") as f:
-        f.write(redact(traceback.format_exc()))
-    return path
-
-
-def report_errors(prog: str, name: str, fn: Callable[[], Any], *, debug: bool = False) -> int:
-    """Call ``fn`` and return the exit code: 0; 2 for an error the user can fix
-    (:data:`USER_ERRORS`), 1 for any other, each printed as one line ``prog: error: …`` on stderr
-    with the traceback in a log file named after ``name`` (``debug``: the traceback on stderr
-    instead); 130 on Ctrl-C. Whatever is printed or logged goes through :func:`redact`."""
-    try:
-        fn()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 (the command's boundary: every error becomes one redacted line)
-        code = 2 if isinstance(e, USER_ERRORS) else 1
-        if debug:
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-            return code
-        where = log_error(name)
-        lines = str(e).strip().splitlines() or [""]
-        kind = "error" if code == 2 else f"internal error ({type(e).__name__})"
-        print(f"{prog}: {kind}: {redact(lines[0])}  (details: {where})", file=sys.stderr)
-        return code
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

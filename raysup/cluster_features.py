@@ -17,11 +17,21 @@ each read in bounded batches by the task that processes it: across the cluster, 
 without Ray Data's Parquet reader, whose fixed cost per pass (~2 s on 2 cores) was most of the
 time at a million rows. The functions that Ray Data runs in its tasks import no torch (see
 raysup/data/tables.py).
+
+Features with a ``path`` column (each clip's prepared shard, as XDC writes them) give labels
+joined by shard (:func:`lookup`): each task writes its labels sorted by shard, one row group per
+shard, and the driver writes the index shard → row groups (:data:`INDEX_FILE`). A batch of clips
+(XDC's training and validation rows, the next round's comparison with these labels) then reads
+the labels of its own shards only: its cost does not grow with the dataset. (Joined by video id
+instead, every row group's id range spanned nearly all ids, as prepare shuffles videos over
+shards: each lookup read nearly all labels.)
 """
 from __future__ import annotations
 
+import json
 import math
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,14 +44,17 @@ import pyarrow.parquet as pq
 
 from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project, stats_from_counts
 from raysup.data.schema import to_numpy
-from raysup.data.storage import ensure_empty, exists, resolve, write_json
-from raysup.data.tables import held_out
+from raysup.data.storage import ensure_empty, exists, read_json, resolve, write_json
+from raysup.data.tables import held_out, join_batch
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
 # within 0.5% of k-means on all points, 256 within 1.3% (experiments/bench/cluster_scale.py)
 POINTS_PER_CENTROID = 512
 STATS = "stats.json"
+INDEX_FILE = "shards.json"  # labels of features with a path: shard → [[file, row group], ...]
+INDEX = "index"  # the column of assign_fragments' output that carries its part of the index
+SHARD = "shard"  # the column of assign_batch's output: each clip's prepared shard (shard_names)
 BATCH = 65_536  # rows a task holds at a time: 32 MB of 128-d float32 features
 ITEM_BYTES = 128 << 20  # a task's share of the features (Ray Data's own target block size)
 
@@ -78,10 +91,11 @@ def parquet_files(uri: str) -> list[str]:
 
 def fragments(uri: str, vectors: list[str], item_bytes: int = ITEM_BYTES) -> tuple[list[dict], pa.Schema]:
     """The Parquet folder or URI as work items of consecutive non-empty row groups of about
-    ``item_bytes`` each (``index``, ``paths``, ``row_groups``, ``rows``), and its schema,
-    from the files' footers (no data read; read 32 at a time: on object storage each is a
-    request, and 65M videos' features are ~20,000 files). A file without the key columns or
-    one of the ``vectors`` columns as ``fixed_size_list`` is a ValueError naming it."""
+    ``item_bytes`` each (``index``, ``parts``: row-group ranges {path, start, stop}, ``rows``,
+    ``bytes``), and its schema, from the files' footers (no data read; read 32 at a time: on
+    object storage each is a request). Each footer is folded into the items as it arrives: the
+    driver keeps a range per file, not the footers. A file without the key columns or one of
+    the ``vectors`` columns as ``fixed_size_list`` is a ValueError naming it."""
     from concurrent.futures import ThreadPoolExecutor
 
     fs, root = resolve(uri)
@@ -94,37 +108,44 @@ def fragments(uri: str, vectors: list[str], item_bytes: int = ITEM_BYTES) -> tup
             meta = pq.ParquetFile(f).metadata
         return meta.schema.to_arrow_schema(), [(meta.row_group(g).num_rows, meta.row_group(g).total_byte_size) for g in range(meta.num_row_groups)]
 
+    items, item, first = [], None, None
     paths = parquet_files(uri)
     with ThreadPoolExecutor(32) as pool:
-        footers = list(pool.map(footer, paths))
-    for path, (schema, _) in zip(paths, footers, strict=True):
-        missing = [c for c in KEY + vectors if c not in schema.names]
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(missing)} (it has {', '.join(schema.names)})")
-        for c in vectors:
-            if not pa.types.is_fixed_size_list(schema.field(c).type):
-                raise ValueError(f"{path}: column {c} is {schema.field(c).type}, not a fixed_size_list of floats (raysup features writes those)")
-    items, item = [], None
-    for path, (_, groups) in zip(paths, footers, strict=True):
-        for g, (rows, size) in enumerate(groups):
-            if not rows:
-                continue
-            if item is None or item["bytes"] >= item_bytes:
-                item = {"index": len(items), "paths": [], "row_groups": [], "rows": 0, "bytes": 0}
-                items.append(item)
-            item["paths"].append(path)
-            item["row_groups"].append(g)
-            item["rows"] += rows
-            item["bytes"] += size
-    return items, footers[0][0] if footers else pa.schema([])
+        for path, (schema, groups) in zip(paths, pool.map(footer, paths), strict=True):
+            check_features(path, schema, vectors)
+            first = schema if first is None else first
+            for g, (rows, size) in enumerate(groups):
+                if not rows:
+                    continue
+                if item is None or item["bytes"] >= item_bytes:
+                    item = {"index": len(items), "parts": [], "rows": 0, "bytes": 0}
+                    items.append(item)
+                if item["parts"] and item["parts"][-1]["path"] == path and item["parts"][-1]["stop"] == g:
+                    item["parts"][-1]["stop"] = g + 1  # the range goes on
+                else:
+                    item["parts"].append({"path": path, "start": g, "stop": g + 1})
+                item["rows"] += rows
+                item["bytes"] += size
+    return items, first or pa.schema([])
+
+
+def check_features(path: str, schema: pa.Schema, vectors: list[str]) -> None:
+    """A ValueError naming ``path`` when its ``schema`` lacks the key or a ``vectors`` column, or
+    has one that is not a ``fixed_size_list``."""
+    missing = [c for c in KEY + vectors if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)} (it has {', '.join(schema.names)})")
+    for c in vectors:
+        if not pa.types.is_fixed_size_list(schema.field(c).type):
+            raise ValueError(f"{path}: column {c} is {schema.field(c).type}, not a fixed_size_list of floats (raysup features writes those)")
 
 
 def read_fragment(uri: str, item: dict, columns: list[str]) -> Iterator[pa.Table]:
     """An item of :func:`fragments` in tables of at most :data:`BATCH` rows."""
     fs, _ = resolve(uri)
-    for path, group in zip(item["paths"], item["row_groups"], strict=True):
-        with fs.open_input_file(path) as f:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=BATCH, row_groups=[group], columns=columns):
+    for part in item["parts"]:
+        with fs.open_input_file(part["path"]) as f:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=BATCH, row_groups=range(part["start"], part["stop"]), columns=columns):
                 yield pa.Table.from_batches([b])
 
 
@@ -182,31 +203,42 @@ def train(clusterings: list[Clustering], n: int, k: int, niter: int, nredo: int,
 
 # ---- 3. assign, write the labels, count ---------------------------------------------------------
 
-def assign_fragments(items: pa.Table, *, uri: str, columns: list[str], out: str, clusterings: list[Clustering],
+def assign_fragments(items: pa.Table, *, uri: str, columns: list[str], out: str, token: str, clusterings: list[Clustering],
                      models: dict[str, Model], **counting) -> dict[str, np.ndarray]:
-    """Labels every row of the ``items``' row groups (their ``columns``: the clusterings'
-    features; :func:`assign_batch`), writes them to ``out`` as ``part-<index>.parquet`` (a
-    retried task rewrites its own file), and returns their counts (:func:`count_batch`)
-    summed, as one row."""
+    """Labels every row of the ``items``' row groups (read: ``columns``, the clusterings'
+    features and the clips' ``path`` if the features have one; :func:`assign_batch`), writes
+    them to ``out`` as ``part-<token>-<index>.parquet`` (a retried task rewrites its own file;
+    the call's ``token`` keeps a redone round's files apart from the killed one's, which
+    processes may have cached) and returns their counts (:func:`count_batch`) summed, as one
+    row, with column :data:`INDEX`: the JSON of {shard: [[file, row group], ...]} for what it
+    wrote (:func:`lookup` reads it). Each batch is written sorted by shard, one row group per
+    shard."""
     fs, root = resolve(out)
     total: dict[str, np.ndarray] = {}
+    index: dict[str, list] = {}
     for item in items.to_pylist():
-        with fs.open_output_stream(f"{root}/part-{item['index']:06d}.parquet") as sink:
-            writer = None
-            for batch in read_fragment(uri, item, KEY + columns):
+        name = f"part-{token}-{item['index']:06d}.parquet"
+        with fs.open_output_stream(f"{root}/{name}") as sink:
+            writer, groups = None, 0
+            for batch in read_fragment(uri, item, columns):
                 labels = assign_batch(batch, clusterings=clusterings, models=models)
-                writer = writer or pq.ParquetWriter(sink, labels.schema)
-                writer.write_table(labels)  # one row group per batch, sorted by key
+                stored = labels.drop_columns([SHARD]) if SHARD in labels.column_names else labels
+                writer = writer or pq.ParquetWriter(sink, stored.schema)
+                for shard, start, stop in shard_runs(labels):
+                    writer.write_table(stored.slice(start, stop - start), row_group_size=stop - start)
+                    if shard is not None:
+                        index.setdefault(shard, []).append([name, groups])
+                    groups += 1
                 for key, v in count_batch(labels, **counting).items():
                     total[key] = total.get(key, 0) + v
             if writer:
                 writer.close()
-    return {key: v[None] for key, v in total.items()}
+    return {key: v[None] for key, v in total.items()} | {INDEX: np.array([json.dumps(index)])}
 
 
 def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict[str, Model]) -> pa.Table:
-    """Nearest centroid and squared distance of every row, per clustering; rows sorted by key
-    (so the labels' Parquet row groups cover narrow ``video_id`` ranges: :func:`lookup` reads few)."""
+    """Nearest centroid and squared distance of every row, per clustering, with the row's
+    :data:`SHARD` when the batch has a ``path``; rows sorted by shard, then key."""
     faiss = import_faiss()
     out = {"video_id": batch.column("video_id"), "clip_index": batch.column("clip_index")}
     for c in clusterings:
@@ -216,38 +248,94 @@ def assign_batch(batch: pa.Table, *, clusterings: list[Clustering], models: dict
         dist, label = index.search(project(matrix(batch, c), m.pca), 1)
         out[c.name] = pa.array(label[:, 0].astype(np.int32))
         out[f"{c.name}_distance"] = pa.array(dist[:, 0])
-    return pa.table(out).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+    order = [("video_id", "ascending"), ("clip_index", "ascending")]
+    if "path" in batch.column_names:
+        out[SHARD] = shard_names(batch.column("path"))
+        order.insert(0, (SHARD, "ascending"))
+    return pa.table(out).sort_by(order)
 
 
-@lru_cache(maxsize=8)
-def _labels_dataset(uri: str, files: tuple[str, ...]):
-    import pyarrow.dataset as pads
+def shard_names(paths: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The prepared shard of each clip: its ``path`` (Ray Data's ``include_paths``) without the
+    folders, so a run resumed with its data at another address finds its labels."""
+    return pc.replace_substring_regex(paths, pattern="^.*/", replacement="")
 
-    return pads.dataset(list(files), filesystem=resolve(uri)[0], format="parquet")
+
+def shard_runs(labels: pa.Table) -> Iterator[tuple[str | None, int, int]]:
+    """(shard, start, stop) of each run of one shard in ``labels`` sorted by :data:`SHARD`; one
+    run of None for labels without shards."""
+    if SHARD not in labels.column_names:
+        yield None, 0, labels.num_rows
+        return
+    values = labels.column(SHARD).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else np.zeros(0, np.int64)
+    for start, stop in zip(starts, np.r_[starts[1:], len(values)], strict=True):
+        yield str(values[start]), int(start), int(stop)
 
 
-def lookup(keys: pa.Table, uri: str, files: tuple[str, ...], columns: list[str], prefix: str = "") -> pa.Table:
-    """``keys`` (with ``video_id``, ``clip_index``) inner-joined with the ``columns`` of the labels
-    Parquet ``files`` in ``uri`` (renamed ``prefix + column``). Only the row groups whose
-    ``video_id`` range covers the batch's videos are read: a join by key that holds one batch."""
-    ids = pc.unique(keys.column("video_id"))
-    found = _labels_dataset(uri, files).to_table(columns=KEY + columns, filter=pc.field("video_id").isin(ids))
+@dataclass(frozen=True)
+class Labels:
+    """A clustering's labels folder or URI and its index: shard → ((file, row group), ...)."""
+
+    uri: str
+    index: dict[str, tuple[tuple[str, int], ...]]
+
+    @classmethod
+    def open(cls, uri: str) -> Labels:
+        """The labels :func:`cluster_features` wrote to ``uri`` from features with a ``path``
+        (a ValueError otherwise: a join by shard needs its :data:`INDEX_FILE`)."""
+        fs, root = resolve(uri)
+        if not exists(fs, f"{root}/{INDEX_FILE}"):
+            raise ValueError(f"{uri}: no {INDEX_FILE}; its labels are of features without a path column, which cannot be joined by shard")
+        return cls(uri, {shard: tuple(map(tuple, places)) for shard, places in read_json(fs, f"{root}/{INDEX_FILE}").items()})
+
+
+@lru_cache(maxsize=64)
+def _footer(uri: str, file: str) -> pq.FileMetaData:
+    fs, root = resolve(uri)
+    with fs.open_input_file(f"{root}/{file}") as f:
+        return pq.ParquetFile(f).metadata
+
+
+@lru_cache(maxsize=64)
+def shard_labels(uri: str, places: tuple[tuple[str, int], ...], columns: tuple[str, ...]) -> pa.Table:
+    """The key and ``columns`` of one shard's labels: the row groups ``places`` of the labels
+    at ``uri`` (file names are unique per clustering, so the cache never serves another's).
+    A task's consecutive batches mostly come from the same shards: each is read once."""
+    fs, root = resolve(uri)
+    tables = []
+    for file, group in places:
+        with fs.open_input_file(f"{root}/{file}") as f:
+            tables.append(pq.ParquetFile(f, metadata=_footer(uri, file)).read_row_group(group, columns=KEY + list(columns)))
+    return pa.concat_tables(tables) if tables else pa.table({"video_id": pa.array([], pa.string()), "clip_index": pa.array([], pa.int32()),
+                                                             **{c: pa.array([], pa.int32()) for c in columns}})
+
+
+def lookup(keys: pa.Table, shards: pa.ChunkedArray, labels: Labels, columns: list[str], prefix: str = "") -> pa.Table:
+    """``keys`` (with ``video_id``, ``clip_index``; ``shards``: each row's shard,
+    :func:`shard_names`) inner-joined with the label ``columns`` (int32) of ``labels``
+    (renamed ``prefix + column``). Only the labels of the batch's shards are read: the cost of
+    a batch does not grow with the dataset."""
+    names = pc.unique(shards).to_pylist()
+    found = pa.concat_tables([shard_labels(labels.uri, labels.index.get(s, ()), tuple(columns)) for s in names] or
+                             [shard_labels(labels.uri, (), tuple(columns))])
     found = pa.table({"video_id": found.column("video_id").cast(keys.schema.field("video_id").type),
                       "clip_index": found.column("clip_index").cast(keys.schema.field("clip_index").type),
                       **{prefix + c: found.column(c) for c in columns}})
-    return keys.join(found, keys=KEY, join_type="inner")
+    return join_batch(keys, key=KEY, table=found)  # keys may carry the clips' jpeg cells
 
 
-def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, previous: tuple[str, tuple[str, ...]] | None,
+def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, previous: Labels | None,
                 truth: dict[str, int] | None, classes: int) -> dict[str, np.ndarray]:
     """One batch's counts: per clustering (``ks``: name → its k) its sizes [k], sizes among training rows (not held out)
-    [k], the sum of squared distances, and the contingency tables with the previous labels
-    [k,k] and the ground-truth classes [k,classes] (plus the rows without a class)."""
+    [k], the sum of squared distances, and the contingency tables with the ``previous`` labels
+    [k,k] (joined by shard: :func:`lookup`) and the ground-truth classes [k,classes] (plus the
+    rows without a class)."""
     vid = batch.column("video_id").to_numpy(zero_copy_only=False)
     train = ~held_out(vid, val_fraction)
     cls = None if truth is None else np.array([truth.get(v, -1) for v in vid], np.int64)
     names = list(ks)
-    prev = lookup(batch.select([*KEY, *names]), previous[0], previous[1], names, "previous_") if previous else None
+    prev = lookup(batch.select([*KEY, *names]), batch.column(SHARD), previous, names, "previous_") if previous else None
     out = {}
     for name, k in ks.items():
         lab = batch.column(name).to_numpy().astype(np.int64)
@@ -269,14 +357,18 @@ def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, pre
 
 # ---- 4. statistics -----------------------------------------------------------------------------
 
-def summed(rows) -> dict[str, np.ndarray]:
+def summed(rows) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """The rows of a Ray Dataset of counts (:func:`assign_fragments`' output), summed as they
-    stream in."""
+    stream in, and the index of the labels written (shard → [[file, row group], ...])."""
     total: dict[str, np.ndarray] = {}
+    index: dict[str, list] = {}
     for b in rows.iter_batches(batch_format="numpy", batch_size=None):
+        for part in b.pop(INDEX):
+            for shard, places in json.loads(part).items():
+                index.setdefault(shard, []).extend(places)
         for key, v in b.items():
             total[key] = total.get(key, 0) + v.sum(0)
-    return total
+    return total, index
 
 
 def statistics(counts: dict[str, np.ndarray], name: str) -> dict:
@@ -302,15 +394,16 @@ def draw_rates(train_sizes: dict[str, list[int]], n: int) -> dict[str, np.ndarra
     return {h: np.where(s > 0, n / (len(sizes) * total * np.maximum(s, 1)), 0.0) for h, s in sizes.items()}
 
 
-def round_rows(batch: pa.Table, *, labels: str, files: tuple[str, ...], heads: dict[str, str], val_fraction: float,
+def round_rows(batch: pa.Table, *, labels: Labels, heads: dict[str, str], val_fraction: float,
                rates: dict[str, np.ndarray] | None, rng=None) -> pa.Table:
-    """Clips of one batch with their pseudo-labels ``pl_<head>`` (joined by key from the round's
-    labels Parquet): the held-out videos' clips when ``rates`` is None (validation), else the
+    """Clips of one batch (read with their ``path``) with their pseudo-labels ``pl_<head>``
+    (joined by key from the round's ``labels`` of the batch's shards: :func:`lookup`), without
+    the ``path``: the held-out videos' clips when ``rates`` is None (validation), else the
     training clips, each repeated a random number of times with mean Σ_head rates[head][label]
     (stochastic rounding), in random order (copies of a clip from a small cluster must not sit
     next to each other, or they would share a batch)."""
     sources = sorted(set(heads.values()))
-    joined = lookup(batch, labels, files, sources, prefix="cluster_")
+    joined = lookup(batch.drop_columns(["path"]), shard_names(batch.column("path")), labels, sources, prefix="cluster_")
     held = held_out(joined.column("video_id").to_numpy(zero_copy_only=False), val_fraction)
     joined = joined.filter(pa.array(held if rates is None else ~held))
     label = {h: joined.column(f"cluster_{src}").to_numpy().astype(np.int64) for h, src in heads.items()}
@@ -347,7 +440,9 @@ def cluster_features(
     in ``pca.npz`` / ``pca_<name>.npz``) and ``stats.json``, written last. ``previous`` (labels
     written by an earlier call with the same names) and ``truth`` (``video_id`` → class) add
     NMI and purity; ``val_fraction`` splits the training sizes off the held-out videos. Each
-    task of the two passes reads about ``item_bytes`` of features. Returns the statistics."""
+    task of the two passes reads about ``item_bytes`` of features. Features with a ``path``
+    column (the prepared shard of each clip, as XDC writes them) give labels indexed by shard
+    (:data:`INDEX_FILE`, :class:`Labels`), which ``previous`` must be too. Returns the statistics."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -358,6 +453,9 @@ def cluster_features(
     ensure_empty(out)
     columns = sorted({c for cl in clusterings for c in cl.columns})
     items, schema = fragments(features, columns, item_bytes)
+    prev = None if previous is None else Labels.open(previous)
+    if prev is not None and "path" not in schema.names:
+        raise ValueError(f"{features}: no column path; the previous round's labels are joined by the clips' shards")
     rows = sum(i["rows"] for i in items)
     if k > rows:
         raise ValueError(f"k: {k} clusters need at least {k} rows; {features} has {rows}")
@@ -379,10 +477,12 @@ def cluster_features(
     clock.append(time.perf_counter())
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
-    prev = None if previous is None else (previous, tuple(parquet_files(previous)))
-    counts = summed(over_fragments(items, assign_fragments, uri=features, columns=columns, out=out, clusterings=clusterings, models=models,
-                                   ks=ks, val_fraction=val_fraction, previous=prev,
-                                   truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
+    read = KEY + columns + (["path"] if "path" in schema.names else [])
+    counts, index = summed(over_fragments(items, assign_fragments, uri=features, columns=read, out=out, token=uuid.uuid4().hex[:8],
+                                          clusterings=clusterings, models=models, ks=ks, val_fraction=val_fraction, previous=prev,
+                                          truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
+    if index:
+        write_json(fs, f"{root}/{INDEX_FILE}", index)
     clock.append(time.perf_counter())
     for c in clusterings:
         suffix = "" if len(clusterings) == 1 else f"_{c.name}"

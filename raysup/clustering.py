@@ -9,6 +9,10 @@
 | ``mdc`` | both (two heads: ``video``, ``video_cross``) | both (``audio``, ``audio_cross``) |
 | ``cdc`` | clusters of [v/‖v‖, a/‖a‖]          | the same clusters                    |
 
+and the same-modality-XDC baselines (papers/xdc.md L105-115, Table 1): ``xdc_2video``, two video
+encoders (``video``, ``video2``) each learning the other's clusters; ``xdc_2audio`` the same with
+two audio encoders (``audio``, ``audio2``).
+
 In memory (:func:`kmeans`, :func:`pseudo_labels`) for small sets and baselines; XDC clusters its
 features dataset with :mod:`raysup.cluster_features`, which trains these same k-means on a sample.
 The cluster statistics are computed from counts (:func:`stats_from_counts`), which that module
@@ -21,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-Variant = Literal["sdc", "mdc", "cdc", "xdc"]
+Variant = Literal["sdc", "mdc", "cdc", "xdc", "xdc_2video", "xdc_2audio"]
 
 
 # variant → {clustering: the feature columns it clusters (several: each L2-normalised, then
@@ -31,12 +35,16 @@ CLUSTERINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "xdc": {"video": ("video",), "audio": ("audio",)},
     "mdc": {"video": ("video",), "audio": ("audio",)},
     "cdc": {"joint": ("video", "audio")},
+    "xdc_2video": {"video": ("video",), "video2": ("video2",)},
+    "xdc_2audio": {"audio": ("audio",), "audio2": ("audio2",)},
 }
 HEADS: dict[str, dict[str, str]] = {
     "sdc": {"video": "video", "audio": "audio"},
     "xdc": {"video": "audio", "audio": "video"},
     "mdc": {"video": "video", "audio": "audio", "video_cross": "audio", "audio_cross": "video"},
     "cdc": {"video": "joint", "audio": "joint"},
+    "xdc_2video": {"video": "video2", "video2": "video"},
+    "xdc_2audio": {"audio": "audio2", "audio2": "audio"},
 }
 
 
@@ -169,7 +177,7 @@ def pseudo_labels(
     ``audio``; MDC adds ``video_cross`` and ``audio_cross``). Features are [N,D] with rows
     aligned. XDC runs the same clusterings over a features dataset
     (:func:`raysup.cluster_features.cluster_features`)."""
-    if variant not in HEADS:
+    if variant not in ("sdc", "mdc", "cdc", "xdc"):  # the same-modality baselines: a second encoder's features (XDC's stages)
         raise ValueError(f"variant: expected one of sdc, mdc, cdc, xdc, got {variant!r}")
     if len(video_feats) != len(audio_feats):
         raise ValueError(f"video and audio features differ in length: {len(video_feats)} vs {len(audio_feats)}")

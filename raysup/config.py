@@ -194,7 +194,9 @@ class TrainConfig:
     ``batch_size`` is per worker; ``max_steps`` > 0 ends each ``fit`` (each XDC round) after that
     many optimiser steps, with the checkpoint and metrics of a normal end (the learning-rate
     schedule still spans ``epochs``, so the steps taken are the full run's first ones; a resumed
-    run continues with the next epoch); ``crop_size`` > 0: the clips' frames and flow are
+    run continues the epoch where it stopped); ``checkpoint_every_steps`` > 0 also checkpoints
+    every that many optimiser steps inside an epoch, with the data position, so a restarted or
+    resumed run loses at most that many steps (0: only at epoch ends); ``crop_size`` > 0: the clips' frames and flow are
     crop_size×crop_size crops of the prepared frames (random position for training, centred for
     evaluation, probes and features; :meth:`raysup.data.ingest.PreparedData.cropped`), 0: the
     prepared ``--size``; ``patience`` > 0 stops early when ``val_loss`` has not
@@ -206,7 +208,7 @@ class TrainConfig:
 
     method_name: str
     method: Any
-    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig: XDC
+    preset: Literal["tiny", "paper", "paper_vgg16", "paper_audioset", "paper_ig", "paper_32f", "paper_32f_long"] = "tiny"  # paper_vgg16: Cross and Learn; paper_audioset, paper_ig, paper_32f(_long): XDC (supervised: paper_audioset)
     epochs: int = 10
     max_steps: int = 0  # end after this many optimiser steps; 0: no limit
     batch_size: int = 32
@@ -219,6 +221,7 @@ class TrainConfig:
     max_failures: int = 2
     patience: int = 0
     shuffle_batches: int = 16
+    checkpoint_every_steps: int = 0  # also checkpoint every this many optimiser steps; 0: at epoch ends only
     optim: OptimConfig = OptimConfig()
 
     def validate(self) -> None:
@@ -227,7 +230,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
-        for name in ("max_failures", "patience", "max_steps", "crop_size"):
+        for name in ("max_failures", "patience", "max_steps", "crop_size", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:

@@ -1,9 +1,11 @@
 """``raysup dashboard RUN_OR_SWEEP_DIR``: TensorBoard over a run or a sweep, and where the Ray
 dashboard is.
 
-A sweep folder holds Tune's TensorBoard events for every trial (each reported metric: losses,
-accuracies, XDC's NMI and cluster statistics, probe accuracies); a ``raysup train`` run folder
-holds them under ``tensorboard/``. For a URI (``s3://…``) the event files are mirrored into a
+A sweep folder holds one TensorBoard entry per trial under ``tensorboard/``, named by the
+trial's settings (``method.k=16``: each reported metric per epoch, losses, accuracies, XDC's NMI
+and cluster statistics, then the probe accuracies, and the settings with the final metrics as
+hparams); a ``raysup train`` run folder holds its curves under ``tensorboard/`` too. TensorBoard
+opens that folder (a sweep from before it existed: the whole folder, Tune's ``trial_…`` entries). For a URI (``s3://…``) the event files are mirrored into a
 local folder and refreshed while TensorBoard runs; an object whose key would land outside that
 folder is skipped with a warning, and a URI is shown without its credentials. The Ray dashboard (Jobs, Actors, Logs) belongs
 to the running cluster, found at ``address``; on a ``ray up`` cluster reach it with
@@ -18,7 +20,7 @@ import time
 
 import pyarrow.fs as pafs
 
-from raysup.data.storage import redact, resolve
+from raysup.data.storage import join, redact, resolve
 
 
 def mirror_path(local: str, root: str, path: str) -> str | None:
@@ -75,6 +77,16 @@ def ray_dashboard_url(address: str) -> str | None:
     return f"http://{url}" if url else None
 
 
+def board(path: str) -> str:
+    """The folder (or URI) TensorBoard shows for a run or sweep ``path``: its ``tensorboard/``
+    when there is one, else ``path`` itself."""
+    fs, root = resolve(path)
+    inner = f"{root.rstrip('/')}/tensorboard"
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return path
+    return join(path, "tensorboard")
+
+
 def serve(path: str, *, port: int = 6006, host: str = "127.0.0.1", address: str = "auto", refresh_s: float = 30.0) -> None:
     """Start TensorBoard on ``path`` (folder or URI), print its URL and the Ray dashboard's, and
     serve until interrupted."""
@@ -83,10 +95,11 @@ def serve(path: str, *, port: int = 6006, host: str = "127.0.0.1", address: str 
     is_uri = "://" in path
     if not is_uri and not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such folder (a `raysup train` run or a sweep's storage/<name>)")
-    logdir = tempfile.mkdtemp(prefix="raysup-tensorboard-") if is_uri else path
+    events = board(path)
+    logdir = tempfile.mkdtemp(prefix="raysup-tensorboard-") if is_uri else events
     rejected: set[str] = set()
     if is_uri:
-        mirror_events(path, logdir, rejected)
+        mirror_events(events, logdir, rejected)
     tb = program.TensorBoard()
     tb.configure(logdir=logdir, host=host, port=port, reload_interval=5)
     print(f"TensorBoard:   {tb.launch()}  (curves of every trial and metric in {redact(path)})", flush=True)
@@ -100,6 +113,6 @@ def serve(path: str, *, port: int = 6006, host: str = "127.0.0.1", address: str 
         while True:
             time.sleep(refresh_s)
             if is_uri:
-                mirror_events(path, logdir, rejected)
+                mirror_events(events, logdir, rejected)
     except KeyboardInterrupt:
         pass

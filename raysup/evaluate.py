@@ -15,7 +15,7 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import LabelRow, label_of, read_labels_csv
 from raysup.data.tables import join_columns
-from raysup.features import extract_features, video_average
+from raysup.features import embed, video_means
 from raysup.methods import method_module
 
 
@@ -113,10 +113,11 @@ def video_group(video_id: str) -> str:
 
 
 def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Features of the given videos' clips (centre crops), averaged per video (see :func:`video_average`)."""
+    """Features of the given videos' clips (centre crops), averaged per video inside Ray Data
+    (:func:`raysup.features.video_means`): this process holds [videos, dim], never the clips."""
     keep = pa.table({"video_id": pa.array(sorted(video_ids), pa.string())})
     ds = data.decode(join_columns(data.dataset(clip_columns(cfg), crop=None), ["video_id"], keep), crop="centre")
-    return video_average(extract_features(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
+    return video_means(embed(ds, cfg, method_module(cfg.method_name).build, data.specs, checkpoint, actors=actors))
 
 
 def clip_columns(cfg: TrainConfig) -> list[str]:

@@ -1,4 +1,4 @@
-"""Frozen features of every clip, extracted by Ray Data actors (a GPU each when there is one).
+"""Frozen features of every clip, extracted by a pool of Ray Data actors (the run's GPUs, or CPUs).
 
 The features are a dataset, never an array in one process: :func:`embed` maps the clips to rows
 of ``video_id``, ``clip_index`` and one ``fixed_size_list<float32>`` column per encoder, named
@@ -10,8 +10,6 @@ never imports the method registry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import torch
@@ -19,100 +17,161 @@ import torch
 from raysup.checkpoint import load_checkpoint_file
 from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
-from raysup.data.schema import TensorSpec, to_numpy, vectors
+from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
 
-KEY = ("video_id", "clip_index")
-
-
-@dataclass(frozen=True)
-class Features:
-    """Per-clip features in memory: ``video_id`` [N], ``clip_index`` [N], ``feats[name]`` [N,D]."""
-
-    video_id: np.ndarray
-    clip_index: np.ndarray
-    feats: dict[str, np.ndarray]
+CPU_BATCH = 64  # clips per Embedder call on a CPU
+GPU_BATCH = 256  # … on a GPU: a large batch keeps it busy (8×224²×3 uint8 clips: ~300 MB of input per call)
+FILE_BYTES = 128 << 20  # features per Parquet file, at least (Ray Data's own target block size): not one file per block
 
 
 class Embedder:
-    """Ray Data actor: clip batches → ``video_id``, ``clip_index`` and one vector column per
-    encoder (all of the model's, or ``encoders``) of a (possibly untrained) model."""
+    """Ray Data actor: clip batches → ``video_id``, ``clip_index`` (and the clips' ``path``, the
+    prepared shard each was read from, when the batch has one) and one vector column per encoder
+    (all of the model's, or ``encoders``) of a (possibly untrained) model. On a GPU (``gpu``) the
+    batch goes through pinned host memory with non-blocking copies and runs under autocast
+    (bfloat16, or float16 where the GPU has no bfloat16); on the CPU in float32."""
 
     def __init__(self, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None,
-                 encoders: tuple[str, ...] | None = None):
+                 encoders: tuple[str, ...] | None = None, gpu: bool = False):
         torch.manual_seed(cfg.seed)
         self.method = build(cfg, specs)
         if checkpoint is not None:
             self.method.load_state_dict(load_checkpoint_file(checkpoint)["model"])
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda" if gpu else "cpu")
         self.method.to(self.device).eval()
         self.collate = ClipCollate(specs)
         self.encoders = encoders
 
     @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tensors = {k: v.to(self.device) for k, v in self.collate(batch).items()}
-        feats = self.method.embed(tensors, train=False)
+        cuda = self.device.type == "cuda"
+        tensors = {k: v.pin_memory().to(self.device, non_blocking=True) if cuda else v for k, v in self.collate(batch).items()}
+        half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast(self.device.type, dtype=half, enabled=cuda):
+            feats = self.method.embed(tensors, train=False)
         out = {"video_id": batch.column("video_id"), "clip_index": pa.array(tensors["clip_index"].cpu().numpy().astype(np.int32))}
+        if "path" in batch.column_names:
+            out["path"] = batch.column("path")
         out.update({name: vectors(feats[name].float().cpu().numpy()) for name in (self.encoders or sorted(feats))})
         return pa.table(out)
 
 
 def embed(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
-          encoders: tuple[str, ...] | None = None, actors: int = 1, batch_size: int = 64):
+          encoders: tuple[str, ...] | None = None, actors: int | None = None, batch_size: int | None = None):
     """The features of every clip of ``ds`` as a lazy Ray Dataset: ``map_batches`` over an actor
-    pool (one GPU per actor when the cluster has GPUs)."""
+    pool that starts with one actor and grows to ``actors`` (default: the run's ``workers``),
+    each with the run's ``gpus_per_worker``: the GPUs the run asks for, whether or not their
+    nodes are up yet (the autoscaler adds them). Batches of ``batch_size`` clips (default
+    :data:`GPU_BATCH` on GPUs, :data:`CPU_BATCH` on CPUs)."""
     import ray
 
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = cfg.gpus_per_worker
     return ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={"cfg": cfg, "build": build, "specs": specs, "checkpoint": checkpoint, "encoders": encoders},
-        batch_size=batch_size,
+        fn_constructor_kwargs={"cfg": cfg, "build": build, "specs": specs, "checkpoint": checkpoint, "encoders": encoders, "gpu": gpus > 0},
+        batch_size=batch_size or (GPU_BATCH if gpus else CPU_BATCH),
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors or cfg.workers),
         num_gpus=gpus,
         num_cpus=1,
     )
 
 
 def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
-                   encoders: tuple[str, ...] | None = None, actors: int = 1, batch_size: int = 64) -> None:
-    """Stream the features of ``ds``'s clips into Parquet files in ``out`` (a new or empty folder
-    or URI); no process holds more than a few batches."""
+                   encoders: tuple[str, ...] | None = None, actors: int | None = None, batch_size: int | None = None) -> None:
+    """Stream the features of ``ds``'s clips (:func:`embed`) into Parquet files of at least
+    :data:`FILE_BYTES` in ``out`` (a new or empty folder or URI); no process holds more than a
+    file's worth of batches."""
     ensure_empty(out)
     if encoders:  # refused here, before the actors start, rather than inside one
         names = build(cfg, specs).encoders()
         missing = sorted(set(encoders) - set(names))
         if missing:
             raise ValueError(f"encoders: the model has no encoder {', '.join(missing)} (it has {', '.join(sorted(names))})")
+    write_files(embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size), out)
+
+
+def write_files(ds, out: str) -> None:
+    """``ds`` as Parquet files of at least :data:`FILE_BYTES` in the folder or URI ``out`` (Ray
+    Data's own default: a file per block)."""
     fs, root = resolve(out)
-    embed(ds, cfg, build, specs, checkpoint, encoders=encoders, actors=actors, batch_size=batch_size).write_parquet(root, filesystem=fs)
+    ds.write_parquet(root, filesystem=fs, min_bytes_per_file=FILE_BYTES)
 
 
-def extract_features(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
-                     actors: int = 1, batch_size: int = 64) -> Features:
-    """The features of ``ds``'s clips gathered in this process, sorted by video then clip: for
-    the linear probe of a labelled set (whose logistic regression holds them anyway). Clustering
-    never gathers: it reads :func:`write_features`' Parquet."""
-    parts = list(embed(ds, cfg, build, specs, checkpoint, actors=actors, batch_size=batch_size).iter_batches(batch_format="pyarrow", batch_size=None))
-    if not parts:
-        raise ValueError("no clips to extract features from")
-    table = pa.concat_tables(parts)
-    names = [n for n in table.column_names if n not in KEY]
-    vid = table.column("video_id").to_numpy(zero_copy_only=False).astype(str)
-    clip = table.column("clip_index").to_numpy()
-    order = np.lexsort((clip, vid))  # deterministic order: by video, then clip
-    return Features(vid[order], clip[order], {n: to_numpy(table.column(n))[order] for n in names})
+# --- per-video averages without gathering the clips ------------------------------------------------
 
 
-def video_average(f: Features) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Average clip features per video → (video ids [V], {name: [V,D]})."""
-    ids, inverse = np.unique(f.video_id, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(ids))[:, None]
-    out = {}
-    for name, x in f.feats.items():
-        acc = np.zeros((len(ids), x.shape[1]), np.float64)
-        np.add.at(acc, inverse, x)
-        out[name] = (acc / counts).astype(np.float32)
-    return ids, out
+def video_means(features, *, batch_size: int = 4096) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every vector column of a feature dataset (:func:`embed`'s rows, or :func:`write_features`'
+    Parquet read with ``ray.data.read_parquet``) averaged per video → (video ids [V] sorted,
+    {name: [V,D] float32}). Ray Data tasks sum each ``batch_size`` clips per video
+    (:func:`video_sums`); this process adds those partial sums up one batch at a time, so it
+    holds [V,D] per column and never the clips."""
+    total = VideoSums()
+    for part in video_sums(features, batch_size=batch_size).iter_batches(batch_format="pyarrow", batch_size=None):
+        total.add(part)
+    return total.means()
+
+
+def video_sums(features, *, batch_size: int = 4096):
+    """Lazy Ray Dataset of per-video partial sums: for each batch of ``batch_size`` clips, one row
+    per video in it with ``video_id``, ``clips`` (how many) and each vector column summed in
+    float64 (:func:`sum_per_video`). A video's clips lie in one prepared shard, so its rows number
+    about the videos plus the batches, whatever the clips per video."""
+    return features.map_batches(sum_per_video, batch_format="pyarrow", batch_size=batch_size)
+
+
+def sum_per_video(batch: pa.Table) -> pa.Table:
+    """Clip rows → one row per video: ``video_id``, ``clips`` and the float64 sum of each
+    ``fixed_size_list`` column."""
+    ids, inverse, counts = np.unique(batch.column("video_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    out = {"video_id": pa.array(ids, pa.string()), "clips": pa.array(counts, pa.int64())}
+    for name in vector_columns(batch.schema):
+        x = matrix(batch.column(name), np.float64)
+        sums = np.add.reduceat(x[order], starts, axis=0) if len(x) else x
+        out[name] = pa.FixedSizeListArray.from_arrays(pa.array(sums.reshape(-1)), x.shape[1])
+    return pa.table(out)
+
+
+class VideoSums:
+    """Running per-video sums of :func:`sum_per_video` rows (a video may come in several)."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}  # video id → row
+        self.clips = np.zeros(0, np.int64)
+        self.sums: dict[str, np.ndarray] = {}
+
+    def add(self, part: pa.Table) -> None:
+        rows = np.array([self.index.setdefault(v, len(self.index)) for v in part.column("video_id").to_pylist()], np.int64)
+        if len(self.index) > len(self.clips):  # grown by doubling: each row copied O(1) times on average
+            size = max(len(self.index), 2 * len(self.clips))
+            self.clips = np.concatenate([self.clips, np.zeros(size - len(self.clips), np.int64)])
+            for name in vector_columns(part.schema):
+                old = self.sums.get(name, np.zeros((0, part.schema.field(name).type.list_size)))
+                self.sums[name] = np.concatenate([old, np.zeros((size - len(old), old.shape[1]))])
+        self.clips[rows] += part.column("clips").to_numpy()  # rows are distinct within a part
+        for name in self.sums:
+            self.sums[name][rows] += matrix(part.column(name), np.float64)
+
+    def means(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if not self.index:
+            raise ValueError("no clips to extract features from")
+        ids = np.array(list(self.index), dtype=str)
+        order = np.argsort(ids)
+        n = len(ids)
+        return ids[order], {name: (s[:n][order] / self.clips[:n][order, None]).astype(np.float32) for name, s in self.sums.items()}
+
+
+def vector_columns(schema: pa.Schema) -> list[str]:
+    """The ``fixed_size_list`` (feature vector) columns of a feature table."""
+    return [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
+
+
+def matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:
+    """A ``fixed_size_list`` column → [N,D] of ``dtype``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(dtype, copy=False)

@@ -12,6 +12,16 @@ Three kinds, each scored on the labels CSV's test split:
   the train videos, scores averaged over each test video's clips;
 - :class:`LayerProbeProtocol`: the taps of several layers, each resized to s×s and flattened, one
   linear layer per layer (Zhang et al.'s linear classification test).
+
+Three more run on other data than a video set's labels CSV (``raysup probe --protocol paper
+--paper-task TASK``): :class:`ImageLayerProbeProtocol` (ILSVRC12's per-layer linear probe on an
+ImageFolder, :mod:`raysup.image_protocols`), :class:`VOCProtocol` (PASCAL VOC 2007
+classification, mAP, same module) and :class:`AudioClipsProtocol` (ESC-50 / DCASE on a prepared
+audio-only set, :mod:`raysup.audio_protocols`).
+
+Every spec has a ``task`` (the downstream set: ``action`` for UCF101/HMDB51, ``esc50``,
+``dcase``, ``imagenet``, ``voc07``), ``published`` (the paper's numbers for it: (what, value)
+pairs) and ``cites`` (field → paper line), printed by ``raysup config METHOD --protocol``.
 """
 from __future__ import annotations
 
@@ -19,6 +29,8 @@ import dataclasses
 from typing import Literal
 
 from raysup.config import OptimConfig
+
+Pairs = tuple[tuple[str, str | float], ...]  # (name, value) pairs: published numbers, citations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +49,9 @@ class FinetuneProtocol:
     test_clips: int
     network: Literal["method", "caffenet"] = "method"
     init_prefix: str = ""  # caffenet: the pretrained state dict's prefix of the conv and BN layers
+    task: str = "action"
+    published: Pairs = ()
+    cites: Pairs = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +83,9 @@ class FrozenProtocol:
     linear: LinearLayer
     svm_c: float
     test_clips: int
+    task: str = "action"
+    published: Pairs = ()
+    cites: Pairs = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +97,86 @@ class LayerProbeProtocol:
     sizes: tuple[tuple[str, int], ...]
     linear: LinearLayer
     test_clips: int
+    task: str = "action"
+    published: Pairs = ()
+    cites: Pairs = ()
 
 
-Protocol = FinetuneProtocol | FrozenProtocol | LayerProbeProtocol
+@dataclasses.dataclass(frozen=True)
+class ImageLayerProbeProtocol:
+    """ILSVRC12 linear probing (Zhang et al.'s test) on an ImageFolder root with ``train/`` and
+    ``val/``: the frozen network's taps (``sizes``: (tap, s), resized bilinearly to s×s),
+    each through a batch norm without learned parameters and its own linear layer, all trained
+    together by ``linear`` on random ``crop`` crops and flips of the train images (shorter side
+    resized to ``resize``); top-1 on the val images' centre crops, one result per tap."""
+
+    sizes: tuple[tuple[str, int], ...]
+    linear: LinearLayer
+    resize: int = 256
+    crop: int = 224
+    task: str = "imagenet"
+    published: Pairs = ()
+    cites: Pairs = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class VOCProtocol:
+    """PASCAL VOC 2007 classification (Krähenbühl et al.'s protocol, philkr/voc-classification):
+    the pretrained network (``network``: ``cpfs``: its AlexNet with BN folded, fc6-fc7 kept;
+    ``caffenet``: a CaffeNet whose conv layers, and BN layers when ``transfer_bn``, load the
+    state dict under ``init_prefix``, fc6-fc7 fresh) with a fresh 20-way layer, finetuned end to
+    end on trainval by a per-class sigmoid cross-entropy (difficult labels ignored): SGD
+    ``lr``, ``momentum``, ``weight_decay``, ``batch_size``, ``iterations``, lr ×``gamma``
+    every ``step`` iterations, the gradient norm clipped to ``clip_grad``; train images rescaled
+    by a random factor in ``scale`` relative to ``crop``, randomly cropped and flipped; the
+    scores of ``test_crops`` such crops summed per test image; result: mean over classes of
+    sklearn's average precision on the non-difficult test images."""
+
+    key: str
+    network: Literal["cpfs", "caffenet"]
+    lr: float
+    iterations: int
+    step: int
+    gamma: float
+    batch_size: int
+    weight_decay: float
+    momentum: float = 0.9
+    clip_grad: float = 10.0
+    scale: tuple[float, float] = (0.5, 2.0)
+    crop: int = 224
+    test_crops: int = 10
+    init_prefix: str = ""
+    transfer_bn: bool = False
+    task: str = "voc07"
+    published: Pairs = ()
+    cites: Pairs = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioClipsProtocol:
+    """Audio classification on frozen features of a prepared audio-only set (ESC-50, DCASE):
+    ``clips`` evenly spaced sub-clips of ``seconds`` each per recording (train and test), the
+    method's tap ``tap``, a linear layer (``classifier="linear"``: ``linear``) or a primal
+    linear SVM (``svm``: C = ``svm_c``); sub-clip scores averaged per test recording; top-1."""
+
+    key: str
+    tap: str
+    clips: int
+    seconds: float
+    classifier: Literal["linear", "svm"]
+    linear: LinearLayer
+    svm_c: float
+    task: str = "esc50"
+    published: Pairs = ()
+    cites: Pairs = ()
+
+
+Protocol = FinetuneProtocol | FrozenProtocol | LayerProbeProtocol | ImageLayerProbeProtocol | VOCProtocol | AudioClipsProtocol
+IMAGE_TASKS = ("imagenet", "voc07")
+AUDIO_TASKS = ("esc50", "dcase")
+
+
+def describe(p: Protocol) -> dict:
+    """A protocol as JSON-able data (``raysup config METHOD --protocol``): its kind, every
+    field, ``published`` and ``cites`` as objects."""
+    return {"kind": type(p).__name__, **dataclasses.asdict(p), "published": dict(p.published), "cites": dict(p.cites)}

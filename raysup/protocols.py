@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
+from raysup.cluster_features import parquet_files
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
+from raysup.data.storage import exists, join, resolve
 from raysup.data.tables import join_columns
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.evaluate import clip_columns, labelled
-from raysup.features import extract_features
+from raysup.features import embed, matrix, vector_columns, write_features
 from raysup.methods import method_module, method_names
 from raysup.methods.base import Method
 from raysup.models import image_encoder
@@ -161,13 +166,18 @@ def protocol_taps(p: FrozenProtocol | LayerProbeProtocol) -> dict[str, tuple[str
     return {tap: (tap, side) for tap, side in p.sizes}
 
 
-def paper_protocols(method_name: str) -> tuple[Protocol, ...]:
-    """The method's ``PAPER_PROTOCOLS``; a one-line ConfigError for a method without any."""
+def paper_protocols(method_name: str, task: str | None = "action") -> tuple[Protocol, ...]:
+    """The method's ``PAPER_PROTOCOLS`` for ``task`` (None: all); a one-line ConfigError for a
+    method without any, or without any for ``task``."""
     protocols = getattr(method_module(method_name), "PAPER_PROTOCOLS", ())
     if not protocols:
         having = [m for m in method_names() if getattr(method_module(m), "PAPER_PROTOCOLS", ())]
         raise ConfigError(f"--protocol paper: not implemented for {method_name} (only {', '.join(having)}); use --protocol linear")
-    return protocols
+    picked = tuple(p for p in protocols if task is None or p.task == task)
+    if not picked:
+        tasks = sorted({p.task for p in protocols})
+        raise ConfigError(f"--paper-task: {method_name}'s paper protocols are for {', '.join(tasks)}, not {task}")
+    return picked
 
 
 def finetune_protocols(cfg: TrainConfig, data: PreparedData, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> tuple[FinetuneProtocol, ...]:
@@ -209,7 +219,7 @@ def run_protocols(
     test_table = pa.table({
         "video_id": pa.array([v for v, c in test_clips.items() for _ in c], pa.string()),
         "clip_index": pa.array(np.concatenate(list(test_clips.values())), pa.int32()),  # the prepared column's type
-        "video_index": pa.array([ids.index(v) for v, c in test_clips.items() for _ in c], pa.int64()),
+        "video_index": pa.array(np.searchsorted(ids, [v for v, c in test_clips.items() for _ in c]), pa.int64()),  # ids are sorted
     })
     clips = data.dataset(clip_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
     train_ds = data.decode(join_columns(clips, ["video_id"], train_table).randomize_block_order(), crop="random")
@@ -217,7 +227,6 @@ def run_protocols(
     frozen_train_ds = data.decode(join_columns(clips, ["video_id"], train_table), crop="centre")  # frozen features: centre crops
     y = np.array([label[v] for v in ids])  # [V] by video index
     tested = np.array([v in test_clips for v in ids])
-    video_index = {v: i for i, v in enumerate(ids)}
     results = {}
     for p in protocols:
         if isinstance(p, FinetuneProtocol):
@@ -226,14 +235,8 @@ def run_protocols(
                                          rows_per_epoch=rows_per_epoch, epochs=epochs)
             results[p.key] = video_accuracy(scores, video, y, tested)
         else:
-            build = functools.partial(build_tap_features, taps=protocol_taps(p))
-            train_f = extract_features(frozen_train_ds, cfg, build, data.specs, checkpoint, actors=actors)
-            test_f = extract_features(test_ds, cfg, build, data.specs, checkpoint, actors=actors)
-            y_train = y[[video_index[v] for v in train_f.video_id]]
-            test_video = np.array([video_index[v] for v in test_f.video_id])
-            for name in sorted(train_f.feats):
-                scores = frozen_scores(p, classifier, train_f.feats[name], y_train, test_f.feats[name], len(classes), cfg.seed)
-                results[name] = video_accuracy(scores, test_video, y, tested)
+            results.update(run_frozen(p, frozen_train_ds, test_ds, join(out_dir, "features"), cfg=cfg, data=data, checkpoint=checkpoint,
+                                      classifier=classifier, ids=ids, y=y, tested=tested, classes=len(classes), actors=actors))
     return results
 
 
@@ -259,25 +262,176 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
     return np.concatenate(scores), np.concatenate(video)
 
 
+# --- frozen protocols: classifiers trained from the train clips' features on disk ----------------
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # features [N,D] → class scores [N,classes]
+Norm = tuple[np.ndarray, np.ndarray]  # a feature's mean and deviation [D]
+CLIP_KEY = ("video_id", "clip_index")
+SHUFFLE_BYTES = 512 * 1024**2  # a stream shuffles together the rows of up to 2 × this
+
+
+def run_frozen(p: FrozenProtocol | LayerProbeProtocol, train_ds, test_ds, folder: str, *, cfg: TrainConfig, data: PreparedData,
+               checkpoint: str | None, classifier: Classifier, ids: list[str], y: np.ndarray, tested: np.ndarray, classes: int,
+               actors: int) -> dict[str, float]:
+    """A frozen protocol: the train clips' features written to Parquet in ``folder``
+    (:func:`raysup.features.write_features`, removed when done), a classifier per feature trained
+    from them (:func:`frozen_classifiers`), then the test clips' features streamed through it and
+    their scores summed per test video. This process holds [videos, classes] and a few batches,
+    never the clips. Returns top-1 per result key."""
+    build = functools.partial(build_tap_features, taps=protocol_taps(p))
+    fs, root = resolve(folder)
+    if exists(fs, root):  # a killed run's features
+        fs.delete_dir(root)
+    write_features(train_ds, folder, cfg, build, data.specs, checkpoint, actors=actors)
+    classify = frozen_classifiers(p, classifier, FeatureStream(folder, ids, y), classes, cfg.seed)
+    video_of = pa.array(ids, pa.string())
+    totals = {name: np.zeros((len(ids), classes)) for name in classify}
+    for batch in embed(test_ds, cfg, build, data.specs, checkpoint, actors=actors).iter_batches(batch_format="pyarrow", batch_size=None):
+        video = pc.index_in(batch.column("video_id"), value_set=video_of).to_numpy()
+        for name, score in classify.items():
+            np.add.at(totals[name], video, score(matrix(batch.column(name))))
+    fs.delete_dir(root)
+    return {name: video_top1(total, y, tested) for name, total in totals.items()}
+
+
+class FeatureStream:
+    """Clip features as :func:`raysup.features.write_features` wrote them in ``folder``, read
+    back a Parquet batch at a time, each clip labelled ``y`` [V] of its video (``ids``, sorted);
+    ``shuffle_bytes``: how much an epoch's shuffle holds (:meth:`batches`)."""
+
+    def __init__(self, folder: str, ids: list[str], y: np.ndarray, *, shuffle_bytes: int = SHUFFLE_BYTES):
+        self.fs, _ = resolve(folder)
+        self.files = parquet_files(folder)
+        if not self.files:
+            raise ValueError("no clips to extract features from")
+        schema = pq.read_schema(self.files[0], filesystem=self.fs)
+        self.names = vector_columns(schema)
+        self.dims = {n: schema.field(n).type.list_size for n in self.names}
+        self.video_of, self.y, self.shuffle_bytes = pa.array(ids, pa.string()), y, shuffle_bytes
+
+    def tables(self, order) -> Iterator[pa.Table]:
+        """The files' rows in ``order`` of the files, one record batch at a time."""
+        for i in order:
+            with self.fs.open_input_file(self.files[i]) as f:
+                for b in pq.ParquetFile(f).iter_batches(columns=[*CLIP_KEY, *self.names]):
+                    yield pa.Table.from_batches([b])
+
+    def labels(self, table: pa.Table) -> np.ndarray:
+        return self.y[pc.index_in(table.column("video_id"), value_set=self.video_of).to_numpy()]
+
+    def batches(self, batch_size: int, g: torch.Generator) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """One epoch of (features {name: [B,D]}, labels [B]) batches: the files in random order, their
+        rows shuffled together up to 2 × ``shuffle_bytes`` at a time, 1 × held over (every row
+        when they fit, as an in-memory permutation does). Rows are put in clip order before each
+        shuffle, so the batches do not depend on how Ray Data cut the files when they all fit."""
+        files, rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g))).spawn(2)  # rows' draws apart from the files'
+        keep = max(batch_size, self.shuffle_bytes // (4 * sum(self.dims.values())))
+        held, rows = [], 0
+        for t in self.tables(files.permutation(len(self.files))):
+            held.append(t)
+            rows += t.num_rows
+            if rows >= 2 * keep:
+                pool = in_clip_order(held).take(rng.permutation(rows))
+                n = (rows - keep) // batch_size * batch_size
+                yield from self.slices(pool.slice(0, n), batch_size)
+                held, rows = [pool.slice(n)], rows - n
+        if rows:
+            yield from self.slices(in_clip_order(held).take(rng.permutation(rows)), batch_size)
+
+    def slices(self, table: pa.Table, batch_size: int):
+        for s in range(0, table.num_rows, batch_size):
+            t = table.slice(s, batch_size)
+            yield {n: torch.tensor(matrix(t.column(n))) for n in self.names}, torch.from_numpy(self.labels(t)).long()
+
+    def standardization(self) -> dict[str, Norm]:
+        """Each feature's mean and deviation (+1e-5) over every clip, merged batch by batch in
+        float64 (Chan et al.'s pairwise update)."""
+        n, mean, m2 = 0, dict.fromkeys(self.names, 0.0), dict.fromkeys(self.names, 0.0)
+        for t in self.tables(range(len(self.files))):
+            k = t.num_rows
+            for name in self.names:
+                x = matrix(t.column(name), np.float64)
+                bm = x.mean(0)
+                delta = bm - mean[name]
+                mean[name] = mean[name] + delta * k / (n + k)
+                m2[name] = m2[name] + ((x - bm) ** 2).sum(0) + delta**2 * n * k / (n + k)
+            n += k
+        return {name: (mean[name].astype(np.float32), (np.sqrt(m2[name] / n) + 1e-5).astype(np.float32)) for name in self.names}
+
+    def read(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every clip's features and label, in memory, in clip order."""
+        table = in_clip_order(self.tables(range(len(self.files))))
+        return {n: matrix(table.column(n)) for n in self.names}, self.labels(table)
+
+
+def in_clip_order(tables) -> pa.Table:
+    """Feature tables as one, sorted by video, then clip."""
+    return pa.concat_tables(tables).sort_by([(k, "ascending") for k in CLIP_KEY])
+
+
+def frozen_classifiers(p: FrozenProtocol | LayerProbeProtocol, classifier: Classifier, stream: FeatureStream, classes: int,
+                       seed: int) -> dict[str, Scorer]:
+    """Per feature of ``stream``, the protocol's classifier trained on the train clips: its linear
+    layers (softmax probabilities) trained from the stream, a few batches held at a time; or GDT's
+    SVM for audio (``classifier="svm"``: decision scores), which scikit-learn's ``LinearSVC`` fits
+    on every clip at once: DCASE2014's 100 recordings × 60 sub-clips (papers/gdt.md L162-164)."""
+    if isinstance(p, FrozenProtocol) and classifier == "svm":
+        x, y = stream.read()
+        return {name: svm_scorer(p.svm_c, x[name], y, classes, seed) for name in stream.names}
+    norms = stream.standardization() if p.linear.standardize else {}
+    layers = train_linear(functools.partial(stream.batches, p.linear.batch_size), stream.dims, classes, p.linear, norms, seed=seed)
+    return {name: linear_scorer(layer, norms.get(name)) for name, layer in layers.items()}
+
+
 def frozen_scores(p: FrozenProtocol | LayerProbeProtocol, classifier: Classifier, x_train: np.ndarray, y_train: np.ndarray,
                   x_test: np.ndarray, classes: int, seed: int) -> np.ndarray:
-    """Class scores [N_test,classes] of the test clips from a linear classifier fitted on the
-    train clips: the protocol's linear layer (softmax probabilities), or GDT's SVM for audio
-    (``classifier="svm"``: decision scores)."""
+    """What :func:`frozen_classifiers` does from a stream, on train clips held in memory (the
+    reference its tests compare with): class scores [N_test,classes] of the test clips."""
     if isinstance(p, FrozenProtocol) and classifier == "svm":
-        from sklearn.svm import LinearSVC
+        return svm_scorer(p.svm_c, x_train, y_train, classes, seed)(x_test)
+    norms = {"x": (x_train.mean(0), x_train.std(0) + 1e-5)} if p.linear.standardize else {}
+    xt, yt = torch.from_numpy(x_train).float(), torch.from_numpy(y_train).long()
 
-        svm = LinearSVC(C=p.svm_c, random_state=seed).fit(x_train, y_train)
+    def batches(g):
+        return (({"x": xt[i]}, yt[i]) for i in torch.randperm(len(yt), generator=g).split(p.linear.batch_size))
+
+    layer = train_linear(batches, {"x": xt.shape[1]}, classes, p.linear, norms, seed=seed)["x"]
+    return linear_scorer(layer, norms.get("x"))(x_test)
+
+
+def svm_scorer(c: float, x: np.ndarray, y: np.ndarray, classes: int, seed: int) -> Scorer:
+    """GDT's DCASE classifier (official ``src/svm.py``): a one-vs-rest ``LinearSVC(C=c)``; its
+    decision scores, -inf for classes absent from training."""
+    from sklearn.svm import LinearSVC
+
+    svm = LinearSVC(C=c, random_state=seed).fit(x, y)
+
+    def score(x_test: np.ndarray) -> np.ndarray:
         scores = svm.decision_function(x_test)
         if scores.ndim == 1:  # two classes: one column, positive for classes_[1]
             scores = np.stack([-scores, scores], 1)
         return expand_columns(scores, svm.classes_, classes, fill=-np.inf)
-    if p.linear.standardize:
-        mean, std = x_train.mean(0), x_train.std(0) + 1e-5
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    layer = train_linear(x_train, y_train, classes, p.linear, seed=seed)
-    with torch.no_grad():
-        return layer(torch.from_numpy(x_test).float()).softmax(1).numpy()
+
+    return score
+
+
+def linear_scorer(layer: nn.Linear, norm: Norm | None) -> Scorer:
+    """Softmax probabilities of a trained layer on features standardised by ``norm``."""
+
+    def score(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return layer(normalized(torch.tensor(x, dtype=torch.float32), norm)).softmax(1).numpy()
+
+    return score
+
+
+def normalized(x: torch.Tensor, norm: Norm | None) -> torch.Tensor:
+    """x [N,D] standardised by ``norm`` (a batch norm without learned parameters at its running
+    statistics: Zhang et al.'s linear test, papers/cpfs.md L236); as is without one."""
+    if norm is None:
+        return x
+    mean, std = (torch.as_tensor(a, dtype=torch.float32) for a in norm)
+    return (x - mean) / std
 
 
 def expand_columns(scores: np.ndarray, present: np.ndarray, classes: int, fill: float = 0.0) -> np.ndarray:
@@ -287,25 +441,36 @@ def expand_columns(scores: np.ndarray, present: np.ndarray, classes: int, fill: 
     return out
 
 
-def train_linear(x: np.ndarray, y: np.ndarray, classes: int, spec: LinearLayer, *, seed: int) -> nn.Linear:
-    """A linear layer x [N,D] → [N,classes] trained by cross-entropy as ``spec`` says."""
+def train_linear(batches: Callable[[torch.Generator], Iterable], dims: dict[str, int], classes: int, spec: LinearLayer,
+                 norms: dict[str, Norm], *, seed: int) -> dict[str, nn.Linear]:
+    """One linear layer per feature, [N,D] → [N,classes], trained by cross-entropy as ``spec`` says,
+    all on the same batches: ``batches(g)`` yields one epoch's (features {name: [B,D]}, labels [B])
+    shuffled by the generator ``g``; each feature standardised by its ``norms`` entry first."""
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).long()
-    layer = nn.Linear(x.shape[1], classes)
-    if spec.optimizer == "sgd":
-        opt = torch.optim.SGD(layer.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    else:
-        opt = torch.optim.Adam(layer.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, [round(f * spec.epochs) for f in spec.milestones], spec.gamma)
+    layers, steps = {}, []
+    for name, dim in dims.items():
+        torch.manual_seed(seed)  # every layer starts as it would alone
+        layers[name] = nn.Linear(dim, classes)
+        if spec.optimizer == "sgd":
+            opt = torch.optim.SGD(layers[name].parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        else:
+            opt = torch.optim.Adam(layers[name].parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        steps.append((name, opt, torch.optim.lr_scheduler.MultiStepLR(opt, [round(f * spec.epochs) for f in spec.milestones], spec.gamma)))
     for _ in range(spec.epochs):
-        for idx in torch.randperm(len(xt), generator=g).split(spec.batch_size):
-            loss = F.cross_entropy(layer(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        schedule.step()
-    return layer
+        for x, y in batches(g):
+            for name, opt, _ in steps:
+                loss = F.cross_entropy(layers[name](normalized(x[name], norms.get(name))), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for _, _, schedule in steps:
+            schedule.step()
+    return layers
+
+
+def video_top1(total: np.ndarray, y: np.ndarray, tested: np.ndarray) -> float:
+    """Top-1 over the tested videos of scores summed per video [V,C] (``y`` [V]: their labels)."""
+    return float((total.argmax(1) == y)[tested].mean())
 
 
 def video_accuracy(scores: np.ndarray, video: np.ndarray, y: np.ndarray, tested: np.ndarray) -> float:
@@ -313,4 +478,4 @@ def video_accuracy(scores: np.ndarray, video: np.ndarray, y: np.ndarray, tested:
     ``y`` [V], the videos' labels)."""
     total = np.zeros((len(y), scores.shape[1]))
     np.add.at(total, video, scores)
-    return float((total.argmax(1) == y)[tested].mean())
+    return video_top1(total, y, tested)

@@ -1,9 +1,12 @@
 """The Ray Train worker loop (the only ``ray.train`` import) and ``fit``, which runs it.
 
 One explicit loop for every method: stream the worker's shard of the clips, run
-``method(batch)["loss"]``, step, and at every epoch end report metrics and a
-checkpoint (model, optimiser, scheduler, scaler, config, epoch). A restarted
-worker group and ``--resume`` both continue from the latest checkpoint.
+``method(batch)["loss"]``, step, and at every epoch end (and every ``checkpoint_every_steps``
+steps) report metrics and a checkpoint (model, optimiser, scheduler, scaler, config, epoch and
+the data position). A restarted worker group and ``--resume`` both continue from the latest
+checkpoint, mid-epoch where it was taken mid-epoch. On CUDA, batches arrive prefetched in
+pinned memory and the loop never waits for the GPU within a stretch of
+:data:`FINITE_CHECK_STEPS` steps.
 """
 from __future__ import annotations
 
@@ -30,8 +33,11 @@ from raysup.data.ingest import ClipCollate
 from raysup.data.labels import read_labels_csv
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.progress import following, train_ticks
 
-RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker")  # may change on --resume
+RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker", "checkpoint_every_steps")  # may change on --resume
+FINITE_CHECK_STEPS = 50  # steps between the checks for a non-finite loss (each waits for the device)
+PREFETCH_BATCHES = 2  # batches Ray Data prepares (collated, pinned on CUDA) ahead of the step
 ERROR_KEY = "raysup_error"  # a report that carries the one-line error every worker agreed to stop on
 
 
@@ -251,7 +257,9 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     scheduler = make_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.epochs)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    state = {"epoch": -1, "step": 0, "best_val": math.inf, "bad_epochs": 0}  # step: optimiser steps so far
+    # step: optimiser steps so far; epoch: the last finished one; epoch_step: steps already
+    # taken in the epoch after it (a checkpoint taken mid-epoch)
+    state = {"epoch": -1, "step": 0, "epoch_step": 0, "best_val": math.inf, "bad_epochs": 0}
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -260,27 +268,36 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
-        state = {"step": scheduler.last_epoch, **saved["state"]}  # LambdaLR counts the steps too
+        state = {"step": scheduler.last_epoch, "epoch_step": 0, **saved["state"]}  # LambdaLR counts the steps too
 
-    torch.manual_seed(cfg.seed + 1000 * (state["epoch"] + 1) + dist.rank())  # per-worker augmentation
+    # per-worker augmentation, other after a mid-epoch resume than at the epoch's start
+    torch.manual_seed(cfg.seed + 1000 * (state["epoch"] + 1) + dist.rank() + 1_000_003 * state["epoch_step"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: time the convolution algorithms once
     collate = ClipCollate(specs)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if loop_cfg.get("has_val") else None
-    iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device)
+    iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device, prefetch_batches=PREFETCH_BATCHES, pin_memory=device.type == "cuda")
     params = [p for p in method.parameters() if p.requires_grad]
     step_limit = cfg.max_steps or math.inf
     total_steps = min(steps_per_epoch * cfg.epochs, step_limit)
+    every = cfg.checkpoint_every_steps or math.inf
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if state["step"] >= step_limit:
             break  # resumed a run that already took its max_steps
         method.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
         steps, clock, started = 0, {"data_wait": 0.0}, time.perf_counter()
+        # resumed mid-epoch: only the epoch's remaining steps (from a fresh pass: its draws are random anyway)
+        done = state["epoch_step"]
+        epoch_steps = steps_per_epoch - done if done else math.inf
+        finite = FiniteCheck(epoch, done)
         batches = train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size)
+        tick = train_ticks(loop_cfg.get("progress"), epoch, cfg.epochs, steps_per_epoch)  # the driver's progress line
         for batch in timed_batches(batches, clock):
             with torch.autocast(device.type, enabled=use_amp):
                 out = model(batch)
-            check_finite(out, epoch, steps)
+            finite.add(out)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out["loss"]).backward()
             if cfg.optim.clip_grad_norm > 0:
@@ -294,53 +311,92 @@ def _train(loop_cfg: dict[str, Any]) -> None:
             for k, v in out.items():
                 sums[k] += v.detach().float()
             steps += 1
-            if state["step"] >= step_limit:
+            tick(done + steps)
+            if state["step"] >= step_limit or steps >= epoch_steps:
                 break
+            if (done + steps) % FINITE_CHECK_STEPS == 0:
+                finite.check(done + steps)
+            if state["step"] % every == 0 and done + steps < steps_per_epoch:  # mid-epoch: the epoch's end reports anyway
+                finite.check(done + steps)
+                metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}
+                position = {**state, "epoch_step": done + steps}
+                metrics.update(lr=optimizer.param_groups[0]["lr"], epoch=epoch, epoch_step=done + steps, total_steps=state["step"])
+                report(metrics, position, method, optimizer, scheduler, scaler, cfg, epoch)
+        finite.check(done + steps)
         method.on_epoch_end(epoch)
         if steps == 0:
             raise ConfigError(f"batch_size: no full batch of {cfg.batch_size} clips on this worker; lower batch_size")
         metrics = {k: dist.all_reduce_mean(v / steps).item() for k, v in sorted(sums.items())}
         metrics.update(lr=optimizer.param_groups[0]["lr"], steps=steps, total_steps=state["step"])
+        # max_steps ended the epoch early: the checkpoint's position is inside it, where a resume continues
+        unfinished = state["step"] >= step_limit and done + steps < steps_per_epoch
         if val_shard is not None:
             metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp)
             if metrics["val_loss"] < state["best_val"]:
                 state["best_val"], state["bad_epochs"] = metrics["val_loss"], 0
-            else:
+            elif not unfinished:
                 state["bad_epochs"] += 1
         # this worker's epoch (training and validation) and its wait for training batches
         metrics.update(time_epoch_s=time.perf_counter() - started, time_data_wait_s=clock["data_wait"])
-        state["epoch"] = epoch
+        state["epoch"], state["epoch_step"] = (epoch - 1, done + steps) if unfinished else (epoch, 0)
         stop = (cfg.patience > 0 and state["bad_epochs"] >= cfg.patience) or state["step"] >= step_limit
         metrics.update(loop_cfg.get("extra_metrics") or {}, epoch=epoch, stopped_early=stop)
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                torch.save(
-                    {
-                        "model": method.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "state": state,
-                        "config": to_dict(cfg),
-                        "epoch": epoch,
-                    },
-                    os.path.join(tmp, CHECKPOINT_FILE),
-                )
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report(metrics, state, method, optimizer, scheduler, scaler, cfg, epoch)
         if stop:
             break
 
 
-def check_finite(out: dict[str, torch.Tensor], epoch: int, step: int) -> None:
-    """Raise :class:`NonFiniteLoss` naming the epoch, step and metric when any value of a step's
-    output is NaN or infinite (on any worker: the verdict is shared, so all stop together)."""
-    values = torch.stack([v.detach().float().reshape(()) for v in out.values()])  # [M]
-    bad = (~torch.isfinite(values)).float()
-    if dist.all_reduce_mean(bad).sum().item() > 0:
-        names = [k for k, b in zip(out, bad.tolist()) if b] or ["(on another worker)"]
-        raise NonFiniteLoss(f"{names[0]} is not finite at epoch {epoch}, step {step}; the run stopped at its last good checkpoint (lower optim.lr or set optim.clip_grad_norm)")
+def report(metrics: dict[str, Any], state: dict[str, Any], method, optimizer, scheduler, scaler, cfg: TrainConfig, epoch: int) -> None:
+    """``ray.train.report`` of ``metrics`` with a checkpoint written by rank 0: model, optimiser,
+    scheduler, scaler, ``state`` (the data position: ``epoch`` finished, ``epoch_step`` steps of
+    the next), config and ``epoch`` (the one in progress or just finished)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            torch.save(
+                {
+                    "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "state": state,
+                    "config": to_dict(cfg),
+                    "epoch": epoch,
+                },
+                os.path.join(tmp, CHECKPOINT_FILE),
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class FiniteCheck:
+    """Whether a step's outputs (loss and metrics) stayed finite, tracked on the device without
+    waiting for it: :meth:`add` per step, :meth:`check` every few steps (one sync) raises
+    :class:`NonFiniteLoss` naming the metric, the epoch and the steps since the last check (on
+    any worker: the verdict is shared, so all stop together, before the next checkpoint)."""
+
+    def __init__(self, epoch: int, step: int):
+        self.epoch, self.since = epoch, step  # steps of the epoch counted from 0
+        self.bad: dict[str, torch.Tensor] = {}
+
+    def add(self, out: dict[str, torch.Tensor]) -> None:
+        for k, v in out.items():
+            bad = ~torch.isfinite(v.detach().float().reshape(()))
+            self.bad[k] = self.bad[k] | bad if k in self.bad else bad
+
+    def check(self, step: int) -> None:
+        """After ``step`` steps of the epoch: raise if any output since the last check was not finite."""
+        if not self.bad:
+            return
+        mine = torch.stack(list(self.bad.values()))  # [M] bool, this worker's
+        shared = dist.all_reduce_mean(mine.float())  # [M] any worker's (waits for the device)
+        names = [k for k, b in zip(self.bad, mine.tolist()) if b] or ["(on another worker)"]
+        span = f"step {self.since}" if step - 1 <= self.since else f"steps {self.since}-{step - 1}"
+        self.bad, self.since = {}, step
+        if shared.sum().item() > 0:
+            raise NonFiniteLoss(f"{names[0]} is not finite at epoch {self.epoch}, {span}; the run stopped at its last good checkpoint (lower optim.lr or set optim.clip_grad_norm)")
 
 
 def load_weights(method: torch.nn.Module, checkpoint: str, *, pretrained: bool = False) -> dict[str, Any]:
@@ -373,7 +429,7 @@ class MetricsLogger(UserCallback):
     """Runs in the Train controller: appends each report's rank-0 metrics to
     ``run_dir/metrics.jsonl`` and writes them to TensorBoard under ``run_dir/tensorboard``
     (numbers as scalars, lists of numbers as histograms; step = ``step_offset`` + epoch, so
-    later rounds continue the curves). A URI ``run_dir`` gets both through its filesystem
+    later rounds continue the curves; step checkpoints' reports only to ``metrics.jsonl``). A URI ``run_dir`` gets both through its filesystem
     (event files are written locally, then copied after every report)."""
 
     def __init__(self, run_dir: str, step_offset: int = 0):
@@ -385,6 +441,8 @@ class MetricsLogger(UserCallback):
         fs, root = resolve(self.run_dir)
         m = dict(metrics[0], checkpoint=checkpoint.path if checkpoint else None)
         append_line(fs, f"{root}/metrics.jsonl", m)
+        if "epoch_step" in m:
+            return  # a step checkpoint's report: TensorBoard's curves are per epoch
         if self.writer is None:
             remote = "://" in self.run_dir
             self.local = tempfile.mkdtemp(prefix="raysup-tb-") if remote else os.path.join(root, "tensorboard")
@@ -434,6 +492,7 @@ def fit(
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {rows_per_epoch // cfg.workers} training clips per worker and epoch; lower batch_size (or workers)")
     fs, root = start_run(run_dir, cfg, name, resume)
+    progress = (f"{root}/progress.json", uuid.uuid4().hex)  # the workers' progress in this fit (raysup.progress)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.workers,
         use_gpu=cfg.gpus_per_worker > 0,
@@ -449,6 +508,7 @@ def fit(
             "init_checkpoint": init_checkpoint,
             "has_val": "val" in datasets,
             "extra_metrics": extra_metrics,
+            "progress": progress,
         },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(
@@ -464,7 +524,8 @@ def fit(
     log = f"{root}/metrics.jsonl"
     before = len(read_lines(fs, log))
     try:
-        metrics = trainer.fit().metrics or {}
+        with following(fs, *progress, "train" if name == "train" else f"train {name}"):
+            metrics = trainer.fit().metrics or {}
     except TrainingFailedError as e:
         raise RunFailed(worker_error(e)) from e
     # Train keeps only reports with a checkpoint as the result; the error report is in the log

@@ -55,6 +55,17 @@ def prepared(ray_session, synth_dir, tmp_path_factory):
     return PreparedData(str(out)), str(synth_dir / "labels.csv")
 
 
+def stacked_cell(cell: list[bytes], flags: int | None = None):
+    """A jpeg cell's images (one JPEG per frame or flow field) decoded and stacked top to bottom:
+    frames [T·H, W, 3] (RGB unless ``flags`` says otherwise), flow [(T−1)·2H, W] with ``flags``
+    ``cv2.IMREAD_GRAYSCALE``."""
+    import cv2
+    import numpy as np
+
+    flags = cv2.IMREAD_COLOR_RGB if flags is None else flags
+    return np.concatenate([cv2.imdecode(np.frombuffer(j, np.uint8), flags) for j in cell])
+
+
 def write_media(path, *, seconds: float = 2.0, fps: int = 16, size=(48, 64), video: bool = True, audio: bool = True, sr: int = 24000,
                 tone_from: float = 0.0):
     """A real mp4 (libx264 + aac) with a 12 px square moving right 2 px per frame and a

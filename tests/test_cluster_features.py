@@ -24,16 +24,18 @@ K = 8
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     """4,000 rows of 16-d features around 8 well-separated centres, in three Parquet files, 4 clips
-    per video; returns (folder, features [N,D] in key order, true cluster [N], video ids [N])."""
+    per video, 100 clips per shard (``path``, as XDC writes them); returns (folder, features [N,D]
+    in key order, true cluster [N], video ids [N])."""
     rng = np.random.default_rng(0)
     n, d = 4000, 16
     truth = rng.integers(0, K, n)
     x = (rng.normal(size=(K, d)) * 4)[truth] + rng.normal(size=(n, d))
     vid = np.array([f"v{i // 4:05d}" for i in range(n)])
     clip = (np.arange(n) % 4).astype(np.int32)
+    path = np.array([f"/data/prepared/data/part-{i // 100:03d}.parquet" for i in range(n)])
     out = tmp_path_factory.mktemp("features")
     for i, s in enumerate(np.array_split(np.arange(n), 3)):
-        pq.write_table(pa.table({"video_id": vid[s], "clip_index": clip[s], "video": vectors(x[s])}), out / f"part-{i}.parquet")
+        pq.write_table(pa.table({"video_id": vid[s], "clip_index": clip[s], "path": path[s], "video": vectors(x[s])}), out / f"part-{i}.parquet")
     return str(out), x.astype(np.float32), truth, vid
 
 
@@ -168,21 +170,54 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
         assert len(err) == 1 and message in err[0], err
 
 
+def test_feature_actors_grow_to_the_gpus_the_run_asks_for(ray_session):
+    """XDC's features run on an actor pool from one actor up to the run's workers, each with the
+    run's gpus_per_worker (requested, so an autoscaler adds GPU nodes that are not up yet), in
+    large batches on GPUs; a CPU run's pool has CPU actors. Read from the plan: nothing runs."""
+    import ray
+
+    from raysup.features import CPU_BATCH, GPU_BATCH, embed
+    from raysup.methods import make_config, method_module
+
+    for over, gpus, batch in [({"workers": 4, "gpus_per_worker": 1.0}, 1.0, GPU_BATCH), ({"workers": 2}, 0.0, CPU_BATCH)]:
+        cfg = make_config("xdc", "tiny", over)
+        op = embed(ray.data.range(8), cfg, method_module("xdc").build, {}, None)._logical_plan.dag
+        assert (op.compute.min_size, op.compute.max_size) == (1, cfg.workers)
+        assert (op.ray_remote_args["num_gpus"], op.batch_size) == (gpus, batch)
+
+
+def test_features_are_written_in_files_of_a_target_size(ray_session, tmp_path):
+    """Ten blocks of features → one file (Ray Data writes one file per block unless told: at 65M
+    videos, millions of objects per round)."""
+    import ray
+
+    from raysup.features import write_files
+
+    write_files(ray.data.range(1000, override_num_blocks=10), str(tmp_path / "f"))
+    assert len(parquet_files(str(tmp_path / "f"))) == 1 and pq.read_table(parquet_files(str(tmp_path / "f"))).num_rows == 1000
+
+
 def test_training_rows_join_labels_by_key(tmp_path):
-    """XDC's training rows: each clip gets the labels of its own key from the labels Parquet (video
+    """XDC's training rows: each clip gets the labels of its own key from its shard's labels (video
     head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
     drawn rates-many times."""
-    from raysup.cluster_features import round_rows
+    from raysup.cluster_features import Labels, round_rows
     from raysup.clustering import HEADS
     from raysup.data.tables import held_out
 
     vid = np.array([f"v{i // 2}" for i in range(20)])
     clip = pa.array(np.arange(20) % 2, pa.int32())
-    pq.write_table(pa.table({"video_id": vid, "clip_index": clip, "video": pa.array(np.arange(20) % 3, pa.int32()),
-                             "audio": pa.array(np.arange(20) % 5, pa.int32())}), tmp_path / "part.parquet")
+    shard = np.where(np.arange(20) < 10, "a.parquet", "b.parquet")  # videos 0-4 in shard a, 5-9 in b
+    with pq.ParquetWriter(tmp_path / "part.parquet", pa.schema({"video_id": pa.string(), "clip_index": pa.int32(), "video": pa.int32(),
+                                                                "audio": pa.int32()})) as w:
+        for rows in (slice(0, 10), slice(10, 20)):  # a row group per shard
+            w.write_table(pa.table({"video_id": vid[rows], "clip_index": clip[rows], "video": pa.array(np.arange(20)[rows] % 3, pa.int32()),
+                                    "audio": pa.array(np.arange(20)[rows] % 5, pa.int32())}))
     perm = np.random.default_rng(0).permutation(20)
-    batch = pa.table({"video_id": vid[perm], "clip_index": clip.take(pa.array(perm)), "frames": pa.array([b"x"] * 20, pa.binary(1))})
-    kw = {"labels": str(tmp_path), "files": (str(tmp_path / "part.parquet"),), "heads": HEADS["xdc"], "val_fraction": 0.5}
+    batch = pa.table({"video_id": vid[perm], "clip_index": clip.take(pa.array(perm)), "frames": pa.array([b"x"] * 20, pa.binary(1)),
+                      "path": [f"/prepared/data/{s}" for s in shard[perm]]})
+    labels = Labels(str(tmp_path), {"a.parquet": (("part.parquet", 0),), "b.parquet": (("part.parquet", 1),)})
+    kw = {"labels": labels, "heads": HEADS["xdc"], "val_fraction": 0.5}
     val = round_rows(batch, **kw, rates=None)
     row = {(v, c): i for i, (v, c) in enumerate(zip(vid, np.arange(20) % 2, strict=True))}
     for v, c, pv, pa_ in zip(*(val[n].to_pylist() for n in ("video_id", "clip_index", "pl_video", "pl_audio")), strict=True):
@@ -191,3 +226,63 @@ def test_training_rows_join_labels_by_key(tmp_path):
     assert 0 < held.sum() < 20 and val.num_rows == held.sum() and set(val["video_id"].to_pylist()) == set(vid[held])
     train = round_rows(batch, **kw, rates={"video": np.full(5, 1.0), "audio": np.full(3, 1.0)})  # 1 + 1 draws per clip
     assert train.num_rows == 2 * (~held).sum() and "frames" in train.column_names and not set(train["video_id"].to_pylist()) & set(vid[held])
+    assert "path" not in train.column_names
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read() calls so far (Linux /proc/self/io)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def _shard_labels_of(folder, shards: int, seed: int = 0):
+    """Labels written by assign_fragments (the real writer) for ``shards`` prepared shards of 100
+    clips, whose 25 videos each are drawn at random from all (prepare shuffles videos over
+    shards), from features files of 40 shards each; returns the Labels and the clips' keys."""
+    from raysup.cluster_features import INDEX, KEY, Labels, Model, assign_fragments, fragments
+
+    rng = np.random.default_rng(seed)
+    n = 100 * shards
+    vid = np.array([f"v{i:07d}" for i in rng.permutation(n // 4)]).repeat(4)
+    clip = np.tile(np.arange(4, dtype=np.int32), n // 4)
+    path = np.array([f"/prepared/data/part-{i // 100:05d}.parquet" for i in range(n)])
+    feats, out = folder / "features", folder / "labels"
+    feats.mkdir()
+    out.mkdir()
+    for f, rows in enumerate(np.array_split(np.arange(n), max(1, shards // 40))):
+        pq.write_table(pa.table({"video_id": vid[rows], "clip_index": clip[rows], "path": path[rows], "video": vectors(rng.normal(size=(len(rows), 4)))}),
+                       feats / f"part-{f}.parquet")
+    items, _ = fragments(str(feats), ["video"], item_bytes=1)  # a labels file per features file
+    model = Model(rng.normal(size=(4, 4)).astype(np.float32), None, 0.0, 0)
+    written = assign_fragments(pa.Table.from_pylist(items), uri=str(feats), columns=[*KEY, "path", "video"], out=str(out), token="t",
+                               clusterings=[Clustering("label", ("video",), 4)], models={"label": model}, ks={"label": 4}, val_fraction=0.0,
+                               previous=None, truth=None, classes=0)
+    return Labels(str(out), {s: tuple(map(tuple, p)) for s, p in json.loads(written[INDEX][0]).items()}), pa.table({"video_id": vid, "clip_index": clip, "path": path})
+
+
+def test_label_lookup_reads_the_same_whatever_the_labels_size(tmp_path):
+    """The pseudo-label join of a batch (XDC's training and validation rows, the previous-round
+    comparison) reads its shards' labels only: rows and bytes read per lookup stay the same when
+    the labels grow 8x (joined by video id, every row group's id range spanned all ids: each
+    lookup read nearly all labels)."""
+    from raysup.cluster_features import _footer, lookup, shard_labels, shard_names
+
+    sets = []
+    for shards in (40, 320):
+        (tmp_path / str(shards)).mkdir()
+        labels, keys = _shard_labels_of(tmp_path / str(shards), shards)
+        sets.append((labels, keys.slice(100 * (shards // 2), 100)))  # a batch: one shard's clips
+    cost = []
+    for labels, batch in [sets[0], *sets]:  # the first, untimed: the process' first lookup also imports
+        shard_labels.cache_clear()
+        _footer.cache_clear()
+        before = _rchar()
+        joined = lookup(batch.select(["video_id", "clip_index"]), shard_names(batch["path"]), labels, ["label"])
+        cost.append((_rchar() - before, sum(shard_labels(labels.uri, labels.index[s], ("label",)).num_rows
+                                            for s in set(shard_names(batch["path"]).to_pylist()))))
+        assert joined.num_rows == 100
+    cost = cost[1:]
+    (bytes_small, rows_small), (bytes_large, rows_large) = cost
+    print(f"per lookup: {rows_small} rows, {bytes_small} B at 4,000 labels; {rows_large} rows, {bytes_large} B at 32,000")
+    assert rows_small == rows_large == 100
+    assert bytes_large < 1.5 * bytes_small

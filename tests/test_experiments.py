@@ -61,16 +61,37 @@ def test_no_secret_is_written_or_printed(xdc_sweep_job):
 
 
 def test_the_terminal_stays_quiet(xdc_sweep_job):
-    """One line per trial, a few of set-up and the final table: no progress bars, no worker output."""
+    """The results table, one line per trial and a few of set-up: no progress bars, no worker
+    output, nothing from Tune's own banners ("Configuration for experiment", its TensorBoard
+    hint) or the raylet's ("N PYTHON worker processes have been started"), which go to the
+    log file named on stderr."""
     lines = xdc_sweep_job.logs.splitlines()  # the job's stdout and stderr
-    assert len(lines) < 40, "\n".join(lines)
-    # e.g. results Tune could not read back; the raylet's note that it started more worker
-    # processes at once than the machine has cores (the job's own driver and workers on a
-    # 2-core test cluster) is Ray's remark on the machine, not on the sweep
-    warnings = [line for line in lines if ("WARNING" in line or "ERROR" in line) and "worker processes have been started" not in line]
-    assert not warnings, "\n".join(lines)
+    table = [line for line in lines if line.startswith(("|", "### ", "(linear-probe top-1")) or not line.strip()]
+    others = [line for line in lines if line not in table]
+    assert len(table) >= 6 and len(others) <= 10, "\n".join(lines)
+    for banner in ("Configuration for experiment", "tensorboard --logdir", "View detailed results here", "worker processes have been started"):
+        assert banner not in xdc_sweep_job.logs, "\n".join(lines)
+    assert not [line for line in lines if "WARNING" in line or "ERROR" in line], "\n".join(lines)
     assert sum("xdc_k_sweep [" in line and "done in" in line for line in lines) == 2, lines
     assert any(line.startswith("Ray worker logs: ") for line in lines), lines
+    (log,) = [line.split(": ", 1)[1] for line in lines if line.startswith("Tune's and Ray's messages: ")]
+    assert "Configuration for experiment" in open(log).read()  # kept, in the log
+
+
+def test_tensorboard_has_one_entry_per_trial_named_by_its_settings(xdc_sweep_job):
+    """The sweep's tensorboard/ (what `raysup dashboard` opens): one entry per trial, named by k,
+    with the per-epoch curves, the final probe and the settings with final metrics as hparams."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = xdc_sweep_job.dir / "tensorboard"
+    assert sorted(os.listdir(board)) == ["method.k=4", "method.k=8"]
+    for entry in os.listdir(board):
+        events = EventAccumulator(str(board / entry))
+        events.Reload()
+        scalars = events.Tags()["scalars"]
+        assert {"ray/tune/loss", "ray/tune/nmi_truth_video", "ray/tune/probe_video"} <= set(scalars), scalars
+        assert [e.step for e in events.Scalars("ray/tune/loss")] == [1, 2]  # its one epoch, then the final report
+        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams"), entry
 
 
 def test_a_finished_sweep_is_not_overwritten_nor_resumed_with_other_arguments(xdc_sweep_job, s3_server):

@@ -45,3 +45,24 @@ def test_train_and_features_sit_below_the_methods():
         assert not above, (name, above)
     assert not {m for m in imports(ROOT / "train.py") if m.startswith("raysup.features")}  # not even for a type alias
     assert not {m for m in imports(ROOT / "features.py") if m.startswith("raysup.cluster_features")}
+
+
+def _top_level_imports(path: pathlib.Path) -> set[str]:
+    """The raysup modules ``path`` imports at its top (not inside functions: the lazy ones)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("raysup")}
+
+
+def test_the_sweeps_share_the_error_handling_below_the_command_line():
+    """raysup.errors (the one-line errors, exit codes, log files) sits below both raysup.cli and
+    the experiment scripts' command line (raysup.sweep.experiment), which never import the CLI."""
+    for path in sorted((ROOT / "sweep").glob("*.py")):
+        assert not {m for m in imports(path) if m.startswith("raysup.cli")}, path.name
+    assert not {m for m in imports(ROOT / "errors.py") if m.startswith(("raysup.cli", "raysup.sweep"))}
+    # the CLI imports its commands lazily (`raysup --help` loads neither torch nor Ray)
+    assert _top_level_imports(ROOT / "cli.py") <= {"raysup", "raysup.config", "raysup.data.storage", "raysup.errors", "raysup.progress", "raysup.runtime"}

@@ -123,6 +123,47 @@ PINNED = [
     ("xdc", "paper_ig", "optim.gamma", 0.01),  # L388
     ("xdc", "paper_ig", "batch_size", 32),  # Table 10 (L395)
     ("xdc", "paper_ig", "crop_size", 224),  # L103
+    ("xdc", "paper_32f", "method.k_audio", 128),  # as paper (Table 6): Table 7's Kinetics model
+    ("xdc", "paper_32f", "epochs", 30),  # as paper: Table 10 (L393), "training is similar to our ablations" (L199)
+    ("xdc", "paper_32f", "batch_size", 32),  # the rounds: Table 10 (L393)
+    ("xdc", "paper_32f", "method.window_frames", 8),  # the rounds: 8-frame clips (L103) of the 32-frame prepared clips
+    ("xdc", "paper_32f_long", "method.window_frames", 0),  # L199: the video encoder retrained with all 32 frames …
+    ("xdc", "paper_32f_long", "method.k_audio", 128),  # … on the last clustering of the paper_32f run (its k, Table 6)
+    ("xdc", "paper_32f_long", "epochs", 30),  # L199: "training is similar to our ablations": te 30 (Table 10 L393)
+    ("xdc", "paper_32f_long", "batch_size", 8),  # L400: mini-batch 8 for 32-frame clips
+    ("xdc", "paper_32f_long", "optim.lr", 0.0025),  # L400: base lr 0.0025 …
+    ("xdc", "paper_32f_long", "optim.lr_batch", 8),  # … at batch 8
+    ("xdc", "paper_32f_long", "optim.warmup_epochs", 10.0),  # as the rounds (Table 10 L393)
+    ("xdc", "paper_32f_long", "optim.gamma", 0.01),  # L388
+    # --- XDC's Superv baseline (papers/xdc.md L99: supervised pretraining on a large labelled set, then finetuned)
+    ("supervised", "paper", "method.video_encoder", "r2plus1d_18"),  # L103: the encoders of every XDC model
+    ("supervised", "paper", "method.audio_encoder", "resnet18_audio"),  # L103
+    ("supervised", "paper", "method.epoch_clips", 1_000_000),  # Table 10 (L391): Superv Kinetics, es 1M
+    ("supervised", "paper", "batch_size", 32),  # Table 10 (L391): bs 32
+    ("supervised", "paper", "crop_size", 224),  # L103: random 224 crops of a 256 short side
+    ("supervised", "paper", "method.crop_scale", (1.0, 1.0)),  # L103: no resized crop
+    ("supervised", "paper", "method.video_norm", "kinetics"),  # paper silent: as XDC's preset
+    ("supervised", "paper", "epochs", 45),  # Table 10 (L391): te 45
+    ("supervised", "paper", "patience", 0),  # Table 10 (L391): e-stop no
+    ("supervised", "paper", "optim.name", "sgd"),  # L373: SGD
+    ("supervised", "paper", "optim.lr", 0.01),  # Table 10 (L391): lr 0.01 …
+    ("supervised", "paper", "optim.lr_batch", 32),  # … at bs 32 (Goyal et al.'s linear scaling, L373)
+    ("supervised", "paper", "optim.momentum", 0.9),  # paper silent: VMZ's, as XDC's preset
+    ("supervised", "paper", "optim.weight_decay", 1e-4),  # Table 10 (L391): wd 1e-4
+    ("supervised", "paper", "optim.warmup_epochs", 10.0),  # Table 10 (L391): we 10
+    ("supervised", "paper", "optim.schedule", "step"),  # Table 9 (L382-383)
+    ("supervised", "paper", "optim.milestones", (20 / 45, 30 / 45, 40 / 45)),  # Table 10 (L391): se 10 after we 10, of 45
+    ("supervised", "paper", "optim.gamma", 0.01),  # Table 10 caption (L388)
+    ("supervised", "paper_audioset", "method.epoch_clips", 2_000_000),  # Table 10 (L392): Superv AudioSet, es 2M
+    ("supervised", "paper_audioset", "batch_size", 32),  # Table 10 (L392)
+    ("supervised", "paper_audioset", "crop_size", 224),  # L103
+    ("supervised", "paper_audioset", "epochs", 45),  # Table 10 (L392): te 45
+    ("supervised", "paper_audioset", "patience", 0),  # Table 10 (L392): e-stop no
+    ("supervised", "paper_audioset", "optim.lr", 0.04),  # Table 10 (L392): lr 0.04
+    ("supervised", "paper_audioset", "optim.weight_decay", 1e-5),  # Table 10 (L392): wd 1e-5
+    ("supervised", "paper_audioset", "optim.warmup_epochs", 10.0),  # Table 10 (L392): we 10
+    ("supervised", "paper_audioset", "optim.milestones", (30 / 45,)),  # Table 10 (L392): se 20 after we 10, of 45
+    ("supervised", "paper_audioset", "optim.gamma", 0.01),  # L388
     # --- Cross-pixel optical-flow similarity (Mahendran, Thewlis, Vedaldi, ACCV 2018; papers/cpfs.md)
     ("cpfs", "paper", "method.backbone", "alexnet"),  # L121: Pathak et al.'s AlexNet, sparse hypercolumns; BN (L154)
     ("cpfs", "paper", "method.embed_dim", 16),  # L121: D = 16
@@ -163,8 +204,23 @@ def test_every_paper_preset_is_pinned():
     from raysup.methods import METHODS
 
     ours = {m: mod for m, mod in METHODS.items() if mod.__name__.startswith("raysup.")}  # not a plugin a test registered
-    paper = {(m, p) for m, mod in ours.items() for p in mod.PRESETS if p.startswith("paper") and m != "supervised"}
+    paper = {(m, p) for m, mod in ours.items() for p in mod.PRESETS if p.startswith("paper")}
     assert paper == {(m, p) for m, p, _, _ in PINNED}
+
+
+def test_supervised_epoch_draws_repeat_each_clip_about_the_rate():
+    """An epoch of ``method.epoch_clips`` clips (Table 9 L378 "es"): each clip drawn
+    floor(rate) or floor(rate) + 1 times, about epoch_clips in all."""
+    import numpy as np
+    import pyarrow as pa
+
+    from raysup.methods.supervised import repeat_rows
+
+    batch = pa.table({"video_id": [f"v{i}" for i in range(1000)]})
+    drawn = repeat_rows(batch, rate=2.5, rng=np.random.default_rng(0))
+    counts = np.unique(drawn["video_id"].to_numpy(zero_copy_only=False), return_counts=True)[1]
+    assert set(counts) == {2, 3} and abs(drawn.num_rows - 2500) < 100
+    assert drawn["video_id"].to_pylist()[:3] != ["v0", "v0", "v0"]  # shuffled, not runs of copies
 
 
 def test_gdt_lr_scales_with_the_global_batch():
@@ -223,3 +279,78 @@ def test_gdt_finetuning_schedule_follows_a2():
     assert lr[2 * spe:6 * spe] == pytest.approx([0.02] * 4 * spe)
     assert lr[6 * spe:8 * spe] == pytest.approx([2e-4] * 2 * spe) and lr[8 * spe:] == pytest.approx([2e-6] * 2 * spe)
     assert (ft.optim.weight_decay, ft.optim.momentum, ft.batch_size, ft.epochs, ft.test_clips) == (5e-3, 0.9, 32, 10, 10)
+
+
+def _experiments():
+    import glob
+    import os
+    import runpy
+
+    root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    scripts = {os.path.basename(p): runpy.run_path(p) for p in sorted(glob.glob(os.path.join(root, "*.py")))}
+    return {name: ns["EXPERIMENT"] for name, ns in scripts.items() if "EXPERIMENT" in ns}  # the sweeps
+
+
+def test_every_sweeps_published_numbers_name_its_paper_rows():
+    """Each --paper table prints the paper's numbers beside ours: every published row is a point
+    of the paper grid or a baseline row the sweep has, so none is silently left blank."""
+    import itertools
+
+    for script, exp in _experiments().items():
+        assert exp.published, f"{script}: no published numbers"
+        points = set(itertools.product(*exp.paper_grid.values()))
+        randoms = {("random init" + "".join(f" ({v})" for v in values),) for values in itertools.product(*(exp.paper_grid[k] for k in exp.random_per))}
+        rows = points | randoms | ({("supervised",)} if exp.supervised else set())
+        assert set(exp.published) <= rows, (script, set(exp.published) - rows)
+        assert all(c.startswith("paper ") and 0 < v < 100 for r in exp.published.values() for c, v in r.items())
+
+
+def test_published_columns_sit_beside_ours():
+    import pandas as pd
+
+    from raysup.sweep.results import published_columns
+
+    df = pd.DataFrame({"method.variant": ["sdc", "xdc", "random init"], "method.k": [16, 16, None], "video": [0.5, 0.6, 0.3]})
+    got = published_columns(df, ["method.variant", "method.k"], {("xdc", 16): {"paper UCF101": 74.2}, ("random init",): {"paper UCF101": 54.5}})
+    assert got["paper UCF101"].tolist()[1:] == [74.2, 54.5] and pd.isna(got["paper UCF101"][0])
+
+
+def test_xdc_finetune_lr_grid_and_validation_split():
+    """Table 12 (papers/xdc.md L422-423): the base-lr grids; the search's validation part is held-out train videos only."""
+    from raysup.data.labels import LabelRow
+    from raysup.data.tables import is_held_out
+    from raysup.methods.xdc import FINETUNE_LRS, PAPER_PROTOCOLS
+    from raysup.sweep.lr_cv import validation_rows
+
+    assert FINETUNE_LRS == {"video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01), "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04)}
+    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS}
+    rows = [LabelRow(f"v{i}", f"c{i % 3}", "test" if i % 4 == 0 else "train") for i in range(200)]
+    val = validation_rows(rows, 0.1)
+    assert {r.video_id for r in val} == {r.video_id for r in rows if r.split == "train"}  # the test videos never enter the search
+    assert {r.video_id for r in val if r.split == "test"} == {r.video_id for r in val if is_held_out(r.video_id, 0.1)} != set()
+    with pytest.raises(ValueError, match="val_fraction"):
+        validation_rows(rows, 0.0)
+
+
+def test_frame_window_jitters_in_training_and_centres_otherwise():
+    """papers/xdc.md L103: 8-frame clips with temporal jittering; the paper_32f rounds cut them from 32-frame clips."""
+    from raysup.methods.xdc import frame_window
+
+    frames = torch.arange(32).view(1, 32, 1, 1, 1).expand(64, 32, 2, 2, 3)
+    centre = frame_window(frames, 8, train=False)
+    assert centre.shape == (64, 8, 2, 2, 3) and centre[:, :, 0, 0, 0].eq(torch.arange(12, 20)).all()
+    jittered = frame_window(frames, 8, train=True)[:, :, 0, 0, 0]
+    assert (jittered.diff(dim=1) == 1).all() and len(set(jittered[:, 0].tolist())) > 5  # consecutive, random starts
+    assert frame_window(frames[:, :8], 8, train=True).equal(frames[:, :8])
+
+
+def test_paper_sweeps_score_each_row_with_the_protocols_its_model_has():
+    """--paper sweeps: a same-modality audio model has no video finetuning; the supervised baseline
+    gets the sweep method's finetunings, not its frozen taps (GDT's audio conv5)."""
+    from raysup.methods.gdt import PAPER_PROTOCOLS as GDT_PROTOCOLS
+    from raysup.methods.xdc import PAPER_PROTOCOLS as XDC_PROTOCOLS
+    from raysup.sweep.paper_eval import usable
+
+    assert [usable(p, {"audio", "audio2"}, own=True) for p in XDC_PROTOCOLS] == [False, False]
+    assert all(usable(p, {"video", "video2"}, own=True) for p in XDC_PROTOCOLS)
+    assert [type(p).__name__ for p in GDT_PROTOCOLS if usable(p, {"video", "audio"}, own=False)] == ["FinetuneProtocol"]

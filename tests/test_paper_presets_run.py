@@ -52,11 +52,14 @@ CASES = [  # (method, preset, prepared set, overrides beyond max_steps and batch
     ("cpfs", "paper", "cpfs", {}),
     ("cpfs_direct", "paper", "cpfs", {}),
     ("gdt", "paper", "gdt", {}),
-    ("supervised", "paper", "xdc", {}),
+    ("supervised", "paper", "xdc", {"method.epoch_clips": 64}),  # Superv's 1M-clip epochs (Table 10 L391) drawn as 64
     # k-means on the 57 clips with audio: 4 clusters, PCA to 16 dims
     ("xdc", "paper", "xdc", {"method.k": 4, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 16}),
     # issue 26's command (15 clips with audio), one round
     ("xdc", "paper", "issue", {"method.k": 2, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1, "method.pca_dim": 0}),
+    # Table 7's first run on the same 32-frame clips: a round on 8-frame windows
+    ("xdc", "paper_32f", "issue", {"method.k": 2, "method.k_video": 0, "method.k_audio": 0, "method.epoch_clips": 0, "method.rounds": 1,
+                                   "method.pca_dim": 0}),
 ]
 
 

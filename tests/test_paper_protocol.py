@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 import torch
 
+from raysup.audio_protocols import check_audio, evenly_spaced
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.cli import main
 from raysup.config import ConfigError, to_dict
 from raysup.data.ingest import PreparedData
+from raysup.data.prepare import PrepareConfig
 from raysup.data.schema import TensorSpec
+from raysup.image_protocols import VOCNet, multilabel_loss, read_voc, run_image_layer_probe, run_voc, voc_map
 from raysup.methods import METHODS, make_config, method_module
 from raysup.methods.cpfs import CONV_SIZES
-from raysup.protocol_specs import FrozenProtocol, LayerProbeProtocol
+from raysup.protocol_specs import AudioClipsProtocol, FrozenProtocol, ImageLayerProbeProtocol, LayerProbeProtocol, VOCProtocol
 from raysup.protocols import (
     build_caffenet,
     build_finetune,
@@ -231,3 +235,217 @@ def test_cross_and_learn_paper_protocol_finetunes_a_caffenet(prepared, tmp_path,
     assert saved["config"]["batch_size"] == 128 and saved["config"]["optim"]["lr"] == 0.01
     assert list(saved["config"]["optim"]["milestones"]) == [0.75]
     print(f"cross_and_learn paper protocol: {acc}")
+
+
+# --- the image protocols (raysup/image_protocols.py) on generated folders -------------------------
+COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]
+
+
+def noisy_image(rng, classes: list[int], size: int = 40):
+    """A PIL image of noise with a 16 px square of class c's colour in corner c, for each c of
+    ``classes``: the learnable signal (the networks standardise each channel, so the square's
+    place carries it, not the image's tint)."""
+    from PIL import Image
+
+    img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+    for c in classes:
+        y, x = (c // 2) * (size - 18) + 1, (c % 2) * (size - 18) + 1
+        img[y : y + 16, x : x + 16] = COLOURS[c]
+    return Image.fromarray(img)
+
+
+def make_image_folder(root, rng, per_class=(8, 4)) -> str:
+    """torchvision's ImageFolder layout: root/{train,val}/<class>/<n>.png, two classes."""
+    for split, n in zip(("train", "val"), per_class):
+        for c in range(2):
+            os.makedirs(root / split / f"class{c}", exist_ok=True)
+            for i in range(n):
+                noisy_image(rng, [c]).save(root / split / f"class{c}" / f"{i}.png")
+    return str(root)
+
+
+def make_voc(root, rng, counts=(12, 8)) -> np.ndarray:
+    """A PASCAL VOC layout: JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.txt
+    (1 present, -1 absent, 0 difficult: every test image's third class is marked difficult);
+    each present class is a coloured square. Returns the test labels [N,3]."""
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    names = ["aeroplane", "bicycle", "bird"]
+    for split, n in zip(("trainval", "test"), counts):
+        labels = np.where(rng.random((n, 3)) < 0.5, 1, -1)
+        labels[np.arange(n), np.arange(n) % 3] = 1  # every image has a class
+        if split == "test":
+            labels[:2, 2] = 0
+        for i in range(n):
+            noisy_image(rng, [c for c in range(3) if labels[i, c] != -1]).save(root / "JPEGImages" / f"{split}{i:03d}.jpg")
+        for c, name in enumerate(names):
+            (root / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text("".join(f"{split}{i:03d} {labels[i, c]:2d}\n" for i in range(n)))
+    return labels
+
+
+def fake_run(tmp_path, method: str):
+    """A run folder with a freshly built (untrained) model's checkpoint: the protocols' mechanics."""
+    cfg = make_config(method, "tiny")
+    ckpt = tmp_path / method / "checkpoint_000000"
+    ckpt.mkdir(parents=True)
+    torch.save({"model": method_module(method).build(cfg, SPECS).state_dict(), "config": to_dict(cfg)}, ckpt / "checkpoint.pt")
+    return str(tmp_path / method)
+
+
+def test_cpfs_imagenet_layer_probe_learns_colour_on_a_generated_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = make_image_folder(tmp_path / "imagenet", rng)
+    p = METHODS["cpfs"].PAPER_PROTOCOLS[1]
+    assert isinstance(p, ImageLayerProbeProtocol) and p.linear == METHODS["cpfs"].ZHANG_LINEAR and dict(p.sizes) == dict(CONV_SIZES)
+    assert dict(p.published) == {"conv1": 15.0, "conv2": 24.8, "conv3": 28.9, "conv4": 29.4, "conv5": 28.0}  # papers/cpfs.md L220
+    # the paper's 224 crops of 256 cost seconds per image on a 2-core CPU; batches of 4 of the 16 images
+    small = dataclasses.replace(p, crop=32, resize=36, linear=dataclasses.replace(p.linear, batch_size=4))
+    acc = run_image_layer_probe(small, make_config("cpfs", "tiny"), None, root, epochs=3)
+    assert sorted(acc) == CONV_LAYERS and all(0 <= v <= 1 for v in acc.values())
+    assert acc["rgb_conv1"] == 1.0  # colour is linearly separable in conv1, even untrained
+
+
+@pytest.mark.parametrize("method", ["cpfs", "cross_and_learn"])
+def test_voc07_classification_finetunes_the_pretrained_network(tmp_path, method):
+    rng = np.random.default_rng(0)
+    make_voc(tmp_path / "voc", rng)
+    cfg = make_config(method, "tiny")
+    p = next(p for p in METHODS[method].PAPER_PROTOCOLS if isinstance(p, VOCProtocol))
+    assert (p.lr, p.iterations, p.step, p.gamma, p.test_crops) == (1e-3, 80_000, 10_000, 0.5, 10)  # cpfs.md L234; Krähenbühl's train_cls.py
+    assert (p.batch_size, p.weight_decay, p.clip_grad, p.scale) == (16, 1e-6, 10.0, (0.5, 2.0))  # train_cls.py
+    state = method_module(method).build(cfg, SPECS).state_dict()
+    for k, v in state.items():  # unlike any fresh init; variances positive
+        if v.is_floating_point():
+            torch.nn.init.uniform_(v, 0.5, 1.5) if k.endswith("running_var") else torch.nn.init.normal_(v, 0, 0.1)
+    net = VOCNet(dataclasses.replace(p, crop=32), cfg, state, classes=3)
+    if method == "cross_and_learn":  # L141: the conv layers transferred, not the BN layers
+        src = {k.removeprefix("rgb_net.features."): v for k, v in state.items() if k.startswith("rgb_net.features.")}
+        dst = net.trunk[0].state_dict()
+        assert torch.equal(dst["0.weight"], src["0.weight"]) and not torch.equal(dst["1.weight"], src["1.weight"])
+        assert not torch.equal(dst["1.running_mean"], src["1.running_mean"])
+    else:  # cpfs: its AlexNet with BN folded (L154), conv1-fc7 kept
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    result = run_voc(dataclasses.replace(p, crop=32, test_crops=2, batch_size=4), cfg, state, str(tmp_path / "voc"), iterations=2)
+    assert set(result) == {"voc07_cls"} and 0 <= result["voc07_cls"] <= 1
+
+
+def test_voc_labels_and_map_ignore_difficult_images(tmp_path):
+    labels = make_voc(tmp_path / "voc", np.random.default_rng(0))
+    ids, classes, read = read_voc(str(tmp_path / "voc"), "test")
+    assert classes == ["aeroplane", "bicycle", "bird"] and ids[0] == "test000" and np.array_equal(read, labels)
+    scores = (labels > 0).astype(float)
+    scores[labels == 0] = -5.0  # difficult images scored wrong: not counted
+    assert voc_map(scores, labels) == 1.0
+    assert voc_map(-scores, labels) < 0.7
+    logits = torch.zeros(2, 3)
+    y = torch.tensor([[1, -1, 0], [0, 0, 0]])
+    assert torch.isclose(multilabel_loss(logits, y), torch.tensor(math.log(2)))  # two known labels, each log 2
+    y2 = torch.tensor([[1, -1, 1], [0, 0, 0]])
+    assert multilabel_loss(logits + torch.tensor([0, 0, 9.0]), y2) < multilabel_loss(logits, y2)
+
+
+def test_image_protocols_through_the_cli_refuse_a_missing_folder_in_one_line(tmp_path, capsys):
+    run = fake_run(tmp_path, "cpfs")
+    probe = ["probe", run, "--protocol", "paper", "--json"]
+    for task, needs in (("voc07", "ImageSets/Main"), ("imagenet", "train/ and val/")):
+        assert main([*probe, "--data", str(tmp_path / "nowhere"), "--paper-task", task]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needs in err[0]
+    assert main([*probe, "--data", str(tmp_path), "--paper-task", "voc07", "--labels", "l.csv"]) == 2
+    assert "drop --labels/--splits" in capsys.readouterr().err
+    assert main([*probe, "--data", str(tmp_path), "--paper-task", "esc50"]) == 2  # cpfs has no audio protocol
+    assert "cpfs's paper protocols are for action, imagenet, voc07, not esc50" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cpfs_image_protocols_at_the_papers_sizes_through_the_cli(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = make_image_folder(tmp_path / "imagenet", rng)
+    make_voc(tmp_path / "voc", rng)
+    run = fake_run(tmp_path, "cpfs")
+    probe = ["probe", run, "--protocol", "paper", "--paper-epochs", "3", "--json"]
+    assert main([*probe, "--data", images, "--paper-task", "imagenet"]) == 0
+    acc = last_json(capsys)
+    assert sorted(acc) == CONV_LAYERS and all(0 <= v <= 1 for v in acc.values())
+    assert main([*probe, "--data", str(tmp_path / "voc"), "--paper-task", "voc07", "--random-init"]) == 0
+    assert set(last_json(capsys)) == {"voc07_cls"}
+    assert json.loads(open(os.path.join(run, "probes.jsonl")).read().splitlines()[-1])["labels"] == [str(tmp_path / "voc")]
+
+
+# --- the audio protocols (raysup/audio_protocols.py) -------------------------------------------------
+
+
+def test_audio_protocols_take_evenly_spaced_sub_clips_of_the_papers_length(small_prepared):
+    esc, dcase = (p for p in METHODS["gdt"].PAPER_PROTOCOLS if isinstance(p, AudioClipsProtocol))
+    assert (esc.task, esc.clips, esc.seconds, esc.classifier, esc.linear.lr, esc.linear.weight_decay, esc.linear.batch_size) == (
+        "esc50", 10, 2.0, "linear", 1e-4, 5e-4, 512)  # papers/gdt.md L164, L324
+    assert (dcase.task, dcase.clips, dcase.seconds, dcase.classifier, dcase.svm_c) == ("dcase", 60, 1.0, "svm", 0.01)  # L164, L324
+    assert dict(esc.published) == {"ESC-50, Kinetics-400 pretraining": 78.6} and dict(dcase.published) == {"DCASE2014, Kinetics-400 pretraining": 94.0}
+    assert evenly_spaced(13, 10).tolist() == [0, 1, 3, 4, 5, 7, 8, 9, 11, 12] and evenly_spaced(10, 10).tolist() == list(range(10))
+    data = PreparedData(small_prepared[0])  # 1 s clips (8 frames at 8 fps), 2 per video
+    counts = data.video_clips
+    with pytest.raises(ConfigError, match="the paper's sub-clips are 2 s, the prepared audio windows 1 s"):
+        check_audio(esc, data, counts)
+    with pytest.raises(ConfigError, match="has 2 prepared clips, the protocol takes 60 evenly spaced ones"):
+        check_audio(dcase, data, counts)
+
+
+def write_tone_wav(path, freq: float, seconds: float, sr: int = 16000) -> None:
+    """A real 16-bit mono WAV: a tone of ``freq`` Hz in a little noise."""
+    import wave
+
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * np.random.default_rng(int(freq)).normal(size=t.size)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+
+
+@pytest.mark.slow
+def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
+    from raysup.data.prepare import prepare
+
+    run = fake_run(tmp_path, "gdt")
+    sets = {"esc50": (5.0, 2.0, 0.25), "dcase": (8.0, 1.0, 0.1)}  # recording s, window s, stride s: 13 and 71 windows
+    for task, (seconds, window, stride) in sets.items():
+        src = tmp_path / f"{task}_audio"
+        src.mkdir()
+        folds = {1: [], 2: []}
+        for c, freq in enumerate((300, 900, 2500)):
+            for i in range(4):
+                write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
+                folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
+        out = str(tmp_path / f"{task}_prepared")
+        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
+        csvs = []
+        for k in (1, 2):  # fold k is the test split of CSV k (ESC-50's five folds; two here)
+            path = tmp_path / f"{task}_fold{k}.csv"
+            path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
+            csvs.append(str(path))
+        capsys.readouterr()
+        assert main(["probe", run, "--data", out, "--splits", *csvs, "--protocol", "paper", "--paper-task", task, "--json"]) == 0
+        acc = last_json(capsys)
+        assert set(acc) == {task} and acc[task] > 0.6  # three tones, untrained features: DCASE measured 1.0 (2026-12-06)
+        with capsys.disabled():
+            print(f"{task}: {acc}")
+
+
+def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_lines(capsys):
+    assert main(["config", "gdt", "--preset", "paper", "--protocol"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(p["kind"], p["task"]) for p in out] == [("FinetuneProtocol", "action"), ("FrozenProtocol", "action"),
+                                                     ("AudioClipsProtocol", "esc50"), ("AudioClipsProtocol", "dcase")]
+    video, _, esc, dcase = out
+    assert video["optim"]["lr"] == 0.02 and video["optim"]["warmup_from"] == 0.0025 / 0.02 and video["cites"]["optim"] == "papers/gdt.md L322"
+    assert video["published"] == {"UCF101 3 splits, Kinetics-400 pretraining": 88.7, "HMDB51 3 splits, Kinetics-400 pretraining": 57.8}
+    assert (esc["clips"], esc["seconds"], esc["linear"]["lr"]) == (10, 2.0, 1e-4) and dcase["svm_c"] == 0.01
+    assert main(["config", "cpfs_direct", "--preset", "paper", "--protocol"]) == 0
+    direct = {p["task"]: p for p in json.loads(capsys.readouterr().out)}
+    assert direct["voc07"]["published"] == {"VOC07 cls mAP": 61.4} and direct["imagenet"]["published"]["conv5"] == 23.0  # cpfs.md L188, L221
+    assert main(["config", "supervised", "--protocol"]) == 2
+    assert "not implemented for supervised" in capsys.readouterr().err
+    # the probe's tasks: each runs its own protocols only
+    assert [p.task for p in paper_protocols("gdt")] == ["action", "action"]
+    assert [p.key for p in paper_protocols("cross_and_learn", "voc07")] == ["voc07_cls"]

@@ -58,6 +58,8 @@ def test_malformed_specs_are_refused_naming_the_flag(flag, spec, match):
     (["--grid", "method.dim=8", "--scheduler", "asha"], "--metric: --search grid --scheduler asha need a metric"),
     (["--grid", "method.dim=8", "--search", "optuna", "--metric", "loss"], "--search optuna: optuna is not installed; pip install -e '.[search]'"),
     (["--grid", "method.dim=8", "--samples", "0"], "--samples: must be >= 1"),
+    (["--sample", "optim.lr=loguniform:1e-4:1e-2", "--scheduler", "pbt", "--metric", "loss"],
+     "--scheduler pbt: not supported: PBT restarts a trial from another trial's checkpoint"),
 ])
 def test_the_command_refuses_in_one_line(args, match, tmp_path, capsys):
     from raysup.cli import main
@@ -147,3 +149,10 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
     assert best["status"] == "finished" and float(best["optim.lr"]) in (0.01, 1e-6) and best["method.dim"] in (16, 32)
     assert "random init" in set(df["optim.lr"].astype(str)) and (out / "results.png").stat().st_size > 0
     print(f"best: optim.lr={best['optim.lr']} method.dim={best['method.dim']}: video {100 * best['video']:.1f}%")
+
+
+def test_a_trials_tensorboard_entry_is_named_by_its_settings():
+    from raysup.sweep.driver import trial_name
+
+    assert trial_name({"method.k": 16}) == "method.k=16"
+    assert trial_name({"method.k": 8, "optim.lr": 0.000316227766, "method.variant": "a/b"}) == "method.k=8,optim.lr=0.0003162,method.variant=a_b"

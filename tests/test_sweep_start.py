@@ -27,6 +27,11 @@ def test_the_record_has_no_credentials(tmp_path):
     record = _sweep(tmp_path).record()
     assert record["data"] == "s3://b/prepared?endpoint_override=h:1" and "storage" not in record
     assert "SECRET" not in json.dumps(record)
+    assert not {"protocol", "eval_data", "pretrain_labels", "published"} & set(record)  # a sweep recorded before --paper's evaluation resumes as is
+    paper = _sweep(tmp_path, protocol="paper", eval_data="s3://KEY:SECRET@b/ucf101", pretrain_labels="k400.csv", published={("xdc",): {"paper UCF101": 74.2}})
+    record = paper.record()
+    assert (record["protocol"], record["eval_data"], record["pretrain_labels"]) == ("paper", "s3://b/ucf101", "k400.csv")
+    assert "SECRET" not in json.dumps(record) and "published" not in record
 
 
 def test_an_existing_sweep_is_neither_restarted_nor_overwritten_by_accident(tmp_path):
@@ -66,8 +71,9 @@ def test_the_supervised_baseline_is_keyed_by_data_labels_and_preset(small_prepar
         supervised_dir(_sweep(tmp_path, data=big.uri, labels=small_labels)),
         supervised_dir(_sweep(tmp_path, data=small, labels=big_labels)),
         supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, preset="paper")),
+        supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, pretrain_labels=big_labels)),  # Superv: the labels it trains on
     }
-    assert len(others) == 3 and key not in others
+    assert len(others) == 4 and key not in others
 
 
 def test_overwrite_deletes_only_what_the_sweep_wrote(tmp_path):

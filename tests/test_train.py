@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -25,12 +26,20 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
     run_dir = str(tmp_path / "run")
     base = {"epochs": 4, "batch_size": 4, "optim.schedule": "cosine"}
-    sets = [a for k, v in {**base, "max_steps": 3}.items() for a in ("--set", f"{k}={v}")]
+    sets = [a for k, v in {**base, "max_steps": 3, "checkpoint_every_steps": 2}.items() for a in ("--set", f"{k}={v}")]
     assert main(["train", "supervised", "--data", data.uri, "--out", run_dir, "--labels", labels, *sets]) == 0
-    r = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    r = json.loads(printed.out)
     assert (r["epoch"], r["steps"], r["total_steps"]) == (0, 3, 3)  # stopped inside the first epoch
+    # its progress off a terminal: a line per ~10% of all epochs' steps (raysup.progress), here where it stopped
+    assert re.search(r"^train: \d+/\d+ steps \(\d+%\), ", printed.err, re.M), printed.err
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["epoch"] == 0 and saved["state"]["step"] == 3 and saved["scheduler"]["last_epoch"] == 3
+    # the data position: epoch 0 not finished, 3 of its steps taken; a step checkpoint after 2
+    assert (saved["state"]["epoch"], saved["state"]["epoch_step"]) == (-1, 3)
+    step_report = json.loads(open(os.path.join(run_dir, "metrics.jsonl")).readline())
+    assert (step_report["epoch"], step_report["epoch_step"], step_report["total_steps"]) == (0, 2, 2)
+    assert load_checkpoint_file(step_report["checkpoint"])["state"]["epoch_step"] == 2
     # the schedule still spans `epochs`: after 3 steps the cosine lr has barely moved
     assert 0.9 * make_config("supervised", "tiny").optim.lr < r["lr"] < make_config("supervised", "tiny").optim.lr
 
@@ -49,16 +58,17 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     with pytest.raises(FileExistsError, match="--resume"):
         run(make_config("supervised", "tiny", base), data, run_dir, labels=labels)
     r = run(make_config("supervised", "tiny", {**base, "epochs": 5, "max_steps": 5}), data, run_dir, labels=labels, resume=True)
-    assert (r["epoch"], r["steps"], r["total_steps"]) == (1, 2, 5)  # the next epoch, 2 more steps
-    assert [(m["epoch"], m["total_steps"]) for m in (json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")))] == [(0, 3), (1, 5)]
+    assert (r["epoch"], r["steps"], r["total_steps"]) == (0, 2, 5)  # epoch 0 continued where it stopped, 2 more steps
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [(m["epoch"], m.get("epoch_step"), m["total_steps"]) for m in lines] == [(0, 2, 2), (0, None, 3), (0, None, 5)]
     resumes = [json.loads(line) for line in open(os.path.join(run_dir, "resumes.jsonl"))]
-    assert [r["changed"] for r in resumes] == [{"epochs": [4, 5], "max_steps": [3, 5]}]
+    assert [r["changed"] for r in resumes] == [{"epochs": [4, 5], "max_steps": [3, 5], "checkpoint_every_steps": [2, 0]}]
     # a resume may train longer, but not change what the run is
     with pytest.raises(ConfigError, match=r"method.video_encoder: .r2plus1d_tiny. -> .r2plus1d_18., optim.lr: 0.003 -> 0.1"):
         run(make_config("supervised", "tiny", {**base, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
 
     saved = load_checkpoint_file(latest_checkpoint(run_dir))  # weights_only=True inside
-    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == 5 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}
+    assert saved["epoch"] == 0 and saved["scheduler"]["last_epoch"] == 5 and set(saved) >= {"model", "optimizer", "scheduler", "config", "epoch"}
     assert saved["config"]["method_name"] == "supervised"
     assert all(isinstance(v, torch.Tensor) for v in saved["model"].values())
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))

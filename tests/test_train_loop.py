@@ -12,7 +12,7 @@ import torch
 from raysup.checkpoint import CHECKPOINT_FILE
 from raysup.config import ConfigError, OptimConfig, to_dict
 from raysup.methods import make_config, method_module
-from raysup.train import NonFiniteLoss, check_finite, config_changes, load_weights, lr_factor, make_optimizer, make_scheduler
+from raysup.train import FiniteCheck, NonFiniteLoss, config_changes, load_weights, lr_factor, make_optimizer, make_scheduler
 
 
 def test_warmup_and_cosine_are_per_step():
@@ -69,12 +69,20 @@ def test_config_changes_name_nested_fields():
     assert config_changes(a, to_dict(make_config("supervised", "tiny"))) == {}
 
 
-def test_non_finite_output_names_the_metric_epoch_and_step():
-    check_finite({"loss": torch.tensor(1.0), "acc": torch.tensor(0.5)}, 0, 0)
-    with pytest.raises(NonFiniteLoss, match="loss_audio is not finite at epoch 3, step 17"):
-        check_finite({"loss": torch.tensor(1.0), "loss_audio": torch.tensor(float("nan"))}, 3, 17)
-    with pytest.raises(NonFiniteLoss, match="loss is not finite"):
-        check_finite({"loss": torch.tensor(float("inf"))}, 0, 0)
+def test_non_finite_output_names_the_metric_epoch_and_steps():
+    """The check waits for the device only when asked (every FINITE_CHECK_STEPS steps and before
+    each checkpoint) and names the steps since the previous check."""
+    finite = FiniteCheck(3, 10)
+    finite.add({"loss": torch.tensor(1.0), "acc": torch.tensor(0.5)})
+    finite.check(11)
+    for value in (1.0, float("nan"), 2.0):
+        finite.add({"loss": torch.tensor(1.0), "loss_audio": torch.tensor(value)})
+    with pytest.raises(NonFiniteLoss, match="loss_audio is not finite at epoch 3, steps 11-13; the run stopped"):
+        finite.check(14)
+    finite = FiniteCheck(0, 0)
+    finite.add({"loss": torch.tensor(float("inf"))})
+    with pytest.raises(NonFiniteLoss, match="loss is not finite at epoch 0, step 0;"):
+        finite.check(1)
 
 
 def test_checkpoint_of_another_architecture_is_a_config_error(tmp_path):

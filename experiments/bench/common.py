@@ -135,9 +135,9 @@ def write_prepared(out: str, clips: int, *, clips_per_file: int = 32, flow: bool
 
     def cells(name: str, spec, n: int) -> pa.Array:
         if encoding == "jpeg" and name == "frames":
-            return pa.array([codec.encode_frames((smooth(spec.shape) * 255).clip(0, 255).astype(np.uint8), cfg.jpeg_quality) for _ in range(n)], pa.binary())
+            return pa.array([codec.encode_frames((smooth(spec.shape) * 255).clip(0, 255).astype(np.uint8), cfg.jpeg_quality) for _ in range(n)], schema.field(name).type)
         if encoding == "jpeg" and name == "flow":
-            return pa.array([codec.encode_flow((smooth(spec.shape) - 0.5) * 8, cfg.flow_range) for _ in range(n)], pa.binary())  # ±4 px
+            return pa.array([codec.encode_flow((smooth(spec.shape) - 0.5) * 8, cfg.flow_range) for _ in range(n)], schema.field(name).type)  # ±4 px
         if name == "frames":
             values = rng.integers(0, 256, (n, *spec.shape), dtype=np.uint8)
         else:

@@ -11,8 +11,11 @@ import torch
 FlowMethod = Literal["farneback", "tvl1", "dis", "none"]
 
 
-def compute_flow(frames: np.ndarray, method: FlowMethod = "farneback") -> np.ndarray:
-    """Optical flow from frame t to t+1 in pixels: uint8 [T,H,W,3] → float32 [T-1,H,W,2] (dx, dy).
+def compute_flow(frames: np.ndarray, method: FlowMethod = "farneback", step: int = 1) -> np.ndarray:
+    """Optical flow from frame t to t+``step`` in pixels: uint8 [T,H,W,3] → float32
+    [T-step,H,W,2] (dx, dy). ``step`` > 1 computes each flow directly between the two frames, as
+    cross-pixel flow similarity does between t and t+5 (papers/cpfs.md L125), instead of chaining
+    one-step flows.
 
     ``tvl1`` is TV-L1 (as in Cross and Learn); ``farneback`` and ``dis`` are faster.
     """
@@ -27,9 +30,9 @@ def compute_flow(frames: np.ndarray, method: FlowMethod = "farneback") -> np.nda
         fn = lambda a, b: dis.calc(a, b, None)  # noqa: E731
     else:
         raise ValueError(f"flow: unknown method {method!r}")
-    out = np.empty((len(frames) - 1, *frames.shape[1:3], 2), np.float32)
-    for t in range(len(frames) - 1):
-        out[t] = fn(gray[t], gray[t + 1])
+    out = np.empty((len(frames) - step, *frames.shape[1:3], 2), np.float32)
+    for t in range(len(frames) - step):
+        out[t] = fn(gray[t], gray[t + step])
     return out
 
 

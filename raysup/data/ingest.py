@@ -114,10 +114,11 @@ class PreparedData:
             raise ConfigError(f"{redact(self.uri)}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
         return enc
 
-    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre"):
+    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre", paths: bool = False):
         """The clips as a streaming Ray Dataset (only ``columns`` are read, if given), with the
         cells of a compressed set decoded to ``specs`` by :meth:`decode` (``crop``: "centre" for
-        evaluation and features, "random" for training; None: the stored cells).
+        evaluation and features, "random" for training; None: the stored cells); ``paths``: with
+        a ``path`` column, the shard each clip was read from.
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
         blocks, for block-order shuffling and parallel reads): one task per small shard cost
@@ -134,7 +135,8 @@ class PreparedData:
         shards = self.shards()
         blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
         blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
-        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks)
+        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks,
+                                  include_paths=paths)
         return ds if crop is None else self.decode(ds, crop=crop)
 
     def decode(self, ds, *, crop: str):

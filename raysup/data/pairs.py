@@ -23,6 +23,15 @@ def stack_start(available: int, n: int) -> int:
     return (available - n) // 2
 
 
+def centre_indices(frames: int, modality: Modality, n: int) -> tuple[list[int], list[int]]:
+    """(frames, flow fields) of a ``frames``-frame clip that :func:`centre_pair` uses: the
+    stack's ``n`` centred fields (flow) or its n+1 frames (differences), and its middle frame."""
+    start = stack_start(frames - 1, n)
+    if modality == "flow":
+        return [start + n // 2], list(range(start, start + n))
+    return list(range(start, start + n + 1)), []
+
+
 def centre_pair(frames: torch.Tensor, flow: torch.Tensor | None, modality: Modality, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip columns → (RGB frame [B,3,H,W] in [0,1], motion stack [B,n·c,H,W]).
 
@@ -32,7 +41,7 @@ def centre_pair(frames: torch.Tensor, flow: torch.Tensor | None, modality: Modal
     ``frames`` uint8 [B,T,H,W,3]; ``flow`` [B,T−1,H,W,2] (any float dtype; unused for ``diff``).
     """
     b, t, h, w, _ = frames.shape
-    start = stack_start(t - 1, n)
+    start = stack_start(t - 1, n)  # the indices of centre_indices
     rgb = frames[:, start + n // 2].permute(0, 3, 1, 2).float().div(255.0)  # [B,3,H,W]
     if modality == "flow":
         fields = flow[:, start : start + n].float()  # [B,n,H,W,2]

@@ -62,6 +62,7 @@ from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, INDEX, INDEX_COLUMNS, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 from raysup.locks import STALE_S, Lock, read_holder
+from raysup.progress import Progress
 from raysup.resources import node_shapes
 from raysup.runtime import init_ray
 
@@ -87,6 +88,7 @@ class PrepareConfig:
     clip_stride_s: float = 0.0  # 0: non-overlapping clips
     max_clips_per_video: int = 0  # 0: every clip; else evenly spaced clips
     flow: FlowMethod = "farneback"
+    flow_step: int = 1  # flow t→t+flow_step, computed directly (cpfs: 5, papers/cpfs.md L125); 1: consecutive frames
     audio_only: bool = False  # audio sets (ESC-50): no frames, files without video are fine
     encoding: str = "jpeg"  # "jpeg": compressed cells, frames at their own aspect (raysup.data.codec); "raw": fixed-size tensors
     jpeg_quality: int = 92  # frames' JPEG quality: the lowest with >= 35 dB PSNR on each real video of docs/performance.md
@@ -110,6 +112,8 @@ class PrepareConfig:
             raise ValueError(f"width: must be 0 (own aspect) or >= size ({self.size}), got {self.width}")
         if self.clip_frames < 2 and self.flow != "none":
             raise ValueError("clip_frames: flow needs at least 2 frames per clip")
+        if not 1 <= self.flow_step < max(self.clip_frames, 2):
+            raise ValueError(f"flow_step: must be in 1..clip_frames-1 ({self.clip_frames - 1}), got {self.flow_step}")
         for name in ("fps", "window_ms", "hop_ms", "cpus_per_task"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
@@ -148,7 +152,7 @@ class PrepareConfig:
         if not self.audio_only:
             specs["frames"] = TensorSpec((t, s, s, 3), "uint8")
             if self.flow != "none":
-                specs["flow"] = TensorSpec((t - 1, s, s, 2), "float16")
+                specs["flow"] = TensorSpec((t - self.flow_step, s, s, 2), "float16")
         return specs
 
 
@@ -290,9 +294,9 @@ def clip_rows(video_id: str, opener: Opener, cfg: PrepareConfig, stats: ClipStat
             if frames is not None:
                 row["frames"] = codec.encode_frames(frames, cfg.jpeg_quality) if jpeg else frames  # [T,H,W,3]
                 if cfg.flow != "none":
-                    flow = compute_flow(frames, cfg.flow)  # [T-1,H,W,2]
+                    flow = compute_flow(frames, cfg.flow, cfg.flow_step)  # [T-step,H,W,2]
                     row["flow"] = codec.encode_flow(flow, cfg.flow_range) if jpeg else flow.astype(np.float16)
-                    row["motion"] = motion_magnitude(flow)
+                    row["motion"] = motion_magnitude(flow) / cfg.flow_step  # pixels per frame
             stats.clips += 1
             yield row
     if not stats.clips:
@@ -410,11 +414,11 @@ class ShardWriter:
 
 
 def row_bytes(row: dict) -> int:
-    """Bytes of a clip row's tensor cells (numpy arrays or encoded images)."""
+    """Bytes of a clip row's tensor cells (numpy arrays or lists of encoded images)."""
     n = 0
     for name in TENSOR_COLUMNS:
         v = row.get(name)
-        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else len(v)
+        n += 0 if v is None else v.nbytes if isinstance(v, np.ndarray) else sum(map(len, v))
     return n
 
 
@@ -475,7 +479,7 @@ def rows_to_table(rows: list[dict], specs: dict[str, TensorSpec], encoding: str 
     schema = arrow_schema(specs, encoding)
     cols = {}
     for field in schema:
-        if field.name in specs and pa.types.is_binary(field.type):  # encoded images
+        if field.name in specs and pa.types.is_list(field.type):  # encoded images
             cols[field.name] = [r.get(field.name) for r in rows]
         elif field.name in specs:
             cols[field.name] = [tensor_bytes(r.get(field.name), specs[field.name]) for r in rows]
@@ -649,7 +653,8 @@ def _lock_token(fs: pafs.FileSystem, root: str) -> str | None:
 
 
 # what an output prepared before these parameters existed was prepared with
-PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None}
+PARAMS_BEFORE_ENCODINGS = {"encoding": "raw", "jpeg_quality": 92, "flow_range": codec.FLOW_RANGE_PX, "audio_seconds": None, "flow_step": 1,
+                           "jpeg_cells": None}
 
 
 def _check_output(out_fs: pafs.FileSystem, out_root: str, out: str, source: str, params: dict) -> None:
@@ -680,11 +685,12 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     inputs, listing_skips = list_inputs(src, cfg.audio_only)
     out_fs, out_root = resolve(out)
     params = to_dict(cfg)
+    recorded = {**params, "jpeg_cells": codec.JPEG_CELLS if cfg.encoding == "jpeg" else None}  # cells of one layout per output
     out_fs.create_dir(f"{out_root}/{TMP_DIR}", recursive=True)
     with OutputLock(out_fs, out_root, redact(out)) as lock:
-        _check_output(out_fs, out_root, out, source, params)
+        _check_output(out_fs, out_root, out, source, recorded)
         out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
-        write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**params, "source": source})
+        write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**recorded, "source": source})
         done = _reused(out_fs, out_root, src, inputs, redact(out))
         todo, extra, seen = [], list(listing_skips), set(done)
         for path, video_id in inputs:
@@ -707,8 +713,9 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
             )
             ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
             try:
-                with _quiet(*RAY_DATA_ERROR_LOGGERS):
-                    ds.materialize()
+                with _quiet(*RAY_DATA_ERROR_LOGGERS), Progress("prepare", len(todo), "videos") as shown:
+                    for done in ds.iter_batches(batch_size=None):  # a task's outcomes, as it commits
+                        shown.update(len(done["video_id"]))
             except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
                 raise _task_failure(e, redact(out)) from e
         manifest = write_manifest(out_fs, out_root, source, cfg, extra)
@@ -817,11 +824,11 @@ def encoding_record(cfg: PrepareConfig) -> dict:
     it (before version 3) are ``{"format": "raw"}`` with the clip's own audio span."""
     rec: dict = {"format": cfg.encoding}
     if cfg.encoding == "jpeg" and not cfg.audio_only:
-        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "[T·H, W, 3] RGB, frames top to bottom",
+        rec["frames"] = {"codec": "jpeg", "quality": cfg.jpeg_quality, "short_side": cfg.size, "layout": "one JPEG per frame: [H, W, 3] RGB",
                          "crop": [cfg.size, cfg.size]}
         if cfg.flow != "none":
             rec["flow"] = {"codec": "jpeg", "quality": codec.FLOW_QUALITY, "quantisation": "log", "range_px": cfg.flow_range,
-                           "knee_px": codec.FLOW_KNEE_PX, "layout": "[(T-1)·2H, W] uint8: per field, dx above dy"}
+                           "knee_px": codec.FLOW_KNEE_PX, "layout": "one JPEG per field: [2H, W] uint8, dx above dy"}
     a = cfg.audio
     rec["audio"] = {"dtype": "float16", "seconds": cfg.audio_window_s, "centred_on_clip": True, "hop_ms": a.hop_ms,
                     "window_ms": a.window_ms, "sample_rate": a.sample_rate, "n_mels": a.n_mels, "edges": "zero padding"}

@@ -33,7 +33,7 @@ INDEX_SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()), ("
 INDEX_COLUMNS = INDEX_SCHEMA.names
 DATA_DIR = "data"  # its Parquet shards
 TENSOR_COLUMNS = ("frames", "audio", "flow")
-ENCODED_COLUMNS = ("frames", "flow")  # binary: one image per clip in the jpeg encoding
+ENCODED_COLUMNS = ("frames", "flow")  # list<binary>: one image per frame or field in the jpeg encoding
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class TensorSpec:
 
 def arrow_schema(specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Schema:
     """Arrow schema for clips with the given tensor columns (name → spec). With the ``jpeg``
-    encoding, frames and flow are binary (one encoded image per clip:
+    encoding, frames and flow are lists of binary (one encoded image per frame or field:
     :mod:`raysup.data.codec`); ``specs`` are then the shapes they decode to."""
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -64,7 +64,7 @@ def arrow_schema(specs: dict[str, TensorSpec], encoding: str = "raw") -> pa.Sche
     ]
     for name in TENSOR_COLUMNS:
         if name in specs and encoding == "jpeg" and name in ENCODED_COLUMNS:
-            fields.append(pa.field(name, pa.binary(), nullable=True))
+            fields.append(pa.field(name, pa.list_(pa.binary()), nullable=True))
         elif name in specs:
             fields.append(pa.field(name, pa.binary(specs[name].nbytes), nullable=True))
     fields.append(pa.field("motion", pa.float32(), nullable=False))

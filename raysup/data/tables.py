@@ -42,7 +42,17 @@ def join_columns(ds, key: list[str], table: pa.Table):
 
 
 def join_batch(batch: pa.Table, *, key: list[str], table: pa.Table) -> pa.Table:
-    return batch.join(table, keys=key, join_type="inner")
+    """Inner join of ``batch`` and ``table`` on ``key``. Arrow's hash join sees only the keys
+    and a row number (it refuses list columns such as the jpeg cells, and need not copy them);
+    the matching rows of ``batch`` are then taken and ``table``'s other columns appended."""
+    row = "__raysup_row"
+    left = batch.select(key).append_column(row, pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+    joined = left.join(table, keys=key, join_type="inner")
+    out = batch.take(joined.column(row))
+    for name in table.column_names:
+        if name not in key:
+            out = out.append_column(table.schema.field(name), joined.column(name))
+    return out
 
 
 def labels_table(mapping: dict[str, int], column: str = "label") -> pa.Table:

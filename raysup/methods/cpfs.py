@@ -3,10 +3,14 @@ Optical-Flow Similarity for Self-Supervised Learning"): a single-frame network e
 that the similarity of two pixels' embeddings matches the similarity of their optical flow.
 
 Per clip and step: frame t and the flow t→t+k (``method.flow_step`` = k counts *clip frames* at the
-prepare fps: the prepared flow is between consecutive clip frames, so flow t→t+k is composed
-on the fly by :func:`compose_flow`; the paper's k=5 is at the video's own rate, ~0.2 s; the
-tiny preset's k=2 at 8 fps is 0.25 s). Training draws t uniformly from the clip; evaluation
-(validation loss) uses t = min(T//2, T−1−k). Image and flow are the stream's crop
+prepare fps). Data prepared with ``--flow-step k`` holds that flow, computed directly between
+the two frames as the paper does (L125); data prepared with consecutive flows (the default)
+gets it composed on the fly by :func:`compose_flow`, which accumulates the one-step flows'
+errors. The paper's k=5 is at the video's own rate, ~0.2 s; the tiny preset's k=2 at 8 fps is
+0.25 s. Training draws t uniformly from the clip; evaluation (validation loss) uses
+t = min(T//2, T−1−k); both are chosen in the stream before decoding
+(:func:`raysup.data.codec.draw_window`), which then decodes only frame t and the flow fields
+from it. Image and flow are the stream's crop
 (``crop_size``: random position in training) and get the same random resized crop
 (``method.min_crop``; 1: none) and horizontal flip (flow rescaled to output pixels, dx negated on a flip), then the flow is
 log-normalised (:func:`raysup.data.flow.log_normalize`). N random pixels per image are
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
+from raysup.data.codec import draw_window
 from raysup.data.flow import log_normalize
 from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out, split_rows
@@ -43,7 +48,7 @@ from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
 from raysup.methods.base import Encoder, Method, Stage, check_batch, train_videos
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
-from raysup.protocol_specs import LayerProbeProtocol, LinearLayer
+from raysup.protocol_specs import ImageLayerProbeProtocol, LayerProbeProtocol, LinearLayer, VOCProtocol
 
 BACKBONES = {"alexnet": alexnet_hypercolumn, "alexnet_tiny": alexnet_hypercolumn_tiny}
 
@@ -90,8 +95,9 @@ PRESETS = {
         "method": {"backbone": "alexnet_tiny", "pixels": 128, "flow_step": 2, "max_flow": 8.0},
         "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0, "schedule": "constant"},
     },
-    # paper: papers/cpfs.md §4 (L119-154): prepare at `--size 256` at the video's own frame
-    # rate (k = 5 clip frames: the paper's flow t→t+5, L125) and train on random 224 crops.
+    # paper: papers/cpfs.md §4 (L119-154): prepare at `--size 256 --flow-step 5` at the video's
+    # own frame rate (k = 5 clip frames: the paper's flow computed directly between t and t+5,
+    # L125; consecutive flows, the default, are composed instead) and train on random 224 crops.
     "paper": {
         "epochs": 100,  # not stated; early stopping on a held-out loss ends the run (L139)
         "patience": 5,  # L139: early stopping on the validation loss (its patience: ours)
@@ -155,16 +161,21 @@ class CPFS(Method):
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame t [B,3,H,W] in [0, 1] and the flow t→t+k [B,2,H,W] in pixels; random t and
         joint crop/flip in training mode."""
-        frames, flow = batch["frames"], batch["flow"]  # [B,T,H,W,3], [B,T-1,H,W,2]
-        b, steps, k = flow.shape[0], flow.shape[1], self.cfg.flow_step
-        if self.training:
-            t = torch.randint(0, steps - k + 1, (b,), device=flow.device)  # [B]
+        frames, flow = batch["frames"], batch["flow"]  # [B,T,H,W,3], [B,T-s,H,W,2]: flow t→t+s (prepare --flow-step s)
+        b, k = flow.shape[0], self.cfg.flow_step
+        if "t" in batch:  # drawn before decoding (draw_window): only frame t and its flow fields were decoded
+            t = batch["t"].to(flow.device, torch.long)  # [B]
+        elif self.training:
+            t = torch.randint(0, frames.shape[1] - k, (b,), device=flow.device)  # [B]
         else:
-            t = torch.full((b,), min(frames.shape[1] // 2, steps - k), device=flow.device)
+            t = torch.full((b,), eval_frame(frames.shape[1], k), device=flow.device)
         rows = torch.arange(b, device=flow.device)
         image = frames[rows, t].permute(0, 3, 1, 2).float() / 255  # [B,3,H,W]
-        window = flow[rows[:, None], t[:, None] + torch.arange(k, device=flow.device)]  # [B,k,H,W,2]
-        f = compose_flow(window.permute(0, 1, 4, 2, 3).float())  # [B,2,H,W] pixels
+        if prepared_step(frames.shape[1], flow.shape[1]) == k:  # stored directly (the paper's flow t→t+5, L125)
+            f = flow[rows, t].permute(0, 3, 1, 2).float()  # [B,2,H,W] pixels
+        else:
+            window = flow[rows[:, None], t[:, None] + torch.arange(k, device=flow.device)]  # [B,k,H,W,2]
+            f = compose_flow(window.permute(0, 1, 4, 2, 3).float())  # [B,2,H,W] pixels
         if self.training:  # the same crop and flip for image and flow; flow rescaled to output pixels, dx negated on a flip
             both = random_resized_crop_flip(torch.cat([image, f], 1), (self.cfg.min_crop, 1.0), flow_channels=2)  # [B,5,H,W]
             image, f = both[:, :3], both[:, 3:]
@@ -190,6 +201,11 @@ class CPFS(Method):
     def export(self) -> AlexNetHypercolumn:
         """The trained network with BN folded into its convolutions (eval mode)."""
         return fold_batchnorm(self.net)
+
+
+def eval_frame(clip_frames: int, k: int) -> int:
+    """Frame t of evaluation (the validation loss): the middle one, or the last with k fields after it."""
+    return min(clip_frames // 2, clip_frames - 1 - k)
 
 
 def centre_frame(frames: torch.Tensor) -> torch.Tensor:
@@ -223,11 +239,20 @@ def flow_classes(flow: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.bucketize(flow.contiguous(), edges, right=True)  # [lo, hi) bins; 1 in the last
 
 
+def prepared_step(frames: int, flows: int) -> int:
+    """s of the prepared flow t→t+s (``raysup prepare --flow-step``): clips of T frames hold T−s flows."""
+    return frames - flows
+
+
 def check_specs(cfg: Config, specs) -> None:
     if "flow" not in specs or "frames" not in specs:
         raise ConfigError("cpfs needs frames and flow: prepare the data with --flow farneback (or tvl1/dis)")
-    steps = specs["flow"].shape[0]
-    if cfg.flow_step > steps:
+    frames, steps = specs["frames"].shape[0], specs["flow"].shape[0]
+    step = prepared_step(frames, steps)
+    if step not in (1, cfg.flow_step):
+        raise ConfigError(f"method.flow_step: {cfg.flow_step}, but the prepared flow is t→t+{step} (prepare with --flow-step {cfg.flow_step}, "
+                          f"or 1 to compose it, or set method.flow_step={step})")
+    if cfg.flow_step > steps and step == 1:
         raise ConfigError(f"method.flow_step: flow t→t+{cfg.flow_step} needs clips of more than {cfg.flow_step} frames; "
                           f"the prepared clips have {steps + 1} (prepare with --clip-frames {cfg.flow_step + 1} or more, or lower method.flow_step)")
 
@@ -251,6 +276,11 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     clips = data.dataset(list(COLUMNS), crop=None)
     train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
     val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
+    # t drawn before decoding, so that only frame t and its flow fields (1 stored directly, else k) are decoded
+    t, k = data.specs["frames"].shape[0], cfg.method.flow_step
+    window = {"clip_frames": t, "step": k, "fields": 1 if prepared_step(t, data.specs["flow"].shape[0]) == k else k}
+    train = train.map_batches(draw_window, batch_format="pyarrow", fn_kwargs=window)
+    val = val.map_batches(draw_window, batch_format="pyarrow", fn_kwargs={**window, "t": eval_frame(t, k)}) if val is not None else None
     clips_of = data.video_clips  # video id → its number of clips
     return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))
 
@@ -266,4 +296,25 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
 # training images are not repeated here: the features are the centre crop's, extracted once.
 CONV_SIZES = (("rgb_conv1", 10), ("rgb_conv2", 6), ("rgb_conv3", 5), ("rgb_conv4", 5), ("rgb_conv5", 6))
 ZHANG_LINEAR = LinearLayer("sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=28, milestones=(2 / 7, 4 / 7, 6 / 7), standardize=True)
-PAPER_PROTOCOLS = (LayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, test_clips=10),)
+# The paper's own evaluations (§4.5, papers/cpfs.md L195-240): ILSVRC12 linear probing on an
+# ImageFolder (Table 2, L212-221) and VOC07 classification (Table 1 column "Cl.", L175-188;
+# protocol L210, L234: "initial learning rate is 10⁻³ and drops by a factor of 2 every 10k
+# iterations for a total of 80k iterations and predictions are averaged over 10 random crops",
+# "in keeping with [41]" = Krähenbühl et al., whose philkr/voc-classification src/train_cls.py
+# gives what the paper leaves out: batch 16, weight decay 1e-6, gradient norm clipped to 10,
+# random rescaling ×0.5-2, flips, SGD momentum 0.9 (src/solver.py), a per-class sigmoid loss
+# (the paper says "softmax cross-entropy", L210: VOC images carry several labels)). The
+# UCF101 per-layer probe (first entry) is raysup's: the paper never evaluates on UCF101.
+CPFS_TABLE2 = (("conv1", 15.0), ("conv2", 24.8), ("conv3", 28.9), ("conv4", 29.4), ("conv5", 28.0))  # L220 "Ours"
+CPFS_VOC07 = (("VOC07 cls mAP", 64.4),)  # L187 "Ours"
+VOC_CITES = (("lr", "papers/cpfs.md L234"), ("iterations", "L234"), ("step", "L234"), ("gamma", "L234 (×1/2)"), ("test_crops", "L234"),
+             ("batch_size", "philkr/voc-classification train_cls.py -bs"), ("weight_decay", "train_cls.py"), ("clip_grad", "train_cls.py"),
+             ("scale", "train_cls.py min/max_scale"), ("momentum", "solver.py SGD default"), ("crop", "L154: the network's 224 input"))  # fmt: skip
+IMAGENET_CITES = (("sizes", "papers/cpfs.md L236 (~9-10K elements); Zhang et al.'s train_val.prototxt"),
+                  ("linear", "Zhang et al.'s solver.prototxt (see above)"), ("crop", "L154: the network's 224 input; ours"))  # fmt: skip
+PAPER_PROTOCOLS = (
+    LayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, test_clips=10),
+    ImageLayerProbeProtocol(sizes=CONV_SIZES, linear=ZHANG_LINEAR, published=CPFS_TABLE2, cites=IMAGENET_CITES),
+    VOCProtocol(key="voc07_cls", network="cpfs", lr=1e-3, iterations=80_000, step=10_000, gamma=0.5, batch_size=16, weight_decay=1e-6,
+                published=CPFS_VOC07, cites=VOC_CITES),
+)

@@ -20,7 +20,8 @@ once per run). Augmentation per pair, identical for its frame and stack
 (:func:`raysup.data.pairs.pair_input`): the stream's random crop (``crop_size``), a random
 resized crop (``method.crop_scale``; (1, 1): none), horizontal flip (negating dx),
 temporal flip of flow stacks (not of frame differences: papers/cross-and-learn.md L185), per-field
-flow mean subtraction, RGB channel splitting (the channel average at test time). With
+flow mean subtraction, RGB channel splitting (the channel average at test time). Only the
+pair's frame and stack are decoded in training (:func:`decoded_images`). With
 ``method.pretrain_split=train`` (the paper presets: UCF-101's train split, L97 and L113) and a
 labels CSV, the videos it puts in another split are left out of pretraining.
 
@@ -41,14 +42,15 @@ from ray.data.expressions import col
 from torch import nn
 
 from raysup.config import ConfigError, OptimConfig, TrainConfig
+from raysup.data.codec import pick_images
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import read_labels_csv
-from raysup.data.pairs import CHANNELS_PER_FIELD, pair_input, stack_start
+from raysup.data.pairs import CHANNELS_PER_FIELD, centre_indices, pair_input, stack_start
 from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Encoder, Method, Stage, check_batch
 from raysup.models import image_encoder
-from raysup.protocol_specs import FinetuneProtocol
+from raysup.protocol_specs import FinetuneProtocol, VOCProtocol
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,8 @@ def frame_size(cfg: TrainConfig, specs) -> int:
         raise ConfigError("Cross and Learn needs frames: the prepared data has none; prepare it without --audio-only")
     if m.modality == "flow" and "flow" not in specs:
         raise ConfigError("method.modality: flow needs prepared flow (prepare without --flow none), or use diff")
+    if m.modality == "flow" and specs["frames"].shape[0] - specs["flow"].shape[0] != 1:  # a stack of consecutive flows (L97)
+        raise ConfigError("method.modality: flow stacks consecutive flows; the data was prepared with --flow-step > 1 (prepare without it)")
     if cfg.batch_size % 2:
         raise ConfigError(f"batch_size: must be even (2B pairs form B tuples), got {cfg.batch_size}")
     frames, size = specs["frames"].shape[0], specs["frames"].shape[1]
@@ -247,6 +251,13 @@ def pretraining_videos(cfg: TrainConfig, data: PreparedData, labels: str | None)
     return kept
 
 
+def decoded_images(cfg: Config, specs) -> dict[str, list[int]]:
+    """The frames and flow fields a pair uses (:func:`raysup.data.pairs.centre_indices`): the
+    only ones decoded in training (:func:`raysup.data.codec.pick_images`)."""
+    frames, fields = centre_indices(specs["frames"].shape[0], cfg.modality, cfg.fields)
+    return {"frames": frames, "flow": fields}
+
+
 def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
     every pretraining video (:func:`pretraining_videos`; labels only choose them)."""
@@ -255,6 +266,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     if len(ids) < len(data.video_ids):  # an expression filter keeps the packed columns' types
         videos = videos.filter(expr=col("video_id").is_in(ids))
     draws = videos.map_batches(draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"})
+    draws = draws.map_batches(pick_images, batch_format="pyarrow", fn_kwargs=decoded_images(cfg.method, data.specs))
     return Stage(train=draws, rows_per_epoch=len(ids) * cfg.method.pairs_per_video)
 
 
@@ -268,5 +280,25 @@ PAPER_PROTOCOLS = (
         key="rgb", encoder="rgb", full=True, network="caffenet", init_prefix="rgb_net.features.",
         optim=OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=(0.75,), gamma=0.1),
         epochs=200, batch_size=128, test_clips=5,
+        published=(("UCF101 3 splits", 58.7), ("HMDB51 3 splits", 27.2), ("UCF101 VGG16 split 1", 70.5), ("HMDB51 VGG16 split 1", 33.0),
+                   ("UCF101 split 1 (Table 3)", 59.3), ("HMDB51 split 1 (Table 3)", 27.7)),  # Table 1 L126-128, Table 3 L181-183
+        cites=(("init_prefix", "papers/cross-and-learn.md L113: conv and BN layers from the RGB network, FC fresh"),
+               ("optim", "official code exp_ft.py / main_finetuning_RGB.py"), ("test_clips", "official code")),
+    ),
+    # §4.3 (L141): PASCAL VOC 2007 classification "following Krähenbühl et al. [17] protocol"
+    # (philkr/voc-classification src/train_cls.py: SGD lr 0.001, momentum 0.9, batch 16, 80K
+    # iterations, lr ×0.5 every 10K, weight decay 1e-6, gradient norm clipped to 10, rescaling
+    # ×0.5-2, flips, 10 random test crops summed), a new CaffeNet from the RGB network's conv
+    # layers, "but we do not transfer the batch normalization layers": its BN layers start fresh.
+    # Published (Table 2, L164): 70.7 mAP after pretraining on UCF101+HMDB51+ACT for 130K
+    # iterations (L141), not the UCF101-only pretraining of Table 1.
+    VOCProtocol(
+        key="voc07_cls", network="caffenet", init_prefix="rgb_net.features.", transfer_bn=False,
+        lr=1e-3, iterations=80_000, step=10_000, gamma=0.5, batch_size=16, weight_decay=1e-6, crop=224,
+        published=(("VOC07 cls mAP (UCF+HMDB+ACT pretraining)", 70.7),),
+        cites=(("transfer_bn", "papers/cross-and-learn.md L141"), ("lr", "L141 → philkr/voc-classification train_cls.py"),
+               ("iterations", "train_cls.py -nit"), ("step", "train_cls.py stepsize"), ("gamma", "train_cls.py"), ("batch_size", "train_cls.py -bs"),
+               ("weight_decay", "train_cls.py"), ("clip_grad", "train_cls.py"), ("scale", "train_cls.py"), ("test_crops", "train_cls.py N_CROP"),
+               ("crop", "L101: 224 crops in pretraining; ours")),
     ),
 )  # fmt: skip

@@ -55,7 +55,7 @@ from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Encoder, Method, Stage, check_batch
 from raysup.models import audio_encoder, video_encoder
 from raysup.models.parts import mlp_head, momentum_update, shuffle_across_workers
-from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LinearLayer
+from raysup.protocol_specs import AudioClipsProtocol, FinetuneProtocol, FrozenProtocol, LinearLayer
 
 # SpecAugment levels [nf, f, nt, t]: mild and strong are Table 1b's (papers/gdt.md L170: "n_f = 1,
 # f = 2, n_t = 1 and t = 5" and "n_f = 2, f = 3, n_t = 2 and t = 6"); medium is the official K400
@@ -348,6 +348,9 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
 
 
 # --- evaluation -------------------------------------------------------------------------------
+# A.2 (L324): ESC-50's "L2 regularized linear layer with batch size 512 using the Adam optimizer
+# with learning rate 1·10⁻⁴, weight-decay set to 5·10⁻⁴"; its epochs are not stated (ours: 100).
+ESC_LINEAR = LinearLayer("adam", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100)
 PAPER_PROTOCOLS = (
     # A.2 (papers/gdt.md L322), video: full finetuning, SGD "with initial learning rate 0.0025,
     # which we gradually warm up to 2·10⁻² in the first 2 epochs" (warmup_from 0.0025/0.02),
@@ -360,12 +363,25 @@ PAPER_PROTOCOLS = (
         optim=OptimConfig(name="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, schedule="step", milestones=(0.6, 0.8), gamma=0.01,
                           warmup_epochs=2, warmup_from=0.0025 / 0.02),
         epochs=10, batch_size=32, test_clips=10,
+        published=(("UCF101 3 splits, Kinetics-400 pretraining", 88.7), ("HMDB51 3 splits, Kinetics-400 pretraining", 57.8)),  # Table 2, L198
+        cites=(("optim", "papers/gdt.md L322"), ("epochs", "L322"), ("batch_size", "L322"), ("test_clips", "L140")),
     ),
     # A.2 (L324), audio: conv5 max-pooled (1,3)/(1,2) without padding (:meth:`GDT.taps`); ESC-50:
     # L2-regularised linear layer, Adam lr 1e-4, weight decay 5e-4, batch 512; DCASE: linear SVM,
     # C = 0.01, primal (official src/svm.py: LinearSVC(C), decision scores averaged per sample).
     # L164: scores averaged over a sample's sub-clips (ESC-50 10 × 2 s, DCASE 60 × 1 s: here
     # test_clips evenly spaced prepared clips). Epochs of the linear layer: not stated (ours: 100).
-    FrozenProtocol(key="audio", tap="audio_conv5", linear=LinearLayer("adam", lr=1e-4, weight_decay=5e-4, batch_size=512, epochs=100),
-                   svm_c=0.01, test_clips=10),
+    FrozenProtocol(key="audio", tap="audio_conv5", linear=ESC_LINEAR, svm_c=0.01, test_clips=10),
+    # The same on the audio sets themselves (prepared --audio-only; raysup.audio_protocols):
+    # L164: ESC-50 "10 equally spaced 2-second sub-clips from each full audio sample", the A.2
+    # linear layer; DCASE2014 "60 1-second sub-clips from each full sample" and a one-vs-all
+    # linear SVM, C = 0.01 (L324); scores averaged over a sample's sub-clips, the mean over the
+    # official folds (L164; A.1 ablations: fold 1 only, L318). Published (Table 3, L218,
+    # Kinetics-400 pretraining): DCASE 94, ESC-50 78.6.
+    AudioClipsProtocol(key="esc50", tap="audio_conv5", clips=10, seconds=2.0, classifier="linear", linear=ESC_LINEAR, svm_c=0.01,
+                       task="esc50", published=(("ESC-50, Kinetics-400 pretraining", 78.6),),
+                       cites=(("clips", "papers/gdt.md L164"), ("seconds", "L164"), ("linear", "L324 (epochs: ours)"), ("tap", "L324"))),
+    AudioClipsProtocol(key="dcase", tap="audio_conv5", clips=60, seconds=1.0, classifier="svm", linear=ESC_LINEAR, svm_c=0.01,
+                       task="dcase", published=(("DCASE2014, Kinetics-400 pretraining", 94.0),),
+                       cites=(("clips", "papers/gdt.md L164"), ("seconds", "L164"), ("svm_c", "L324"), ("tap", "L324"))),
 )  # fmt: skip

@@ -1,10 +1,16 @@
-"""Supervised baseline ("Superv" in the XDC/GDT tables): video and audio encoders trained
-with cross-entropy on the labels CSV's train split. It proves the spine end to end."""
+"""Supervised baseline: video and audio encoders trained with cross-entropy on the labels CSV's
+train split. The ``tiny`` preset is the quick baseline on the probe's own labels (it proves the
+spine end to end); the ``paper`` presets are XDC's "Superv" (papers/xdc.md L99, Table 10
+L391-392): pretraining on a large labelled set (Kinetics, AudioSet: ``--labels`` of the
+pretraining set), then the downstream finetuning protocol (``raysup probe --protocol paper``)."""
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
+from typing import Literal
 
+import numpy as np
+import pyarrow as pa
 import torch.nn.functional as F
 from torch import nn
 
@@ -12,6 +18,7 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import LabelRow, class_index, read_labels_csv
 from raysup.data.tables import join_columns, labels_table
+from raysup.data.transforms import check_crop_scale
 from raysup.methods.base import Encoder, Method, Stage, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
 
@@ -22,18 +29,52 @@ class Config:
     audio_encoder: str = "resnet_audio_tiny"
     num_classes: int = 0  # 0: taken from the labels CSV
     label_smoothing: float = 0.0
+    epoch_clips: int = 0  # > 0: clips drawn per epoch (the paper's "es", papers/xdc.md Table 9 L378); 0: one pass over the train clips
+    crop_scale: tuple[float, ...] = (0.5, 1.0)  # area fraction of the video's random resized crop; (1, 1): none (flip only)
+    video_norm: Literal["clip", "fixed", "kinetics"] = "clip"  # per-clip standardisation, or fixed constants (video_input)
+
+    def validate(self) -> None:
+        if self.epoch_clips < 0:
+            raise ValueError(f"epoch_clips: must be >= 0, got {self.epoch_clips}")
+        check_crop_scale(self.crop_scale)
 
 
 PRESETS = {
     "tiny": {"epochs": 15, "batch_size": 32, "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4}},
-    "paper": {
-        "epochs": 45,
-        "batch_size": 32,
-        "crop_size": 112,  # the XDC and GDT paper presets' clips (112 crops of frames prepared at --size 128)
-        "method": {"video_encoder": "r2plus1d_18", "audio_encoder": "resnet18_audio"},
-        "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 5e-4, "warmup_epochs": 2},
-    },
 }
+
+
+def _paper(*, epoch_clips: int, lr: float, warmup: int, step: int, total: int, weight_decay: float) -> dict:
+    """XDC's Superv pretraining, Table 10 (papers/xdc.md L390-392): SGD, batch 32, Goyal et al.'s
+    warm-up over ``warmup`` epochs (L373), lr ×γ = 0.01 every ``step`` epochs after it (as XDC's
+    presets count it), ``total`` epochs of ``epoch_clips`` clips, no early stopping; the input of
+    every XDC model (L103: 224 crops of frames scaled to a 256 short side, 8 frames, 40 × 100 log-mel)."""
+    return {
+        "epochs": total,  # te
+        "patience": 0,  # e-stop "no" (L391-392)
+        "batch_size": 32,  # bs
+        "crop_size": 224,  # L103: prepare --size 256, random 224×224 crops; centre 224 to test
+        "method": {
+            "video_encoder": "r2plus1d_18", "audio_encoder": "resnet18_audio",  # L103: the same encoders as XDC
+            "epoch_clips": epoch_clips,  # es
+            "crop_scale": (1.0, 1.0),  # L103: plain random 224 crops
+            "video_norm": "kinetics",  # as XDC's paper preset (the paper is silent; HumamAlwassel/XDC issue #2)
+        },
+        "optim": {
+            "name": "sgd", "lr": lr, "lr_batch": 32,  # L373: SGD; lr at bs 32, scaled linearly with the global batch (Goyal et al.)
+            "momentum": 0.9,  # the paper is silent; VMZ's train_net.py, as XDC's preset
+            "weight_decay": weight_decay,  # wd
+            "warmup_epochs": warmup,  # we
+            "schedule": "step",
+            "milestones": tuple((warmup + step * i) / total for i in range(1, total) if warmup + step * i < total),  # se
+            "gamma": 0.01,  # Table 10 caption (L388)
+        },
+    }
+
+
+PRESETS["paper"] = _paper(epoch_clips=1_000_000, lr=0.01, warmup=10, step=10, total=45, weight_decay=1e-4)  # Superv Kinetics (L391)
+PRESETS["paper_audioset"] = _paper(epoch_clips=2_000_000, lr=0.04, warmup=10, step=20, total=45, weight_decay=1e-5)  # Superv AudioSet (L392)
+MAX_DRAWS_PER_CLIP = 100  # epoch_clips over the labelled clips: more is a paper preset on far too little data
 
 
 COLUMNS = ("video_id", "clip_index", "frames", "audio")
@@ -56,7 +97,7 @@ class Supervised(Method):
         return {"video": Encoder(self.video, self.video.out_dim), "audio": Encoder(self.audio, self.audio.out_dim)}
 
     def embed(self, batch, *, train=False):
-        return audio_visual_embed(self.video, self.audio, batch, train)
+        return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
 
     def forward(self, batch):
         if self.cfg.num_classes < 2:
@@ -118,4 +159,23 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     # the labelled clips are read and joined once, not every epoch (they are the small labelled
     # subset; the object store spills them to disk if not)
     ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
-    return Stage(train=ds.randomize_block_order(), rows_per_epoch=ds.count(), cfg=cfg)
+    return Stage(train=epoch_draws(ds, ds.count(), cfg.method.epoch_clips).randomize_block_order(), rows_per_epoch=cfg.method.epoch_clips or ds.count(),
+                 cfg=cfg)
+
+
+def epoch_draws(ds, rows: int, epoch_clips: int):
+    """``ds`` (``rows`` clips) as epochs of about ``epoch_clips`` clips (0: ``ds`` itself): each
+    clip repeated a random number of times with mean epoch_clips / rows, every epoch anew."""
+    if not epoch_clips:
+        return ds
+    if epoch_clips > MAX_DRAWS_PER_CLIP * rows:
+        raise ConfigError(f"method.epoch_clips: {epoch_clips} clips per epoch would draw each of the {rows} labelled train clips "
+                          f"~{epoch_clips // rows} times; at most {MAX_DRAWS_PER_CLIP} (set method.epoch_clips=0 for one pass per epoch)")
+    return ds.map_batches(repeat_rows, fn_kwargs={"rate": epoch_clips / rows}, batch_format="pyarrow")
+
+
+def repeat_rows(batch: pa.Table, *, rate: float, rng=None) -> pa.Table:
+    """Each row repeated floor(rate) or floor(rate) + 1 times (stochastic rounding, mean ``rate``), in random order."""
+    rng = rng if rng is not None else np.random.default_rng()
+    repeat = int(rate) + (rng.random(batch.num_rows) < rate % 1)
+    return batch.take(pa.array(rng.permutation(np.repeat(np.arange(batch.num_rows), repeat))))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pyarrow.fs as pafs
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 
 from raysup import runner
 from raysup.data.ingest import PreparedData
@@ -102,6 +103,37 @@ class Progress(tune.Callback):
         self._say(trial, f"failed (error.txt in {trial.path})")
 
 
+def trial_name(config: dict) -> str:
+    """A trial's TensorBoard entry: its settings, ``method.k=16`` (sampled values to 4 digits,
+    several keys joined by ``,``; no ``/``, which would nest folders)."""
+    return ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()).replace("/", "_")
+
+
+class TrialBoard(TBXLoggerCallback):
+    """One TensorBoard entry per trial, named by its settings (:func:`trial_name`), in the sweep's
+    ``tensorboard/`` folder (``raysup dashboard`` opens it): every report's numbers as
+    ``ray/tune/<metric>`` scalars at step ``training_iteration`` (one per epoch, then the final
+    report with the probes), lists as histograms, and at the trial's end its settings and final
+    metrics as hparams (TensorBoard's HParams tab: the sweep's table). Replaces Tune's own logger,
+    which wrote the same under the ``trial_…`` folders' opaque names. Two trials with the same
+    settings (``--samples`` of a grid) are told apart by the trial id."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: dict[str, str] = {}  # trial id → entry
+
+    def log_trial_start(self, trial):
+        if trial in self._trial_writer:
+            self._trial_writer[trial].close()
+        name = self.names.get(trial.trial_id) or trial_name(trial.config)
+        if name in self.names.values() and self.names.get(trial.trial_id) != name:
+            name = f"{name},{trial.trial_id}"
+        self.names[trial.trial_id] = name
+        # the experiment's driver staging folder, which Tune copies to the sweep's storage
+        self._trial_writer[trial] = self._summary_writer_cls(os.path.join(trial.local_experiment_path, "tensorboard", name), flush_secs=30)
+        self._trial_result[trial] = {}
+
+
 def check_start(s: Sweep, *, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse, before any work, to start ``s`` where a sweep already is (unless ``resume``, which
     continues it, or ``overwrite``, which starts it over), and to resume a sweep recorded with
@@ -123,12 +155,12 @@ def check_start(s: Sweep, *, resume: bool = False, overwrite: bool = False) -> N
 
 # What a sweep writes in its folder, all that --overwrite deletes there: Tune's experiment state
 # (tuner.pkl, experiment_state-<date>.json, basic-variant-state-<date>.json, its storage marker)
-# and trial folders (<trainable>_<5 hex>_<5 digits>_<tag>_<date>), raysup's runs/, sweep.json,
+# and trial folders (<trainable>_<5 hex>_<5 digits>_<tag>_<date>), raysup's runs/ and tensorboard/, sweep.json,
 # timing.json (and their temporary .tmp) and results.*. The cached baselines/ stay, and so does
 # anything else (a user's notebook, figures).
 _SWEEP_FILES = re.compile(r"(sweep|timing)\.json(\.tmp)?|results\.(csv|md|png)|tuner\.pkl|"
                           r"(experiment_state|basic-variant-state)-[0-9_-]+\.json|\.validate_storage_marker")
-_SWEEP_DIRS = re.compile(rf"runs|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
+_SWEEP_DIRS = re.compile(rf"runs|tensorboard|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
 
 
 def tune_config(s: Sweep) -> tune.TuneConfig:
@@ -192,7 +224,7 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
                 storage_path=root,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                callbacks=[Progress(s.name, s.trials()), OnLastWave(on_last_wave, after)],
+                callbacks=[Progress(s.name, s.trials()), OnLastWave(on_last_wave, after), TrialBoard()],
                 verbose=0,  # Tune's tables every 30 s flooded the terminal; Progress says enough
             ),
         )

@@ -2,7 +2,10 @@
 (the paper's study: method, grids, fixed settings) and calls :func:`main`."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +15,7 @@ from raysup.config import parse_overrides
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import join, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
+from raysup.errors import log_path
 from raysup.runtime import init_ray
 from raysup.sweep.driver import check_start, run_sweep
 from raysup.sweep.results import baselines, write_table
@@ -40,7 +44,9 @@ class Experiment:
     ``tiny_base`` too unless ``--paper``, ``quick_base`` too with ``--quick``; ``--set`` overrides
     them all. ``random_per``: one random-init baseline row per value of these grid keys
     (:func:`raysup.sweep.results.baselines`); ``supervised``: the supervised baseline row;
-    ``probe_folds``: the probe's cross-validation folds on the embedded set (0: its test split)."""
+    ``probe_folds``: the probe's cross-validation folds on the embedded set (0: its test split);
+    ``published``: the paper's numbers for the ``--paper`` table, {(grid values,) or (baseline
+    name,): {"paper <dataset>": top-1 %}} (:func:`raysup.sweep.results.published_columns`)."""
 
     method: str
     title: str
@@ -53,6 +59,7 @@ class Experiment:
     probe_folds: int = 0
     random_per: tuple[str, ...] = ()
     supervised: bool = True
+    published: dict[tuple, dict[str, float]] = field(default_factory=dict)
 
 
 def main(exp: Experiment, argv: list[str] | None = None) -> str:
@@ -60,16 +67,18 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     the embedded dataset; ``--data/--labels`` run on real data, ``--paper`` the paper's grid and
     encoders, ``--address auto`` on a running cluster, ``--resume`` continues a killed sweep,
     ``--overwrite`` starts a sweep over. Errors are reported as ``raysup``'s
-    (:func:`raysup.cli.report_errors`): a refused sweep or a bad argument prints one line on
+    (:func:`raysup.errors.report_errors`): a refused sweep or a bad argument prints one line on
     stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
     (``--debug``: to stderr); nothing printed or logged holds a credential. Returns the table."""
-    from raysup.cli import ArgumentParser, report_errors
+    from raysup.errors import ArgumentParser, report_errors
 
     p = ArgumentParser(description=exp.title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
     p.add_argument("--labels", help="labels CSV for the probe (required with --data)")
     p.add_argument("--storage", default="results", help="where Tune writes (folder or s3:// URI)")
-    p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule")
+    p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule, evaluated by its paper protocol")
+    p.add_argument("--eval-data", help="--paper: the downstream set's prepared folder or URI for the paper protocol (default: --data)")
+    p.add_argument("--pretrain-labels", help="--paper: labels CSV of the pretraining set for the supervised baseline (Superv; default: --labels)")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
     p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (deletes only what the sweep wrote; cached baselines stay)")
@@ -84,6 +93,8 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     a = p.parse_args(argv)
     if a.data and not a.labels:
         p.error("--data needs --labels")
+    if (a.eval_data or a.pretrain_labels) and not a.paper:
+        p.error("--eval-data and --pretrain-labels go with --paper")
     if "://" in a.storage and not a.data:
         p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
     table = []
@@ -106,6 +117,8 @@ def _experiment(a, exp: Experiment) -> str:
         exp.method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed,
         max_concurrent=a.max_concurrent, probe_folds=a.probe_folds if a.probe_folds is not None else 0 if a.data else exp.probe_folds,
         supervised=exp.supervised and not (a.no_supervised or a.quick), random_per=exp.random_per,
+        **({"protocol": "paper", "eval_data": a.eval_data or "", "pretrain_labels": a.pretrain_labels or "", "published": exp.published}
+           if a.paper else {}),
     )
     dataset = None if a.data else (lambda: make_default_dataset(os.path.join(storage, "synthetic")))
     return run(s, exp.title, address=a.address, resume=a.resume, overwrite=a.overwrite, make_data=dataset)
@@ -115,11 +128,46 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         make_data: Callable[[], None] | None = None) -> str:
     """Run ``s`` (refused first as :func:`check_start` says), its baselines as a Ray task beside
     the last wave of trials, then write the table and plot (:func:`write_table`) and
-    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up."""
+    ``timing.json``; prints and returns the table. ``make_data`` makes the data once Ray is up.
+    stdout gets the table and where it is, nothing else: what Tune, Ray and libraries print on
+    it meanwhile goes to a log file (:func:`raysup.errors.log_path`) named on stderr."""
+    check_start(s, resume=resume, overwrite=overwrite)  # before any work
+    # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
+    # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
+    # while the sweep runs goes to a log file instead, and so does Tune's logging (its notes on
+    # syncing and slow callbacks); the sweep's own lines stay on stderr
+    log = log_path(f"sweep-{s.name}")
+    print(f"Tune's and Ray's messages: {log}", file=sys.stderr, flush=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), logged_to(f, "ray.tune"):
+        md = _run(s, title, address, resume, overwrite, make_data)
+    print(md)
+    where = redact(join(s.storage, s.name))
+    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
+    return md
+
+
+@contextlib.contextmanager
+def logged_to(stream, *names: str):
+    """While the block runs, the records of the loggers ``names`` go to ``stream`` only."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, propagate in zip(loggers, before):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+
+def _run(s: Sweep, title: str, address: str | None, resume: bool, overwrite: bool, make_data: Callable[[], None] | None) -> str:
     import ray
 
     clock = {"start": time.perf_counter()}  # wall time by stage: <storage>/<name>/timing.json (experiments/bench/sweep.py)
-    check_start(s, resume=resume, overwrite=overwrite)  # before any work
     init_ray(address)
     if make_data is not None:
         make_data()
@@ -145,7 +193,4 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
         "baselines_wait_s": clock["baselines"] - clock["sweep"], "baselines_s": clock["baselines"] - clock["baselines_start"],
         "table_s": clock["table"] - clock["baselines"], "total_s": clock["table"] - clock["start"], "max_concurrent": s.max_concurrent,
     })
-    print(md)
-    where = redact(join(s.storage, s.name))
-    print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
     return md

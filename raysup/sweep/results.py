@@ -20,11 +20,11 @@ from raysup.sweep.trials import Sweep, objective
 def supervised_dir(s: Sweep) -> str:
     """Where the supervised baseline of ``s`` is trained and cached:
     ``<storage>/<name>/baselines/supervised-<key>``, the key a hash of all it depends on (the
-    prepared data's manifest, the labels file, the supervised config of the preset), so a sweep
-    on other data, labels or preset never reuses it."""
+    prepared data's manifest, the labels file it trains on, the supervised config of the preset),
+    so a sweep on other data, labels or preset never reuses it."""
     key = hashlib.sha256()
     key.update(json.dumps(PreparedData(s.data).manifest, sort_keys=True).encode())
-    with open(s.labels, "rb") as f:
+    with open(s.pretrain_labels or s.labels, "rb") as f:
         key.update(f.read())
     key.update(json.dumps(dataclasses.asdict(make_config("supervised", s.preset)), sort_keys=True).encode())
     return join(s.storage, s.name, "baselines", f"supervised-{key.hexdigest()[:16]}")
@@ -33,19 +33,40 @@ def supervised_dir(s: Sweep) -> str:
 def baselines(s: Sweep) -> dict[str, dict[str, float]]:
     """Random-init probe of the sweep's architecture (one per combination of the ``s.random_per``
     grid keys, for keys that change it, e.g. Cross and Learn's second modality) and, with
-    ``s.supervised``, the supervised baseline (trained once, see :func:`supervised_dir`)."""
+    ``s.supervised``, the supervised baseline (trained once, see :func:`supervised_dir`). With
+    the paper protocol these are the papers' Scratch (finetuned from random init) and Superv
+    (pretrained on ``s.pretrain_labels``, the pretraining set's labels, then finetuned;
+    papers/xdc.md L99)."""
     data = PreparedData(s.data)
     out = {}
     for values in itertools.product(*(s.grid[k] for k in s.random_per)):
         cfg = make_config(s.method, s.preset, {**s.base, **dict(zip(s.random_per, values))})
-        out["random init" + "".join(f" ({v})" for v in values)] = objective(s, cfg, runner.open_data(data, cfg), None)
+        name = "random init" + "".join(f" ({v})" for v in values)
+        # a paper protocol's finetuning from random init runs in runs/ (cleared by --overwrite, as the trials')
+        out[name] = objective(s, cfg, runner.open_data(data, cfg), None, out=join(s.storage, s.name, "runs", name.replace(" ", "_")))
     if s.supervised:
         run_dir = supervised_dir(s)
         cfg = make_config("supervised", s.preset)
-        runner.train(cfg, data, run_dir, labels=s.labels, resume=True)
+        runner.train(cfg, data, run_dir, labels=s.pretrain_labels or s.labels, resume=True)
         run = runner.open_run(run_dir)
-        out["supervised"] = objective(s, run.cfg, runner.open_data(data, run.cfg), run.checkpoint)
+        out["supervised"] = objective(s, run.cfg, runner.open_data(data, run.cfg), run.checkpoint, out=run_dir)
     return out
+
+
+def published_columns(df, keys: list[str], published: dict[tuple, dict[str, float]]):
+    """``df`` (the table: one row per trial with the grid ``keys``, then baseline rows named in
+    ``keys[0]``) with a column per published number (e.g. "paper UCF101"): a trial's row takes
+    ``published[(its values of keys)]``, a baseline's ``published[(its name,)]``; blank where the
+    paper has none."""
+    import pandas as pd
+
+    def row_key(row) -> tuple:
+        trial = all(not pd.isna(row[k]) for k in keys)
+        return tuple(row[k] for k in keys) if trial else (row[keys[0]],)
+
+    cols = list(dict.fromkeys(c for v in published.values() for c in v))
+    found = [published.get(row_key(row), {}) for _, row in df.iterrows()]
+    return df.assign(**{c: [f.get(c) for f in found] for c in cols})
 
 
 def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float]], title: str) -> str:
@@ -72,6 +93,8 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
     encoders = [c for c in df.columns if c not in keys and c != "status"]
     for name, acc in base.items():
         df = pd.concat([df, pd.DataFrame([{keys[0]: name, **acc}])], ignore_index=True)
+    if s.published:
+        df = published_columns(df, keys, s.published)
     shown = df.copy()
     blank = keys[1:] + (["status"] if "status" in df else [])
     shown[blank] = shown[blank].fillna("")  # baseline rows have no setting of the other keys, nor a status
@@ -79,8 +102,12 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
         shown[c] = shown[c].map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)  # sampled values
     for c in encoders:
         shown[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")  # blank: no such encoder, or stopped
+    for c in df.columns.difference([*keys, *encoders, "status"]):  # published numbers, already in %
+        shown[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     how = f", {s.probe_folds}-fold cross-validation" if s.probe_folds else ""
-    md = f"### {title}\n\n" + shown.to_markdown(index=False) + f"\n\n(linear-probe top-1, %{how})\n"
+    what = "paper protocol top-1 (finetuning where the paper finetunes), %" if s.protocol == "paper" else f"linear-probe top-1, %{how}"
+    paper = "; paper columns: the published top-1 (its table and line in the experiment script)" if s.published else ""
+    md = f"### {title}\n\n" + shown.to_markdown(index=False) + f"\n\n({what}{paper})\n"
     fig, ax = plt.subplots(figsize=(6, 4))
     sweep_rows = df.iloc[: len(rows)]
     sampled = keys[0] in s.space  # continuous x: points on a numeric axis (log for loguniform), one per trial
@@ -98,7 +125,7 @@ def write_table(s: Sweep, grid: tune.ResultGrid, base: dict[str, dict[str, float
     if sampled and s.space[keys[0]][0] == "loguniform":
         ax.set_xscale("log")
     ax.set_xlabel(keys[0])
-    ax.set_ylabel("linear-probe top-1 (%)")
+    ax.set_ylabel("paper protocol top-1 (%)" if s.protocol == "paper" else "linear-probe top-1 (%)")
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()

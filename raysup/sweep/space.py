@@ -16,6 +16,12 @@ from raysup.config import ConfigError
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 SEARCHES = ("grid", "random", "optuna", "hyperopt")
 SCHEDULERS = ("fifo", "asha")
+# Tune's PopulationBasedTraining restarts a trial from another trial's checkpoint with perturbed
+# settings; a raysup trial resumes only its own run folder with its own settings (config.json
+# refuses a changed lr, and the optimizer and scheduler state loaded from a checkpoint bring its
+# lr back), and its checkpoints stay in that folder, never reported to Tune (which has none to copy)
+PBT_REFUSAL = ("--scheduler pbt: not supported: PBT restarts a trial from another trial's checkpoint with perturbed settings, and a raysup "
+               "trial resumes only its own run with its own settings; use --scheduler asha (docs/sweeps.md)")
 
 
 def value(text: str) -> Any:
@@ -110,6 +116,8 @@ def check_search(search: str, scheduler: str, metric: str, space: dict[str, list
     package is missing."""
     if search not in SEARCHES:
         raise ConfigError(f"--search: one of {', '.join(SEARCHES)}, got {search!r}")
+    if scheduler == "pbt":
+        raise ConfigError(PBT_REFUSAL)
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler: one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if samples < 1:

@@ -18,6 +18,7 @@ from raysup.methods import make_config
 from raysup.sweep.space import corners
 
 SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
+PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels")  # a --paper sweep's evaluation, recorded only when set
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class Sweep:
     scheduler: str = "fifo"
     metric: str = ""
     mode: str = "max"
+    # evaluation (raysup.sweep.paper_eval): "linear", the linear probe on `labels`; "paper", the
+    # method's paper protocols (finetuning where its paper's table finetunes) on `eval_data` (the
+    # downstream set's prepared folder; "": `data`) with `labels`; the supervised baseline trains
+    # on `pretrain_labels` (the pretraining set's labels, XDC's Superv, papers/xdc.md L99; "": `labels`)
+    protocol: str = "linear"
+    eval_data: str = ""
+    pretrain_labels: str = ""
+    published: dict = field(default_factory=dict)  # the table's published numbers (results.published_columns); not recorded
 
     def points(self) -> list[dict[str, Any]]:
         """The grid's points (with sampled keys: every point with their extremes, the configs checked before a sweep)."""
@@ -58,8 +67,10 @@ class Sweep:
         URIs without credentials; the search fields only when set (a paper sweep's record, and its
         resume, as before they existed)."""
         default = Sweep(self.method, {}, "", "", "", "")
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "storage" and not (k in SEARCH_FIELDS and v == getattr(default, k))}
-        return json.loads(json.dumps({**d, "data": redact(self.data), "labels": redact(self.labels)}))
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in ("storage", "published") and not (k in SEARCH_FIELDS + PAPER_FIELDS and v == getattr(default, k))}
+        uris = {k: redact(d[k]) for k in ("data", "labels", "eval_data", "pretrain_labels") if k in d}
+        return json.loads(json.dumps({**d, **uris}))
 
 
 def trial(point: dict[str, Any], s: Sweep) -> None:
@@ -76,15 +87,21 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     timing = {"time_run_s": time.perf_counter() - t}
     t = time.perf_counter()
     run = runner.open_run(run_dir)  # probed as trained (e.g. with the classes the labels gave)
-    acc = objective(s, run.cfg, data, run.checkpoint)
+    acc = objective(s, run.cfg, data, run.checkpoint, out=run_dir)
     timing["time_probe_s"] = time.perf_counter() - t
     last = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # the metric a searcher compares
     tune.report({**last, **{f"probe_{k}": v for k, v in acc.items()}, **{f"param_{k}": v for k, v in point.items()}, **timing})
 
 
-def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None) -> dict[str, float]:
+def objective(s: Sweep, cfg, data: PreparedData, checkpoint: str | None, *, out: str = "") -> dict[str, float]:
     """Linear-probe top-1 per encoder: on the labels' test split, or by ``s.probe_folds``-fold
-    cross-validation (:func:`raysup.evaluate.cv_probe`); ``data`` read at ``cfg.crop_size``."""
+    cross-validation (:func:`raysup.evaluate.cv_probe`); ``data`` read at ``cfg.crop_size``.
+    ``s.protocol == "paper"``: the paper protocols' top-1 per result key, their runs in ``out``
+    (:func:`raysup.sweep.paper_eval.paper_objective`)."""
+    if s.protocol == "paper":
+        from raysup.sweep.paper_eval import paper_objective
+
+        return paper_objective(s, cfg, checkpoint, out)
     if s.probe_folds:
         return cv_probe(cfg, data, s.labels, checkpoint, folds=s.probe_folds)
     return probe(cfg, data, s.labels, checkpoint)

@@ -18,6 +18,7 @@ from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.transforms import random_resized_crop_flip
 from raysup.methods import load_config, make_config, method_module
+from tests.conftest import stacked_cell
 
 CROP = 16  # of the 32 px short side of ``real_prepared``
 
@@ -37,7 +38,7 @@ def stored_frames(data: PreparedData) -> dict[tuple[str, int], np.ndarray]:
     t = data.stored_specs["frames"].shape[0]
     out = {}
     for r in rows(data.dataset(["video_id", "clip_index", "frames"], crop=None)):
-        img = cv2.imdecode(np.frombuffer(r["frames"], np.uint8), cv2.IMREAD_COLOR_RGB)
+        img = stacked_cell(r["frames"])
         out[r["video_id"], r["clip_index"]] = img.reshape(t, -1, *img.shape[1:])
     return out
 
@@ -84,7 +85,7 @@ def test_crop_size_crops_at_random_positions_to_train_and_at_the_centre_to_evalu
             boxes.append((r["video_id"], r["clip_index"], top, left))
             if stored_flow[r["video_id"], r["clip_index"]] is not None:  # the flow of the same clip at the same box
                 h, w = f.shape[1:3]
-                levels = cv2.imdecode(np.frombuffer(stored_flow[r["video_id"], r["clip_index"]], np.uint8), cv2.IMREAD_GRAYSCALE)
+                levels = stacked_cell(stored_flow[r["video_id"], r["clip_index"]], cv2.IMREAD_GRAYSCALE)
                 levels = levels.reshape(7, 2, h, w)[:, :, top : top + CROP, left : left + CROP].transpose(0, 2, 3, 1)
                 expected = flow_levels(real_prepared.encoding["flow"]["range_px"])[levels].astype(np.float16)
                 np.testing.assert_array_equal(out["flow"][i].numpy(), expected)

@@ -16,13 +16,18 @@ from raysup.data.decode import open_media, video_samples, windows
 from raysup.data.flow import compute_flow
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
-from tests.conftest import write_media
+from raysup.data.tables import join_batch, labels_table
+from tests.conftest import stacked_cell, write_media
 
 
 def batches(ds) -> dict:
     """Every row of ``ds`` as one Arrow table."""
     table = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     return table
+
+
+def cell_bytes(cell) -> int:
+    return sum(map(len, cell)) if isinstance(cell, list) else len(cell or b"")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,8 +44,7 @@ def test_codec_keeps_real_frames_and_flow(real_videos):
     for frames in clips:
         flow = compute_flow(frames, "dis")
         full = np.zeros((8, 128, 228, 3), np.uint8)
-        img = cv2.imdecode(np.frombuffer(codec.encode_frames(frames, 92), np.uint8), cv2.IMREAD_COLOR_RGB)
-        full[:] = img.reshape(8, 128, 228, 3)
+        full[:] = stacked_cell(codec.encode_frames(frames, 92)).reshape(8, 128, 228, 3)
         assert psnr(frames, full) >= 35
         f_out, fl_out = np.zeros((8, 128, 128, 3), np.uint8), np.zeros((7, 128, 128, 2), np.float16)
         top, left = codec.decode_clip(codec.encode_frames(frames, 92), codec.encode_flow(flow, 128.0), 128, 128.0, "random", rng, f_out, fl_out)
@@ -48,6 +52,28 @@ def test_codec_keeps_real_frames_and_flow(real_videos):
         np.testing.assert_array_equal(f_out, full[:, :, left : left + 128])
         err = np.hypot(*(fl_out.astype(np.float32) - flow[:, :, left : left + 128]).transpose(3, 0, 1, 2))
         assert err.mean() <= 0.1 and np.abs(flow).max() > 1  # real motion, kept to a tenth of a pixel
+        # picks: only the frames and fields a draw uses are decoded, the rest stays zero
+        f_pick, fl_pick = np.zeros_like(f_out), np.zeros_like(fl_out)
+        codec.decode_clip(codec.encode_frames(frames, 92), codec.encode_flow(flow, 128.0), 128, 128.0, "centre", rng, f_pick, fl_pick,
+                          picks={"frames": [3], "flow": [2, 3, 4]})
+        left = (228 - 128) // 2
+        np.testing.assert_array_equal(f_pick[3], full[3, :, left : left + 128])
+        assert not f_pick[[0, 1, 2, 4, 5, 6, 7]].any() and not fl_pick[[0, 1, 5, 6]].any() and fl_pick[[2, 3, 4]].any()
+        # sets prepared before one JPEG per image: a clip's frames in one JPEG, stacked top to bottom
+        old = cv2.imencode(".jpg", cv2.cvtColor(frames.reshape(-1, 228, 3), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+        f_old = np.zeros_like(f_out)
+        codec.decode_clip(old, None, 128, 128.0, "centre", rng, f_old, picks={"frames": [3]})
+        assert psnr(f_old[3], full[3, :, left : left + 128]) > 40 and not f_old[:3].any()
+
+
+def test_joins_carry_the_jpeg_cells():
+    """Labels joined onto clips by key (probes, protocols, XDC's pseudo-labels) keep the clips'
+    list-of-JPEG cells, which Arrow's hash join refuses as payload."""
+    cells = pa.array([[b"f0", b"f1"], [b"g0"], [b"h0"]], pa.list_(pa.binary()))
+    clips = pa.table({"video_id": ["a", "b", "c"], "clip_index": pa.array([0, 0, 1], pa.int32()), "frames": cells})
+    joined = join_batch(clips, key=["video_id"], table=labels_table({"c": 2, "a": 1}))
+    rows = sorted(joined.to_pylist(), key=lambda r: r["video_id"])
+    assert rows == [{"video_id": "a", "clip_index": 0, "frames": [b"f0", b"f1"], "label": 1}, {"video_id": "c", "clip_index": 1, "frames": [b"h0"], "label": 2}]
 
 
 def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
@@ -65,7 +91,7 @@ def test_real_footage_reads_as_raw_tensors(real_prepared, tmp_path):
     assert out["audio"].shape == (22, 40, 99) and int(out["audio_valid"].sum()) == 5
     stored = batches(data.dataset(["video_id", "clip_index", "frames"], crop=None))
     row = stored.filter(pa.compute.equal(stored["video_id"], "bikes")).to_pylist()[0]
-    img = cv2.imdecode(np.frombuffer(row["frames"], np.uint8), cv2.IMREAD_COLOR_RGB).reshape(8, 32, -1, 3)
+    img = stacked_cell(row["frames"]).reshape(8, 32, -1, 3)
     assert img.shape[2] == 75  # 640×272: the frame's own aspect
     i = [k for k, (v, c) in enumerate(zip(table["video_id"].to_pylist(), table["clip_index"].to_pylist())) if (v, c) == ("bikes", row["clip_index"])][0]
     np.testing.assert_array_equal(out["frames"][i].numpy(), img[:, :, 21:53])  # the centre crop
@@ -86,9 +112,9 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
         t = pq.read_table(tmp_path / "out" / s)
         ids = t["video_id"].to_pylist()
         shard_of.update((v, shard_of.get(v, set()) | {s}) for v in ids)
-        before_last = sum(len(v or b"") for c in ("frames", "flow", "audio") for v, i in zip(t[c].to_pylist(), ids) if i != ids[-1])
+        before_last = sum(cell_bytes(v) for c in ("frames", "flow", "audio") for v, i in zip(t[c].to_pylist(), ids) if v and i != ids[-1])
         assert before_last < 0.03 * 1024**2  # closed with the video that reached the bound
-        stored = {v: cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
+        stored = {v: stacked_cell(f).shape for v, f in zip(t["video_id"].to_pylist(), t["frames"].to_pylist())}
         assert all(shape == {"wide": (256, 64, 3), "tall": (8 * 43, 32, 3), "four_three": (256, 43, 3)}[v] for v, shape in stored.items())
     assert all(len(s) == 1 for s in shard_of.values())  # whole videos
     data = PreparedData(str(tmp_path / "out"))
@@ -111,7 +137,7 @@ def test_fixed_width_resizes_every_video_to_one_shape(ray_session, tmp_path):
         write_media(src / f"{name}.mp4", seconds=2.0, size=size)
     m = prepare(str(src), str(tmp_path / "out"), PrepareConfig(clip_frames=8, fps=8.0, size=32, width=43))
     t = pa.concat_tables([pq.read_table(tmp_path / "out" / s) for s in m["shards"]])
-    assert {cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR).shape for f in t["frames"].to_pylist()} == {(8 * 32, 43, 3)}
+    assert {stacked_cell(f).shape for f in t["frames"].to_pylist()} == {(8 * 32, 43, 3)}
     data = PreparedData(str(tmp_path / "out"))
     assert ClipCollate(data.specs)(batches(data.dataset()))["flow"].shape == (m["counts"]["clips"], 7, 32, 32, 2)
     with pytest.raises(ValueError, match=r"width: must be 0 \(own aspect\) or >= size \(32\), got 31"):
@@ -169,6 +195,12 @@ def test_sets_prepared_before_encodings_are_read_as_raw(ray_session, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="unknown encoding 'webp'.*re-prepare"):
         PreparedData(str(out)).dataset()
+    # a jpeg output of one JPEG per clip (before 2026-12-06) cannot take today's per-image cells
+    params = {**json.loads(params_path.read_text()), "encoding": "jpeg"}
+    params.pop("jpeg_cells")
+    params_path.write_text(json.dumps(params))
+    with pytest.raises(ConfigError, match="jpeg_cells: .* was prepared with jpeg_cells=None, not 'per-image'; use a new output folder"):
+        prepare(str(src), str(out), PrepareConfig(clip_frames=8, fps=8.0, size=32))
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare, thin
-from tests.conftest import write_media
+from tests.conftest import stacked_cell, write_media
 
 CFG = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2)
 
@@ -120,10 +120,10 @@ def test_prepare_counts_reasons_and_columns(ray_session, messy_source, tmp_path)
     meta = json.loads(table.schema.metadata[b"raysup"])
     assert meta["frames"] == {"shape": [8, 32, 32, 3], "dtype": "uint8"}  # what readers get: size×size crops
     assert meta["audio"] == {"shape": [40, 99], "dtype": "float16"}
-    # stored: one JPEG of the 8 48×64 frames at a short side of 32, one of the 7 flow fields' dx, dy
+    # stored: a JPEG per frame (8 48×64 frames at a short side of 32), one per flow field (dx above dy)
     a0 = rows[("good/a", 0)]
-    assert cv2.imdecode(np.frombuffer(a0["frames"], np.uint8), cv2.IMREAD_COLOR).shape == (8 * 32, 43, 3)
-    assert cv2.imdecode(np.frombuffer(a0["flow"], np.uint8), cv2.IMREAD_GRAYSCALE).shape == (7 * 2 * 32, 43)
+    assert len(a0["frames"]) == 8 and stacked_cell(a0["frames"]).shape == (8 * 32, 43, 3)
+    assert len(a0["flow"]) == 7 and stacked_cell(a0["flow"], cv2.IMREAD_GRAYSCALE).shape == (7 * 2 * 32, 43)
     flow = np.zeros((7, 32, 32, 2), np.float32)
     decode_clip(None, a0["flow"], 32, CFG.flow_range, "centre", np.random.default_rng(), flow_out=flow)
     assert a0["motion"] > 0  # the bar moves

@@ -19,7 +19,7 @@ from raysup.cli import main
 from raysup.config import to_dict
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import DATA_DIR, LOCK, TMP_DIR, OutputLock, PrepareConfig, committed, prepare, prepare_shard
-from tests.conftest import write_media
+from tests.conftest import stacked_cell, write_media
 from tests.data.test_prepare_reliability import clips_of
 
 CFG = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2, flow="none")
@@ -204,7 +204,7 @@ def segment_of(row, cfg=CFG) -> tuple[int | None, int]:
     mel = np.frombuffer(row["audio"], np.float16).reshape(cfg.n_mels, -1).astype(np.float32)  # [n_mels, frames]
     if row.get("frames") is None:
         return None, int(mel.mean(axis=1).argmax() > 10)
-    frames = cv2.imdecode(np.frombuffer(row["frames"], np.uint8), cv2.IMREAD_GRAYSCALE)
+    frames = stacked_cell(row["frames"], cv2.IMREAD_GRAYSCALE)
     return int(frames.mean() > 128), int(mel.mean(axis=1).argmax() > 10)
 
 

@@ -182,3 +182,29 @@ def test_run_learns_and_probe_beats_random_init(prepared, tmp_path):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():  # the exported (BN-folded) network computes the same features
         torch.testing.assert_close(method.export().pooled(x), method.eval().net.pooled(x), rtol=1e-4, atol=1e-4)
+
+
+def test_only_the_drawn_frame_and_its_flow_are_decoded(small_prepared):
+    """t is drawn before decoding (:func:`raysup.data.codec.draw_window`): frame t and the k
+    fields from it are decoded, nothing else, and the network gets the inputs of the whole clip
+    at that t (evaluation's t too)."""
+    import pyarrow.parquet as pq
+
+    from raysup.data.codec import decode_clips, draw_window
+    from raysup.data.ingest import ClipCollate, PreparedData
+    from raysup.methods.cpfs import COLUMNS, eval_frame
+
+    data = PreparedData(small_prepared[0])
+    cfg = make_config("cpfs", "tiny")
+    model = method_module("cpfs").build(cfg, data.specs).eval()
+    rows = pq.read_table(f"{data.uri}/{data.shards()[0]}", columns=list(COLUMNS)).slice(0, 4)
+    collate = ClipCollate(data.specs)
+    full = collate(decode_clips(rows, layout=data.layout()))
+    k = cfg.method.flow_step
+    drawn = collate(decode_clips(draw_window(rows, clip_frames=8, step=k, fields=k), layout=data.layout()))
+    for i, t in enumerate(drawn["t"].tolist()):
+        assert 0 <= t <= 7 - k and drawn["frames"][i, t].equal(full["frames"][i, t]) and drawn["flow"][i, t : t + k].equal(full["flow"][i, t : t + k])
+        assert drawn["frames"][i].bool().any(dim=(1, 2, 3)).sum() == 1 and drawn["flow"][i].bool().any(dim=(1, 2, 3)).sum() <= k
+    at = collate(decode_clips(draw_window(rows, clip_frames=8, step=k, fields=k, t=eval_frame(8, k)), layout=data.layout()))
+    for a, b in zip(model.inputs(at), model.inputs(full)):
+        assert a.equal(b)

@@ -269,3 +269,26 @@ def test_train_split_pretraining_draws_only_train_videos(small_prepared):
     stage = cal.datasets(make_config("cross_and_learn", "tiny", {"method.pretrain_split": "train", "method.pairs_per_video": 1}), data, labels)
     drawn = set(stage.train.to_pandas()["video_id"])
     assert stage.rows_per_epoch == len(kept) and drawn == set(kept)
+
+
+def test_only_the_pairs_frame_and_stack_are_decoded(small_prepared):
+    """Training decodes a pair's frame and flow stack, nothing else of the clip (the other frames
+    and fields stay zero), and the network gets the same inputs as from the whole clip."""
+    import pyarrow.parquet as pq
+
+    from raysup.data.codec import decode_clips, pick_images
+    from raysup.data.ingest import ClipCollate, PreparedData
+
+    data = PreparedData(small_prepared[0])
+    cfg = make_config("cross_and_learn", "tiny")
+    rows = pq.read_table(f"{data.uri}/{data.shards()[0]}", columns=list(cal.COLUMNS)).slice(0, 4)
+    picks = cal.decoded_images(cfg.method, data.specs)
+    assert picks == {"frames": [3], "flow": [0, 1, 2, 3, 4, 5]}  # 8 frames, a stack of 6 of the 7 fields
+    collate = ClipCollate(data.specs)
+    full = collate(decode_clips(rows, layout=data.layout()))
+    drawn = collate(decode_clips(pick_images(rows, **picks), layout=data.layout()))
+    assert drawn["frames"][:, 3].equal(full["frames"][:, 3]) and full["frames"].bool().any(dim=(2, 3, 4)).all()
+    assert not drawn["frames"][:, [0, 1, 2, 4, 5, 6, 7]].any() and not drawn["flow"][:, 6].any()
+    model = cal.build(cfg, data.specs).eval()
+    for a, b in zip(model.inputs(drawn, train=False), model.inputs(full, train=False)):
+        assert a.equal(b)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from raysup.cli import USER_ERRORS
 from raysup.config import ConfigError
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec, column_to_numpy
 from raysup.data.tables import is_held_out
+from raysup.errors import USER_ERRORS
 from raysup.methods import cpfs, make_config, method_module, xdc
 
 

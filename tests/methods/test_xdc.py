@@ -78,6 +78,8 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     dims = {e: getattr(XDC(cfg.method), e).out_dim for e in ("video", "audio")}
     assert {e: features.schema.field(e).type for e in dims} == {e: pa.list_(pa.float32(), d) for e, d in dims.items()}
     assert features.num_rows == saved.num_rows
+    # labels joined by the clips' shards: each labels folder indexes its row groups by shard
+    assert "path" in features.column_names and os.path.exists(os.path.join(run_dir, "clusters", "round_0", "shards.json"))
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["model"]["heads.video.weight"].shape[0] == 8 and saved["model"]["heads.audio.weight"].shape[0] == 6
     with pytest.raises(FileExistsError, match="--resume"):
@@ -158,3 +160,81 @@ def test_epoch_clips_far_beyond_the_data_is_refused(small_prepared):
     xdc.check(make_config("xdc", "paper", {**small, "method.epoch_clips": 0}), data)
     with pytest.raises(ConfigError, match="method.k_video: 64 clusters need at least as many clips; the prepared data has 48"):
         xdc.check(make_config("xdc", "paper", {"method.epoch_clips": 0}), data)
+
+
+@pytest.mark.parametrize(("variant", "names"), [("xdc_2video", ("video", "video2")), ("xdc_2audio", ("audio", "audio2"))])
+def test_same_modality_xdc_learns_the_other_encoders_clusters(variant, names):
+    """same-modality-XDC (papers/xdc.md L105-115, Table 1): two encoders of one modality, each
+    head learning the clusters of the other encoder's features; both encoders get gradients."""
+    from raysup.clustering import CLUSTERINGS, HEADS
+
+    torch.manual_seed(0)
+    cfg = make_config("xdc", "tiny", {"method.variant": variant, "method.k": 4})
+    model = XDC(cfg.method)
+    a, b = names
+    assert tuple(model.encoders()) == names and HEADS[variant] == {a: b, b: a} and CLUSTERINGS[variant] == {a: (a,), b: (b,)}
+    batch = {"frames": torch.randint(0, 255, (2, 4, 16, 16, 3), dtype=torch.uint8), "audio": torch.randn(2, 40, 50),
+             **{f"pl_{h}": torch.randint(0, 4, (2,)) for h in model.heads}}
+    out = model(batch)
+    out["loss"].backward()
+    assert {f"loss_{a}", f"loss_{b}"} <= set(out)
+    for name in names:
+        assert all(p.grad is not None for p in getattr(model, name).parameters())
+    first = next(getattr(model, a).parameters())
+    assert not torch.equal(first, next(getattr(model, b).parameters()))  # two random inits, not one network twice
+
+
+@pytest.mark.slow
+def test_same_modality_xdc_round_clusters_the_second_encoder(small_prepared, tmp_path):
+    """A round of xdc_2video writes both video encoders' features and clusters each (run by hand: ~1 min)."""
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    run_dir = str(tmp_path / "xdc_2video")
+    cfg = make_config("xdc", "tiny", {"method.variant": "xdc_2video", "method.k": 4, "method.rounds": 1, "epochs": 1, "batch_size": 8})
+    metrics = runner.train(cfg, data, run_dir, labels=labels)
+    assert {"nmi_truth_video", "nmi_truth_video2"} <= set(metrics)
+    clustered = json.load(open(os.path.join(run_dir, "clusters", "round_0", "stats.json")))
+    assert {"video", "video2"} <= set(clustered)
+    from raysup.evaluate import probe
+
+    assert set(probe(cfg, data, labels, latest_checkpoint(run_dir))) == {"video", "video2"}
+
+
+@pytest.mark.slow
+def test_finetune_lr_cross_validation_picks_on_validation_then_tests(small_prepared, tmp_path):
+    """experiments/xdc_finetune_lr_cv.py: a 2-value lr grid as parallel Tune trials on held-out
+    train videos, then the best lr finetuned and tested (run by hand; a few minutes)."""
+    import runpy
+
+    data, labels = small_prepared
+    run_dir = str(tmp_path / "xdc")
+    runner.train(make_config("xdc", "tiny", {"method.k": 4, "epochs": 1, "batch_size": 8}), PreparedData(data), run_dir, labels=labels)
+    script = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "xdc_finetune_lr_cv.py"))
+    result = script["main"]([run_dir, "--data", data, "--labels", labels, "--lrs", "0.001,0.01", "--epochs", "1", "--val-fraction", "0.3",
+                              "--batch-size", "4"])
+    assert set(result["val_top1"]) == {"0.001", "0.01"} and result["best_lr"] in (0.001, 0.01)
+    assert 0 <= result["test_top1"] <= 1
+    assert json.load(open(f"{run_dir}.lr_cv/lr_cv.json")) == result
+    assert os.path.isdir(f"{run_dir}.lr_cv/test_lr_{result['best_lr']:g}/video")
+
+
+@pytest.mark.slow
+def test_long_clip_run_retrains_the_video_encoder_on_the_last_clusters(small_prepared, tmp_path):
+    """paper_32f's shape (papers/xdc.md L199, L400): rounds on a frame window, then a follow-up run
+    (method.long_clips_of) on whole clips with its own batch and lr, the video encoder only (run by hand)."""
+    from raysup.config import ConfigError
+    from raysup.evaluate import probe
+
+    data, labels = PreparedData(small_prepared[0]), small_prepared[1]
+    rounds, long = str(tmp_path / "xdc"), str(tmp_path / "xdc_long")
+    small = {"method.k": 4, "method.rounds": 1, "epochs": 1}
+    runner.train(make_config("xdc", "tiny", {**small, "batch_size": 8, "method.window_frames": 4}), data, rounds, labels=labels)
+    with pytest.raises(ConfigError, match="method.long_clips_of: .* holds no clustered XDC round"):
+        runner.train(make_config("xdc", "tiny", {**small, "batch_size": 4, "method.long_clips_of": str(tmp_path)}), data, str(tmp_path / "x"))
+    cfg = make_config("xdc", "tiny", {**small, "batch_size": 4, "optim.lr": 5e-4, "method.long_clips_of": rounds})
+    runner.train(cfg, data, long, labels=labels)
+    assert "long_clips" in latest_checkpoint(long)
+    state = load_checkpoint_file(latest_checkpoint(long))["model"]
+    assert {k.split(".")[0] for k in state} == {"video", "heads"} and {k.split(".")[1] for k in state if k.startswith("heads.")} == {"video"}
+    before = load_checkpoint_file(latest_checkpoint(rounds))["model"]
+    assert not torch.equal(before["video.body.0.weight"], state["video.body.0.weight"])  # trained on from the rounds' encoder
+    assert set(probe(cfg, data, labels, latest_checkpoint(long))) == {"video"}
