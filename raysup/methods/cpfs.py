@@ -249,7 +249,8 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     fraction = cfg.method.val_fraction
     val_ids = [v for v in data.video_ids if is_held_out(v, fraction)]
     clips = data.dataset(list(COLUMNS), crop=None)
-    train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
+    shuffled = data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed)  # another file order every epoch
+    train = shuffled.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False})
     val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
     clips_of = data.manifest["videos"]  # video id → its number of clips
     return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))

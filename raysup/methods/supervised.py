@@ -115,7 +115,7 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     if 0 < cfg.method.num_classes < classes:
         raise ConfigError(f"method.num_classes: {cfg.method.num_classes} is fewer than the {classes} classes of the prepared videos in {labels} (0: take them from the labels)")
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or classes))
-    # the labelled clips are read and joined once, not every epoch (they are the small labelled
-    # subset; the object store spills them to disk if not)
-    ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
-    return Stage(train=ds.randomize_block_order(), rows_per_epoch=ds.count(), cfg=cfg)
+    # joined per block as the files stream in, in another file order every epoch
+    ds = join_columns(data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed), ["video_id"], labels_table(train_ids))
+    clips_of = data.manifest["videos"]  # video id → its number of clips
+    return Stage(train=ds, rows_per_epoch=sum(clips_of[v] for v in train_ids), cfg=cfg)

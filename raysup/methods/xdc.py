@@ -235,12 +235,13 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
-def audio_clips(data: PreparedData):
-    """The stored clips of the videos with an audio track. An expression filter keeps the
-    fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
-    binary, which the collate function cannot read."""
+def audio_clips(data: PreparedData, shuffle: int | None = None):
+    """The stored clips of the videos with an audio track (``shuffle``: a seed, the files in
+    another order every epoch). An expression filter keeps the fixed-size tensor columns; a
+    row-wise one (a Python function) rebuilt them as variable-size binary, which the collate
+    function cannot read."""
     no_audio = sorted(data.manifest.get("no_audio", []))
-    clips = data.dataset(list(COLUMNS), crop=None)
+    clips = data.dataset(list(COLUMNS), crop=None, shuffle=shuffle)
     return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
 
 
@@ -257,6 +258,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         raise FileExistsError(f"{redact(run_dir)} already holds an XDC run; pass --resume to continue it or use a new --out")
     truth_of = label_of(read_labels_csv(log.labels)) if log.labels else None
     clips = audio_clips(data)  # stored cells; decoded after each round's draw
+    shuffled = audio_clips(data, shuffle=cfg.seed)  # training: another file order every epoch
     clusterings = [Clustering(name, columns, m.cluster_k(name)) for name, columns in CLUSTERINGS[m.variant].items()]
     heads = HEADS[m.variant]
     previous = None
@@ -290,7 +292,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
         rows = {"labels": clusters, "files": tuple(parquet_files(clusters)), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
-        train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
+        train = shuffled.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
         val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
         yield Stage(train=train, val=val, rows_per_epoch=n_draw, name=name, init_checkpoint=init, extra_metrics=extra)

@@ -243,18 +243,24 @@ def video_group(n_clips, with_audio=None, video_id="v"):
     })
 
 
-def test_pack_video_keeps_clips_with_audio_in_clip_order():
-    packed = tables.pack_video(video_group(4, [True, False, True, True]), require=("audio",))
+def test_pack_videos_keeps_clips_with_audio_in_clip_order():
+    packed = tables.pack_videos(video_group(4, [True, False, True, True]), require=("audio",))
     assert packed.num_rows == 1 and packed["video_id"][0].as_py() == "v"
     assert packed["clip_index"][0].as_py() == [0, 2, 3]
     assert packed["frames"][0].as_py() == [bytes([100 + i]) * 2 for i in (0, 2, 3)]
-    assert tables.pack_video(video_group(2, [False, False]), require=("audio",)).num_rows == 0  # no audio, no positive
-    assert tables.pack_video(video_group(2, [False, False]))["clip_index"][0].as_py() == [0, 1]  # nothing required
+    assert tables.pack_videos(video_group(2, [False, False]), require=("audio",)).num_rows == 0  # no audio, no positive
+    assert tables.pack_videos(video_group(2, [False, False]))["clip_index"][0].as_py() == [0, 1]  # nothing required
+    # a shard's clips, videos interleaved: one row per video, each with exactly its own clips
+    mixed = pa.concat_tables([video_group(3, video_id="b"), video_group(2, video_id="a"), video_group(1, video_id="c")]).take([0, 3, 5, 1, 4, 2])
+    packed = tables.pack_videos(mixed)
+    assert packed["video_id"].to_pylist() == ["a", "b", "c"]
+    assert packed["clip_index"].to_pylist() == [[0, 1], [0, 1, 2], [0]]
+    assert [a[-1:] for a in packed["audio"][1].as_py()] == [b"b"] * 3
 
 
 def test_draw_jitter_and_async_audio():
     rng = np.random.default_rng(0)
-    videos = pa.concat_tables([tables.pack_video(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
+    videos = pa.concat_tables([tables.pack_videos(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
     fixed = tables.draw_video_clips(videos, draws=2, first_only=True, rng=rng)
     assert fixed["video_id"].to_pylist() == ["v4", "v4", "v1", "v1", "v3", "v3"]
     assert fixed["clip_index"].to_pylist() == [0] * 6 and "audio_async" not in fixed.column_names
