@@ -311,9 +311,10 @@ def _two_worker_main(rank, port, out_dir):
     loss.backward()
     torch.manual_seed(100 + rank)  # the permutation must come from rank 0 only
     x = torch.arange(3 * rank, 3 * rank + 3).float()[:, None].repeat(1, 2)  # [3,2] row id per row
-    (xs,), unshuffle = parts.shuffle_across_workers([x])
+    frames = torch.arange(3 * rank, 3 * rank + 3, dtype=torch.uint8)[:, None, None].repeat(1, 2, 2)  # [3,2,2] uint8 rows
+    (xs, fs), unshuffle = parts.shuffle_across_workers([x, frames])
     torch.save(
-        {"loss": loss.detach(), "grad_v": v_all.grad, "grad_a": a_all.grad, "shuffled": xs, "restored": unshuffle(xs * 10)},
+        {"loss": loss.detach(), "grad_v": v_all.grad, "grad_a": a_all.grad, "shuffled": xs, "frames": fs, "restored": unshuffle(xs * 10)},
         os.path.join(out_dir, f"rank{rank}.pt"),
     )
     tdist.destroy_process_group()
@@ -340,9 +341,12 @@ def test_batch_negatives_and_shuffled_bn_on_two_processes(tmp_path):
     torch.testing.assert_close((res[0]["grad_v"] + res[1]["grad_v"]) / 2, v_all.grad)
     torch.testing.assert_close((res[0]["grad_a"] + res[1]["grad_a"]) / 2, a_all.grad)
     assert res[0]["grad_v"][3:].abs().sum() == 0 and res[0]["grad_v"][:3].abs().sum() > 0  # each worker owns its rows
-    # shuffled BN: one global permutation, every row once, and outputs come back to their rows
-    rows = torch.cat([r["shuffled"][:, 0] for r in res]).sort().values
-    assert rows.tolist() == [0, 1, 2, 3, 4, 5]
+    # shuffled BN: rank 0's permutation of the global batch (moved by all-to-all, each tensor
+    # alike whatever its dtype), and outputs come back to their rows
+    torch.manual_seed(100)
+    perm = torch.randperm(6)
+    assert torch.cat([r["shuffled"][:, 0] for r in res]).tolist() == perm.tolist()
+    assert torch.cat([r["frames"][:, 0, 0] for r in res]).tolist() == perm.tolist() and res[0]["frames"].dtype == torch.uint8
     for r in range(2):
         expected = torch.arange(3 * r, 3 * r + 3).float()[:, None].repeat(1, 2) * 10
         torch.testing.assert_close(res[r]["restored"], expected)
