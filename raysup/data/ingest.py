@@ -23,6 +23,7 @@ from raysup.data.tables import draw_shard_clips, read_units
 
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
 MIN_BLOCKS = 16
+WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
 TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet
 
 
@@ -158,12 +159,15 @@ class PreparedData:
         with ``draw``, e.g. ``draws=1``), from every video with a clip whose ``require`` columns
         are not null, except those in ``exclude``. Each read task reads whole :func:`task_shards`
         units (every clip of their videos), packs each video's clips and draws from them: no
-        grouping, shuffle or materialised copy, so the first batch comes after one unit's read.
+        grouping, shuffle or materialised copy, so the first batch comes after one unit's read
+        (a unit: one shard for sets whose shards hold whole videos, manifest version 4 on).
         The units are read in another order every epoch (seeded by ``seed`` and the epoch)."""
         import ray
 
         fs, root = resolve(self.uri)
-        units = [tuple(f"{root}/{s}" for s in unit) for unit in task_shards(self.shards())]
+        shards = self.shards()
+        whole = self.manifest.get("version", 1) >= WHOLE_VIDEO_SHARDS  # each file holds whole videos
+        units = [tuple(f"{root}/{s}" for s in unit) for unit in ([(s,) for s in shards] if whole else task_shards(shards))]
         source = VideoShards(units, filesystem=fs, columns=columns, seed=seed, unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(units)),
                              fn_kwargs={"require": require, "exclude": tuple(exclude), **draw})
         return ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(units)))
