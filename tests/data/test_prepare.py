@@ -13,7 +13,7 @@ import pytest
 from raysup.config import ConfigError
 from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
-from raysup.data.ingest import PreparedData, task_shards
+from raysup.data.ingest import PreparedData, VideoShards, task_shards
 from raysup.data.prepare import PrepareConfig, prepare, thin
 from tests.conftest import write_media
 
@@ -170,6 +170,8 @@ def test_video_draws_read_whole_videos_in_a_new_order_every_epoch(small_prepared
     once per epoch (its first clip here, stored frames byte for byte), read tasks of whole
     prepare tasks' shards in a new order every epoch, and nothing in the plan that waits for
     the whole set (the old path grouped, shuffled and materialised every clip)."""
+    import ray
+
     from raysup.runner import barriers
 
     data = PreparedData(small_prepared[0])
@@ -178,15 +180,22 @@ def test_video_draws_read_whole_videos_in_a_new_order_every_epoch(small_prepared
     first = {v: f for v, i, f in zip(clips["video_id"].to_pylist(), clips["clip_index"].to_pylist(), clips["frames"].to_pylist()) if i == 0}
     ds = data.video_draws(columns, seed=0, draws=1, first_only=True)
     assert barriers(ds) == []
-    epochs = [pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow")) for _ in range(2)]
-    for drawn in epochs:
+    for _ in range(2):  # every epoch: each video once
+        drawn = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         assert sorted(drawn["video_id"].to_pylist()) == data.video_ids and set(drawn["clip_index"].to_pylist()) == {0}
         assert all(f == first[v] for v, f in zip(drawn["video_id"].to_pylist(), drawn["frames"].to_pylist()))
-    assert epochs[0]["video_id"].to_pylist() != epochs[1]["video_id"].to_pylist()  # another order each epoch
-    shuffled = data.dataset(["video_id"], crop=None, shuffle=0)  # one dataset run twice, as Ray Train runs it every epoch
-    rows = [pa.concat_tables(shuffled.iter_batches(batch_size=None, batch_format="pyarrow")) for _ in range(2)]
-    assert sorted(rows[0]["video_id"].to_pylist()) == sorted(rows[1]["video_id"].to_pylist()) == sorted(clips["video_id"].to_pylist())
-    assert rows[0]["video_id"].to_pylist() != rows[1]["video_id"].to_pylist()  # files read in another order each epoch
+    # the read tasks' units in another order every epoch (Ray advances the execution index)
+    units = [(f"u{i}",) for i in range(8)]
+    source = VideoShards(units, filesystem=None, columns=None, seed=0, unit_bytes=1.0, fn_kwargs={})
+    orders = []
+    for epoch in range(2):
+        ctx = ray.data.DataContext.get_current().copy()
+        ctx._execution_idx = epoch
+        orders.append([f for t in source.get_read_tasks(4, data_context=ctx) for f in t.metadata.input_files])
+    assert sorted(orders[0]) == sorted(orders[1]) == [u for (u,) in units] and orders[0] != orders[1]
+    shuffled = data.dataset(["video_id"], crop=None, shuffle=0)  # rows: every clip once per epoch, files in a seeded order
+    rows = pa.concat_tables(shuffled.iter_batches(batch_size=None, batch_format="pyarrow"))["video_id"].to_pylist()
+    assert sorted(rows) == sorted(clips["video_id"].to_pylist())
 
 
 def test_task_shards_group_the_files_of_one_prepare_task():
