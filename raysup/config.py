@@ -200,8 +200,8 @@ class TrainConfig:
     crop_size×crop_size crops of the prepared frames (random position for training, centred for
     evaluation, probes and features; :meth:`raysup.data.ingest.PreparedData.cropped`), 0: the
     prepared ``--size``; ``patience`` > 0 stops early when ``val_loss`` has not
-    improved for that many epochs (needs a validation dataset). Clips stream in Parquet
-    order with the blocks shuffled, then through a local shuffle buffer of
+    improved for that many epochs (needs a validation dataset). Clips stream from the
+    Parquet shards read in a new order every epoch, then through a local shuffle buffer of
     ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
     a few videos (and biases BatchNorm); each clip held costs its tensor bytes in memory.
     """

@@ -42,6 +42,17 @@ def all_gather(x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def all_to_all(x: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
+    """Rows of ``x`` [N,...] to the other workers: the first ``send_counts[0]`` to worker 0, the
+    next ``send_counts[1]`` to worker 1, …; returns the rows received [sum(recv_counts),...],
+    worker 0's first. Each worker moves only its own rows (an all-gather moves everyone's)."""
+    if not is_distributed():
+        return x
+    out = x.new_empty((sum(recv_counts), *x.shape[1:]))
+    dist.all_to_all_single(out, x.contiguous(), output_split_sizes=recv_counts, input_split_sizes=send_counts)
+    return out
+
+
 def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     """``x`` from worker ``src`` on every worker (in place)."""
     if is_distributed():

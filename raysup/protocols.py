@@ -222,7 +222,8 @@ def run_protocols(
         "video_index": pa.array(np.searchsorted(ids, [v for v, c in test_clips.items() for _ in c]), pa.int64()),  # ids are sorted
     })
     clips = data.dataset(clip_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
-    train_ds = data.decode(join_columns(clips, ["video_id"], train_table).randomize_block_order(), crop="random")
+    shuffled = data.dataset(clip_columns(cfg), crop=None, shuffle=cfg.seed)  # finetuning: another file order every epoch
+    train_ds = data.decode(join_columns(shuffled, ["video_id"], train_table), crop="random")
     test_ds = data.decode(join_columns(clips, ["video_id", "clip_index"], test_table), crop="centre")
     frozen_train_ds = data.decode(join_columns(clips, ["video_id"], train_table), crop="centre")  # frozen features: centre crops
     y = np.array([label[v] for v in ids])  # [V] by video index

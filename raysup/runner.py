@@ -49,11 +49,33 @@ def train(cfg: TrainConfig, data: str | PreparedData, run_dir: str, *, labels: s
 
 def stage_datasets(stage: Stage, data: PreparedData) -> dict[str, Any]:
     """A stage's streams as ``fit`` takes them, decoded here and nowhere else: random crops to
-    train, centre crops to validate."""
+    train, centre crops to validate. Each must stream (:func:`barriers`)."""
     datasets = {"train": data.decode(stage.train, crop="random")}
     if stage.val is not None:
         datasets["val"] = data.decode(stage.val, crop="centre")
+    for key, ds in datasets.items():
+        if barriers(ds):
+            raise ValueError(f"stage {stage.name}: the {key} stream has {', '.join(barriers(ds))}, which wait for the whole input: Ray "
+                             "reruns it every epoch, so every epoch would read everything before its first batch; shuffle with "
+                             "PreparedData.dataset(..., shuffle=seed) and the train loop's local shuffle buffer (docs/adding-a-method.md)")
     return datasets
+
+
+def barriers(ds) -> list[str]:
+    """The operators of ``ds``'s plan that wait for their whole input (Ray Data's all-to-all
+    operators: randomize_block_order, random_shuffle, groupby, sort, repartition; joins of two
+    datasets) or hold it (a ``materialize``d dataset's blocks)."""
+    from ray.data._internal.logical.operators.all_to_all_operator import AbstractAllToAll
+    from ray.data._internal.logical.operators.input_data_operator import InputData
+    from ray.data._internal.logical.operators.join_operator import Join
+
+    found, todo = [], [ds._logical_plan.dag]
+    while todo:
+        op = todo.pop()
+        if isinstance(op, (AbstractAllToAll, Join, InputData)):
+            found.append(type(op).__name__ if not isinstance(op, InputData) else "materialize")
+        todo.extend(op.input_dependencies)
+    return found
 
 
 def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,

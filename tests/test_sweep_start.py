@@ -71,7 +71,7 @@ def test_the_supervised_baseline_is_keyed_by_data_labels_and_preset(small_prepar
         supervised_dir(_sweep(tmp_path, data=big.uri, labels=small_labels)),
         supervised_dir(_sweep(tmp_path, data=small, labels=big_labels)),
         supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, preset="paper")),
-        supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, pretrain_labels=big_labels)),  # Superv: the labels it trains on
+        supervised_dir(_sweep(tmp_path, data=small, labels=small_labels, preset="paper", pretrain_labels=big_labels)),  # Superv: the labels it trains on
     }
     assert len(others) == 4 and key not in others
 

@@ -1,7 +1,9 @@
 """Prepared Parquet → Ray Data datasets → torch batches in the train workers."""
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,17 +13,21 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
+from ray.data import Datasource, FileShuffleConfig, ReadTask
+from ray.data.block import BlockMetadata
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
-from raysup.data.tables import pack_video
+from raysup.data.tables import draw_shard_clips, read_units
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
 MIN_BLOCKS = 16
+WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
+TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet
 
 
 @dataclass(frozen=True)
@@ -114,15 +120,18 @@ class PreparedData:
             raise ConfigError(f"{redact(self.uri)}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
         return enc
 
-    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre", paths: bool = False):
+    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre", shuffle: int | None = None, paths: bool = False):
         """The clips as a streaming Ray Dataset (only ``columns`` are read, if given), with the
         cells of a compressed set decoded to ``specs`` by :meth:`decode` (``crop``: "centre" for
-        evaluation and features, "random" for training; None: the stored cells); ``paths``: with
-        a ``path`` column, the shard each clip was read from.
+        evaluation and features, "random" for training; None: the stored cells). ``shuffle``
+        (a seed): the files are read in another order every time the dataset runs (every
+        epoch), with no step that waits for the whole read (train.py's local shuffle buffer
+        mixes the clips of the files being read). ``paths``: with a ``path`` column, the shard
+        each clip was read from.
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
-        blocks, for block-order shuffling and parallel reads): one task per small shard cost
-        ~4x the CPU and ran at ~1/3 the samples/s (experiments/bench/ingest.py).
+        blocks, for parallel reads): one task per small shard cost ~4x the CPU and ran at ~1/3
+        the samples/s (experiments/bench/ingest.py).
         """
         import ray
 
@@ -133,11 +142,15 @@ class PreparedData:
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.stored_specs]
         shards = self.shards()
-        blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
-        blocks = max(1, min(len(shards), max(blocks, MIN_BLOCKS)))
-        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, override_num_blocks=blocks,
-                                  include_paths=paths)
+        order = None if shuffle is None else FileShuffleConfig(seed=shuffle)  # reseeded with each execution's index
+        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, shuffle=order,
+                                   override_num_blocks=self.read_blocks(columns, len(shards)), include_paths=paths)
         return ds if crop is None else self.decode(ds, crop=crop)
+
+    def read_blocks(self, columns: list[str] | None, files: int) -> int:
+        """Read tasks for ``files`` files: about ``BLOCK_BYTES`` each, at least ``MIN_BLOCKS``."""
+        blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
+        return max(1, min(files, max(blocks, MIN_BLOCKS)))
 
     def decode(self, ds, *, crop: str):
         """``ds`` (rows of this set's stored cells, e.g. clips drawn from :meth:`videos`) with
@@ -178,26 +191,62 @@ class PreparedData:
         files = fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}"))
         return sorted(f"{DATA_DIR}/{f.base_name}" for f in files if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
 
-    def videos(self, columns: list[str], *, require: tuple[str, ...] = ()):
-        """One row per video (:func:`raysup.data.tables.pack_video`: a list of its clips' stored
-        cells per column), in random order, materialised in the object store (Ray spills it to
-        disk when it does not fit in memory). Methods that draw clips per video every epoch map
-        :func:`raysup.data.tables.draw_video_clips` over it, then :meth:`decode` the drawn clips. Grouping the clips afresh every
-        epoch instead (a groupby and a random_shuffle, two all-to-all exchanges) made a GDT epoch
-        ~12 s in a two-trial sweep on 2 cores; with this, 1.7 s."""
-        return (
-            self.dataset(columns, crop=None)
-            .groupby("video_id", num_partitions=self.group_partitions(columns))
-            .map_groups(pack_video, batch_format="pyarrow", fn_kwargs={"require": require})
-            .random_shuffle()  # groups come out sorted by video id (often by class) within a partition
-            .materialize()
-        )
+    def video_draws(self, columns: list[str], *, seed: int, require: tuple[str, ...] = (), exclude: tuple[str, ...] = (), **draw):
+        """Every epoch, clips drawn per video (stored cells; :func:`raysup.data.tables.draw_video_clips`
+        with ``draw``, e.g. ``draws=1``), from every video with a clip whose ``require`` columns
+        are not null, except those in ``exclude``. Each read task reads whole :func:`task_shards`
+        units (every clip of their videos), packs each video's clips and draws from them: no
+        grouping, shuffle or materialised copy, so the first batch comes after one unit's read
+        (a unit: one shard for sets whose shards hold whole videos, manifest version 4 on).
+        The units are read in another order every epoch (seeded by ``seed`` and the epoch)."""
+        import ray
 
-    def group_partitions(self, columns: list[str], target_bytes: int = 64 * 1024**2) -> int:
-        """Hash-shuffle partitions for grouping clips by video, about ``target_bytes`` each
-        (Ray's default of 200 partitions cost ~20 s on the 720-clip test set)."""
-        per_clip = self.stored_bytes(columns)
-        return int(min(200, max(1, -(-self.manifest["counts"]["clips"] * per_clip // target_bytes))))
+        fs, root = resolve(self.uri)
+        shards = self.shards()
+        whole = self.manifest.get("version", 1) >= WHOLE_VIDEO_SHARDS  # each file holds whole videos
+        units = [tuple(f"{root}/{s}" for s in unit) for unit in ([(s,) for s in shards] if whole else task_shards(shards))]
+        source = VideoShards(units, filesystem=fs, columns=columns, seed=seed, unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(units)),
+                             fn_kwargs={"require": require, "exclude": tuple(exclude), **draw})
+        return ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(units)))
+
+
+def task_shards(shards: list[str]) -> list[tuple[str, ...]]:
+    """The shards grouped by the prepare task that wrote them (``part-<id>.parquet`` and its
+    ``part-<id>-<k>.parquet`` continuations, :class:`raysup.data.prepare.ShardWriter`): every
+    clip of a video goes to the files of the one task that prepared it (a video may straddle
+    two of them), so a group holds whole videos. Any other file is a group of its own."""
+    groups: dict[str, list[str]] = {}
+    for s in shards:
+        m = TASK_SHARD.fullmatch(s)
+        groups.setdefault(m.group(1) if m else s, []).append(s)
+    return [tuple(g) for g in groups.values()]
+
+
+class VideoShards(Datasource):
+    """Units of whole videos (:func:`task_shards`) read by :func:`raysup.data.tables.read_units`
+    through :func:`raysup.data.tables.draw_shard_clips`. The units are dealt to the read tasks
+    in a permutation seeded by ``seed`` and the execution's index, which Ray advances after
+    every run of the dataset: Ray Train runs a dataset once per epoch, so every epoch reads in
+    another order (a resumed run starts its count again)."""
+
+    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str], seed: int, unit_bytes: float, fn_kwargs: dict):
+        super().__init__()
+        self.units, self.fs, self.columns, self.seed, self.unit_bytes, self.fn_kwargs = units, filesystem, columns, seed, unit_bytes, fn_kwargs
+
+    def estimate_inmemory_data_size(self) -> int:
+        return int(self.unit_bytes * len(self.units))
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        epoch = data_context._execution_idx if data_context is not None else 0  # Ray's own file shuffle reads it too
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
+        tasks = []
+        for part in np.array_split(order, max(1, min(parallelism, len(order)))):
+            units = [self.units[i] for i in part]
+            read = functools.partial(read_units, units, filesystem=self.fs, columns=self.columns, fn=draw_shard_clips, fn_kwargs=self.fn_kwargs,
+                                     seed=(self.seed, epoch))
+            meta = BlockMetadata(num_rows=None, size_bytes=int(self.unit_bytes * len(units)), input_files=[f for u in units for f in u], exec_stats=None)
+            tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
+        return tasks
 
 
 def legacy_index(manifest: dict) -> pa.Table:

@@ -61,19 +61,44 @@ def labels_table(mapping: dict[str, int], column: str = "label") -> pa.Table:
     return pa.table({"video_id": pa.array(ids, pa.string()), column: pa.array([mapping[i] for i in ids], pa.int64())})
 
 
-def pack_video(group: pa.Table, *, require: tuple[str, ...] = ()) -> pa.Table:
-    """All clips of one video → one row: ``video_id`` and, per other column, the list of its
-    clips' values in clip order. Clips with a null in a ``require`` column are left out (e.g.
-    GDT's audio, its positive); a video left without clips gives no row."""
+def pack_videos(clips: pa.Table, *, require: tuple[str, ...] = ()) -> pa.Table:
+    """Clips of whole videos → one row per video: ``video_id`` and, per other column, the list
+    of its clips' values in clip order. Clips with a null in a ``require`` column are left out
+    (e.g. GDT's audio, its positive); a video left without clips gives no row."""
     for name in require:
-        group = group.filter(pc.is_valid(group[name]))
-    group = group.sort_by("clip_index")
-    n = group.num_rows
-    packed = {"video_id": group["video_id"].slice(0, min(n, 1))}
-    for name in group.column_names:
+        clips = clips.filter(pc.is_valid(clips[name]))
+    clips = clips.sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+    ids = clips["video_id"].to_numpy(zero_copy_only=False)  # [N]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)  # [V] first clip of each video
+    offsets = pa.array(np.r_[starts, len(ids)], pa.int32())  # [V+1]
+    packed = {"video_id": clips["video_id"].take(pa.array(starts))}
+    for name in clips.column_names:
         if name != "video_id":
-            packed[name] = pa.ListArray.from_arrays(pa.array([0, n] if n else [0], pa.int32()), group[name].combine_chunks())
+            packed[name] = pa.ListArray.from_arrays(offsets, clips[name].combine_chunks())
     return pa.table(packed)
+
+
+def draw_shard_clips(clips: pa.Table, *, rng, require: tuple[str, ...] = (), exclude: tuple[str, ...] = (), **draw) -> pa.Table:
+    """One read unit's clips (whole videos: :func:`read_units`) → this epoch's draws from each of
+    its videos (:func:`pack_videos`, then :func:`draw_video_clips` with ``draw``); the videos in
+    ``exclude`` are left out. The draws come in random order (packed, they are sorted by video
+    id, often by class)."""
+    if exclude:
+        clips = clips.filter(pc.invert(pc.is_in(clips["video_id"], pa.array(exclude, pa.string()))))
+    drawn = draw_video_clips(pack_videos(clips, require=require), rng=rng, **draw)
+    return drawn.take(pa.array(rng.permutation(drawn.num_rows)))
+
+
+def read_units(units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, fn, fn_kwargs: dict, seed: tuple[int, ...]):
+    """A Ray Data read task: per unit (the Parquet files of whole videos), its clips read whole
+    and passed through ``fn(table, rng=…, **fn_kwargs)``; one block per unit, so no block ever
+    holds part of a video. ``rng`` is seeded by ``seed`` (the run's seed and the epoch) and the
+    unit, so an epoch's draws are reproducible and every epoch's differ."""
+    import pyarrow.parquet as pq
+
+    for unit in units:
+        table = pa.concat_tables([pq.read_table(path, columns=columns, filesystem=filesystem) for path in unit])
+        yield fn(table, rng=np.random.default_rng([*seed, zlib.crc32(unit[0].encode())]), **fn_kwargs)
 
 
 def draw_video_clips(
@@ -85,7 +110,7 @@ def draw_video_clips(
     async_audio: bool = False,
     rng=None,
 ) -> pa.Table:
-    """Packed videos (:func:`pack_video`) → this epoch's clips: ``draws`` rows per video, each
+    """Packed videos (:func:`pack_videos`) → this epoch's clips: ``draws`` rows per video, each
     one of its clips drawn uniformly, with probability ∝ the ``weights`` column (non-negative;
     uniform for a video whose weights are all 0), or always its first clip (``first_only``).
 

@@ -274,7 +274,8 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     fraction = cfg.method.val_fraction
     val_ids = [v for v in data.video_ids if is_held_out(v, fraction)]
     clips = data.dataset(list(COLUMNS), crop=None)
-    train = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False}).randomize_block_order()
+    shuffled = data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed)  # another file order every epoch
+    train = shuffled.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False})
     val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
     # t drawn before decoding, so that only frame t and its flow fields (1 stored directly, else k) are decoded
     t, k = data.specs["frames"].shape[0], cfg.method.flow_step

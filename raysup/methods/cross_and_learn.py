@@ -15,8 +15,8 @@ swapped ones (f_i,g_j), (f_j,g_i), trained with cross-entropy.
 
 Sampling (:func:`datasets`): every epoch each video contributes ``method.pairs_per_video``
 pairs, each from one of its clips drawn anew with probability ∝ the clip's ``motion`` (mean
-flow magnitude; :func:`raysup.data.tables.draw_video_clips` over the clips grouped by video
-once per run). Augmentation per pair, identical for its frame and stack
+flow magnitude; :meth:`raysup.data.ingest.PreparedData.video_draws`: each read task draws from
+the whole videos it reads). Augmentation per pair, identical for its frame and stack
 (:func:`raysup.data.pairs.pair_input`): the stream's random crop (``crop_size``), a random
 resized crop (``method.crop_scale``; (1, 1): none), horizontal flip (negating dx),
 temporal flip of flow stacks (not of frame differences: papers/cross-and-learn.md L185), per-field
@@ -38,7 +38,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from ray.data.expressions import col
 from torch import nn
 
 from raysup.config import ConfigError, OptimConfig, TrainConfig
@@ -46,7 +45,6 @@ from raysup.data.codec import pick_images
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import read_labels_csv
 from raysup.data.pairs import CHANNELS_PER_FIELD, centre_indices, pair_input, stack_start
-from raysup.data.tables import draw_video_clips
 from raysup.losses import cross_and_learn_loss
 from raysup.methods.base import Encoder, Method, Stage, check_batch
 from raysup.models import image_encoder
@@ -262,10 +260,8 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
     every pretraining video (:func:`pretraining_videos`; labels only choose them)."""
     ids = pretraining_videos(cfg, data, labels)
-    videos = data.videos(list(COLUMNS))
-    if len(ids) < len(data.video_ids):  # an expression filter keeps the packed columns' types
-        videos = videos.filter(expr=col("video_id").is_in(ids))
-    draws = videos.map_batches(draw_video_clips, batch_format="pyarrow", fn_kwargs={"draws": cfg.method.pairs_per_video, "weights": "motion"})
+    left_out = tuple(sorted(set(data.video_ids) - set(ids)))
+    draws = data.video_draws(list(COLUMNS), seed=cfg.seed, exclude=left_out, draws=cfg.method.pairs_per_video, weights="motion")
     draws = draws.map_batches(pick_images, batch_format="pyarrow", fn_kwargs=decoded_images(cfg.method, data.specs))
     return Stage(train=draws, rows_per_epoch=len(ids) * cfg.method.pairs_per_video)
 

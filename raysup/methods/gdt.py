@@ -25,10 +25,10 @@ not cancelled) and SpecAugment (``method.specaugment`` none/mild/medium/strong, 
 ``specaugment=none`` with explicit ``method.specaugment_masks = nf,f,nt,t``; masks are set to 0, the mean of the standardised
 spectrogram). Both only in training mode.
 
-Sampling (:func:`datasets`): the clips are grouped by video once per run
-(:meth:`raysup.data.ingest.PreparedData.videos`) and every epoch draws from each video
-``draws_per_epoch`` clips (the paper: one; :func:`raysup.data.tables.draw_video_clips`) — with
-``temporal_jitter`` uniformly random ones (an unseeded RNG, so different every epoch), without
+Sampling (:func:`datasets`): every epoch each read task reads whole videos' clips and draws from
+each video ``draws_per_epoch`` clips (the paper: one;
+:meth:`raysup.data.ingest.PreparedData.video_draws`) — with ``temporal_jitter`` uniformly
+random ones (seeded by the run's seed and the epoch, so different every epoch), without
 it always its first clip (lowest ``clip_index`` with audio). With ``sync=False`` (asynchronous
 audio/video starts) each row also carries ``audio_async``: the audio of a random *other* clip of
 the same video (the same clip if the video has only one), and the method pairs the video with it
@@ -49,7 +49,7 @@ from raysup import dist
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.specaugment import SPECAUGMENT_PRESETS, SpecAugmentParams, spec_augment, volume_jitter
-from raysup.data.tables import ASYNC_AUDIO, draw_video_clips
+from raysup.data.tables import ASYNC_AUDIO
 from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.losses import gdt_nce_loss, gdt_reid_top1
 from raysup.methods.base import Encoder, Method, Stage, check_batch
@@ -339,11 +339,8 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     specs = dict(data.specs)
     if not m.sync:
         specs[ASYNC_AUDIO] = specs["audio"]  # same fixed-size binary encoding
-    draws = data.videos(list(COLUMNS), require=("audio",)).map_batches(
-        draw_video_clips,
-        batch_format="pyarrow",
-        fn_kwargs={"draws": m.draws_per_epoch, "first_only": not m.temporal_jitter, "async_audio": not m.sync},
-    )
+    draws = data.video_draws(list(COLUMNS), seed=cfg.seed, require=("audio",), draws=m.draws_per_epoch, first_only=not m.temporal_jitter,
+                             async_audio=not m.sync)
     return Stage(train=draws, rows_per_epoch=train_rows(cfg, data), specs=specs)
 
 

@@ -156,11 +156,10 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     if 0 < cfg.method.num_classes < classes:
         raise ConfigError(f"method.num_classes: {cfg.method.num_classes} is fewer than the {classes} classes of the prepared videos in {labels} (0: take them from the labels)")
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or classes))
-    # the labelled clips are read and joined once, not every epoch (they are the small labelled
-    # subset; the object store spills them to disk if not)
-    ds = join_columns(data.dataset(list(COLUMNS), crop=None), ["video_id"], labels_table(train_ids)).materialize()
-    return Stage(train=epoch_draws(ds, ds.count(), cfg.method.epoch_clips).randomize_block_order(), rows_per_epoch=cfg.method.epoch_clips or ds.count(),
-                 cfg=cfg)
+    # joined per block as the files stream in, in another file order every epoch
+    ds = join_columns(data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed), ["video_id"], labels_table(train_ids))
+    rows = sum(data.video_clips[v] for v in train_ids)
+    return Stage(train=epoch_draws(ds, rows, cfg.method.epoch_clips), rows_per_epoch=cfg.method.epoch_clips or rows, cfg=cfg)
 
 
 def epoch_draws(ds, rows: int, epoch_clips: int):

@@ -293,13 +293,14 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
-def audio_clips(data: PreparedData):
+def audio_clips(data: PreparedData, shuffle: int | None = None):
     """The stored clips of the videos with an audio track, each with the ``path`` of its shard
-    (features and pseudo-labels are joined by shard: :func:`raysup.cluster_features.lookup`). An
-    expression filter keeps the fixed-size tensor columns; a row-wise one (a Python function)
-    rebuilt them as variable-size binary, which the collate function cannot read."""
+    (features and pseudo-labels are joined by shard: :func:`raysup.cluster_features.lookup`;
+    ``shuffle``: a seed, the files in another order every epoch). An expression filter keeps the
+    fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
+    binary, which the collate function cannot read."""
     no_audio = sorted(data.no_audio)
-    clips = data.dataset(list(COLUMNS), crop=None, paths=True)
+    clips = data.dataset(list(COLUMNS), crop=None, shuffle=shuffle, paths=True)
     return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
 
 
@@ -313,7 +314,7 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
     run_dir = log.run_dir
     if m.long_clips_of:
         if not log.finished("long_clips"):
-            yield long_clip_stage(cfg, audio_clips(data), m.long_clips_of)
+            yield long_clip_stage(cfg, data, m.long_clips_of)
         return
     fs, root = resolve(run_dir)
     if exists(fs, f"{root}/clusters") and not log.resume:
@@ -351,17 +352,24 @@ def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stag
         stats = {e: {key: v for key, v in cstats[heads[e]].items() if key in STAT_KEYS} for e in encoder_names(m.variant)}
         n_train = int(sum(cstats[clusterings[0].name]["train_sizes"]))
         n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
-        rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": m.val_fraction}
         rates = draw_rates({h: cstats[src]["train_sizes"] for h, src in heads.items()}, n_draw)
-        train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
-        val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
+        train, val = labelled_streams(cfg, data, clusters, heads, rates, val=n_train < cstats["rows"])
         extra = {"round": r, **timing} | {f"{key}_{e}": v for e, st in stats.items() for key, v in st.items()}
         yield Stage(train=train, val=val, rows_per_epoch=n_draw, name=name, init_checkpoint=init, extra_metrics=extra)
         write_json(fs, f"{root}/clusters/{name}_stats.json", stats)
         previous = clusters
 
 
-def long_clip_stage(cfg: TrainConfig, clips, source: str) -> Stage:
+def labelled_streams(cfg: TrainConfig, data: PreparedData, clusters: str, heads: dict[str, str], rates: dict, *, val: bool):
+    """A round's pseudo-labelled clips (stored cells, joined by shard with the labels in
+    ``clusters``: :func:`raysup.cluster_features.round_rows`): the training draws (``rates``),
+    the files in another order every epoch; and the held-out videos' clips if ``val``."""
+    rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": cfg.method.val_fraction}
+    train = audio_clips(data, shuffle=cfg.seed).map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
+    return train, audio_clips(data).map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if val else None
+
+
+def long_clip_stage(cfg: TrainConfig, data: PreparedData, source: str) -> Stage:
     """Stage ``long_clips`` (papers/xdc.md L199: "we re-train our video encoder on the last
     clustering assignment using 32-frame clips"; L400: batch 8, base lr 0.0025, the preset's):
     the video encoder and its head from the ``source`` run's last checkpoint, on its last round's
@@ -378,10 +386,8 @@ def long_clip_stage(cfg: TrainConfig, clips, source: str) -> Stage:
     heads = {"video": HEADS[m.variant]["video"]}
     n_train = int(sum(cstats[heads["video"]]["train_sizes"]))
     n_draw = m.epoch_clips or int(round(m.epoch_size * n_train))
-    rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": m.val_fraction}
     rates = draw_rates({"video": cstats[heads["video"]]["train_sizes"]}, n_draw)
-    train = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow").randomize_block_order()
-    val = clips.map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if n_train < cstats["rows"] else None
+    train, val = labelled_streams(cfg, data, clusters, heads, rates, val=n_train < cstats["rows"])
     return Stage(train=train, val=val, rows_per_epoch=n_draw, name="long_clips", init_checkpoint=init)
 
 

@@ -132,6 +132,10 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
     stdout gets the table and where it is, nothing else: what Tune, Ray and libraries print on
     it meanwhile goes to a log file (:func:`raysup.errors.log_path`) named on stderr."""
     check_start(s, resume=resume, overwrite=overwrite)  # before any work
+    if make_data is None:  # a wrong --data is one line, before Ray or the log file
+        from raysup.data.ingest import PreparedData
+
+        PreparedData(s.data).manifest  # noqa: B018 - read to refuse a missing one
     # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
     # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
     # while the sweep runs goes to a log file instead, and so does Tune's logging (its notes on

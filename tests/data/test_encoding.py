@@ -14,7 +14,7 @@ from raysup.config import ConfigError
 from raysup.data import codec
 from raysup.data.decode import open_media, video_samples, windows
 from raysup.data.flow import compute_flow
-from raysup.data.ingest import ClipCollate, PreparedData
+from raysup.data.ingest import ClipCollate, PreparedData, task_shards
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.tables import join_batch, labels_table
 from tests.conftest import stacked_cell, write_media
@@ -118,6 +118,9 @@ def test_mixed_aspects_random_crops_and_byte_bounded_shards(ray_session, tmp_pat
         assert all(shape == {"wide": (256, 64, 3), "tall": (8 * 43, 32, 3), "four_three": (256, 43, 3)}[v] for v, shape in stored.items())
     assert all(len(s) == 1 for s in shard_of.values())  # whole videos
     data = PreparedData(str(tmp_path / "out"))
+    assert task_shards(m["shards"]) == [tuple(m["shards"])]  # one task's files, read together: videos straddle them
+    drawn = data.video_draws(["video_id", "clip_index"], seed=0, draws=1, first_only=True).take_all()
+    assert sorted((r["video_id"], r["clip_index"]) for r in drawn) == [("four_three", 0), ("tall", 0), ("wide", 0)]
     centre = batches(data.dataset())
     assert ClipCollate(data.specs)(centre)["frames"].shape == (9, 8, 32, 32, 3)
     # the random crop moves along the long side: 33 positions of the wide video's 64 px

@@ -13,7 +13,7 @@ import pytest
 from raysup.config import ConfigError
 from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
-from raysup.data.ingest import PreparedData
+from raysup.data.ingest import PreparedData, VideoShards, task_shards
 from raysup.data.prepare import PrepareConfig, prepare, thin
 from tests.conftest import stacked_cell, write_media
 
@@ -166,16 +166,43 @@ def test_prepare_audio_only(ray_session, tmp_path):
     assert table.column("start_s").to_pylist() == [0.0, 1.0]
 
 
-def test_videos_groups_every_clip_once_in_clip_order(prepared):
-    """``PreparedData.videos`` (what GDT and Cross and Learn draw their clips from): one row per
-    video holding exactly that video's clips, in clip order, stored frames included byte for byte."""
-    data, _ = prepared
+def test_video_draws_read_whole_videos_in_a_new_order_every_epoch(small_prepared):
+    """``PreparedData.video_draws`` (what GDT and Cross and Learn train on): every video drawn
+    once per epoch (its first clip here, stored frames byte for byte), read tasks of whole
+    prepare tasks' shards in a new order every epoch, and nothing in the plan that waits for
+    the whole set (the old path grouped, shuffled and materialised every clip)."""
+    import ray
+
+    from raysup.runner import barriers
+
+    data = PreparedData(small_prepared[0])
     columns = ["video_id", "clip_index", "frames"]
     clips = pa.concat_tables(data.dataset(columns, crop=None).iter_batches(batch_size=None, batch_format="pyarrow"))
-    packed = pa.concat_tables(data.videos(columns).iter_batches(batch_size=None, batch_format="pyarrow"))
-    assert sorted(packed["video_id"].to_pylist()) == data.video_ids
-    assert packed["video_id"].to_pylist() != data.video_ids  # shuffled, not sorted by class
-    by_clip = {(v, i): f for v, i, f in zip(clips["video_id"].to_pylist(), clips["clip_index"].to_pylist(), clips["frames"].to_pylist())}
-    for row in packed.to_pylist():
-        assert row["clip_index"] == list(range(data.video_clips[row["video_id"]]))
-        assert row["frames"] == [by_clip[(row["video_id"], i)] for i in row["clip_index"]]
+    first = {v: f for v, i, f in zip(clips["video_id"].to_pylist(), clips["clip_index"].to_pylist(), clips["frames"].to_pylist()) if i == 0}
+    ds = data.video_draws(columns, seed=0, draws=1, first_only=True)
+    assert barriers(ds) == []
+    for _ in range(2):  # every epoch: each video once
+        drawn = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        assert sorted(drawn["video_id"].to_pylist()) == data.video_ids and set(drawn["clip_index"].to_pylist()) == {0}
+        assert all(f == first[v] for v, f in zip(drawn["video_id"].to_pylist(), drawn["frames"].to_pylist()))
+    # the read tasks' units in another order every epoch (Ray advances the execution index)
+    units = [(f"u{i}",) for i in range(8)]
+    source = VideoShards(units, filesystem=None, columns=None, seed=0, unit_bytes=1.0, fn_kwargs={})
+    orders = []
+    for epoch in range(2):
+        ctx = ray.data.DataContext.get_current().copy()
+        ctx._execution_idx = epoch
+        orders.append([f for t in source.get_read_tasks(4, data_context=ctx) for f in t.metadata.input_files])
+    assert sorted(orders[0]) == sorted(orders[1]) == [u for (u,) in units] and orders[0] != orders[1]
+    shuffled = data.dataset(["video_id"], crop=None, shuffle=0)  # rows: every clip once per epoch, files in a seeded order
+    rows = pa.concat_tables(shuffled.iter_batches(batch_size=None, batch_format="pyarrow"))["video_id"].to_pylist()
+    assert sorted(rows) == sorted(clips["video_id"].to_pylist())
+
+
+def test_task_shards_group_the_files_of_one_prepare_task():
+    stem = "data/part-" + "0a" * 16
+    other = "data/part-" + "1b" * 16
+    shards = [f"{stem}.parquet", f"{other}.parquet", f"{stem}-1.parquet", f"{stem}-2.parquet", "data/old_000000.parquet"]
+    assert task_shards(shards) == [(f"{stem}.parquet", f"{stem}-1.parquet", f"{stem}-2.parquet"), (f"{other}.parquet",), ("data/old_000000.parquet",)]
+
+

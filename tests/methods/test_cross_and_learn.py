@@ -15,7 +15,7 @@ from raysup import runner
 from raysup.config import ConfigError
 from raysup.data.pairs import augment_pair, centre_pair, pair_input
 from raysup.data.schema import TensorSpec
-from raysup.data.tables import draw_video_clips, pack_video
+from raysup.data.tables import draw_video_clips, pack_videos
 from raysup.methods import cross_and_learn as cal
 from raysup.methods import make_config
 
@@ -42,7 +42,7 @@ def packed_videos(motion_per_video: dict[str, list[float]]) -> pa.Table:
         "clip_index": pa.array([i for m in motion_per_video.values() for i in range(len(m))], pa.int32()),
         "motion": pa.array([x for m in motion_per_video.values() for x in m], pa.float32()),
     })
-    return pa.concat_tables([pack_video(clips.filter(pc.equal(clips["video_id"], v))) for v in motion_per_video])
+    return pa.concat_tables([pack_videos(clips.filter(pc.equal(clips["video_id"], v))) for v in motion_per_video])
 
 
 def test_sampling_weights_follow_motion():

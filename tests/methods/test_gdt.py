@@ -243,18 +243,24 @@ def video_group(n_clips, with_audio=None, video_id="v"):
     })
 
 
-def test_pack_video_keeps_clips_with_audio_in_clip_order():
-    packed = tables.pack_video(video_group(4, [True, False, True, True]), require=("audio",))
+def test_pack_videos_keeps_clips_with_audio_in_clip_order():
+    packed = tables.pack_videos(video_group(4, [True, False, True, True]), require=("audio",))
     assert packed.num_rows == 1 and packed["video_id"][0].as_py() == "v"
     assert packed["clip_index"][0].as_py() == [0, 2, 3]
     assert packed["frames"][0].as_py() == [bytes([100 + i]) * 2 for i in (0, 2, 3)]
-    assert tables.pack_video(video_group(2, [False, False]), require=("audio",)).num_rows == 0  # no audio, no positive
-    assert tables.pack_video(video_group(2, [False, False]))["clip_index"][0].as_py() == [0, 1]  # nothing required
+    assert tables.pack_videos(video_group(2, [False, False]), require=("audio",)).num_rows == 0  # no audio, no positive
+    assert tables.pack_videos(video_group(2, [False, False]))["clip_index"][0].as_py() == [0, 1]  # nothing required
+    # a shard's clips, videos interleaved: one row per video, each with exactly its own clips
+    mixed = pa.concat_tables([video_group(3, video_id="b"), video_group(2, video_id="a"), video_group(1, video_id="c")]).take([0, 3, 5, 1, 4, 2])
+    packed = tables.pack_videos(mixed)
+    assert packed["video_id"].to_pylist() == ["a", "b", "c"]
+    assert packed["clip_index"].to_pylist() == [[0, 1], [0, 1, 2], [0]]
+    assert [a[-1:] for a in packed["audio"][1].as_py()] == [b"b"] * 3
 
 
 def test_draw_jitter_and_async_audio():
     rng = np.random.default_rng(0)
-    videos = pa.concat_tables([tables.pack_video(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
+    videos = pa.concat_tables([tables.pack_videos(video_group(n, video_id=f"v{n}")) for n in (4, 1, 3)])
     fixed = tables.draw_video_clips(videos, draws=2, first_only=True, rng=rng)
     assert fixed["video_id"].to_pylist() == ["v4", "v4", "v1", "v1", "v3", "v3"]
     assert fixed["clip_index"].to_pylist() == [0] * 6 and "audio_async" not in fixed.column_names
@@ -305,9 +311,10 @@ def _two_worker_main(rank, port, out_dir):
     loss.backward()
     torch.manual_seed(100 + rank)  # the permutation must come from rank 0 only
     x = torch.arange(3 * rank, 3 * rank + 3).float()[:, None].repeat(1, 2)  # [3,2] row id per row
-    (xs,), unshuffle = parts.shuffle_across_workers([x])
+    frames = torch.arange(3 * rank, 3 * rank + 3, dtype=torch.uint8)[:, None, None].repeat(1, 2, 2)  # [3,2,2] uint8 rows
+    (xs, fs), unshuffle = parts.shuffle_across_workers([x, frames])
     torch.save(
-        {"loss": loss.detach(), "grad_v": v_all.grad, "grad_a": a_all.grad, "shuffled": xs, "restored": unshuffle(xs * 10)},
+        {"loss": loss.detach(), "grad_v": v_all.grad, "grad_a": a_all.grad, "shuffled": xs, "frames": fs, "restored": unshuffle(xs * 10)},
         os.path.join(out_dir, f"rank{rank}.pt"),
     )
     tdist.destroy_process_group()
@@ -334,9 +341,12 @@ def test_batch_negatives_and_shuffled_bn_on_two_processes(tmp_path):
     torch.testing.assert_close((res[0]["grad_v"] + res[1]["grad_v"]) / 2, v_all.grad)
     torch.testing.assert_close((res[0]["grad_a"] + res[1]["grad_a"]) / 2, a_all.grad)
     assert res[0]["grad_v"][3:].abs().sum() == 0 and res[0]["grad_v"][:3].abs().sum() > 0  # each worker owns its rows
-    # shuffled BN: one global permutation, every row once, and outputs come back to their rows
-    rows = torch.cat([r["shuffled"][:, 0] for r in res]).sort().values
-    assert rows.tolist() == [0, 1, 2, 3, 4, 5]
+    # shuffled BN: rank 0's permutation of the global batch (moved by all-to-all, each tensor
+    # alike whatever its dtype), and outputs come back to their rows
+    torch.manual_seed(100)
+    perm = torch.randperm(6)
+    assert torch.cat([r["shuffled"][:, 0] for r in res]).tolist() == perm.tolist()
+    assert torch.cat([r["frames"][:, 0, 0] for r in res]).tolist() == perm.tolist() and res[0]["frames"].dtype == torch.uint8
     for r in range(2):
         expected = torch.arange(3 * r, 3 * r + 3).float()[:, None].repeat(1, 2) * 10
         torch.testing.assert_close(res[r]["restored"], expected)

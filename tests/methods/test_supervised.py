@@ -8,6 +8,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.evaluate import probe
@@ -24,6 +26,7 @@ def _alive_train_workers():
     )
 
 
+@pytest.mark.slow  # ~2 min on 2 cores: two workers, one killed mid-run (the default run's budget is 12 min)
 def test_two_workers_survive_a_killed_worker_and_beat_random_init(prepared, tmp_path):
     data, labels = prepared
     run_dir = str(tmp_path / "run")

@@ -60,4 +60,4 @@ def build(cfg, specs) -> Toy:
 
 
 def datasets(cfg, data, labels) -> Stage:
-    return Stage(train=data.dataset(list(COLUMNS), crop=None).randomize_block_order(), rows_per_epoch=data.manifest["counts"]["clips"])
+    return Stage(train=data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed), rows_per_epoch=data.manifest["counts"]["clips"])
