@@ -27,3 +27,13 @@ def test_bench_quick(script, ray_session, capsys):
     assert any(k.startswith("goal") for k in rows[-1]), rows[-1]  # every stage states its goal
     numbers = _numbers(rows)
     assert any(x > 0 for x in numbers) and not any(math.isinf(x) for x in numbers), rows
+
+
+@pytest.mark.slow  # ~3 min: every stage in its own process with its own local Ray, at two sizes
+def test_scale_curves_quick(capsys):
+    curves = runpy.run_path(os.path.join(BENCH, "scale.py"))["main"](["--quick", "--json"])
+    out = capsys.readouterr().out
+    assert "machine:" in out and "load average" in out
+    assert set(curves["stages"]) == {"commit", "open", "cluster", "previous", "xdc_first_batch", "label_join", "video_average"}
+    for c in curves["stages"].values():
+        assert c["clips"] == [4000, 16000] and all(x > 0 for x in c["seconds_per_clip"] + c["peak_rss_mb"])
