@@ -105,6 +105,104 @@ def stage_open(work: str, clips: int) -> dict:
     next(iter(data.dataset(["video_id", "clip_index", "frames", "audio"], crop=None).iter_batches(batch_size=32)))
 
 
+# ---- XDC's rounds and the probe, on features written as XDC writes them ----------------------
+
+def xdc_config():
+    from raysup.methods import make_config
+
+    return make_config("xdc", "tiny", {"method": {"k": 16, "sample": 4096}})
+
+
+def clusterings(cfg) -> list:
+    from raysup.cluster_features import Clustering
+    from raysup.clustering import CLUSTERINGS
+
+    return [Clustering(name, columns, cfg.method.cluster_k(name)) for name, columns in CLUSTERINGS[cfg.method.variant].items()]
+
+
+def clip_features(batch):
+    """Stand-in encoders (no model: compute-light): ``video`` and ``audio`` vectors of DIM
+    around one of 16 centres picked by the clip's key, with the columns XDC's features carry."""
+    import pyarrow as pa
+
+    from raysup.data.schema import vectors
+
+    key = np.array([zlib.crc32(f"{v}/{c}".encode()) % 16 for v, c in zip(batch.column("video_id").to_pylist(), batch.column("clip_index").to_pylist())])
+    rng = np.random.default_rng(int(key.sum()) if len(key) else 0)
+    centres = np.random.default_rng(0).standard_normal((16, DIM)).astype(np.float32)
+    noise = lambda: rng.standard_normal((len(key), DIM)).astype(np.float32) * 0.3  # noqa: E731
+    return pa.table({"video_id": batch.column("video_id"), "clip_index": batch.column("clip_index"), "path": batch.column("path"),
+                     "video": vectors(centres[key] + noise()), "audio": vectors(centres[(key + 1) % 16] + noise())})
+
+
+def write_xdc_features(work: str, clips: int) -> None:
+    """``work/run/features/round_0``: features written as an XDC round writes them
+    (:func:`raysup.features.write_files` of the audio clips with their shard ``path``)."""
+    from raysup.data.ingest import PreparedData
+    from raysup.features import write_files
+    from raysup.methods import xdc
+
+    clips_ds = xdc.audio_clips(PreparedData(os.path.join(work, "prepared")))
+    write_files(clips_ds.map_batches(clip_features, batch_format="pyarrow"), os.path.join(work, "run", "features", "round_0"))
+
+
+def cluster(work: str, out: str, previous: str | None = None) -> dict:
+    from raysup.cluster_features import cluster_features
+
+    cfg = xdc_config()
+    run = os.path.join(work, "run")
+    shutil.rmtree(os.path.join(run, "clusters", out), ignore_errors=True)
+    return cluster_features(os.path.join(run, "features", "round_0"), os.path.join(run, "clusters", out), clusterings(cfg), cfg.method.kmeans,
+                            seed=0, val_fraction=cfg.method.val_fraction, previous=previous and os.path.join(run, "clusters", previous))
+
+
+def write_labels(work: str, clips: int) -> None:
+    """``work/run/clusters/round_0``: XDC's round-0 pseudo-labels, as its first round writes them."""
+    cluster(work, "round_0")
+
+
+def stage_cluster(work: str, clips: int) -> dict:
+    """``raysup cluster`` (XDC's k-means of both modalities) on features written as XDC writes them."""
+    return {"seconds_inside": cluster(work, "bench")["seconds"]}
+
+
+def stage_previous(work: str, clips: int) -> dict:
+    """The same clustering with the previous round's comparison (NMI with round 0's labels)."""
+    return {"seconds_inside": cluster(work, "bench_previous", previous="round_0")["seconds"]}
+
+
+def xdc_train(work: str):
+    """The training dataset of XDC's first round, built by the real ``xdc.stages`` (its features
+    and k-means found done: only the pseudo-labelled clips' dataset is built)."""
+    from raysup.data.ingest import PreparedData
+    from raysup.methods import xdc
+    from raysup.methods.base import StageLog
+
+    stage = next(xdc.stages(xdc_config(), PreparedData(os.path.join(work, "prepared")), StageLog(os.path.join(work, "run"), resume=True)))
+    return stage.train
+
+
+def stage_xdc_first_batch(work: str, clips: int) -> dict:
+    """XDC's first training batch of an epoch: the round's dataset built, its first batch read."""
+    next(iter(xdc_train(work).iter_batches(batch_size=32, batch_format="pyarrow")))
+
+
+def stage_label_join(work: str, clips: int) -> dict:
+    """A whole epoch of XDC's pseudo-labelled clips: every clip read and joined with its labels."""
+    rows = sum(b.num_rows for b in xdc_train(work).iter_batches(batch_size=1024, batch_format="pyarrow"))
+    return {"rows": rows}
+
+
+def stage_video_average(work: str, clips: int) -> dict:
+    """A probe's per-video feature means (:func:`raysup.features.video_means`) of XDC's features."""
+    import ray
+
+    from raysup.features import video_means
+
+    ids, means = video_means(ray.data.read_parquet(os.path.join(work, "run", "features", "round_0")))
+    assert len(ids) * CLIPS_PER_VIDEO == clips
+
+
 # ---- measurement ---------------------------------------------------------------------------------
 
 def vm_hwm_mb(pid: int | str = "self") -> float:
@@ -235,102 +333,6 @@ def main(argv: list[str] | None = None) -> dict:
     if a.json:
         print(json.dumps(curves))
     return curves
-
-
-def xdc_config():
-    from raysup.methods import make_config
-
-    return make_config("xdc", "tiny", {"method": {"k": 16, "sample": 4096}})
-
-
-def clusterings(cfg) -> list:
-    from raysup.cluster_features import Clustering
-    from raysup.clustering import CLUSTERINGS
-
-    return [Clustering(name, columns, cfg.method.cluster_k(name)) for name, columns in CLUSTERINGS[cfg.method.variant].items()]
-
-
-def clip_features(batch):
-    """Stand-in encoders (no model: compute-light): ``video`` and ``audio`` vectors of DIM
-    around one of 16 centres picked by the clip's key, with the columns XDC's features carry."""
-    import pyarrow as pa
-
-    from raysup.data.schema import vectors
-
-    key = np.array([zlib.crc32(f"{v}/{c}".encode()) % 16 for v, c in zip(batch.column("video_id").to_pylist(), batch.column("clip_index").to_pylist())])
-    rng = np.random.default_rng(int(key.sum()) if len(key) else 0)
-    centres = np.random.default_rng(0).standard_normal((16, DIM)).astype(np.float32)
-    noise = lambda: rng.standard_normal((len(key), DIM)).astype(np.float32) * 0.3  # noqa: E731
-    return pa.table({"video_id": batch.column("video_id"), "clip_index": batch.column("clip_index"), "path": batch.column("path"),
-                     "video": vectors(centres[key] + noise()), "audio": vectors(centres[(key + 1) % 16] + noise())})
-
-
-def write_xdc_features(work: str, clips: int) -> None:
-    """``work/run/features/round_0``: features written as an XDC round writes them
-    (:func:`raysup.features.write_files` of the audio clips with their shard ``path``)."""
-    from raysup.data.ingest import PreparedData
-    from raysup.features import write_files
-    from raysup.methods import xdc
-
-    clips_ds = xdc.audio_clips(PreparedData(os.path.join(work, "prepared")))
-    write_files(clips_ds.map_batches(clip_features, batch_format="pyarrow"), os.path.join(work, "run", "features", "round_0"))
-
-
-def cluster(work: str, out: str, previous: str | None = None) -> dict:
-    from raysup.cluster_features import cluster_features
-
-    cfg = xdc_config()
-    run = os.path.join(work, "run")
-    shutil.rmtree(os.path.join(run, "clusters", out), ignore_errors=True)
-    return cluster_features(os.path.join(run, "features", "round_0"), os.path.join(run, "clusters", out), clusterings(cfg), cfg.method.kmeans,
-                            seed=0, val_fraction=cfg.method.val_fraction, previous=previous and os.path.join(run, "clusters", previous))
-
-
-def write_labels(work: str, clips: int) -> None:
-    """``work/run/clusters/round_0``: XDC's round-0 pseudo-labels, as its first round writes them."""
-    cluster(work, "round_0")
-
-
-def stage_cluster(work: str, clips: int) -> dict:
-    """``raysup cluster`` (XDC's k-means of both modalities) on features written as XDC writes them."""
-    return {"seconds_inside": cluster(work, "bench")["seconds"]}
-
-
-def stage_previous(work: str, clips: int) -> dict:
-    """The same clustering with the previous round's comparison (NMI with round 0's labels)."""
-    return {"seconds_inside": cluster(work, "bench_previous", previous="round_0")["seconds"]}
-
-
-def xdc_train(work: str):
-    """The training dataset of XDC's first round, built by the real ``xdc.stages`` (its features
-    and k-means found done: only the pseudo-labelled clips' dataset is built)."""
-    from raysup.data.ingest import PreparedData
-    from raysup.methods import xdc
-    from raysup.methods.base import StageLog
-
-    stage = next(xdc.stages(xdc_config(), PreparedData(os.path.join(work, "prepared")), StageLog(os.path.join(work, "run"), resume=True)))
-    return stage.train
-
-
-def stage_xdc_first_batch(work: str, clips: int) -> dict:
-    """XDC's first training batch of an epoch: the round's dataset built, its first batch read."""
-    next(iter(xdc_train(work).iter_batches(batch_size=32, batch_format="pyarrow")))
-
-
-def stage_label_join(work: str, clips: int) -> dict:
-    """A whole epoch of XDC's pseudo-labelled clips: every clip read and joined with its labels."""
-    rows = sum(b.num_rows for b in xdc_train(work).iter_batches(batch_size=1024, batch_format="pyarrow"))
-    return {"rows": rows}
-
-
-def stage_video_average(work: str, clips: int) -> dict:
-    """A probe's per-video feature means (:func:`raysup.features.video_means`) of XDC's features."""
-    import ray
-
-    from raysup.features import video_means
-
-    ids, means = video_means(ray.data.read_parquet(os.path.join(work, "run", "features", "round_0")))
-    assert len(ids) * CLIPS_PER_VIDEO == clips
 
 
 # what each stage needs built first (untimed, in this process), and its function
