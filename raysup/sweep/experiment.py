@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raysup.config import parse_overrides
+from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import join, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
@@ -133,8 +134,6 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
     it meanwhile goes to a log file (:func:`raysup.errors.log_path`) named on stderr."""
     check_start(s, resume=resume, overwrite=overwrite)  # before any work
     if make_data is None:  # a wrong --data is one line, before Ray or the log file
-        from raysup.data.ingest import PreparedData
-
         PreparedData(s.data).manifest  # noqa: B018 - read to refuse a missing one
     # stdout is the table's: what Tune (its "Configuration for experiment" box, a TensorBoard
     # hint), the raylet ("N PYTHON worker processes have been started") and libraries print there
