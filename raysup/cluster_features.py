@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project, stats_from_counts
 from raysup.data.schema import to_numpy
 from raysup.data.storage import ensure_empty, exists, read_json, resolve, write_json
-from raysup.data.tables import held_out, join_batch
+from raysup.data.tables import held_out, join_batch, repeat_rows
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
@@ -412,10 +412,8 @@ def round_rows(batch: pa.Table, *, labels: Labels, heads: dict[str, str], val_fr
         joined = joined.append_column(f"pl_{h}", pa.array(label[h]))
     if rates is None:
         return joined
-    rng = rng if rng is not None else np.random.default_rng()
     mean = sum(rates[h][label[h]] for h in heads) if joined.num_rows else np.zeros(0)
-    repeat = np.floor(mean).astype(np.int64) + (rng.random(len(mean)) < mean % 1)
-    return joined.take(pa.array(rng.permutation(np.repeat(np.arange(joined.num_rows), repeat))))
+    return repeat_rows(joined, rate=mean, rng=rng)
 
 
 # ---- all of it ---------------------------------------------------------------------------------

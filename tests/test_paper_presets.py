@@ -214,7 +214,7 @@ def test_supervised_epoch_draws_repeat_each_clip_about_the_rate():
     import numpy as np
     import pyarrow as pa
 
-    from raysup.methods.supervised import repeat_rows
+    from raysup.data.tables import repeat_rows
 
     batch = pa.table({"video_id": [f"v{i}" for i in range(1000)]})
     drawn = repeat_rows(batch, rate=2.5, rng=np.random.default_rng(0))

@@ -143,3 +143,12 @@ def draw_video_clips(
         j = np.where(n > 1, (i + rng.integers(1, np.maximum(n, 2))) % n, i)  # another clip
         out[ASYNC_AUDIO] = flat["audio"].take(first[video] + j)
     return pa.table(out)
+
+
+def repeat_rows(batch: pa.Table, *, rate, rng=None) -> pa.Table:
+    """Each row repeated floor(rate) or floor(rate) + 1 times (stochastic rounding, mean
+    ``rate``: one for all rows, or one per row), in random order."""
+    rng = rng if rng is not None else np.random.default_rng()
+    rate = np.asarray(rate, np.float64)
+    repeat = np.floor(rate).astype(np.int64) + (rng.random(batch.num_rows) < rate % 1)
+    return batch.take(pa.array(rng.permutation(np.repeat(np.arange(batch.num_rows), repeat))))

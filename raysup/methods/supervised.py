@@ -9,15 +9,13 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
-import pyarrow as pa
 import torch.nn.functional as F
 from torch import nn
 
 from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.labels import LabelRow, class_index, read_labels_csv
-from raysup.data.tables import join_columns, labels_table
+from raysup.data.tables import join_columns, labels_table, repeat_rows
 from raysup.data.transforms import check_crop_scale
 from raysup.methods.base import Encoder, Method, Stage, audio_visual_embed
 from raysup.models import audio_encoder, video_encoder
@@ -172,9 +170,3 @@ def epoch_draws(ds, rows: int, epoch_clips: int):
                           f"~{epoch_clips // rows} times; at most {MAX_DRAWS_PER_CLIP} (set method.epoch_clips=0 for one pass per epoch)")
     return ds.map_batches(repeat_rows, fn_kwargs={"rate": epoch_clips / rows}, batch_format="pyarrow")
 
-
-def repeat_rows(batch: pa.Table, *, rate: float, rng=None) -> pa.Table:
-    """Each row repeated floor(rate) or floor(rate) + 1 times (stochastic rounding, mean ``rate``), in random order."""
-    rng = rng if rng is not None else np.random.default_rng()
-    repeat = int(rate) + (rng.random(batch.num_rows) < rate % 1)
-    return batch.take(pa.array(rng.permutation(np.repeat(np.arange(batch.num_rows), repeat))))
