@@ -80,8 +80,8 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     a = p.parse_args(argv)
     if a.data and not a.labels:
         p.error("--data needs --labels")
-    if (a.eval_data or a.pretrain_labels) and not a.paper:
-        p.error("--eval-data and --pretrain-labels go with --paper")
+    if (a.eval_data or a.pretrain_labels or a.paper_epochs) and not a.paper:
+        p.error("--eval-data, --pretrain-labels and --paper-epochs go with --paper")
     if "://" in a.storage and not a.data:
         p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
     table = []
@@ -102,6 +102,7 @@ def parser(exp: Experiment):
     p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule, evaluated by its paper protocol")
     p.add_argument("--eval-data", help="--paper: the downstream set's prepared folder or URI for the paper protocol (default: --data)")
     p.add_argument("--pretrain-labels", help="--paper: labels CSV of the pretraining set for the supervised baseline (Superv; default: --labels)")
+    p.add_argument("--paper-epochs", type=int, help="--paper: the paper protocols' finetuning epochs (default: the papers'; a few for a smoke test)")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
     p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (deletes only what the sweep wrote; cached baselines stay)")
@@ -139,7 +140,7 @@ def sweep_of(a, exp: Experiment) -> Sweep:
         max_concurrent=a.max_concurrent, probe_folds=a.probe_folds if a.probe_folds is not None else 0 if a.data else exp.probe_folds,
         supervised=exp.supervised and not (a.no_supervised or a.quick), random_per=exp.random_per,
         **({"protocol": "paper", "eval_data": a.eval_data or "", "pretrain_labels": a.pretrain_labels or "", "published": exp.published,
-            "row_base": rows} if a.paper else {}),
+            "row_base": rows, "paper_epochs": a.paper_epochs or 0} if a.paper else {}),
     )
 
 

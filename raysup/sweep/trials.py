@@ -18,7 +18,7 @@ from raysup.methods import make_config
 from raysup.sweep.space import corners
 
 SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
-PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels", "row_base")  # a --paper sweep's, recorded only when set
+PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels", "row_base", "paper_epochs")  # a --paper sweep's, recorded only when set
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Sweep:
     # rows whose paper recipe differs in more than the grid key: ((grid values, overrides), ...);
     # a point that has those values trains with those overrides (over `base`)
     row_base: tuple = ()
+    paper_epochs: int = 0  # the paper protocols' finetuning epochs (0: the papers'; a smoke test's few)
 
     def config(self, point: dict[str, Any]):
         """The config of the trial at ``point``: the preset, ``base``, the ``row_base`` overrides
