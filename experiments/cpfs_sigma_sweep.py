@@ -11,6 +11,7 @@ baseline is a value of the same field, so one grid gives one table). The supervi
 is skipped: it trains video/audio encoders, which have no rgb column to compare with.
 """
 
+from raysup.methods.cpfs_direct import PRESETS as DIRECT_PRESETS
 from raysup.sweep import Experiment, main
 
 # σ of the flow kernel on log-normalised flow; the paper learns σ² ≈ 0.0067 (σ ≈ 0.08).
@@ -36,6 +37,9 @@ EXPERIMENT = Experiment(
     probe_folds=5,  # single-frame features: one 48-video split is too noisy
     supervised=False,  # a single-frame study: the video-and-audio supervised baseline has no row here
     published=PUBLISHED,
+    # the direct baseline's own lr: papers/cpfs.md L171, "a faster initial learning rate of 0.01"
+    # (the cpfs_direct paper preset's); the similarity rows keep the paper preset's 1e-4
+    paper_rows=(({"method.target": "direct"}, {"optim.lr": DIRECT_PRESETS["paper"]["optim"]["lr"]}),),
 )
 
 if __name__ == "__main__":

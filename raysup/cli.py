@@ -138,7 +138,7 @@ def probe_prepared(a, cfg, weights: str | None, protocols) -> dict[str, float]:
     from raysup import runner
     from raysup.evaluate import cv_probe, probe
     from raysup.protocol_specs import AUDIO_TASKS
-    from raysup.protocols import finetune_protocols, run_protocols
+    from raysup.protocols import finetune_protocols, model_protocols, run_protocols
 
     if bool(a.labels) == bool(a.splits):
         raise ConfigError("probe: give --labels (or, with --protocol paper, --splits instead)")
@@ -149,6 +149,7 @@ def probe_prepared(a, cfg, weights: str | None, protocols) -> dict[str, float]:
         return run_protocols(cfg, data, a.labels, weights, f"{a.run_dir.rstrip('/')}.finetune{suffix}", finetune_protocols(cfg, data, epochs=a.epochs, batch_size=a.batch_size))
     if not protocols:
         return cv_probe(cfg, data, a.labels, weights, folds=a.folds) if a.folds else probe(cfg, data, a.labels, weights)
+    protocols = model_protocols(protocols, cfg, data.specs)
     out = f"{a.run_dir.rstrip('/')}.paper_protocol{suffix}"
     if a.paper_task in AUDIO_TASKS:
         from raysup.audio_protocols import run_audio_protocols

@@ -32,6 +32,7 @@ from raysup.evaluate import clip_columns, labelled
 from raysup.features import embed, matrix, vector_columns, write_features
 from raysup.methods import method_module, method_names
 from raysup.methods.base import Method
+from raysup.methods.cross_and_learn import stack_channels, stack_input
 from raysup.models import image_encoder
 from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LayerProbeProtocol, LinearLayer, Protocol
 from raysup.train import fit
@@ -85,36 +86,47 @@ def build_finetune(cfg: TrainConfig, specs, *, encoder: str, full: bool, classes
 
 class CaffeNetClassifier(Method):
     """Cross and Learn §4's finetuning network: a fresh CaffeNet (the run's ``method.encoder``)
-    whose conv and BN layers start from the run's RGB network and whose FC layers start from
-    scratch: dropout → fc6 → ReLU → dropout → fc7 → ReLU → fc8 (the official ``Net_ar``). Input:
-    one RGB frame of the clip (a random one, random ``size`` crop and flip while training; the
-    centre frame and crop at test), standardised per image as in pretraining."""
+    with ``channels`` inputs whose conv and BN layers start from the run's network under
+    ``init_prefix`` and whose FC layers start from scratch: dropout → fc6 → ReLU → dropout → fc7
+    → ReLU → fc8 (the official ``Net_ar``). Input: ``inputs(batch, train=...)`` [B,channels,S,S];
+    by default one RGB frame of the clip (:func:`rgb_input`)."""
 
-    def __init__(self, encoder: str, size: int, classes: int, init_prefix: str):
+    def __init__(self, encoder: str, size: int, classes: int, init_prefix: str, channels: int = 3, inputs: Callable | None = None):
         super().__init__()
-        net = image_encoder(encoder, 3)
-        self.init_prefix = init_prefix
+        net = image_encoder(encoder, channels)
+        self.init_prefix, self.inputs = init_prefix, inputs or functools.partial(rgb_input, size=size)
         fc6 = next(m for m in net.fc6 if isinstance(m, nn.Linear))
-        self.size, self.features, d = size, net.features, net.out_dim
+        self.features, d = net.features, net.out_dim
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Dropout(0.5), nn.Linear(fc6.in_features, d), nn.ReLU(inplace=True),
             nn.Dropout(0.5), nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, classes),
         )  # fmt: skip
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.features(rgb_frame(batch["frames"], self.size, train=self.training)))  # [B,classes]
+        return self.classifier(self.features(self.inputs(batch, train=self.training)))  # [B,classes]
 
     def forward(self, batch):
         return classification(self.logits(batch), batch["label"])
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
-        """Conv and BN layers from the pretrained RGB network (``init_prefix``); FC layers stay fresh."""
+        """Conv and BN layers from the pretrained network under ``init_prefix``; FC layers stay fresh."""
         prefix = self.init_prefix
         self.features.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
-def build_caffenet(cfg: TrainConfig, specs, *, classes: int, init_prefix: str) -> CaffeNetClassifier:
-    return CaffeNetClassifier(cfg.method.encoder, specs["frames"].shape[1], classes, init_prefix)  # the stream's crop (crop_size)
+def build_caffenet(cfg: TrainConfig, specs, *, classes: int, init_prefix: str, stream: str = "rgb") -> CaffeNetClassifier:
+    """The CaffeNet of the run's ``stream``: ``rgb``, or the motion network (``flow``, ``diff``)
+    fed the pretraining's stack (:func:`raysup.methods.cross_and_learn.stack_input`)."""
+    size = specs["frames"].shape[1]  # the stream's crop (crop_size)
+    if stream == "rgb":
+        return CaffeNetClassifier(cfg.method.encoder, size, classes, init_prefix)
+    inputs = functools.partial(stack_input, cfg=cfg.method, size=size)
+    return CaffeNetClassifier(cfg.method.encoder, size, classes, init_prefix, stack_channels(cfg.method, stream), inputs)
+
+
+def rgb_input(batch: dict[str, torch.Tensor], *, size: int, train: bool) -> torch.Tensor:
+    """The RGB CaffeNet's input: :func:`rgb_frame` of the clip."""
+    return rgb_frame(batch["frames"], size, train=train)
 
 
 def rgb_frame(frames: torch.Tensor, size: int, *, train: bool) -> torch.Tensor:
@@ -178,6 +190,13 @@ def paper_protocols(method_name: str, task: str | None = "action") -> tuple[Prot
         tasks = sorted({p.task for p in protocols})
         raise ConfigError(f"--paper-task: {method_name}'s paper protocols are for {', '.join(tasks)}, not {task}")
     return picked
+
+
+def model_protocols(protocols: tuple[Protocol, ...], cfg: TrainConfig, specs) -> tuple[Protocol, ...]:
+    """``protocols`` less the finetunings of an encoder the run's model lacks: a Cross and Learn
+    run has one motion network, ``flow`` or ``diff`` (``method.modality``)."""
+    encoders = set(method_module(cfg.method_name).build(cfg, specs).encoders())
+    return tuple(p for p in protocols if not isinstance(p, FinetuneProtocol) or p.encoder in encoders)
 
 
 def finetune_protocols(cfg: TrainConfig, data: PreparedData, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32) -> tuple[FinetuneProtocol, ...]:
@@ -246,7 +265,7 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
     """One finetuning: :func:`raysup.train.fit` in ``out_dir/<key>`` from ``checkpoint``, then the
     softmax scores of the test clips [N,classes] and their video indices [N]."""
     if p.network == "caffenet":
-        build = functools.partial(build_caffenet, classes=classes, init_prefix=p.init_prefix)
+        build = functools.partial(build_caffenet, classes=classes, init_prefix=p.init_prefix, stream=p.encoder)
     else:
         build = functools.partial(build_finetune, encoder=p.encoder, full=p.full, classes=classes)
     ft_cfg = dataclasses.replace(cfg, optim=p.optim, epochs=epochs or p.epochs, batch_size=p.batch_size, max_steps=0, patience=0)

@@ -267,19 +267,65 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
 
 
 # --- evaluation -------------------------------------------------------------------------------
+
+
+def stack_channels(cfg: Config, stream: str) -> int:
+    """Input channels of the finetuning CaffeNet of the motion network ``stream`` (Table 3, L189):
+    the pretraining's stack, e.g. 20 for 10 flow fields, 12 for 4 frame differences; a
+    ConfigError for a stream the run did not pretrain (its weights have another first layer)."""
+    if stream != cfg.modality:
+        raise ConfigError(f"--protocol paper: the {stream} network's finetuning needs a run pretrained with method.modality={stream}, "
+                          f"this one has {cfg.modality}")
+    return cfg.fields * CHANNELS_PER_FIELD[cfg.modality]
+
+
+def stack_input(batch: dict[str, torch.Tensor], *, cfg: Config, size: int, train: bool) -> torch.Tensor:
+    """The motion network's finetuning input [B,n·c,S,S] (Table 3, L189: "the same scheme
+    already used for RGB"; the input as in the official exp_ft.py ``Experiment_finetuning_ar_OF``
+    / ``_COD``): the clip's centred stack as pretraining reads it (:func:`pair_input`), the
+    stream's random crop and a random flip while training (no temporal flip, no scale jitter),
+    the centre crop at test; each flow field less its mean, frame differences as they are."""
+    return pair_input(batch["frames"], batch.get("flow"), cfg.modality, cfg.fields, size=size, train=train, scale=(1.0, 1.0),
+                      time_flip=False, channel_split=False)[1]
+
+
 # Cross and Learn §4 and the official code (experiment/exp_base.py, exp_ft.py,
 # main_finetuning_RGB.py): a CaffeNet from the RGB network's conv and BN layers, SGD lr 0.01,
 # momentum 0.9, weight decay 5e-4, batch 128, 200 epochs, lr ×0.1 at 3/4 of them; 5 frames per
 # test video (the official code also averages 10 crops of each: here the centre crop only).
+FINETUNE_OPTIM = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=(0.75,), gamma=0.1)
+# Table 3 (L189): the OF and SOD networks finetuned on split 1 of UCF101 and HMDB51 with "the same
+# scheme already used for RGB": a fresh CaffeNet with the stack's input channels (20 for 10 flow
+# fields, 12 for 4 frame differences: the pretraining's, L97, L174) from the motion network's conv
+# and BN layers, fed the pretraining's stack of each clip (:func:`stack_input`); the official
+# main_finetuning_OF.py: 200 epochs, batch 128, lr 0.01; exp_ft.py: 5 test stacks per video.
+# A run has one motion network: the protocol of the other modality is left out (protocols.model_protocols).
+MOTION_CITES = (("init_prefix", "papers/cross-and-learn.md L189 (\"the same scheme already used for RGB\", L113)"),
+                ("optim", "L189 → the RGB protocol's; official main_finetuning_OF.py, exp_ft.py"),
+                ("epochs", "official main_finetuning_OF.py (no script for SOD: L189's same scheme)"), ("batch_size", "official main_finetuning_OF.py"),
+                ("test_clips", "official exp_ft.py num_test"))
 PAPER_PROTOCOLS = (
     FinetuneProtocol(
         key="rgb", encoder="rgb", full=True, network="caffenet", init_prefix="rgb_net.features.",
-        optim=OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", milestones=(0.75,), gamma=0.1),
-        epochs=200, batch_size=128, test_clips=5,
+        optim=FINETUNE_OPTIM, epochs=200, batch_size=128, test_clips=5,
         published=(("UCF101 3 splits", 58.7), ("HMDB51 3 splits", 27.2), ("UCF101 VGG16 split 1", 70.5), ("HMDB51 VGG16 split 1", 33.0),
-                   ("UCF101 split 1 (Table 3)", 59.3), ("HMDB51 split 1 (Table 3)", 27.7)),  # Table 1 L126-128, Table 3 L181-183
+                   ("UCF101 split 1 (Table 3)", 59.3), ("HMDB51 split 1 (Table 3)", 27.7),
+                   ("UCF101 split 1, RGB-SOD pretraining (Table 3)", 55.4), ("HMDB51 split 1, RGB-SOD pretraining (Table 3)", 23.5)),
+        # Table 1 L126-128, Table 3 L181-183
         cites=(("init_prefix", "papers/cross-and-learn.md L113: conv and BN layers from the RGB network, FC fresh"),
                ("optim", "official code exp_ft.py / main_finetuning_RGB.py"), ("test_clips", "official code")),
+    ),
+    FinetuneProtocol(
+        key="flow", encoder="flow", full=True, network="caffenet", init_prefix="motion_net.features.",
+        optim=FINETUNE_OPTIM, epochs=200, batch_size=128, test_clips=5,
+        published=(("UCF101 split 1 (Table 3)", 79.2), ("HMDB51 split 1 (Table 3)", 51.7)),  # Table 3 L181, L183 (random weights 76.4 / 47.1, L180, L182)
+        cites=MOTION_CITES,
+    ),
+    FinetuneProtocol(
+        key="diff", encoder="diff", full=True, network="caffenet", init_prefix="motion_net.features.",
+        optim=FINETUNE_OPTIM, epochs=200, batch_size=128, test_clips=5,
+        published=(("UCF101 split 1 (Table 3)", 66.3), ("HMDB51 split 1 (Table 3)", 33.3)),  # Table 3 L181, L183 (random weights 64.5 / 30.8, L180, L182)
+        cites=MOTION_CITES,
     ),
     # §4.3 (L141): PASCAL VOC 2007 classification "following Krähenbühl et al. [17] protocol"
     # (philkr/voc-classification src/train_cls.py: SGD lr 0.001, momentum 0.9, batch 16, 80K

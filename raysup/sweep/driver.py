@@ -15,7 +15,6 @@ from ray.tune.logger import TBXLoggerCallback
 from raysup import runner
 from raysup.data.ingest import PreparedData
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
-from raysup.methods import make_config
 from raysup.resources import node_shapes, unfit
 from raysup.sweep import space
 from raysup.sweep.trials import Sweep, trial
@@ -28,7 +27,7 @@ def check_fits(s: Sweep, shapes: list[dict[str, float]]) -> None:
     worker, the probe's feature extractor and the XDC k-means task must each fit on one node,
     and the trial with all its train workers must fit on all the nodes together."""
     for params in s.points():
-        cfg = make_config(s.method, s.preset, {**s.base, **params})
+        cfg = s.config(params)
         requests = {
             "the trial (trial_cpus)": {"CPU": s.trial_cpus},
             "a train worker (cpus_per_worker, gpus_per_worker)": {"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker},
@@ -165,7 +164,7 @@ _SWEEP_DIRS = re.compile(rf"runs|tensorboard|{trial.__name__}_[0-9a-f]{{5}}_[0-9
 
 def tune_config(s: Sweep) -> tune.TuneConfig:
     """Tune's settings for ``s``: its searcher, scheduler and samples (:mod:`raysup.sweep.space`), trials at once."""
-    epochs = max(make_config(s.method, s.preset, {**s.base, **p}).epochs for p in s.points())
+    epochs = max(s.config(p).epochs for p in s.points())
     return tune.TuneConfig(max_concurrent_trials=s.max_concurrent, num_samples=s.samples, search_alg=space.searcher(s.search, s.metric, s.mode),
                            scheduler=space.scheduler(s.scheduler, s.metric, s.mode, epochs))
 
@@ -189,7 +188,7 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
     check_start(s, resume=resume, overwrite=overwrite)
     data = PreparedData(s.data)
     for point in s.points():  # a config the data cannot serve fails here, not in every trial
-        runner.check(make_config(s.method, s.preset, {**s.base, **point}), data)
+        runner.check(s.config(point), data)
     check_fits(s, node_shapes(autoscaler_config))
     _autoscaling_coordinator_here()
     fs, root = resolve(s.storage)

@@ -47,7 +47,9 @@ class Experiment:
     (:func:`raysup.sweep.results.baselines`); ``supervised``: the supervised baseline row;
     ``probe_folds``: the probe's cross-validation folds on the embedded set (0: its test split);
     ``published``: the paper's numbers for the ``--paper`` table, {(grid values,) or (baseline
-    name,): {"paper <dataset>": top-1 %}} (:func:`raysup.sweep.results.published_columns`)."""
+    name,): {"paper <dataset>": top-1 %}} (:func:`raysup.sweep.results.published_columns`);
+    ``paper_rows``: ``--paper`` rows whose recipe differs in more than the grid key, ((grid
+    values, overrides), ...), e.g. a baseline's own lr (a ``--set`` of the same key wins)."""
 
     method: str
     title: str
@@ -61,6 +63,7 @@ class Experiment:
     random_per: tuple[str, ...] = ()
     supervised: bool = True
     published: dict[tuple, dict[str, float]] = field(default_factory=dict)
+    paper_rows: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()
 
 
 def main(exp: Experiment, argv: list[str] | None = None) -> str:
@@ -71,7 +74,26 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     (:func:`raysup.errors.report_errors`): a refused sweep or a bad argument prints one line on
     stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
     (``--debug``: to stderr); nothing printed or logged holds a credential. Returns the table."""
-    from raysup.errors import ArgumentParser, report_errors
+    from raysup.errors import report_errors
+
+    p = parser(exp)
+    a = p.parse_args(argv)
+    if a.data and not a.labels:
+        p.error("--data needs --labels")
+    if (a.eval_data or a.pretrain_labels or a.paper_epochs) and not a.paper:
+        p.error("--eval-data, --pretrain-labels and --paper-epochs go with --paper")
+    if "://" in a.storage and not a.data:
+        p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
+    table = []
+    code = report_errors(p.prog, exp.name, lambda: table.append(_experiment(a, exp)), debug=a.debug)
+    if code:
+        raise SystemExit(code)
+    return table[0]
+
+
+def parser(exp: Experiment):
+    """The experiment scripts' argument parser (:func:`main`)."""
+    from raysup.errors import ArgumentParser
 
     p = ArgumentParser(description=exp.title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
@@ -80,6 +102,7 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     p.add_argument("--paper", action="store_true", help="the paper's grid, encoders and schedule, evaluated by its paper protocol")
     p.add_argument("--eval-data", help="--paper: the downstream set's prepared folder or URI for the paper protocol (default: --data)")
     p.add_argument("--pretrain-labels", help="--paper: labels CSV of the pretraining set for the supervised baseline (Superv; default: --labels)")
+    p.add_argument("--paper-epochs", type=int, help="--paper: the paper protocols' finetuning epochs (default: the papers'; a few for a smoke test)")
     p.add_argument("--address", help="Ray cluster address, e.g. auto")
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver was killed (same arguments)")
     p.add_argument("--overwrite", action="store_true", help="start over a sweep that already exists in --storage (deletes only what the sweep wrote; cached baselines stay)")
@@ -91,21 +114,17 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     p.add_argument("--probe-folds", type=int, help="probe by grouped N-fold cross-validation instead of the labels' test split")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (default: written to a log file)")
     p.add_argument("--quick", action="store_true", help="two grid points, one short round (smoke test)")
-    a = p.parse_args(argv)
-    if a.data and not a.labels:
-        p.error("--data needs --labels")
-    if (a.eval_data or a.pretrain_labels) and not a.paper:
-        p.error("--eval-data and --pretrain-labels go with --paper")
-    if "://" in a.storage and not a.data:
-        p.error("a URI --storage needs --data and --labels (the embedded dataset is made on local disk)")
-    table = []
-    code = report_errors(p.prog, exp.name, lambda: table.append(_experiment(a, exp)), debug=a.debug)
-    if code:
-        raise SystemExit(code)
-    return table[0]
+    return p
 
 
 def _experiment(a, exp: Experiment) -> str:
+    s = sweep_of(a, exp)
+    dataset = None if a.data else (lambda: make_default_dataset(os.path.join(s.storage, "synthetic")))
+    return run(s, exp.title, address=a.address, resume=a.resume, overwrite=a.overwrite, make_data=dataset)
+
+
+def sweep_of(a, exp: Experiment) -> Sweep:
+    """The sweep the parsed command line ``a`` asks of ``exp``."""
     name, chosen = exp.name, exp.paper_grid if a.paper else exp.grid
     storage = a.storage if "://" in a.storage else os.path.abspath(a.storage)
     data, labels = (a.data, a.labels) if a.data else default_dataset(os.path.join(storage, "synthetic"))
@@ -113,16 +132,16 @@ def _experiment(a, exp: Experiment) -> str:
     if a.quick:  # two points of the first key, the first value of the others
         chosen = {k: v[: 2 if i == 0 else 1] for i, (k, v) in enumerate(chosen.items())}
         fixed.update(exp.quick_base)
-    fixed.update(parse_overrides(a.set))
-    s = Sweep(
+    user = parse_overrides(a.set)
+    fixed.update(user)
+    rows = tuple((match, {k: v for k, v in over.items() if k not in user}) for match, over in exp.paper_rows) if a.paper else ()
+    return Sweep(
         exp.method, chosen, data, labels, storage, name, preset="paper" if a.paper else "tiny", base=fixed,
         max_concurrent=a.max_concurrent, probe_folds=a.probe_folds if a.probe_folds is not None else 0 if a.data else exp.probe_folds,
         supervised=exp.supervised and not (a.no_supervised or a.quick), random_per=exp.random_per,
-        **({"protocol": "paper", "eval_data": a.eval_data or "", "pretrain_labels": a.pretrain_labels or "", "published": exp.published}
-           if a.paper else {}),
+        **({"protocol": "paper", "eval_data": a.eval_data or "", "pretrain_labels": a.pretrain_labels or "", "published": exp.published,
+            "row_base": rows, "paper_epochs": a.paper_epochs or 0} if a.paper else {}),
     )
-    dataset = None if a.data else (lambda: make_default_dataset(os.path.join(storage, "synthetic")))
-    return run(s, exp.title, address=a.address, resume=a.resume, overwrite=a.overwrite, make_data=dataset)
 
 
 def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = False, overwrite: bool = False,

@@ -18,7 +18,7 @@ from raysup.methods import make_config
 from raysup.sweep.space import corners
 
 SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
-PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels")  # a --paper sweep's evaluation, recorded only when set
+PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels", "row_base", "paper_epochs")  # a --paper sweep's, recorded only when set
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,16 @@ class Sweep:
     eval_data: str = ""
     pretrain_labels: str = ""
     published: dict = field(default_factory=dict)  # the table's published numbers (results.published_columns); not recorded
+    # rows whose paper recipe differs in more than the grid key: ((grid values, overrides), ...);
+    # a point that has those values trains with those overrides (over `base`)
+    row_base: tuple = ()
+    paper_epochs: int = 0  # the paper protocols' finetuning epochs (0: the papers'; a smoke test's few)
+
+    def config(self, point: dict[str, Any]):
+        """The config of the trial at ``point``: the preset, ``base``, the ``row_base`` overrides
+        of the rows it matches, then the point."""
+        rows = {k: v for match, over in self.row_base if match.items() <= point.items() for k, v in over.items()}
+        return make_config(self.method, self.preset, {**self.base, **rows, **point})
 
     def points(self) -> list[dict[str, Any]]:
         """The grid's points (with sampled keys: every point with their extremes, the configs checked before a sweep)."""
@@ -79,7 +89,7 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     point is Tune's config (saved in params.json); the sweep comes by ``tune.with_parameters``."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cfg = make_config(s.method, s.preset, {**s.base, **point})
+    cfg = s.config(point)
     data = runner.open_data(s.data, cfg)
     run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
     t = time.perf_counter()
