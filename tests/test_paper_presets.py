@@ -320,10 +320,12 @@ def test_xdc_finetune_lr_grid_and_validation_split():
     from raysup.data.labels import LabelRow
     from raysup.data.tables import is_held_out
     from raysup.methods.xdc import FINETUNE_LRS, PAPER_PROTOCOLS
+    from raysup.protocol_specs import FinetuneProtocol
     from raysup.sweep.lr_cv import validation_rows
 
     assert FINETUNE_LRS == {"video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01), "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04)}
-    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS}
+    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS if isinstance(p, FinetuneProtocol)} == {"video", "video_fc", "esc50", "esc50_fc"}
+    assert FINETUNE_LRS["esc50"] == FINETUNE_LRS["video"] and FINETUNE_LRS["esc50_fc"] == FINETUNE_LRS["video_fc"]  # L402, L419: the same sets
     rows = [LabelRow(f"v{i}", f"c{i % 3}", "test" if i % 4 == 0 else "train") for i in range(200)]
     val = validation_rows(rows, 0.1)
     assert {r.video_id for r in val} == {r.video_id for r in rows if r.split == "train"}  # the test videos never enter the search
@@ -348,9 +350,10 @@ def test_paper_sweeps_score_each_row_with_the_protocols_its_model_has():
     """--paper sweeps: a same-modality audio model has no video finetuning; the supervised baseline
     gets the sweep method's finetunings, not its frozen taps (GDT's audio conv5)."""
     from raysup.methods.gdt import PAPER_PROTOCOLS as GDT_PROTOCOLS
-    from raysup.methods.xdc import PAPER_PROTOCOLS as XDC_PROTOCOLS
+    from raysup.protocols import paper_protocols
     from raysup.sweep.paper_eval import usable
 
-    assert [usable(p, {"audio", "audio2"}, own=True) for p in XDC_PROTOCOLS] == [False, False]
-    assert all(usable(p, {"video", "video2"}, own=True) for p in XDC_PROTOCOLS)
+    xdc = paper_protocols("xdc")  # the sweeps' task: action (UCF101, HMDB51)
+    assert [usable(p, {"audio", "audio2"}, own=True) for p in xdc] == [False, False]
+    assert all(usable(p, {"video", "video2"}, own=True) for p in xdc)
     assert [type(p).__name__ for p in GDT_PROTOCOLS if usable(p, {"video", "audio"}, own=False)] == ["FinetuneProtocol"]
