@@ -460,33 +460,72 @@ def write_tone_wav(path, freq: float, seconds: float, sr: int = 16000) -> None:
         w.writeframes((x * 32767).astype("<i2").tobytes())
 
 
-@pytest.mark.slow
-def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
+def audio_set(tmp_path, task: str, seconds: float, window: float, stride: float) -> tuple[str, list[str]]:
+    """A prepared audio-only set of 12 generated recordings of ``seconds`` (3 tones, 4 each), in
+    ``window`` s clips every ``stride`` s, and two labels CSVs (fold k the test split of CSV k, as
+    ESC-50's five folds)."""
     from raysup.data.prepare import prepare
 
+    src = tmp_path / f"{task}_audio"
+    src.mkdir()
+    folds = {1: [], 2: []}
+    for c, freq in enumerate((300, 900, 2500)):
+        for i in range(4):
+            write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
+            folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
+    out = str(tmp_path / f"{task}_prepared")
+    prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
+    csvs = []
+    for k in (1, 2):
+        path = tmp_path / f"{task}_fold{k}.csv"
+        path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
+        csvs.append(str(path))
+    return out, csvs
+
+
+@pytest.mark.slow
+def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
     run = fake_run(tmp_path, "gdt")
     sets = {"esc50": (5.0, 2.0, 0.25), "dcase": (8.0, 1.0, 0.1)}  # recording s, window s, stride s: 13 and 71 windows
     for task, (seconds, window, stride) in sets.items():
-        src = tmp_path / f"{task}_audio"
-        src.mkdir()
-        folds = {1: [], 2: []}
-        for c, freq in enumerate((300, 900, 2500)):
-            for i in range(4):
-                write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
-                folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
-        out = str(tmp_path / f"{task}_prepared")
-        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
-        csvs = []
-        for k in (1, 2):  # fold k is the test split of CSV k (ESC-50's five folds; two here)
-            path = tmp_path / f"{task}_fold{k}.csv"
-            path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
-            csvs.append(str(path))
+        out, csvs = audio_set(tmp_path, task, seconds, window, stride)
         capsys.readouterr()
         assert main(["probe", run, "--data", out, "--splits", *csvs, "--protocol", "paper", "--paper-task", task, "--json"]) == 0
         acc = last_json(capsys)
         assert set(acc) == {task} and acc[task] > 0.6  # three tones, untrained features: DCASE measured 1.0 (2026-12-06)
         with capsys.disabled():
             print(f"{task}: {acc}")
+
+
+@pytest.mark.slow
+def test_xdc_esc50_finetuning_and_dcase_svm_on_generated_audio_sets(ray_session, tmp_path, capsys):
+    """XDC's audio encoder alone on audio-only sets: ESC-50 finetuned through fit, full and
+    FC-only (Table 11 L417; epochs of --paper-epoch-clips clips drawn from the train split), and
+    DCASE's linear SVM on conv5 features of 60 evenly spaced 2 s clips (L199)."""
+    run = fake_run(tmp_path, "xdc")
+    esc, csvs = audio_set(tmp_path, "esc50", 5.0, 2.0, 0.25)  # 13 windows per recording, 10 tested
+    capsys.readouterr()
+    probe = ["probe", run, "--data", esc, "--labels", csvs[0], "--protocol", "paper", "--paper-task", "esc50", "--json"]
+    assert main([*probe, "--paper-epochs", "2", "--paper-epoch-clips", "64"]) == 0  # 78 train clips: 64 drawn per epoch, 2 steps of 32
+    acc = last_json(capsys)
+    assert set(acc) == {"esc50", "esc50_fc"} and all(0 <= v <= 1 for v in acc.values())
+    pretrained = load_checkpoint_file(latest_checkpoint(run))["model"]
+    stem = "audio.body.0.weight"
+    for key, moved in (("esc50", True), ("esc50_fc", False)):
+        saved = load_checkpoint_file(latest_checkpoint(f"{run}.paper_protocol/{key}"))
+        assert (saved["config"]["batch_size"], saved["config"]["epochs"], saved["config"]["optim"]["weight_decay"]) == (32, 2, 5e-3)
+        assert torch.equal(saved["model"][f"inner.{stem}"], pretrained[stem]) != moved  # full: the audio encoder trained; FC-only: not
+        lines = [json.loads(line) for line in open(os.path.join(f"{run}.paper_protocol/{key}", "metrics.jsonl"))]
+        assert [m["epoch"] for m in lines] == [0, 1]
+    # the paper's 20K clips per epoch are ESC-50's (50 classes); 3 classes here: one pass, said on stderr
+    assert main([*probe, "--paper-epochs", "1", "--random-init"]) == 0  # in RUN.paper_protocol/random_init/
+    assert "the paper's epoch sizes are for ESC50 (50 classes): 20000, not 3 classes" in capsys.readouterr().err
+    dcase, dcsvs = audio_set(tmp_path, "dcase", 8.0, 2.0, 0.1)  # 61 windows of 2 s per recording, 60 taken
+    assert main(["probe", run, "--data", dcase, "--splits", *dcsvs, "--protocol", "paper", "--paper-task", "dcase", "--json"]) == 0
+    svm = last_json(capsys)
+    assert set(svm) == {"dcase"} and svm["dcase"] > 0.6  # three tones, untrained features
+    with capsys.disabled():
+        print(f"xdc esc50: {acc}, dcase: {svm}")
 
 
 def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_lines(capsys):
@@ -506,3 +545,9 @@ def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_li
     # the probe's tasks: each runs its own protocols only
     assert [p.task for p in paper_protocols("gdt")] == ["action", "action"]
     assert [p.key for p in paper_protocols("cross_and_learn", "voc07")] == ["voc07_cls"]
+    assert [p.key for p in paper_protocols("xdc", "esc50")] == ["esc50", "esc50_fc"] and [p.key for p in paper_protocols("xdc", "dcase")] == ["dcase"]
+    # XDC's epoch sizes (Table 11 L415-417) and DCASE protocol (L199), as a user checks them
+    assert main(["config", "xdc", "--preset", "paper", "--protocol"]) == 0
+    xdc = {p["key"]: p for p in json.loads(capsys.readouterr().out)}
+    assert xdc["video"]["epoch_clips"] == {"UCF101": 106_000, "HMDB51": 40_000} and xdc["esc50"]["epoch_clips"] == {"ESC50": 20_000}
+    assert xdc["esc50"]["cites"]["epoch_clips"] == "Table 11 L415-417: es" and xdc["dcase"]["cites"]["clips"] == "papers/xdc.md L199"
