@@ -1,11 +1,14 @@
-"""GDT's audio evaluations (papers/gdt.md L164, L324), run by ``raysup probe --protocol paper
---paper-task esc50|dcase`` on a prepared audio-only set (``raysup prepare --audio-only``):
-:class:`raysup.protocol_specs.AudioClipsProtocol`. Per recording, ``clips`` sub-clips evenly
-spaced in time are chosen among the prepared clips (prepare with a stride short enough to
-have at least that many, e.g. ESC-50's 5 s recordings with ``--audio-seconds 2 --clip-stride
-0.25``: 13 windows, 10 chosen); the method's tap of each; a linear layer or a linear SVM fitted
-on the train recordings' sub-clips; sub-clip scores averaged per test recording; top-1. ESC-50's
-five folds and DCASE's splits: one labels CSV each (``--splits``), the mean printed.
+"""The papers' audio evaluations (GDT: papers/gdt.md L164, L324; XDC: papers/xdc.md L199,
+Table 11), run by ``raysup probe --protocol paper --paper-task esc50|dcase`` on a prepared
+audio-only set (``raysup prepare --audio-only``). :class:`raysup.protocol_specs.AudioClipsProtocol`:
+per recording, ``clips`` sub-clips evenly spaced in time are chosen among the prepared clips
+(prepare with a stride short enough to have at least that many, e.g. ESC-50's 5 s recordings
+with ``--audio-seconds 2 --clip-stride 0.25``: 13 windows, 10 chosen); the method's tap of
+each; a linear layer or a linear SVM fitted on the train recordings' sub-clips; sub-clip scores
+averaged per test recording; top-1. A :class:`raysup.protocol_specs.FinetuneProtocol` of an
+audio task (XDC's ESC-50 finetuning) runs through :func:`raysup.protocols.run_protocols` on the
+same set, after the same checks. ESC-50's five folds and DCASE's splits: one labels CSV each
+(``--splits``), the mean printed.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.evaluate import labelled
 from raysup.features import embed, matrix
-from raysup.protocol_specs import AudioClipsProtocol, FrozenProtocol
-from raysup.protocols import build_tap_features, frozen_scores, video_accuracy
+from raysup.protocol_specs import AudioClipsProtocol, FinetuneProtocol, FrozenProtocol
+from raysup.protocols import build_tap_features, frozen_scores, run_protocols, video_accuracy
 
 
 def evenly_spaced(count: int, n: int) -> np.ndarray:
@@ -35,23 +38,27 @@ def audio_window_s(data: PreparedData) -> float:
     return p["audio_seconds"] or p["clip_frames"] / p["fps"]
 
 
-def check_audio(p: AudioClipsProtocol, data: PreparedData, counts: dict[str, int]) -> None:
-    """The prepared set serves ``p``: audio windows of ``p.seconds``, ``p.clips`` windows per recording."""
+def check_audio(p: AudioClipsProtocol | FinetuneProtocol, data: PreparedData, counts: dict[str, int]) -> None:
+    """The prepared set serves ``p``: audio windows of ``p.seconds`` (a finetuning's 0: any), and
+    per recording ``p.clips`` windows (a finetuning's: its ``test_clips``)."""
     if "audio" not in data.specs:
         raise ConfigError(f"--paper-task {p.task}: the prepared data has no audio")
     seconds = audio_window_s(data)
-    if abs(seconds - p.seconds) > 1e-6:
+    if p.seconds and abs(seconds - p.seconds) > 1e-6:
         raise ConfigError(f"--paper-task {p.task}: the paper's sub-clips are {p.seconds:g} s, the prepared audio windows {seconds:g} s "
                           f"(prepare with --audio-seconds {p.seconds:g})")
+    clips = p.test_clips if isinstance(p, FinetuneProtocol) else p.clips
     short = min(counts, key=counts.get)
-    if counts[short] < p.clips:
-        raise ConfigError(f"--paper-task {p.task}: {short} has {counts[short]} prepared clips, the protocol takes {p.clips} "
+    if counts[short] < clips:
+        raise ConfigError(f"--paper-task {p.task}: {short} has {counts[short]} prepared clips, the protocol takes {clips} "
                           "evenly spaced ones per recording (prepare with a shorter --clip-stride)")
 
 
-def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, checkpoint: str | None, protocols: tuple[AudioClipsProtocol, ...],
-                        *, actors: int = 1) -> dict[str, float]:
-    """Test top-1 per protocol key on the labels CSV's train/test recordings."""
+def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, checkpoint: str | None,
+                        protocols: tuple[AudioClipsProtocol | FinetuneProtocol, ...], out_dir: str, *, epochs: int | None = None,
+                        clips_per_epoch: int | None = None, actors: int = 1) -> dict[str, float]:
+    """Test top-1 per protocol key on the labels CSV's train/test recordings; a finetuning runs
+    in ``out_dir/<key>`` (``epochs``, ``clips_per_epoch``: :func:`raysup.protocols.run_protocols`'s)."""
     rows = read_labels_csv(labels_csv)
     split, label = labelled(rows, set(data.video_ids)), label_of(rows)
     classes = len(class_index(rows))
@@ -60,6 +67,9 @@ def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, c
     results = {}
     for p in protocols:
         check_audio(p, data, counts)
+        if isinstance(p, FinetuneProtocol):
+            results |= run_protocols(cfg, data, labels_csv, checkpoint, out_dir, (p,), epochs=epochs, clips_per_epoch=clips_per_epoch)
+            continue
         picked = {v: evenly_spaced(c, p.clips) for v, c in counts.items()}
         feats = {}
         for part in ("train", "test"):

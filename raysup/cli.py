@@ -154,9 +154,11 @@ def probe_prepared(a, cfg, weights: str | None, protocols) -> dict[str, float]:
     if a.paper_task in AUDIO_TASKS:
         from raysup.audio_protocols import run_audio_protocols
 
-        run_one = lambda csv, _: run_audio_protocols(cfg, data, csv, weights, protocols)  # noqa: E731
+        run_one = lambda csv, out_dir: run_audio_protocols(cfg, data, csv, weights, protocols, out_dir, epochs=a.paper_epochs,  # noqa: E731
+                                                           clips_per_epoch=a.paper_epoch_clips)
     else:
-        run_one = lambda csv, out_dir: run_protocols(cfg, data, csv, weights, out_dir, protocols, epochs=a.paper_epochs, classifier=a.paper_classifier)  # noqa: E731
+        run_one = lambda csv, out_dir: run_protocols(cfg, data, csv, weights, out_dir, protocols, epochs=a.paper_epochs,  # noqa: E731
+                                                     clips_per_epoch=a.paper_epoch_clips, classifier=a.paper_classifier)
     if a.splits:  # one protocol run per split's labels CSV, in out/split<i>; the mean per key
         runs = [run_one(csv, f"{out}/split{i}") for i, csv in enumerate(a.splits, 1)]
         return {k: float(sum(r[k] for r in runs) / len(runs)) for k in runs[0]}
@@ -342,6 +344,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["linear", "paper"], default="linear",
                    help="linear: this probe; paper: the method's paper protocols (docs/reproducing.md), run in RUN_DIR.paper_protocol")
     s.add_argument("--paper-epochs", type=int, help="--protocol paper: finetuning epochs instead of the paper's (for a quick check)")
+    s.add_argument("--paper-epoch-clips", type=int, metavar="N",
+                   help="--protocol paper: clips per finetuning epoch instead of the paper's for the labels' set (0: one pass over the train clips)")
     s.add_argument("--paper-classifier", choices=["linear", "svm"], default="linear",
                    help="--protocol paper, GDT's audio: linear layer (ESC-50's protocol) or linear SVM (DCASE's)")
     s.add_argument("--splits", nargs="+", metavar="CSV",

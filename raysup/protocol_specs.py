@@ -31,6 +31,9 @@ from typing import Literal
 from raysup.config import OptimConfig
 
 Pairs = tuple[tuple[str, str | float], ...]  # (name, value) pairs: published numbers, citations
+# The downstream sets a protocol's settings may differ for, told apart by their number of classes
+# (papers/xdc.md L97: "101, 51, and 50 classes"): the labels CSV's classes pick the entry.
+DOWNSTREAM_CLASSES = {"UCF101": 101, "HMDB51": 51, "ESC50": 50}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +41,12 @@ class FinetuneProtocol:
     """``network``: ``method`` (the method's ``encoder`` with a new linear head; ``full``: the
     encoder's network trains too, else only the head on frozen features) or ``caffenet`` (Cross
     and Learn's finetuning net: a fresh CaffeNet whose conv and BN layers load the pretrained
-    state-dict entries under ``init_prefix``, its FC layers fresh)."""
+    state-dict entries under ``init_prefix``, its FC layers fresh). ``epoch_clips``: (downstream
+    set, clips per epoch) pairs (XDC's "es", Table 11): an epoch is that many clips drawn from
+    the train split (each train clip repeated a random number of times, mean clips / train
+    clips), the set told by the labels' number of classes (:data:`DOWNSTREAM_CLASSES`); no
+    entry for the labels' set: one pass over the train clips. ``seconds`` (audio tasks): the
+    length of audio the prepared clips must hold (0: any)."""
 
     key: str  # the result's name (JSON key) and the run folder
     encoder: str
@@ -49,6 +57,8 @@ class FinetuneProtocol:
     test_clips: int
     network: Literal["method", "caffenet"] = "method"
     init_prefix: str = ""  # caffenet: the pretrained state dict's prefix of the conv and BN layers
+    epoch_clips: tuple[tuple[str, int], ...] = ()
+    seconds: float = 0.0
     task: str = "action"
     published: Pairs = ()
     cites: Pairs = ()
@@ -157,14 +167,15 @@ class AudioClipsProtocol:
     """Audio classification on frozen features of a prepared audio-only set (ESC-50, DCASE):
     ``clips`` evenly spaced sub-clips of ``seconds`` each per recording (train and test), the
     method's tap ``tap``, a linear layer (``classifier="linear"``: ``linear``) or a primal
-    linear SVM (``svm``: C = ``svm_c``); sub-clip scores averaged per test recording; top-1."""
+    linear SVM (``svm``: C = ``svm_c``; ``linear`` None); sub-clip scores averaged per test
+    recording; top-1."""
 
     key: str
     tap: str
     clips: int
     seconds: float
     classifier: Literal["linear", "svm"]
-    linear: LinearLayer
+    linear: LinearLayer | None
     svm_c: float
     task: str = "esc50"
     published: Pairs = ()
@@ -176,7 +187,13 @@ IMAGE_TASKS = ("imagenet", "voc07")
 AUDIO_TASKS = ("esc50", "dcase")
 
 
+def epoch_clips(p: FinetuneProtocol, classes: int) -> int:
+    """Clips per finetuning epoch of ``p`` on a labels CSV of ``classes`` classes (0: one pass)."""
+    return next((n for name, n in p.epoch_clips if DOWNSTREAM_CLASSES[name] == classes), 0)
+
+
 def describe(p: Protocol) -> dict:
     """A protocol as JSON-able data (``raysup config METHOD --protocol``): its kind, every
     field, ``published`` and ``cites`` as objects."""
-    return {"kind": type(p).__name__, **dataclasses.asdict(p), "published": dict(p.published), "cites": dict(p.cites)}
+    out = {"kind": type(p).__name__, **dataclasses.asdict(p), "published": dict(p.published), "cites": dict(p.cites)}
+    return out | ({"epoch_clips": dict(p.epoch_clips)} if isinstance(p, FinetuneProtocol) else {})

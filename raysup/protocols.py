@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
@@ -26,7 +27,7 @@ from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.storage import exists, join, resolve
-from raysup.data.tables import join_columns
+from raysup.data.tables import join_columns, repeat_rows
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.evaluate import clip_columns, labelled
 from raysup.features import embed, matrix, vector_columns, write_features
@@ -34,10 +35,11 @@ from raysup.methods import method_module, method_names
 from raysup.methods.base import Method
 from raysup.methods.cross_and_learn import stack_channels, stack_input
 from raysup.models import image_encoder
-from raysup.protocol_specs import FinetuneProtocol, FrozenProtocol, LayerProbeProtocol, LinearLayer, Protocol
+from raysup.protocol_specs import DOWNSTREAM_CLASSES, FinetuneProtocol, FrozenProtocol, LayerProbeProtocol, LinearLayer, Protocol, epoch_clips
 from raysup.train import fit
 
 Classifier = Literal["linear", "svm"]
+MAX_DRAWS_PER_CLIP = 100  # a finetuning epoch's clips over the train clips: more is a paper epoch size on far too little data
 
 
 # --- networks the protocols train or read --------------------------------------------------------
@@ -217,13 +219,15 @@ def run_protocols(
     protocols: tuple[Protocol, ...],
     *,
     epochs: int | None = None,
+    clips_per_epoch: int | None = None,
     classifier: Classifier = "linear",
     actors: int = 1,
 ) -> dict[str, float]:
     """Run ``protocols`` (e.g. :func:`paper_protocols`) on the run's weights and return test top-1
     per result key. A finetuning runs as a :func:`raysup.train.fit` run in ``out_dir/<key>``
     (rerunning resumes it); ``epochs`` overrides a finetuning's epochs (the schedule's milestones
-    are fractions of it); ``classifier`` picks a frozen protocol's classifier (``linear``: ESC-50's,
+    are fractions of it), ``clips_per_epoch`` its epoch size (0: one pass over the train clips;
+    None: the protocol's for the labels' set, :func:`raysup.protocol_specs.epoch_clips`); ``classifier`` picks a frozen protocol's classifier (``linear``: ESC-50's,
     ``svm``: DCASE's). ``checkpoint=None``: random-init weights. ``data`` is read at the run's
     ``crop_size`` (random crops to finetune, centred to test and for frozen features)."""
     rows = read_labels_csv(labels_csv)
@@ -242,7 +246,7 @@ def run_protocols(
     })
     clips = data.dataset(clip_columns(cfg), crop=None)  # decoded after the join: random crops to train, centre to test
     shuffled = data.dataset(clip_columns(cfg), crop=None, shuffle=cfg.seed)  # finetuning: another file order every epoch
-    train_ds = data.decode(join_columns(shuffled, ["video_id"], train_table), crop="random")
+    train_clips = join_columns(shuffled, ["video_id"], train_table)
     test_ds = data.decode(join_columns(clips, ["video_id", "clip_index"], test_table), crop="centre")
     frozen_train_ds = data.decode(join_columns(clips, ["video_id"], train_table), crop="centre")  # frozen features: centre crops
     y = np.array([label[v] for v in ids])  # [V] by video index
@@ -250,14 +254,44 @@ def run_protocols(
     results = {}
     for p in protocols:
         if isinstance(p, FinetuneProtocol):
-            rows_per_epoch = sum(counts[v] for v in train_ids)
-            scores, video = run_finetune(p, train_ds, test_ds, out_dir, cfg=cfg, data=data, checkpoint=checkpoint, classes=len(classes),
-                                         rows_per_epoch=rows_per_epoch, epochs=epochs)
+            n = epoch_size(p, len(classes), clips_per_epoch)
+            train_ds, rows_per_epoch = finetune_epochs(train_clips, sum(counts[v] for v in train_ids), n, p.key)
+            scores, video = run_finetune(p, data.decode(train_ds, crop="random"), test_ds, out_dir, cfg=cfg, data=data, checkpoint=checkpoint,
+                                         classes=len(classes), rows_per_epoch=rows_per_epoch, epochs=epochs)
             results[p.key] = video_accuracy(scores, video, y, tested)
         else:
             results.update(run_frozen(p, frozen_train_ds, test_ds, join(out_dir, "features"), cfg=cfg, data=data, checkpoint=checkpoint,
                                       classifier=classifier, ids=ids, y=y, tested=tested, classes=len(classes), actors=actors))
     return results
+
+
+def epoch_size(p: FinetuneProtocol, classes: int, clips_per_epoch: int | None) -> int:
+    """Clips per finetuning epoch (0: one pass over the train clips): ``clips_per_epoch`` if
+    given, else the protocol's for a labels CSV of ``classes`` classes
+    (:func:`raysup.protocol_specs.epoch_clips`); a protocol without one for them says so on stderr."""
+    if clips_per_epoch is not None:
+        return clips_per_epoch
+    n = epoch_clips(p, classes)
+    if p.epoch_clips and not n:
+        sets = ", ".join(f"{name} ({DOWNSTREAM_CLASSES[name]} classes): {n}" for name, n in p.epoch_clips)
+        print(f"{p.key}: one pass over the train clips per epoch; the paper's epoch sizes are for {sets}, not {classes} classes "
+              "(--paper-epoch-clips N sets one)", file=sys.stderr)
+    return n
+
+
+def finetune_epochs(train_clips, rows: int, clips: int, key: str):
+    """(the finetuning stream, clips per epoch): the ``rows`` train clips once per epoch
+    (``clips`` 0), or epochs of ``clips`` clips on average, each train clip repeated a random
+    number of times (mean clips / rows, every epoch anew: :func:`raysup.data.tables.repeat_rows`)
+    before its random crop; ``key``: the protocol's, for errors."""
+    if clips < 0:
+        raise ConfigError(f"--paper-epoch-clips: must be >= 0 (0: one pass over the train clips), got {clips}")
+    if not clips:
+        return train_clips, rows
+    if clips > MAX_DRAWS_PER_CLIP * rows:
+        raise ConfigError(f"--paper-epoch-clips: {key}'s {clips} clips per epoch would draw each of the {rows} train clips "
+                          f"~{clips // rows} times; at most {MAX_DRAWS_PER_CLIP}: give fewer (0: one pass over the train clips)")
+    return train_clips.map_batches(repeat_rows, fn_kwargs={"rate": clips / rows}, batch_format="pyarrow"), clips
 
 
 def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: TrainConfig, data: PreparedData, checkpoint: str | None,

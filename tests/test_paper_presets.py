@@ -320,10 +320,12 @@ def test_xdc_finetune_lr_grid_and_validation_split():
     from raysup.data.labels import LabelRow
     from raysup.data.tables import is_held_out
     from raysup.methods.xdc import FINETUNE_LRS, PAPER_PROTOCOLS
+    from raysup.protocol_specs import FinetuneProtocol
     from raysup.sweep.lr_cv import validation_rows
 
-    assert FINETUNE_LRS == {"video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01), "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04)}
-    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS}
+    assert (FINETUNE_LRS["video"], FINETUNE_LRS["video_fc"]) == ((0.001, 0.002, 0.004, 0.006, 0.008, 0.01), (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04))
+    assert set(FINETUNE_LRS) == {p.key for p in PAPER_PROTOCOLS if isinstance(p, FinetuneProtocol)} == {"video", "video_fc", "esc50", "esc50_fc"}
+    assert FINETUNE_LRS["esc50"] == FINETUNE_LRS["video"] and FINETUNE_LRS["esc50_fc"] == FINETUNE_LRS["video_fc"]  # L402, L419: the same sets
     rows = [LabelRow(f"v{i}", f"c{i % 3}", "test" if i % 4 == 0 else "train") for i in range(200)]
     val = validation_rows(rows, 0.1)
     assert {r.video_id for r in val} == {r.video_id for r in rows if r.split == "train"}  # the test videos never enter the search
@@ -348,9 +350,35 @@ def test_paper_sweeps_score_each_row_with_the_protocols_its_model_has():
     """--paper sweeps: a same-modality audio model has no video finetuning; the supervised baseline
     gets the sweep method's finetunings, not its frozen taps (GDT's audio conv5)."""
     from raysup.methods.gdt import PAPER_PROTOCOLS as GDT_PROTOCOLS
-    from raysup.methods.xdc import PAPER_PROTOCOLS as XDC_PROTOCOLS
+    from raysup.protocols import paper_protocols
     from raysup.sweep.paper_eval import usable
 
-    assert [usable(p, {"audio", "audio2"}, own=True) for p in XDC_PROTOCOLS] == [False, False]
-    assert all(usable(p, {"video", "video2"}, own=True) for p in XDC_PROTOCOLS)
+    xdc = paper_protocols("xdc")  # the sweeps' task: action (UCF101, HMDB51)
+    assert [usable(p, {"audio", "audio2"}, own=True) for p in xdc] == [False, False]
+    assert all(usable(p, {"video", "video2"}, own=True) for p in xdc)
     assert [type(p).__name__ for p in GDT_PROTOCOLS if usable(p, {"video", "audio"}, own=False)] == ["FinetuneProtocol"]
+
+
+def test_xdc_finetuning_and_audio_protocols_follow_tables_11_12_and_l199():
+    """papers/xdc.md Table 11 (L412-417), Table 12 (L420-423), L103, L199: every value of XDC's
+    paper protocols and the published numbers beside them."""
+    from raysup.methods.xdc import PAPER_PROTOCOLS
+    from raysup.protocol_specs import AudioClipsProtocol
+
+    video, video_fc, esc, esc_fc, dcase = PAPER_PROTOCOLS
+    for p in (video, video_fc, esc, esc_fc):
+        o = p.optim  # Table 11: bs 32, we/se/te 2/2/8 (×γ at epochs 4, 6: se counted after the warm-up), wd 0.005, γ 0.01 (caption L412)
+        assert (p.batch_size, p.epochs, o.warmup_epochs, o.milestones, o.weight_decay, o.gamma) == (32, 8, 2, (0.5, 0.75), 0.005, 0.01)
+        assert (o.name, o.momentum, p.test_clips) == ("sgd", 0.9, 10)  # momentum: VMZ's (paper silent); L103: 10 test clips
+        assert o.lr in (0.001, 0.01)  # ours, from Table 12's grids (L422-423): the paper cross-validates it
+    assert dict(video.epoch_clips) == dict(video_fc.epoch_clips) == {"UCF101": 106_000, "HMDB51": 40_000}  # es: Table 11 L416, L415
+    assert dict(esc.epoch_clips) == dict(esc_fc.epoch_clips) == {"ESC50": 20_000}  # es: Table 11 L417
+    assert (esc.encoder, esc.full, esc.seconds, esc_fc.full, esc.task) == ("audio", True, 2.0, False, "esc50")  # L103: 2 s of audio
+    assert dict(esc.published) == {"ESC50 split 1, Kinetics": 78.0, "ESC50 split 1, AudioSet": 85.8, "ESC50 split 1, IG-Random": 86.3,
+                                   "ESC50 split 1, IG-Kinetics": 84.8, "ESC50 5 splits, AudioSet": 84.8, "ESC50 5 splits, IG-Random": 85.4}
+    # Table 1 L111 / Table 3 L142-146 / Table 7b L218-219
+    assert dict(esc_fc.published) == {"ESC50 split 1, IG-Random": 84.5, "ESC50 split 1, IG-Kinetics": 84.3}  # Table 5 L169-170
+    # L199: conv5 features of 60 uniformly sampled clips per sample, a linear SVM; 2 s clips (L103) and C 0.01 (GDT's, gdt.md L324): ours
+    assert isinstance(dcase, AudioClipsProtocol)
+    assert (dcase.task, dcase.tap, dcase.clips, dcase.seconds, dcase.classifier, dcase.svm_c) == ("dcase", "audio_conv5", 60, 2.0, "svm", 0.01)
+    assert dict(dcase.published) == {"DCASE2014, AudioSet pretraining": 95.0, "DCASE2014, IG-Random pretraining": 95.0}  # Table 7b L240-241

@@ -23,6 +23,7 @@ from raysup.config import ConfigError, to_dict
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig
 from raysup.data.schema import TensorSpec
+from raysup.data.transforms import audio_input
 from raysup.image_protocols import VOCNet, multilabel_loss, read_voc, run_image_layer_probe, run_voc, voc_map
 from raysup.methods import METHODS, make_config, method_module
 from raysup.methods.cpfs import CONV_SIZES
@@ -31,6 +32,8 @@ from raysup.protocols import (
     build_caffenet,
     build_finetune,
     build_tap_features,
+    epoch_size,
+    finetune_epochs,
     frozen_scores,
     paper_protocols,
     protocol_taps,
@@ -101,8 +104,56 @@ def test_xdc_fc_only_trains_the_head_on_a_frozen_encoder_in_eval_mode():
     assert not fc.inner.training and fc.head.training  # frozen BN statistics
     assert all(p.requires_grad for p in full.inner.video.parameters()) and not any(p.requires_grad for p in full.inner.audio.parameters())
     assert full.inner.training
-    keys = {p.key for p in METHODS["xdc"].PAPER_PROTOCOLS}
-    assert keys == {"video", "video_fc"}
+    keys = {p.key: p.task for p in METHODS["xdc"].PAPER_PROTOCOLS}
+    assert keys == {"video": "action", "video_fc": "action", "esc50": "esc50", "esc50_fc": "esc50", "dcase": "dcase"}
+
+
+def test_xdc_audio_encoder_alone_serves_an_audio_only_set():
+    """ESC-50 finetuning and DCASE's conv5 features (papers/xdc.md Table 11 L417, L199) on a
+    prepared --audio-only set: batches without frames reach the audio encoder alone."""
+    torch.manual_seed(0)
+    cfg, specs = make_config("xdc", "tiny"), {"audio": SPECS["audio"]}
+    batch = {"audio": torch.randn(4, 40, 64), "label": torch.tensor([0, 1, 2, 0])}
+    xdc = method_module("xdc").build(cfg, specs).eval()
+    with torch.no_grad():
+        feats, taps = xdc.embed(batch), xdc.taps(batch)
+        maps = xdc.audio.conv5_maps(audio_input(batch["audio"]))  # [4,C,M',F']
+    assert set(feats) == {"audio"} and set(taps) == {"audio_conv5"} and torch.equal(taps["audio_conv5"], feats["audio"])
+    # conv5 maps globally average-pooled: the encoder's own output (pooling: ours, the paper is silent)
+    assert taps["audio_conv5"].shape == (4, xdc.audio.out_dim) and torch.allclose(taps["audio_conv5"], maps.mean((2, 3)), atol=1e-4)
+    for full in (True, False):  # esc50 and esc50_fc
+        net = build_finetune(cfg, specs, encoder="audio", full=full, classes=3).train()
+        trained = {n.split(".")[0] if n.startswith("head") else n.split(".")[1] for n, q in net.named_parameters() if q.requires_grad}
+        assert trained == ({"head", "audio"} if full else {"head"})
+    with torch.no_grad():
+        assert net.eval().logits(batch).shape == (4, 3)
+
+
+def test_a_finetuning_epoch_is_the_papers_number_of_clips_drawn_from_the_train_split(ray_session, capsys):
+    """XDC's es (Table 11, papers/xdc.md L415-417): UCF101 106K, HMDB51 40K, ESC50 20K clips per
+    epoch, the set told by its classes (L97); each train clip repeated, mean clips / train clips."""
+    import pyarrow as pa
+    import ray
+
+    video, _, esc, _, _ = METHODS["xdc"].PAPER_PROTOCOLS
+    assert [epoch_size(video, c, None) for c in (101, 51)] == [106_000, 40_000] and epoch_size(esc, 50, None) == 20_000
+    assert epoch_size(video, 101, 64) == 64 and epoch_size(video, 101, 0) == 0 and capsys.readouterr().err == ""
+    assert epoch_size(video, 6, None) == 0  # another set: one pass, said on stderr
+    assert "video: one pass over the train clips per epoch; the paper's epoch sizes are for UCF101 (101 classes): 106000" in capsys.readouterr().err
+    train = ray.data.from_arrow(pa.table({"video_id": [f"v{i // 4}" for i in range(40)], "clip_index": [i % 4 for i in range(40)]}))
+
+    def epoch(clips: int) -> tuple[int, list[tuple[str, int]]]:
+        ds, rows = finetune_epochs(train, 40, clips, "video")
+        return rows, sorted(zip(*ds.to_pandas()[["video_id", "clip_index"]].to_dict("list").values()))
+
+    keys = sorted((f"v{i // 4}", i % 4) for i in range(40))
+    assert epoch(120) == (120, sorted(keys * 3))  # 3 × the train clips: each clip 3 times
+    rows, a = epoch(50)  # 1.25 ×: each clip once or twice (repeat_rows: unseeded, so drawn anew every epoch)
+    assert rows == 50 and set(a) == set(keys) and 40 <= len(a) <= 80 and max(a.count(k) for k in keys) == 2
+    assert finetune_epochs(train, 40, 0, "video") == (train, 40)  # one pass: the train clips as they are
+    for bad, match in ((4001, "would draw each of the 40 train clips ~100 times; at most 100"), (-1, "must be >= 0")):
+        with pytest.raises(ConfigError, match=f"--paper-epoch-clips: .*{match}"):
+            finetune_epochs(train, 40, bad, "video")
 
 
 def test_frozen_classifiers_average_clip_scores_per_video():
@@ -388,6 +439,12 @@ def test_audio_protocols_take_evenly_spaced_sub_clips_of_the_papers_length(small
         check_audio(esc, data, counts)
     with pytest.raises(ConfigError, match="has 2 prepared clips, the protocol takes 60 evenly spaced ones"):
         check_audio(dcase, data, counts)
+    # XDC's: ESC-50 finetuned on 2 s clips, 10 test clips per recording (papers/xdc.md L103, Table 11 L417); DCASE 60 clips (L199)
+    for p in METHODS["xdc"].PAPER_PROTOCOLS[2:]:
+        with pytest.raises(ConfigError, match=f"--paper-task {p.task}: the paper's sub-clips are 2 s, the prepared audio windows 1 s"):
+            check_audio(p, data, counts)
+        with pytest.raises(ConfigError, match=f"has 2 prepared clips, the protocol takes {getattr(p, 'clips', 10)} evenly spaced"):
+            check_audio(dataclasses.replace(p, seconds=1.0), data, counts)
 
 
 def write_tone_wav(path, freq: float, seconds: float, sr: int = 16000) -> None:
@@ -403,33 +460,72 @@ def write_tone_wav(path, freq: float, seconds: float, sr: int = 16000) -> None:
         w.writeframes((x * 32767).astype("<i2").tobytes())
 
 
-@pytest.mark.slow
-def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
+def audio_set(tmp_path, task: str, seconds: float, window: float, stride: float) -> tuple[str, list[str]]:
+    """A prepared audio-only set of 12 generated recordings of ``seconds`` (3 tones, 4 each), in
+    ``window`` s clips every ``stride`` s, and two labels CSVs (fold k the test split of CSV k, as
+    ESC-50's five folds)."""
     from raysup.data.prepare import prepare
 
+    src = tmp_path / f"{task}_audio"
+    src.mkdir()
+    folds = {1: [], 2: []}
+    for c, freq in enumerate((300, 900, 2500)):
+        for i in range(4):
+            write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
+            folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
+    out = str(tmp_path / f"{task}_prepared")
+    prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
+    csvs = []
+    for k in (1, 2):
+        path = tmp_path / f"{task}_fold{k}.csv"
+        path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
+        csvs.append(str(path))
+    return out, csvs
+
+
+@pytest.mark.slow
+def test_gdt_esc50_and_dcase_protocols_on_generated_audio_sets(ray_session, tmp_path, capsys):
     run = fake_run(tmp_path, "gdt")
     sets = {"esc50": (5.0, 2.0, 0.25), "dcase": (8.0, 1.0, 0.1)}  # recording s, window s, stride s: 13 and 71 windows
     for task, (seconds, window, stride) in sets.items():
-        src = tmp_path / f"{task}_audio"
-        src.mkdir()
-        folds = {1: [], 2: []}
-        for c, freq in enumerate((300, 900, 2500)):
-            for i in range(4):
-                write_tone_wav(src / f"c{c}_{i}.wav", freq * (1 + 0.02 * i), seconds)
-                folds[1 + i % 2].append((f"c{c}_{i}", f"class{c}"))
-        out = str(tmp_path / f"{task}_prepared")
-        prepare(str(src), out, PrepareConfig(audio_only=True, audio_seconds=window, clip_stride_s=stride, clip_frames=8, fps=20.0))  # strides: whole frames
-        csvs = []
-        for k in (1, 2):  # fold k is the test split of CSV k (ESC-50's five folds; two here)
-            path = tmp_path / f"{task}_fold{k}.csv"
-            path.write_text("video_id,label,split\n" + "".join(f"{v},{y},{'test' if f == k else 'train'}\n" for f, vs in folds.items() for v, y in vs))
-            csvs.append(str(path))
+        out, csvs = audio_set(tmp_path, task, seconds, window, stride)
         capsys.readouterr()
         assert main(["probe", run, "--data", out, "--splits", *csvs, "--protocol", "paper", "--paper-task", task, "--json"]) == 0
         acc = last_json(capsys)
         assert set(acc) == {task} and acc[task] > 0.6  # three tones, untrained features: DCASE measured 1.0 (2026-12-06)
         with capsys.disabled():
             print(f"{task}: {acc}")
+
+
+@pytest.mark.slow
+def test_xdc_esc50_finetuning_and_dcase_svm_on_generated_audio_sets(ray_session, tmp_path, capsys):
+    """XDC's audio encoder alone on audio-only sets: ESC-50 finetuned through fit, full and
+    FC-only (Table 11 L417; epochs of --paper-epoch-clips clips drawn from the train split), and
+    DCASE's linear SVM on conv5 features of 60 evenly spaced 2 s clips (L199)."""
+    run = fake_run(tmp_path, "xdc")
+    esc, csvs = audio_set(tmp_path, "esc50", 5.0, 2.0, 0.25)  # 13 windows per recording, 10 tested
+    capsys.readouterr()
+    probe = ["probe", run, "--data", esc, "--labels", csvs[0], "--protocol", "paper", "--paper-task", "esc50", "--json"]
+    assert main([*probe, "--paper-epochs", "2", "--paper-epoch-clips", "64"]) == 0  # 78 train clips: 64 drawn per epoch, 2 steps of 32
+    acc = last_json(capsys)
+    assert set(acc) == {"esc50", "esc50_fc"} and all(0 <= v <= 1 for v in acc.values())
+    pretrained = load_checkpoint_file(latest_checkpoint(run))["model"]
+    stem = "audio.body.0.weight"
+    for key, moved in (("esc50", True), ("esc50_fc", False)):
+        saved = load_checkpoint_file(latest_checkpoint(f"{run}.paper_protocol/{key}"))
+        assert (saved["config"]["batch_size"], saved["config"]["epochs"], saved["config"]["optim"]["weight_decay"]) == (32, 2, 5e-3)
+        assert torch.equal(saved["model"][f"inner.{stem}"], pretrained[stem]) != moved  # full: the audio encoder trained; FC-only: not
+        lines = [json.loads(line) for line in open(os.path.join(f"{run}.paper_protocol/{key}", "metrics.jsonl"))]
+        assert [m["epoch"] for m in lines] == [0, 1]
+    # the paper's 20K clips per epoch are ESC-50's (50 classes); 3 classes here: one pass, said on stderr
+    assert main([*probe, "--paper-epochs", "1", "--random-init"]) == 0  # in RUN.paper_protocol/random_init/
+    assert "the paper's epoch sizes are for ESC50 (50 classes): 20000, not 3 classes" in capsys.readouterr().err
+    dcase, dcsvs = audio_set(tmp_path, "dcase", 8.0, 2.0, 0.1)  # 61 windows of 2 s per recording, 60 taken
+    assert main(["probe", run, "--data", dcase, "--splits", *dcsvs, "--protocol", "paper", "--paper-task", "dcase", "--json"]) == 0
+    svm = last_json(capsys)
+    assert set(svm) == {"dcase"} and svm["dcase"] > 0.6  # three tones, untrained features
+    with capsys.disabled():
+        print(f"xdc esc50: {acc}, dcase: {svm}")
 
 
 def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_lines(capsys):
@@ -449,3 +545,9 @@ def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_li
     # the probe's tasks: each runs its own protocols only
     assert [p.task for p in paper_protocols("gdt")] == ["action", "action"]
     assert [p.key for p in paper_protocols("cross_and_learn", "voc07")] == ["voc07_cls"]
+    assert [p.key for p in paper_protocols("xdc", "esc50")] == ["esc50", "esc50_fc"] and [p.key for p in paper_protocols("xdc", "dcase")] == ["dcase"]
+    # XDC's epoch sizes (Table 11 L415-417) and DCASE protocol (L199), as a user checks them
+    assert main(["config", "xdc", "--preset", "paper", "--protocol"]) == 0
+    xdc = {p["key"]: p for p in json.loads(capsys.readouterr().out)}
+    assert xdc["video"]["epoch_clips"] == {"UCF101": 106_000, "HMDB51": 40_000} and xdc["esc50"]["epoch_clips"] == {"ESC50": 20_000}
+    assert xdc["esc50"]["cites"]["epoch_clips"] == "Table 11 L415-417: es" and xdc["dcase"]["cites"]["clips"] == "papers/xdc.md L199"

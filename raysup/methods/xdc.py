@@ -41,7 +41,7 @@ from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.features import write_features
 from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed, check_batch, train_videos
 from raysup.models import audio_encoder, video_encoder
-from raysup.protocol_specs import FinetuneProtocol
+from raysup.protocol_specs import AudioClipsProtocol, FinetuneProtocol
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,9 @@ class XDC(Method):
         return {name: Encoder(getattr(self, name), getattr(self, name).out_dim) for name in encoder_names(self.cfg.variant) if getattr(self, name) is not None}
 
     def embed(self, batch, *, train=False):
+        if "frames" not in batch or self.video is None:  # an audio-only set (ESC-50, DCASE) or xdc_2audio: the audio encoders alone
+            spec = audio_input(batch["audio"])
+            return {name: getattr(self, name)(spec) for name in ("audio", "audio2") if getattr(self, name) is not None}
         if self.cfg.window_frames:
             batch = {**batch, "frames": frame_window(batch["frames"], self.cfg.window_frames, train=train)}
         if self.cfg.long_clips_of:
@@ -222,11 +225,14 @@ class XDC(Method):
         if self.video is not None and self.audio is not None:
             return audio_visual_embed(self.video, self.audio, batch, train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
         # same-modality-XDC: both encoders see the same clip, as XDC's two do (the paper is silent; ours)
-        if self.video is not None:
-            frames = video_input(batch["frames"], train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
-            return {"video": self.video(frames), "video2": self.video2(frames)}
-        spec = audio_input(batch["audio"])
-        return {"audio": self.audio(spec), "audio2": self.audio2(spec)}
+        frames = video_input(batch["frames"], train=train, crop_scale=tuple(self.cfg.crop_scale), norm=self.cfg.video_norm)
+        return {"video": self.video(frames), "video2": self.video2(frames)}
+
+    def taps(self, batch):
+        """DCASE's features (papers/xdc.md L199: "conv_5 features"): the audio encoder's conv5
+        maps, globally average-pooled as the network pools them for its output (the pooling: the
+        paper is silent; ours), ``audio_conv5`` [B,C]; none without an audio encoder."""
+        return {"audio_conv5": self.audio(audio_input(batch["audio"]))} if self.audio is not None else {}
 
     def forward(self, batch):
         feats = self.embed(batch, train=self.training)
@@ -394,25 +400,57 @@ def long_clip_stage(cfg: TrainConfig, data: PreparedData, source: str) -> Stage:
 # --- evaluation -------------------------------------------------------------------------------
 # Finetuning, Table 11 (papers/xdc.md L412-417): bs 32, we/se/te 2/2/8, wd 0.005, no e-stop,
 # γ = 0.01 (caption); the step counted after the warm-up as in pretraining (decays at epochs 4 and
-# 6). Base lr: the paper takes the best of a cross-validation over FINETUNE_LRS (Table 12,
-# L420-423), which experiments/xdc_finetune_lr_cv.py runs (raysup.sweep.lr_cv); a single
-# `raysup probe --protocol paper` uses ours: 0.001 for full finetuning (the grid value nearest VMZ's UCF101 finetuning lr, 1e-4 per GPU
-# × 8 GPUs, scripts/finetune_ucf101.sh, where XDC's README sends finetuning) and 0.01 for fc-only
-# ("higher learning rates tend to be beneficial when learning FC-only", L402; the grids' shared top).
-# Momentum 0.9: the paper is silent (VMZ's). Deviation: es (UCF101 106K, HMDB51 40K, ESC50 20K
-# clips) is not set: an epoch is one pass over the train split's clips.
+# 6); es, an epoch in clips drawn from the train split: HMDB51 40K (L415), UCF101 106K (L416),
+# ESC50 20K (L417). Base lr: the paper takes the best of a cross-validation over FINETUNE_LRS
+# (Table 12, L420-423), which experiments/xdc_finetune_lr_cv.py runs (raysup.sweep.lr_cv); a
+# single `raysup probe --protocol paper` uses ours: 0.001 for full finetuning (the grid value
+# nearest VMZ's UCF101 finetuning lr, 1e-4 per GPU × 8 GPUs, scripts/finetune_ucf101.sh, where
+# XDC's README sends finetuning) and 0.01 for fc-only ("higher learning rates tend to be
+# beneficial when learning FC-only", L402; the grids' shared top); the same for ESC50's audio
+# encoder (no VMZ script for it). Momentum 0.9: the paper is silent (VMZ's). Test: L103, "we
+# uniformly sample 10 clips per testing example and average their predictions".
 FINETUNE_LRS = {
     "video": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01),  # Table 12 (L422): full finetuning
     "video_fc": (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04),  # Table 12 (L423): FC only
 }
+FINETUNE_LRS |= {"esc50": FINETUNE_LRS["video"], "esc50_fc": FINETUNE_LRS["video_fc"]}  # the same grids for every downstream set (L402, L419)
 FINETUNE_SCHEDULE = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-3, "schedule": "step", "milestones": (0.5, 0.75), "gamma": 0.01,
                      "warmup_epochs": 2}
+ACTION_EPOCH_CLIPS = (("UCF101", 106_000), ("HMDB51", 40_000))  # es, Table 11 (L416, L415)
+ESC50_EPOCH_CLIPS = (("ESC50", 20_000),)  # es, Table 11 (L417)
+FINETUNE_CITES = (("optim", "papers/xdc.md Tables 11-12 L412-423 (lr: ours, see above)"), ("epochs", "Table 11 L415-417: te 8"),
+                  ("batch_size", "Table 11 L415-417"), ("epoch_clips", "Table 11 L415-417: es"), ("test_clips", "L103"))
+
+
+def _finetune(key: str, encoder: str, full: bool, lr: float, epoch_clips, **kw) -> FinetuneProtocol:
+    """One of Table 11's finetunings (see above): ``encoder`` with a new head, trained whole (``full``) or FC-only."""
+    return FinetuneProtocol(key=key, encoder=encoder, full=full, optim=OptimConfig(lr=lr, **FINETUNE_SCHEDULE), epochs=8, batch_size=32,
+                            test_clips=10, epoch_clips=epoch_clips, cites=FINETUNE_CITES, **kw)
+
+
+# DCASE (L199): "we follow [29] and extract conv_5 features for 60 uniformly-sampled clips per
+# audio sample and learn a linear SVM"; the paper is silent on the clips' length and on C. Ours:
+# 2 s clips, the audio encoder's input (L103: "we sample 2 seconds", 40 × 100 log-mel), and
+# C = 0.01, the value GDT states for the same protocol of [29] (papers/gdt.md L164, L324, whose
+# 1 s sub-clips are GDT's own input length).
+DCASE = AudioClipsProtocol(
+    key="dcase", tap="audio_conv5", clips=60, seconds=2.0, classifier="svm", linear=None, svm_c=0.01, task="dcase",
+    published=(("DCASE2014, AudioSet pretraining", 95.0), ("DCASE2014, IG-Random pretraining", 95.0)),  # Table 7b (L240-241)
+    cites=(("clips", "papers/xdc.md L199"), ("classifier", "L199"), ("tap", "L199 (pooling: ours)"), ("seconds", "L103 (ours for DCASE)"),
+           ("svm_c", "ours: papers/gdt.md L324's for the same protocol")),
+)  # fmt: skip
 PAPER_PROTOCOLS = (
-    FinetuneProtocol(key="video", encoder="video", full=True, optim=OptimConfig(lr=0.001, **FINETUNE_SCHEDULE), epochs=8, batch_size=32,
-                     test_clips=10,  # L103: 10 uniformly sampled clips per test video, predictions averaged
-                     published=(("UCF101 split 1, Kinetics", 74.2), ("HMDB51 split 1, Kinetics", 39.0), ("UCF101 3 splits, Kinetics 32 frames", 86.8),
-                                ("HMDB51 3 splits, Kinetics 32 frames", 52.6)),  # Table 1 L109-110; Table 7a L220
-                     cites=(("optim", "papers/xdc.md Tables 11-12 L412-423 (lr: ours, see above)"), ("test_clips", "L103"))),
-    FinetuneProtocol(key="video_fc", encoder="video", full=False, optim=OptimConfig(lr=0.01, **FINETUNE_SCHEDULE), epochs=8, batch_size=32,
-                     test_clips=10),
-)
+    _finetune("video", "video", True, 0.001, ACTION_EPOCH_CLIPS,
+              published=(("UCF101 split 1, Kinetics", 74.2), ("HMDB51 split 1, Kinetics", 39.0), ("UCF101 3 splits, Kinetics 32 frames", 86.8),
+                         ("HMDB51 3 splits, Kinetics 32 frames", 52.6))),  # Table 1 L109-110; Table 7a L220
+    _finetune("video_fc", "video", False, 0.01, ACTION_EPOCH_CLIPS),
+    # ESC50 (Table 11 L417): the audio encoder finetuned on 2 s clips (L103), prepared --audio-only
+    # --audio-seconds 2 --audio-hop-ms 20 as the pretraining audio; 10 test clips per recording
+    _finetune("esc50", "audio", True, 0.001, ESC50_EPOCH_CLIPS, seconds=2.0, task="esc50",
+              published=(("ESC50 split 1, Kinetics", 78.0), ("ESC50 split 1, AudioSet", 85.8), ("ESC50 split 1, IG-Random", 86.3),
+                         ("ESC50 split 1, IG-Kinetics", 84.8), ("ESC50 5 splits, AudioSet", 84.8), ("ESC50 5 splits, IG-Random", 85.4))),
+    # Table 1 L111; Table 3 L142-146; Table 7b L218-219
+    _finetune("esc50_fc", "audio", False, 0.01, ESC50_EPOCH_CLIPS, seconds=2.0, task="esc50",
+              published=(("ESC50 split 1, IG-Random", 84.5), ("ESC50 split 1, IG-Kinetics", 84.3))),  # Table 5 L169-170
+    DCASE,
+)  # fmt: skip
