@@ -230,9 +230,9 @@ class PreparedData:
     def video_draws(self, columns: list[str], *, seed: int, require: tuple[str, ...] = (), exclude: tuple[str, ...] = (), **draw):
         """Every epoch, clips drawn per video (stored cells; :func:`raysup.data.tables.draw_video_clips`
         with ``draw``, e.g. ``draws=1``), from every video with a clip whose ``require`` columns
-        are not null, except those in ``exclude`` (each unit is told only its own: the tasks'
-        arguments do not grow with ``exclude``, :meth:`unit_exclusions`). Each read task reads whole :func:`task_shards`
-        units (every clip of their videos), packs each video's clips and draws from them: no
+        are not null, except those in ``exclude`` (each unit is told only its own,
+        :meth:`unit_exclusions`: a task's arguments grow with its units, not with ``exclude``).
+        Each read task reads whole :func:`task_shards` units (every clip of their videos), packs each video's clips and draws from them: no
         grouping, shuffle or materialised copy, so the first batch comes after one unit's read
         (a unit: one shard for sets whose shards hold whole videos, manifest version 4 on).
         The units are read in another order every epoch (seeded by ``seed`` and the epoch)."""
@@ -246,7 +246,6 @@ class PreparedData:
                              unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(units)),
                              fn_kwargs={"require": require, **draw}, excludes=self.unit_exclusions(units, exclude))
         return ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(units)))
-
 
     def unit_exclusions(self, units: list[tuple[str, ...]], exclude) -> list[tuple[str, ...]]:
         """Per unit (a tuple of shards), the ids of ``exclude`` whose clips it holds (the index's
