@@ -21,7 +21,7 @@ from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
-from raysup.data.tables import draw_shard_clips, read_units
+from raysup.data.tables import HASH_BUCKETS, bucket_held_out, draw_shard_clips, hash_counts, read_units, shard_in_split, split_rows
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
@@ -72,7 +72,7 @@ class PreparedData:
             raise ConfigError(f"crop_size: {size} exceeds the prepared frame size {stored} of {redact(self.uri)} "
                               f"(prepare with --size {size} or more, or lower crop_size; 0: the prepared size)")
         new = PreparedData(self.uri, 0 if size in (0, stored) or not stored else size)
-        new.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("manifest", *PER_VIDEO)})  # read once
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("manifest", "hash_counts", *PER_VIDEO)})  # read once
         return new
 
     def __getstate__(self) -> dict:
@@ -107,6 +107,29 @@ class PreparedData:
         ok = self.index.filter(pc.and_(pc.equal(self.index["status"], "ok"), pc.invert(self.index["has_audio"])))
         return ok["video_id"].to_pylist()
 
+    @cached_property
+    def hash_counts(self) -> dict[str, np.ndarray]:
+        """Per hash bucket (:func:`raysup.data.tables.hash_bucket`), the prepared videos, their
+        clips, and the videos with audio and their clips (``videos``, ``clips``, ``audio_videos``,
+        ``audio_clips``: [HASH_BUCKETS] each): from the manifest (version 5 on), else the index."""
+        counts = self.manifest.get("hash_counts") or hash_counts(self.index)
+        return {k: np.asarray(v, np.int64) for k, v in counts.items()}
+
+    def split_counts(self, fraction: float, held: bool) -> dict[str, int]:
+        """:attr:`hash_counts` summed over the held-out split of ``fraction`` of the videos
+        (``held``, :func:`raysup.data.tables.is_held_out`) or over the others: no per-video list."""
+        mask = bucket_held_out(np.arange(HASH_BUCKETS), fraction)
+        return {k: int(v[mask if held else ~mask].sum()) for k, v in self.hash_counts.items()}
+
+    def index_of(self, video_ids) -> pa.Table:
+        """The index rows of those of ``video_ids`` that were prepared (status ``ok``), read from
+        ``index.parquet`` through a filter: memory grows with ``video_ids``, not with the set."""
+        keep = pc.field("video_id").isin(pa.array(sorted(set(video_ids)), pa.string())) & (pc.field("status") == "ok")
+        if "index" not in self.manifest or "index" in self.__dict__:
+            return self.index.filter(keep)
+        fs, root = resolve(self.uri)
+        return pq.read_table(f"{root}/{self.manifest['index']}", filesystem=fs, filters=keep)
+
     @property
     def skipped(self) -> list[dict]:
         """``{video_id, path, reason}`` of every skipped input."""
@@ -120,14 +143,17 @@ class PreparedData:
             raise ConfigError(f"{redact(self.uri)}: unknown encoding {enc.get('format')!r} (prepared by a newer raysup?); re-prepare it with `raysup prepare`")
         return enc
 
-    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre", shuffle: int | None = None, paths: bool = False):
+    def dataset(self, columns: list[str] | None = None, *, crop: str | None = "centre", shuffle: int | None = None, paths: bool = False,
+                held: bool | None = None, fraction: float = 0.0):
         """The clips as a streaming Ray Dataset (only ``columns`` are read, if given), with the
         cells of a compressed set decoded to ``specs`` by :meth:`decode` (``crop``: "centre" for
         evaluation and features, "random" for training; None: the stored cells). ``shuffle``
         (a seed): the files are read in another order every time the dataset runs (every
         epoch), with no step that waits for the whole read (train.py's local shuffle buffer
         mixes the clips of the files being read). ``paths``: with a ``path`` column, the shard
-        each clip was read from.
+        each clip was read from. ``held`` (True/False): only the clips of the videos in (outside)
+        the held-out split of ``fraction`` of the videos (:func:`raysup.data.tables.is_held_out`),
+        reading only the shards that hold such videos (:meth:`shards`).
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
         blocks, for parallel reads): one task per small shard cost ~4x the CPU and ran at ~1/3
@@ -141,10 +167,12 @@ class PreparedData:
         fs, root = resolve(self.uri)
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.stored_specs]
-        shards = self.shards()
+        shards = self.shards(held, fraction)
         order = None if shuffle is None else FileShuffleConfig(seed=shuffle)  # reseeded with each execution's index
         ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, shuffle=order,
                                    override_num_blocks=self.read_blocks(columns, len(shards)), include_paths=paths)
+        if held is not None:  # the rows of the videos on the other side within a boundary shard
+            ds = ds.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": held})
         return ds if crop is None else self.decode(ds, crop=crop)
 
     def read_blocks(self, columns: list[str] | None, files: int) -> int:
@@ -181,21 +209,30 @@ class PreparedData:
             return sum(s.nbytes for name, s in self.stored_specs.items() if columns is None or name in columns)
         return self.manifest["bytes"] / max(1, self.manifest["counts"]["clips"])
 
-    def shards(self) -> list[str]:
+    def shards(self, held: bool | None = None, fraction: float = 0.0) -> list[str]:
         """The committed Parquet shards, relative to the folder: those the manifest lists, never
-        a half-written one or another program's file. Manifests before version 2 list none:
-        their writer left only committed ``*.parquet`` files in ``data/``."""
+        a half-written one or another program's file; with ``held`` (True/False) only those
+        holding a video in (outside) the held-out split of ``fraction`` of the videos, by the
+        range of hash buckets of each shard's videos (manifest ``shard_ranges``, version 5 on;
+        earlier sets: every shard). Manifests before version 2 list none: their writer left only
+        committed ``*.parquet`` files in ``data/``."""
         if "shards" in self.manifest:
-            return self.manifest["shards"]
-        fs, root = resolve(self.uri)
-        files = fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}"))
-        return sorted(f"{DATA_DIR}/{f.base_name}" for f in files if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
+            shards = self.manifest["shards"]
+        else:
+            fs, root = resolve(self.uri)
+            files = fs.get_file_info(pafs.FileSelector(f"{root}/{DATA_DIR}"))
+            shards = sorted(f"{DATA_DIR}/{f.base_name}" for f in files if f.type == pafs.FileType.File and f.base_name.endswith(".parquet"))
+        if held is None:
+            return shards
+        ranges = self.manifest.get("shard_ranges") or [(0, HASH_BUCKETS - 1)] * len(shards)
+        return [s for s, (lo, hi) in zip(shards, ranges, strict=True) if shard_in_split(lo, hi, fraction, held)]
 
     def video_draws(self, columns: list[str], *, seed: int, require: tuple[str, ...] = (), exclude: tuple[str, ...] = (), **draw):
         """Every epoch, clips drawn per video (stored cells; :func:`raysup.data.tables.draw_video_clips`
         with ``draw``, e.g. ``draws=1``), from every video with a clip whose ``require`` columns
-        are not null, except those in ``exclude``. Each read task reads whole :func:`task_shards`
-        units (every clip of their videos), packs each video's clips and draws from them: no
+        are not null, except those in ``exclude`` (each unit is told only its own,
+        :meth:`unit_exclusions`: a task's arguments grow with its units, not with ``exclude``).
+        Each read task reads whole :func:`task_shards` units (every clip of their videos), packs each video's clips and draws from them: no
         grouping, shuffle or materialised copy, so the first batch comes after one unit's read
         (a unit: one shard for sets whose shards hold whole videos, manifest version 4 on).
         The units are read in another order every epoch (seeded by ``seed`` and the epoch)."""
@@ -204,10 +241,24 @@ class PreparedData:
         fs, root = resolve(self.uri)
         shards = self.shards()
         whole = self.manifest.get("version", 1) >= WHOLE_VIDEO_SHARDS  # each file holds whole videos
-        units = [tuple(f"{root}/{s}" for s in unit) for unit in ([(s,) for s in shards] if whole else task_shards(shards))]
-        source = VideoShards(units, filesystem=fs, columns=columns, seed=seed, unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(units)),
-                             fn_kwargs={"require": require, "exclude": tuple(exclude), **draw})
+        units = [(s,) for s in shards] if whole else task_shards(shards)
+        source = VideoShards([tuple(f"{root}/{s}" for s in unit) for unit in units], filesystem=fs, columns=columns, seed=seed,
+                             unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(units)),
+                             fn_kwargs={"require": require, **draw}, excludes=self.unit_exclusions(units, exclude))
         return ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(units)))
+
+    def unit_exclusions(self, units: list[tuple[str, ...]], exclude) -> list[tuple[str, ...]]:
+        """Per unit (a tuple of shards), the ids of ``exclude`` whose clips it holds (the index's
+        ``shard``; ids of videos whose shard is not recorded, in sets of manifest version 1-3, go
+        to every unit)."""
+        if not exclude:
+            return [()] * len(units)
+        rows = self.index_of(exclude)
+        by_shard: dict[str | None, list[str]] = {}
+        for v, s in zip(rows["video_id"].to_pylist(), rows["shard"].to_pylist()):
+            by_shard.setdefault(s, []).append(v)
+        unknown = by_shard.get(None, [])
+        return [tuple(sorted(unknown + [v for s in unit for v in by_shard.get(s, ())])) for unit in units]
 
 
 def task_shards(shards: list[str]) -> list[tuple[str, ...]]:
@@ -229,9 +280,11 @@ class VideoShards(Datasource):
     every run of the dataset: Ray Train runs a dataset once per epoch, so every epoch reads in
     another order (a resumed run starts its count again)."""
 
-    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str], seed: int, unit_bytes: float, fn_kwargs: dict):
+    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str], seed: int, unit_bytes: float, fn_kwargs: dict,
+                 excludes: list[tuple[str, ...]] | None = None):
         super().__init__()
         self.units, self.fs, self.columns, self.seed, self.unit_bytes, self.fn_kwargs = units, filesystem, columns, seed, unit_bytes, fn_kwargs
+        self.excludes = excludes or [()] * len(units)  # per unit, the video ids its draws leave out
 
     def estimate_inmemory_data_size(self) -> int:
         return int(self.unit_bytes * len(self.units))
@@ -243,7 +296,7 @@ class VideoShards(Datasource):
         for part in np.array_split(order, max(1, min(parallelism, len(order)))):
             units = [self.units[i] for i in part]
             read = functools.partial(read_units, units, filesystem=self.fs, columns=self.columns, fn=draw_shard_clips, fn_kwargs=self.fn_kwargs,
-                                     seed=(self.seed, epoch))
+                                     seed=(self.seed, epoch), unit_kwargs=[{"exclude": self.excludes[i]} for i in part])
             meta = BlockMetadata(num_rows=None, size_bytes=int(self.unit_bytes * len(units)), input_files=[f for u in units for f in u], exec_stats=None)
             tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks

@@ -28,7 +28,6 @@ import io
 import logging
 import math
 import os
-import random
 import sys
 import time
 from collections import Counter
@@ -61,6 +60,7 @@ from raysup.data.decode import (
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, INDEX, INDEX_COLUMNS, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
+from raysup.data.tables import hash_counts, hash_order, shard_ranges
 from raysup.locks import STALE_S, Lock, read_holder
 from raysup.progress import Progress
 from raysup.resources import node_shapes
@@ -515,7 +515,7 @@ def prepare_shard(batch: dict[str, np.ndarray], *, src: str, out: str, cfg_dict:
         _drop(out_fs, out_root, record_path, record)
     writer = ShardWriter(out_fs, f"{out_root}/{TMP_DIR}/{name}.parquet", cfg.tensor_specs(), cfg.encoding, cfg.shard_mb * 1024**2)
     outcomes = []
-    for p, v in zip(batch["path"], batch["video_id"]):
+    for p, v in sorted(zip(batch["path"], batch["video_id"]), key=lambda pv: hash_order(str(pv[1]))):  # the task's shards: contiguous hash ranges
         o = process_file(str(p), str(v), src_fs, cfg, writer)
         outcomes.append(dataclasses.asdict(dataclasses.replace(o, shard=shard_name(writer.paths[-1]) if o.clips else None)))
     writer.close()
@@ -700,9 +700,11 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
                 continue
             seen.add(video_id)
             todo.append({"path": path, "video_id": video_id})
-        # Inputs are listed sorted (class folders together); shards of a random mix of videos give
-        # training batches that mix classes even with a small local shuffle buffer.
-        random.Random(len(todo)).shuffle(todo)
+        # In the held-out hash order (tables.hash_order): each task's shards hold a narrow range
+        # of the hash that picks validation videos, so a split reads only its own shards; and,
+        # the order being pseudo-random, a random mix of class folders (batches mix classes
+        # even with a small local shuffle buffer).
+        todo.sort(key=lambda t: hash_order(t["video_id"]))
         if todo:
             per_task = inputs_per_task(len(todo), cfg)
             ds = ray.data.from_items(todo, override_num_blocks=-(-len(todo) // per_task)).map_batches(
@@ -837,13 +839,15 @@ def encoding_record(cfg: PrepareConfig) -> dict:
 
 def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[str]) -> dict:
     """The manifest (docs/data-format.md): parameters, counts and the committed Parquet files
-    (``shards``, relative to the output, the only ones readers read); what happened to each
-    input is in ``index`` (:data:`INDEX_COLUMNS`), written beside it as ``index.parquet``, so the
-    manifest's size does not grow with the number of videos."""
+    (``shards``, relative to the output, the only ones readers read) with the range of hash
+    buckets of each one's videos (``shard_ranges``: a held-out split reads only the shards that
+    meet it) and the videos and clips per bucket (``hash_counts``: any split's counts); what
+    happened to each input is in ``index`` (:data:`INDEX_COLUMNS`), written beside it as
+    ``index.parquet``, so the manifest's size does not grow with the number of videos."""
     ok = index.filter(pc.equal(index["status"], "ok"))
     skipped = index.filter(pc.equal(index["status"], "skipped"))
     return {
-        "version": 4,
+        "version": 5,
         "source": redact(src),
         "params": to_dict(cfg),
         "columns": {k: v.to_dict() for k, v in cfg.tensor_specs().items()},
@@ -861,4 +865,6 @@ def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[s
         "max_gap_s": MAX_GAP_S,
         "index": INDEX,
         "shards": shards,
+        "shard_ranges": shard_ranges(index, shards),
+        "hash_counts": hash_counts(index),
     }

@@ -15,9 +15,35 @@ import pyarrow.compute as pc
 ASYNC_AUDIO = "audio_async"  # GDT's extra tensor column when sync=False: audio of another clip
 
 
+HASH_BUCKETS = 1000  # the held-out split's resolution: a video's bucket is its id's crc32 mod this
+
+
+def hash_bucket(video_id: str) -> int:
+    """A video's place in the held-out hash order, 0..HASH_BUCKETS−1 (crc32 of its id)."""
+    return zlib.crc32(video_id.encode()) % HASH_BUCKETS
+
+
+def hash_order(video_id: str) -> tuple[int, int, str]:
+    """The order prepare writes videos in: by :func:`hash_bucket` (so a shard holds a narrow
+    range of buckets and the held-out split lies in its own shards), then by the whole crc32
+    (a pseudo-random order that mixes class folders), then by id."""
+    crc = zlib.crc32(video_id.encode())
+    return crc % HASH_BUCKETS, crc, video_id
+
+
+def bucket_held_out(bucket, fraction: float):
+    """Whether hash bucket(s) ``bucket`` fall in the held-out split of ``fraction`` of the videos."""
+    return bucket < fraction * HASH_BUCKETS
+
+
 def is_held_out(video_id: str, fraction: float) -> bool:
     """Whether a video is in a method's held-out validation split (a stable hash of its id)."""
-    return zlib.crc32(video_id.encode()) % 1000 < fraction * 1000
+    return bool(bucket_held_out(hash_bucket(video_id), fraction))
+
+
+def hash_buckets(video_ids) -> np.ndarray:
+    """:func:`hash_bucket` of each id (an iterable of str), as int64 [N]."""
+    return np.fromiter((hash_bucket(v) for v in video_ids), np.int64)
 
 
 def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -25,7 +51,7 @@ def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
     if not len(video_ids):
         return np.zeros(0, bool)
     uniq, inv = np.unique(video_ids, return_inverse=True)
-    return np.array([is_held_out(v, fraction) for v in uniq], bool)[inv]
+    return bucket_held_out(hash_buckets(uniq), fraction)[inv]
 
 
 def split_rows(batch: pa.Table, *, fraction: float, held: bool) -> pa.Table:
@@ -89,16 +115,18 @@ def draw_shard_clips(clips: pa.Table, *, rng, require: tuple[str, ...] = (), exc
     return drawn.take(pa.array(rng.permutation(drawn.num_rows)))
 
 
-def read_units(units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, fn, fn_kwargs: dict, seed: tuple[int, ...]):
+def read_units(units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, fn, fn_kwargs: dict, seed: tuple[int, ...],
+               unit_kwargs: list[dict] | None = None):
     """A Ray Data read task: per unit (the Parquet files of whole videos), its clips read whole
-    and passed through ``fn(table, rng=…, **fn_kwargs)``; one block per unit, so no block ever
+    and passed through ``fn(table, rng=…, **fn_kwargs, **unit_kwargs[i])`` (``unit_kwargs``: the
+    unit's own arguments, e.g. the videos it leaves out); one block per unit, so no block ever
     holds part of a video. ``rng`` is seeded by ``seed`` (the run's seed and the epoch) and the
     unit, so an epoch's draws are reproducible and every epoch's differ."""
     import pyarrow.parquet as pq
 
-    for unit in units:
+    for unit, own in zip(units, unit_kwargs or [{}] * len(units), strict=True):
         table = pa.concat_tables([pq.read_table(path, columns=columns, filesystem=filesystem) for path in unit])
-        yield fn(table, rng=np.random.default_rng([*seed, zlib.crc32(unit[0].encode())]), **fn_kwargs)
+        yield fn(table, rng=np.random.default_rng([*seed, zlib.crc32(unit[0].encode())]), **fn_kwargs, **own)
 
 
 def draw_video_clips(
@@ -152,3 +180,33 @@ def repeat_rows(batch: pa.Table, *, rate, rng=None) -> pa.Table:
     rate = np.asarray(rate, np.float64)
     repeat = np.floor(rate).astype(np.int64) + (rng.random(batch.num_rows) < rate % 1)
     return batch.take(pa.array(rng.permutation(np.repeat(np.arange(batch.num_rows), repeat))))
+
+
+def hash_counts(index: pa.Table) -> dict[str, list[int]]:
+    """Per hash bucket (:func:`hash_bucket`), the prepared videos of ``index`` (a prepared set's
+    index: ``video_id``, ``status``, ``clips``, ``has_audio``), their clips, and the videos with
+    audio and their clips: any split's counts, without a per-video list."""
+    ok = index.filter(pc.equal(index["status"], "ok"))
+    b = hash_buckets(ok["video_id"].to_pylist())  # [V]
+    clips = ok["clips"].to_numpy(zero_copy_only=False).astype(np.int64)  # [V]
+    audio = ok["has_audio"].to_numpy(zero_copy_only=False).astype(bool)  # [V]
+    return {"videos": _per_bucket(b), "clips": _per_bucket(b, clips), "audio_videos": _per_bucket(b[audio]), "audio_clips": _per_bucket(b[audio], clips[audio])}
+
+
+def _per_bucket(buckets: np.ndarray, weights: np.ndarray | None = None) -> list[int]:
+    return np.bincount(buckets, weights, minlength=HASH_BUCKETS).astype(np.int64).tolist()
+
+
+def shard_ranges(index: pa.Table, shards: list[str]) -> list[list[int]]:
+    """Per shard of ``shards``, the lowest and highest :func:`hash_bucket` of the videos ``index``
+    puts in it; ``[0, HASH_BUCKETS − 1]`` (read by every split) where the index does not say."""
+    ok = index.filter(pc.and_(pc.equal(index["status"], "ok"), pc.is_valid(index["shard"])))
+    t = pa.table({"shard": ok["shard"], "b": hash_buckets(ok["video_id"].to_pylist())}).group_by("shard").aggregate([("b", "min"), ("b", "max")])
+    found = dict(zip(t["shard"].to_pylist(), zip(t["b_min"].to_pylist(), t["b_max"].to_pylist())))
+    return [list(found.get(s, (0, HASH_BUCKETS - 1))) for s in shards]
+
+
+def shard_in_split(lo: int, hi: int, fraction: float, held: bool) -> bool:
+    """Whether a shard whose videos' hash buckets span ``lo``..``hi`` holds a video of the
+    held-out split of ``fraction`` (``held``) or one outside it."""
+    return bool(bucket_held_out(lo, fraction)) if held else not bucket_held_out(hi, fraction)

@@ -18,7 +18,6 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, resolve, write_json
-from raysup.data.tables import is_held_out
 from raysup.data.transforms import audio_input, video_input
 
 
@@ -177,11 +176,14 @@ def check_batch(cfg: TrainConfig, clips: int, more: str = "") -> None:
                           f"lower batch_size (or workers){more}, or add videos")
 
 
-def train_videos(videos: list[str], val_fraction: float, what: str = "videos") -> list[str]:
-    """The ``videos`` outside the held-out split (:func:`raysup.data.tables.is_held_out`); a
-    ConfigError naming ``method.val_fraction`` when that leaves none to train on."""
-    train = [v for v in videos if not is_held_out(v, val_fraction)]
-    if videos and not train:
-        raise ConfigError(f"method.val_fraction: all {len(videos)} {what} fall in the held-out split ({val_fraction}), none is "
+def train_split(data: PreparedData, val_fraction: float, *, audio: bool = False) -> int:
+    """The clips of the videos outside the held-out split (:func:`raysup.data.tables.is_held_out`;
+    of the videos with audio if ``audio``), from the set's counts; a ConfigError naming
+    ``method.val_fraction`` when that leaves no video to train on."""
+    key = "audio_" if audio else ""
+    train, held = data.split_counts(val_fraction, held=False), data.split_counts(val_fraction, held=True)
+    if held[f"{key}videos"] and not train[f"{key}videos"]:
+        what = "videos with audio" if audio else "videos"
+        raise ConfigError(f"method.val_fraction: all {held[f'{key}videos']} {what} fall in the held-out split ({val_fraction}), none is "
                           "left to train on; lower method.val_fraction (0: hold none out) or add videos")
-    return train
+    return train[f"{key}clips"]

@@ -43,10 +43,9 @@ from raysup.config import ConfigError, TrainConfig
 from raysup.data.codec import draw_window
 from raysup.data.flow import log_normalize
 from raysup.data.ingest import PreparedData
-from raysup.data.tables import is_held_out, split_rows
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.losses import cross_pixel_flow_loss, kernel_target_alignment_loss
-from raysup.methods.base import Encoder, Method, Stage, check_batch, train_videos
+from raysup.methods.base import Encoder, Method, Stage, check_batch, train_split
 from raysup.models.image import AlexNetHypercolumn, alexnet_hypercolumn, alexnet_hypercolumn_tiny, fold_batchnorm, pixel_centres
 from raysup.protocol_specs import ImageLayerProbeProtocol, LayerProbeProtocol, LinearLayer, VOCProtocol
 
@@ -259,8 +258,7 @@ def check_specs(cfg: Config, specs) -> None:
 
 def check(cfg: TrainConfig, data: PreparedData) -> None:
     check_specs(cfg.method, data.specs)
-    clips_of = data.video_clips  # video id → its number of clips
-    check_batch(cfg, sum(clips_of[v] for v in train_videos(data.video_ids, cfg.method.val_fraction)))
+    check_batch(cfg, train_split(data, cfg.method.val_fraction))
 
 
 def build(cfg: TrainConfig, specs) -> CPFS:
@@ -270,20 +268,17 @@ def build(cfg: TrainConfig, specs) -> CPFS:
 
 def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Every prepared video's clips (labels are not used), ``val_fraction`` of the videos held
-    out for the early-stopping loss (none held out: no validation)."""
+    out for the early-stopping loss (none held out: no validation); each split reads only the
+    shards holding its videos (:meth:`PreparedData.shards`)."""
     fraction = cfg.method.val_fraction
-    val_ids = [v for v in data.video_ids if is_held_out(v, fraction)]
-    clips = data.dataset(list(COLUMNS), crop=None)
-    shuffled = data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed)  # another file order every epoch
-    train = shuffled.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": False})
-    val = clips.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": True}) if val_ids else None
+    train = data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed, held=False, fraction=fraction)  # another file order every epoch
+    val = data.dataset(list(COLUMNS), crop=None, held=True, fraction=fraction) if data.split_counts(fraction, held=True)["videos"] else None
     # t drawn before decoding, so that only frame t and its flow fields (1 stored directly, else k) are decoded
     t, k = data.specs["frames"].shape[0], cfg.method.flow_step
     window = {"clip_frames": t, "step": k, "fields": 1 if prepared_step(t, data.specs["flow"].shape[0]) == k else k}
     train = train.map_batches(draw_window, batch_format="pyarrow", fn_kwargs=window)
     val = val.map_batches(draw_window, batch_format="pyarrow", fn_kwargs={**window, "t": eval_frame(t, k)}) if val is not None else None
-    clips_of = data.video_clips  # video id → its number of clips
-    return Stage(train=train, val=val, rows_per_epoch=sum(clips_of.values()) - sum(clips_of[v] for v in val_ids))
+    return Stage(train=train, val=val, rows_per_epoch=data.split_counts(fraction, held=False)["clips"])
 
 
 # --- evaluation -------------------------------------------------------------------------------

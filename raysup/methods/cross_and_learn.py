@@ -229,24 +229,23 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
 
 def train_rows(cfg: TrainConfig, data: PreparedData) -> int:
     """Pairs drawn per epoch: ``pairs_per_video`` from every prepared video."""
-    return len(data.video_ids) * cfg.method.pairs_per_video
+    return data.manifest["counts"]["videos"] * cfg.method.pairs_per_video
 
 
 def build(cfg: TrainConfig, specs) -> CrossAndLearn:
     return CrossAndLearn(cfg.method, frame_size(cfg, specs))
 
 
-def pretraining_videos(cfg: TrainConfig, data: PreparedData, labels: str | None) -> list[str]:
-    """The prepared videos pretraining draws from: all of them, or with
-    ``method.pretrain_split=train`` all but those the labels CSV puts in another split (without
-    labels, the prepared videos are taken to be the train split)."""
+def left_out_videos(cfg: TrainConfig, data: PreparedData, labels: str | None) -> list[str]:
+    """The prepared videos pretraining leaves out: none, or with ``method.pretrain_split=train``
+    those the labels CSV puts in another split (without labels, the prepared videos are taken to
+    be the train split); only those ids are looked up in the index, never every prepared id."""
     if cfg.method.pretrain_split == "all" or labels is None:
-        return list(data.video_ids)
-    other = {row.video_id for row in read_labels_csv(labels) if row.split != "train"}
-    kept = [v for v in data.video_ids if v not in other]
-    if not kept:
+        return []
+    left = data.index_of({row.video_id for row in read_labels_csv(labels) if row.split != "train"})["video_id"].to_pylist()
+    if len(left) == data.manifest["counts"]["videos"]:
         raise ConfigError(f"method.pretrain_split: train, but {labels} puts every prepared video in another split")
-    return kept
+    return left
 
 
 def decoded_images(cfg: Config, specs) -> dict[str, list[int]]:
@@ -258,12 +257,12 @@ def decoded_images(cfg: Config, specs) -> dict[str, list[int]]:
 
 def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     """Each epoch's motion-weighted pairs (see the module docstring): ``pairs_per_video`` from
-    every pretraining video (:func:`pretraining_videos`; labels only choose them)."""
-    ids = pretraining_videos(cfg, data, labels)
-    left_out = tuple(sorted(set(data.video_ids) - set(ids)))
+    every prepared video but those :func:`left_out_videos` leaves out (labels only choose them;
+    each read task is told only the left-out videos of its own shards)."""
+    left_out = left_out_videos(cfg, data, labels)
     draws = data.video_draws(list(COLUMNS), seed=cfg.seed, exclude=left_out, draws=cfg.method.pairs_per_video, weights="motion")
     draws = draws.map_batches(pick_images, batch_format="pyarrow", fn_kwargs=decoded_images(cfg.method, data.specs))
-    return Stage(train=draws, rows_per_epoch=len(ids) * cfg.method.pairs_per_video)
+    return Stage(train=draws, rows_per_epoch=(data.manifest["counts"]["videos"] - len(left_out)) * cfg.method.pairs_per_video)
 
 
 # --- evaluation -------------------------------------------------------------------------------

@@ -323,7 +323,7 @@ def build(cfg: TrainConfig, specs) -> GDT:
 
 def audio_videos(data: PreparedData) -> int:
     """Prepared videos with an audio track (the ones GDT draws from)."""
-    return len(data.video_ids) - len(data.no_audio)
+    return data.manifest["counts"]["videos"] - data.manifest["counts"]["no_audio"]
 
 
 def train_rows(cfg: TrainConfig, data: PreparedData) -> int:

@@ -150,13 +150,16 @@ def datasets(cfg: TrainConfig, data: PreparedData, labels: str | None) -> Stage:
     ``method.num_classes`` 0 becomes the labels' number of classes."""
     if labels is None:
         raise ConfigError("labels: the supervised baseline needs --labels labels.csv")
-    train_ids, classes = train_labels(read_labels_csv(labels), set(data.video_ids), labels)
+    label_rows = read_labels_csv(labels)
+    present = data.index_of(r.video_id for r in label_rows)  # the labelled videos' index rows only
+    clips_of = dict(zip(present["video_id"].to_pylist(), present["clips"].to_pylist()))
+    train_ids, classes = train_labels(label_rows, set(clips_of) or set(data.video_ids[:1]), labels)  # none labelled: a prepared id for the message
     if 0 < cfg.method.num_classes < classes:
         raise ConfigError(f"method.num_classes: {cfg.method.num_classes} is fewer than the {classes} classes of the prepared videos in {labels} (0: take them from the labels)")
     cfg = replace(cfg, method=replace(cfg.method, num_classes=cfg.method.num_classes or classes))
     # joined per block as the files stream in, in another file order every epoch
     ds = join_columns(data.dataset(list(COLUMNS), crop=None, shuffle=cfg.seed), ["video_id"], labels_table(train_ids))
-    rows = sum(data.video_clips[v] for v in train_ids)
+    rows = sum(clips_of[v] for v in train_ids)
     return Stage(train=epoch_draws(ds, rows, cfg.method.epoch_clips), rows_per_epoch=cfg.method.epoch_clips or rows, cfg=cfg)
 
 

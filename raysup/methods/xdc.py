@@ -39,7 +39,7 @@ from raysup.data.labels import label_of, read_labels_csv
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.data.transforms import audio_input, check_crop_scale, video_input
 from raysup.features import write_features
-from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed, check_batch, train_videos
+from raysup.methods.base import Encoder, Method, Stage, StageLog, audio_visual_embed, check_batch, train_split
 from raysup.models import audio_encoder, video_encoder
 from raysup.protocol_specs import AudioClipsProtocol, FinetuneProtocol
 
@@ -269,11 +269,9 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
         raise ConfigError("method.long_clips_of: the paper_32f_long preset retrains a paper_32f run's video encoder; --set method.long_clips_of=RUN_DIR")
     if "audio" not in data.specs or "frames" not in data.specs:
         raise ConfigError("XDC needs frames and audio: the prepared data lacks one of them (prepare videos with audio, without --audio-only)")
-    no_audio = set(data.no_audio)
-    clips_of = {v: n for v, n in data.video_clips.items() if v not in no_audio}  # videos with audio → their clips
-    if not clips_of:
+    if data.manifest["counts"]["no_audio"] == data.manifest["counts"]["videos"]:
         raise ConfigError("XDC needs audio: no prepared video has an audio track; prepare videos with audio")
-    clips, more = sum(clips_of.values()), "use more videos with audio or a shorter --clip-stride when preparing"
+    clips, more = int(data.hash_counts["audio_clips"].sum()), "use more videos with audio or a shorter --clip-stride when preparing"
     for name in CLUSTERINGS[m.variant]:
         k = m.cluster_k(name)
         if k > clips:
@@ -286,8 +284,7 @@ def check(cfg: TrainConfig, data: PreparedData) -> None:
         raise ConfigError(f"method.epoch_clips: {m.epoch_clips} clips per epoch would draw each of the {clips} prepared clips "
                           f"with audio ~{m.epoch_clips // clips} times; at most {MAX_DRAWS_PER_CLIP} (set method.epoch_clips=0 "
                           "for epochs of method.epoch_size × the clips)")
-    train = train_videos(sorted(clips_of), m.val_fraction, "videos with audio")
-    drawn = m.epoch_clips or round(m.epoch_size * sum(clips_of[v] for v in train))
+    drawn = m.epoch_clips or round(m.epoch_size * train_split(data, m.val_fraction, audio=True))
     check_batch(cfg, drawn, ", or raise method.epoch_size (or method.epoch_clips)")
 
 
@@ -299,15 +296,16 @@ def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return {"the k-means task (method.cluster_cpus, cluster_gpus)": {"CPU": cfg.method.cluster_cpus, "GPU": cfg.method.cluster_gpus}}
 
 
-def audio_clips(data: PreparedData, shuffle: int | None = None):
-    """The stored clips of the videos with an audio track, each with the ``path`` of its shard
-    (features and pseudo-labels are joined by shard: :func:`raysup.cluster_features.lookup`;
-    ``shuffle``: a seed, the files in another order every epoch). An expression filter keeps the
-    fixed-size tensor columns; a row-wise one (a Python function) rebuilt them as variable-size
-    binary, which the collate function cannot read."""
-    no_audio = sorted(data.no_audio)
-    clips = data.dataset(list(COLUMNS), crop=None, shuffle=shuffle, paths=True)
-    return clips.filter(expr=col("video_id").not_in(no_audio)) if no_audio else clips
+def audio_clips(data: PreparedData, shuffle: int | None = None, held: bool | None = None, fraction: float = 0.0):
+    """The stored clips of the videos with an audio track (their ``audio`` cells are not null),
+    each with the ``path`` of its shard (features and pseudo-labels are joined by shard:
+    :func:`raysup.cluster_features.lookup`; ``shuffle``: a seed, the files in another order every
+    epoch; ``held``, ``fraction``: only the held-out split's or the others', reading only their
+    shards, :meth:`PreparedData.dataset`). An expression filter keeps the fixed-size tensor
+    columns; a row-wise one (a Python function) rebuilt them as variable-size binary, which the
+    collate function cannot read."""
+    clips = data.dataset(list(COLUMNS), crop=None, shuffle=shuffle, paths=True, held=held, fraction=fraction)
+    return clips.filter(expr=col("audio").is_not_null()) if data.manifest["counts"]["no_audio"] else clips
 
 
 def stages(cfg: TrainConfig, data: PreparedData, log: StageLog) -> Iterator[Stage]:
@@ -370,9 +368,12 @@ def labelled_streams(cfg: TrainConfig, data: PreparedData, clusters: str, heads:
     """A round's pseudo-labelled clips (stored cells, joined by shard with the labels in
     ``clusters``: :func:`raysup.cluster_features.round_rows`): the training draws (``rates``),
     the files in another order every epoch; and the held-out videos' clips if ``val``."""
-    rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": cfg.method.val_fraction}
-    train = audio_clips(data, shuffle=cfg.seed).map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
-    return train, audio_clips(data).map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow") if val else None
+    fraction = cfg.method.val_fraction
+    rows = {"labels": Labels.open(clusters), "heads": heads, "val_fraction": fraction}
+    train = audio_clips(data, shuffle=cfg.seed, held=False, fraction=fraction).map_batches(round_rows, fn_kwargs={**rows, "rates": rates}, batch_format="pyarrow")
+    if not val:
+        return train, None
+    return train, audio_clips(data, held=True, fraction=fraction).map_batches(round_rows, fn_kwargs={**rows, "rates": None}, batch_format="pyarrow")
 
 
 def long_clip_stage(cfg: TrainConfig, data: PreparedData, source: str) -> Stage:

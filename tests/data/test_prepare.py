@@ -15,6 +15,7 @@ from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
 from raysup.data.ingest import PreparedData, VideoShards, task_shards
 from raysup.data.prepare import PrepareConfig, prepare, thin
+from raysup.data.tables import hash_bucket
 from tests.conftest import stacked_cell, write_media
 
 CFG = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2)
@@ -142,6 +143,10 @@ def test_prepare_resumes_without_redoing(ray_session, messy_source, tmp_path):
     assert "part-orphan.parquet" in after
     assert set(shards) < set(after) and len(after) == len(shards) + 2  # only the new input was processed
     assert m["counts"]["inputs"] == 9 and m["counts"]["clips"] == 8
+    ranges = dict(zip(m["shards"], m["shard_ranges"]))  # a later prepare's shards get their own hash range
+    (added,) = set(after) - set(shards) - {"part-orphan.parquet"}
+    assert ranges[f"data/{added}"] == [hash_bucket("new")] * 2
+    assert m["hash_counts"]["clips"][hash_bucket("new")] >= 1 and sum(m["hash_counts"]["clips"]) == 8
     assert PreparedData(str(out)).dataset(["video_id"]).count() == 8
 
 

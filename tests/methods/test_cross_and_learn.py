@@ -254,10 +254,10 @@ def test_paper_presets_pretrain_on_the_train_split(small_prepared):
     test = {r.video_id for r in read_labels_csv(labels) if r.split == "test"}
     paper = make_config("cross_and_learn", "paper")
     assert paper.method.pretrain_split == "train" and make_config("cross_and_learn", "paper_vgg16").method.pretrain_split == "train"
-    kept = cal.pretraining_videos(paper, data, labels)
-    assert test and set(kept) == set(data.video_ids) - test
-    assert cal.pretraining_videos(paper, data, None) == list(data.video_ids)  # no labels: all prepared videos
-    assert cal.pretraining_videos(make_config("cross_and_learn", "tiny"), data, labels) == list(data.video_ids)
+    left = cal.left_out_videos(paper, data, labels)
+    assert test and set(left) == set(data.video_ids) & test
+    assert cal.left_out_videos(paper, data, None) == []  # no labels: all prepared videos
+    assert cal.left_out_videos(make_config("cross_and_learn", "tiny"), data, labels) == []
 
 
 @pytest.mark.slow  # ~20 s: groups the clips by video with Ray Data
@@ -265,7 +265,7 @@ def test_train_split_pretraining_draws_only_train_videos(small_prepared):
     from raysup.data.ingest import PreparedData
 
     data, labels = PreparedData(small_prepared[0]), small_prepared[1]
-    kept = cal.pretraining_videos(make_config("cross_and_learn", "paper"), data, labels)
+    kept = set(data.video_ids) - set(cal.left_out_videos(make_config("cross_and_learn", "paper"), data, labels))
     stage = cal.datasets(make_config("cross_and_learn", "tiny", {"method.pretrain_split": "train", "method.pairs_per_video": 1}), data, labels)
     drawn = set(stage.train.to_pandas()["video_id"])
     assert stage.rows_per_epoch == len(kept) and drawn == set(kept)

@@ -72,6 +72,7 @@ def test_a_set_too_small_is_refused_naming_the_field_and_the_remedy(real_prepare
 
 def test_xdc_refuses_a_set_without_audio(real_prepared):
     no_audio = type(real_prepared)(real_prepared.uri)
-    no_audio.__dict__["no_audio"] = real_prepared.video_ids
+    counts = real_prepared.manifest["counts"]
+    no_audio.__dict__["manifest"] = real_prepared.manifest | {"counts": counts | {"no_audio": counts["videos"]}}
     with pytest.raises(ConfigError, match="no prepared video has an audio track; prepare videos with audio"):
         xdc.check(make_config("xdc", "tiny", {"method.k": 2}), no_audio)
