@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
-from ray.data import Datasource, FileShuffleConfig, ReadTask
+from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 from ray.data.collate_fn import ArrowBatchCollateFn
 
@@ -21,7 +21,7 @@ from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
-from raysup.data.tables import draw_shard_clips, read_units
+from raysup.data.tables import draw_shard_clips, read_files, read_units
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
@@ -131,20 +131,20 @@ class PreparedData:
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
         blocks, for parallel reads): one task per small shard cost ~4x the CPU and ran at ~1/3
-        the samples/s (experiments/bench/ingest.py).
+        the samples/s (experiments/bench/ingest.py). The shards and their sizes come from the
+        manifest (:class:`ShardFiles`): building the dataset opens no file; Ray's Parquet reader
+        listed every file and sampled ~1% of them in Ray tasks on every build, which made the
+        first batch of a set of 391 files come ~1.6x later than of 25 (docs/performance.md).
         """
         import ray
 
-        # Ray 2.60's DataSourceV2 Parquet listing idles ~3-10 s per execution here (thread-pool
-        # shutdown joins in its file indexer); the V1 reader takes ~0.6 s per epoch.
-        ray.data.DataContext.get_current().use_datasource_v2 = False
         fs, root = resolve(self.uri)
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.stored_specs]
         shards = self.shards()
-        order = None if shuffle is None else FileShuffleConfig(seed=shuffle)  # reseeded with each execution's index
-        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, shuffle=order,
-                                   override_num_blocks=self.read_blocks(columns, len(shards)), include_paths=paths)
+        source = ShardFiles([(f"{root}/{s}",) for s in shards], filesystem=fs, columns=columns, seed=shuffle, paths=paths,
+                            unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(shards)))
+        ds = ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(shards)))
         return ds if crop is None else self.decode(ds, crop=crop)
 
     def read_blocks(self, columns: list[str] | None, files: int) -> int:
@@ -227,9 +227,10 @@ class VideoShards(Datasource):
     through :func:`raysup.data.tables.draw_shard_clips`. The units are dealt to the read tasks
     in a permutation seeded by ``seed`` and the execution's index, which Ray advances after
     every run of the dataset: Ray Train runs a dataset once per epoch, so every epoch reads in
-    another order (a resumed run starts its count again)."""
+    another order (a resumed run starts its count again); ``seed`` None: in their given order."""
 
-    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str], seed: int, unit_bytes: float, fn_kwargs: dict):
+    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, seed: int | None, unit_bytes: float,
+                 fn_kwargs: dict | None = None):
         super().__init__()
         self.units, self.fs, self.columns, self.seed, self.unit_bytes, self.fn_kwargs = units, filesystem, columns, seed, unit_bytes, fn_kwargs
 
@@ -238,15 +239,33 @@ class VideoShards(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         epoch = data_context._execution_idx if data_context is not None else 0  # Ray's own file shuffle reads it too
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
+        n = len(self.units)
+        order = np.arange(n) if self.seed is None else np.random.default_rng([self.seed, epoch]).permutation(n)
         tasks = []
-        for part in np.array_split(order, max(1, min(parallelism, len(order)))):
+        for part in np.array_split(order, max(1, min(parallelism, n))):
             units = [self.units[i] for i in part]
-            read = functools.partial(read_units, units, filesystem=self.fs, columns=self.columns, fn=draw_shard_clips, fn_kwargs=self.fn_kwargs,
-                                     seed=(self.seed, epoch))
+            read = self.reader(units, epoch)
             meta = BlockMetadata(num_rows=None, size_bytes=int(self.unit_bytes * len(units)), input_files=[f for u in units for f in u], exec_stats=None)
             tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks
+
+    def reader(self, units: list[tuple[str, ...]], epoch: int):
+        """The read function of one task: ``units`` read and drawn from."""
+        return functools.partial(read_units, units, filesystem=self.fs, columns=self.columns, fn=draw_shard_clips, fn_kwargs=self.fn_kwargs,
+                                 seed=(self.seed, epoch))
+
+
+class ShardFiles(VideoShards):
+    """Prepared shards (each a unit of one file) read whole, row group by row group, with their
+    ``path`` if ``paths`` (:func:`raysup.data.tables.read_files`); in a seeded order per
+    execution as :class:`VideoShards` deals them (``seed`` None: the manifest's order)."""
+
+    def __init__(self, units: list[tuple[str, ...]], *, paths: bool, **kw):
+        super().__init__(units, **kw)
+        self.paths = paths
+
+    def reader(self, units: list[tuple[str, ...]], epoch: int):
+        return functools.partial(read_files, [f for u in units for f in u], filesystem=self.fs, columns=self.columns, include_paths=self.paths)
 
 
 def legacy_index(manifest: dict) -> pa.Table:
