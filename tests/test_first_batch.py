@@ -11,7 +11,7 @@ from raysup.data.schema import MANIFEST
 def test_building_a_dataset_opens_no_shard(ray_session, small_prepared, tmp_path):
     """A set's dataset is built from its manifest alone: with every shard file gone it still
     builds, and its read tasks deal every shard once, in the manifest's order, or in a seeded
-    order per epoch. (Ray's Parquet reader listed every file and read ~1% of them in Ray tasks
+    order per epoch, the first task one shard alone. (Ray's Parquet reader listed every file and read ~1% of them in Ray tasks
     on each build: 3 builds per XDC round, each ~1-3 s more at 391 files than at 25.)"""
     shutil.copy(f"{small_prepared[0]}/{MANIFEST}", tmp_path / MANIFEST)  # no data/: no shard to open
     data = PreparedData(str(tmp_path))
@@ -19,8 +19,10 @@ def test_building_a_dataset_opens_no_shard(ray_session, small_prepared, tmp_path
     for shuffle in (None, 0):
         ds = data.dataset(["video_id", "clip_index", "audio"], crop=None, shuffle=shuffle, paths=True)
         source = ds._logical_plan.dag.datasource  # the Read operator's
-        files = [f for task in source.get_read_tasks(4) for f in task.metadata.input_files]
+        tasks = [task.metadata.input_files for task in source.get_read_tasks(4)]
+        files = [f for task in tasks for f in task]
         assert sorted(files) == sorted(shards) and (files == shards) == (shuffle is None)
+        assert len(tasks[0]) == 1 < len(shards)  # the first block comes after one shard's read
 
 
 def test_read_tasks_name_each_clip_s_shard(ray_session, small_prepared):

@@ -227,7 +227,10 @@ class VideoShards(Datasource):
     through :func:`raysup.data.tables.draw_shard_clips`. The units are dealt to the read tasks
     in a permutation seeded by ``seed`` and the execution's index, which Ray advances after
     every run of the dataset: Ray Train runs a dataset once per epoch, so every epoch reads in
-    another order (a resumed run starts its count again); ``seed`` None: in their given order."""
+    another order (a resumed run starts its count again); ``seed`` None: in their given order.
+    The first read task holds one unit alone: a task's output is one block (Ray merges a task's
+    output up to its 128 MB target), so an epoch's first batch comes after one unit's read,
+    not a task's share of the set."""
 
     def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, seed: int | None, unit_bytes: float,
                  fn_kwargs: dict | None = None):
@@ -241,8 +244,9 @@ class VideoShards(Datasource):
         epoch = data_context._execution_idx if data_context is not None else 0  # Ray's own file shuffle reads it too
         n = len(self.units)
         order = np.arange(n) if self.seed is None else np.random.default_rng([self.seed, epoch]).permutation(n)
+        k = max(1, min(parallelism, n))
         tasks = []
-        for part in np.array_split(order, max(1, min(parallelism, n))):
+        for part in [order] if k == 1 else [order[:1], *np.array_split(order[1:], k - 1)]:
             units = [self.units[i] for i in part]
             read = self.reader(units, epoch)
             meta = BlockMetadata(num_rows=None, size_bytes=int(self.unit_bytes * len(units)), input_files=[f for u in units for f in u], exec_stats=None)
