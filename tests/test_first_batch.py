@@ -4,7 +4,7 @@ import shutil
 
 import pyarrow as pa
 
-from raysup.data.ingest import PreparedData
+from raysup.data.ingest import OUTPUT_BLOCK_BYTES, PreparedData
 from raysup.data.schema import MANIFEST
 
 
@@ -23,6 +23,8 @@ def test_building_a_dataset_opens_no_shard(ray_session, small_prepared, tmp_path
         files = [f for task in tasks for f in task]
         assert sorted(files) == sorted(shards) and (files == shards) == (shuffle is None)
         assert len(tasks[0]) == 1 < len(shards)  # the first block comes after one shard's read
+        # a worker holds one output block, not its task's share of the set (XDC's join runs in the read tasks)
+        assert ds.map_batches(lambda b: b).context.target_max_block_size == OUTPUT_BLOCK_BYTES < 128 * 1024**2
 
 
 def test_read_tasks_name_each_clip_s_shard(ray_session, small_prepared):
