@@ -1,11 +1,16 @@
 """The first batch of an epoch does not wait on work that grows with the number of shards
 (issue 27: ≤ 1.5x the time at 16x the data; docs/performance.md "Scale curves")."""
+import os
 import shutil
+import subprocess
+import sys
 
 import pyarrow as pa
 
 from raysup.data.ingest import OUTPUT_BLOCK_BYTES, PreparedData
 from raysup.data.schema import MANIFEST
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_building_a_dataset_opens_no_shard(ray_session, small_prepared, tmp_path):
@@ -34,3 +39,13 @@ def test_read_tasks_name_each_clip_s_shard(ray_session, small_prepared):
     index = dict(zip(data.index["video_id"].to_pylist(), data.index["shard"].to_pylist()))
     assert table.num_rows == data.manifest["counts"]["clips"]
     assert all(path == f"{small_prepared[0]}/{index[v]}" for v, path in zip(table["video_id"].to_pylist(), table["path"].to_pylist()))
+
+
+def test_per_video_sums_run_in_workers_without_torch():
+    """The function a probe's feature means run in Ray tasks imports no torch: a worker that
+    imported raysup.features for it peaked at ~760 MB, ~500 MB of it torch (scale.py video_average)."""
+    from raysup.features import sum_per_video, video_sums
+
+    assert sum_per_video.__module__ == "raysup.video_sums" and video_sums.__module__ == "raysup.features"
+    code = "import sys, raysup.video_sums; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
