@@ -24,11 +24,11 @@ from raysup.data.storage import exists, read_json, redact, resolve
 from raysup.data.tables import draw_shard_clips, read_files, read_units
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
-BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
+BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task
 MIN_BLOCKS = 16
 # a read's output blocks (Ray's default, 128 MB, made a whole read task's output one block): a
 # worker holds a block, not its task's share, and the first batch comes after one block
-# (experiments/bench/scale.py at 800k clips: worker peak 451 -> 327 MB; docs/performance.md)
+# (experiments/bench/scale.py at 800k clips: label_join worker peak 451 -> 327-373 MB; docs/performance.md)
 OUTPUT_BLOCK_BYTES = 4 * 1024**2
 WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
 TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet
