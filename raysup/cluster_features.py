@@ -32,6 +32,7 @@ import json
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -297,11 +298,43 @@ def _footer(uri: str, file: str) -> pq.FileMetaData:
         return pq.ParquetFile(f).metadata
 
 
-@lru_cache(maxsize=64)
+class LabelCache:
+    """Tables by key, the least recently used dropped once they hold more than ``limit`` bytes
+    (the newest is always kept)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.tables, self.nbytes = limit, OrderedDict(), 0
+
+    def get(self, key, read) -> pa.Table:
+        """The table of ``key``, ``read()`` if not cached."""
+        if key in self.tables:
+            self.tables.move_to_end(key)
+            return self.tables[key]
+        table = self.tables[key] = read()
+        self.nbytes += table.nbytes
+        while self.nbytes > self.limit and len(self.tables) > 1:
+            self.nbytes -= self.tables.popitem(last=False)[1].nbytes
+        return table
+
+    def clear(self) -> None:
+        self.tables.clear()
+        self.nbytes = 0
+
+
+# a process's shard labels: a batch needs its 1-2 shards' and a read task's consecutive batches
+# mostly come from the same shards; a shard's labels are ~40 B a clip (2,000 clips at most
+# ~80 kB here, a 256 MB shard of the smallest cells ~25 MB), so 64 MB holds a task's working set
+LABELS = LabelCache(64 << 20)
+
+
 def shard_labels(uri: str, places: tuple[tuple[str, int], ...], columns: tuple[str, ...]) -> pa.Table:
     """The key and ``columns`` of one shard's labels: the row groups ``places`` of the labels
-    at ``uri`` (file names are unique per clustering, so the cache never serves another's).
-    A task's consecutive batches mostly come from the same shards: each is read once."""
+    at ``uri`` (file names are unique per clustering, so the cache never serves another's),
+    read once while they stay in :data:`LABELS`."""
+    return LABELS.get((uri, places, columns), lambda: read_shard_labels(uri, places, columns))
+
+
+def read_shard_labels(uri: str, places: tuple[tuple[str, int], ...], columns: tuple[str, ...]) -> pa.Table:
     fs, root = resolve(uri)
     tables = []
     for file, group in places:

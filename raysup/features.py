@@ -19,6 +19,7 @@ from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
+from raysup.video_sums import matrix, sum_per_video, vector_columns
 
 CPU_BATCH = 64  # clips per Embedder call on a CPU
 GPU_BATCH = 256  # … on a GPU: a large batch keeps it busy (8×224²×3 uint8 clips: ~300 MB of input per call)
@@ -122,20 +123,6 @@ def video_sums(features, *, batch_size: int = 4096):
     return features.map_batches(sum_per_video, batch_format="pyarrow", batch_size=batch_size)
 
 
-def sum_per_video(batch: pa.Table) -> pa.Table:
-    """Clip rows → one row per video: ``video_id``, ``clips`` and the float64 sum of each
-    ``fixed_size_list`` column."""
-    ids, inverse, counts = np.unique(batch.column("video_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    out = {"video_id": pa.array(ids, pa.string()), "clips": pa.array(counts, pa.int64())}
-    for name in vector_columns(batch.schema):
-        x = matrix(batch.column(name), np.float64)
-        sums = np.add.reduceat(x[order], starts, axis=0) if len(x) else x
-        out[name] = pa.FixedSizeListArray.from_arrays(pa.array(sums.reshape(-1)), x.shape[1])
-    return pa.table(out)
-
-
 class VideoSums:
     """Running per-video sums of :func:`sum_per_video` rows (a video may come in several)."""
 
@@ -163,15 +150,3 @@ class VideoSums:
         order = np.argsort(ids)
         n = len(ids)
         return ids[order], {name: (s[:n][order] / self.clips[:n][order, None]).astype(np.float32) for name, s in self.sums.items()}
-
-
-def vector_columns(schema: pa.Schema) -> list[str]:
-    """The ``fixed_size_list`` (feature vector) columns of a feature table."""
-    return [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
-
-
-def matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:
-    """A ``fixed_size_list`` column → [N,D] of ``dtype``."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(dtype, copy=False)

@@ -265,7 +265,7 @@ def test_label_lookup_reads_the_same_whatever_the_labels_size(tmp_path):
     comparison) reads its shards' labels only: rows and bytes read per lookup stay the same when
     the labels grow 8x (joined by video id, every row group's id range spanned all ids: each
     lookup read nearly all labels)."""
-    from raysup.cluster_features import _footer, lookup, shard_labels, shard_names
+    from raysup.cluster_features import LABELS, _footer, lookup, shard_labels, shard_names
 
     sets = []
     for shards in (40, 320):
@@ -274,7 +274,7 @@ def test_label_lookup_reads_the_same_whatever_the_labels_size(tmp_path):
         sets.append((labels, keys.slice(100 * (shards // 2), 100)))  # a batch: one shard's clips
     cost = []
     for labels, batch in [sets[0], *sets]:  # the first, untimed: the process' first lookup also imports
-        shard_labels.cache_clear()
+        LABELS.clear()
         _footer.cache_clear()
         before = _rchar()
         joined = lookup(batch.select(["video_id", "clip_index"]), shard_names(batch["path"]), labels, ["label"])
@@ -286,3 +286,23 @@ def test_label_lookup_reads_the_same_whatever_the_labels_size(tmp_path):
     print(f"per lookup: {rows_small} rows, {bytes_small} B at 4,000 labels; {rows_large} rows, {bytes_large} B at 32,000")
     assert rows_small == rows_large == 100
     assert bytes_large < 1.5 * bytes_small
+
+
+def test_label_cache_stays_within_its_bytes(tmp_path, monkeypatch):
+    """A process joining many shards (an XDC read task, the previous-round comparison) keeps no
+    more shard labels than :data:`raysup.cluster_features.LABELS` holds: here 3 shards' worth
+    while 40 shards are joined; a shard dropped is read again, with the same labels."""
+    from raysup.cluster_features import LABELS, lookup, shard_labels, shard_names
+
+    labels, keys = _shard_labels_of(tmp_path, 40)
+    one = shard_labels(labels.uri, labels.index["part-00000.parquet"], ("label",))
+    LABELS.clear()
+    monkeypatch.setattr(LABELS, "limit", 3 * one.nbytes)
+    first = None
+    for s in range(40):
+        batch = keys.slice(100 * s, 100)
+        joined = lookup(batch.select(["video_id", "clip_index"]), shard_names(batch["path"]), labels, ["label"])
+        first = first or joined
+        assert joined.num_rows == 100 and LABELS.nbytes <= LABELS.limit and len(LABELS.tables) <= 3
+    assert lookup(keys.slice(0, 100).select(["video_id", "clip_index"]), shard_names(keys.slice(0, 100)["path"]), labels, ["label"]).equals(first)
+    LABELS.clear()

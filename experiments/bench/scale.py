@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of: {', '.join(STAGES)}")
     p.add_argument("--json", action="store_true", help="also print one JSON object (the curves) as the last line")
     p.add_argument("--quick", action="store_true", help="4k and 16k clips (the test suite runs this)")
-    p.add_argument("--work", help="folder for the generated data (default: a temporary folder, removed after)")
+    p.add_argument("--work", help="folder for the generated data, reused by later runs (default: a temporary folder, removed after)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -300,9 +300,11 @@ def main(argv: list[str] | None = None) -> dict:
             built: set[str] = set()
             for stage in stages:
                 for need in STAGES[stage]["needs"]:
-                    if need not in built:
+                    done = os.path.join(work, f".built-{need}")  # with --work, data built by an earlier run are reused
+                    if need not in built and not (a.work and os.path.exists(done)):
                         run_child(f"build:{need}", work, n)
-                        built.add(need)
+                        open(done, "w").close()
+                    built.add(need)
                 r = run_child(stage, work, n)
                 c = curves["stages"].setdefault(stage, {"clips": [], "seconds_per_clip": [], "peak_rss_mb": [], "seconds": []})
                 c["clips"].append(n)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
-from ray.data import Datasource, FileShuffleConfig, ReadTask
+from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 from ray.data.collate_fn import ArrowBatchCollateFn
 
@@ -21,11 +21,15 @@ from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
 from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
-from raysup.data.tables import HASH_BUCKETS, bucket_held_out, draw_shard_clips, hash_counts, read_units, shard_in_split, split_rows
+from raysup.data.tables import HASH_BUCKETS, bucket_held_out, draw_shard_clips, hash_counts, read_files, read_units, shard_in_split, split_rows
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
-BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task / block
+BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task
 MIN_BLOCKS = 16
+# a read's output blocks (Ray's default, 128 MB, made a whole read task's output one block): a
+# worker holds a block, not its task's share, and the first batch comes after one block
+# (experiments/bench/scale.py at 800k clips: label_join worker peak 451 -> 327-373 MB; docs/performance.md)
+OUTPUT_BLOCK_BYTES = 4 * 1024**2
 WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
 TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet
 
@@ -157,20 +161,21 @@ class PreparedData:
 
         Shards are grouped into read tasks of about ``BLOCK_BYTES`` (at least ``MIN_BLOCKS``
         blocks, for parallel reads): one task per small shard cost ~4x the CPU and ran at ~1/3
-        the samples/s (experiments/bench/ingest.py).
+        the samples/s (experiments/bench/ingest.py). The shards and their sizes come from the
+        manifest (:class:`ShardFiles`): building the dataset opens no file; Ray's Parquet reader
+        listed every file and sampled ~1% of them in Ray tasks on every build, which made the
+        first batch of a set of 391 files come ~1.6x later than of 25 (docs/performance.md).
         """
         import ray
 
-        # Ray 2.60's DataSourceV2 Parquet listing idles ~3-10 s per execution here (thread-pool
-        # shutdown joins in its file indexer); the V1 reader takes ~0.6 s per epoch.
-        ray.data.DataContext.get_current().use_datasource_v2 = False
         fs, root = resolve(self.uri)
         if columns is not None:
             columns = [c for c in columns if c not in TENSOR_COLUMNS or c in self.stored_specs]
         shards = self.shards(held, fraction)
-        order = None if shuffle is None else FileShuffleConfig(seed=shuffle)  # reseeded with each execution's index
-        ds = ray.data.read_parquet([f"{root}/{s}" for s in shards], filesystem=fs, columns=columns, shuffle=order,
-                                   override_num_blocks=self.read_blocks(columns, len(shards)), include_paths=paths)
+        source = ShardFiles([(f"{root}/{s}",) for s in shards], filesystem=fs, columns=columns, seed=shuffle, paths=paths,
+                            unit_bytes=self.stored_bytes(columns) * self.manifest["counts"]["clips"] / max(1, len(shards)))
+        ds = ray.data.read_datasource(source, override_num_blocks=self.read_blocks(columns, len(shards)))
+        ds.context.target_max_block_size = OUTPUT_BLOCK_BYTES  # this dataset's and those made from it
         if held is not None:  # the rows of the videos on the other side within a boundary shard
             ds = ds.map_batches(split_rows, batch_format="pyarrow", fn_kwargs={"fraction": fraction, "held": held})
         return ds if crop is None else self.decode(ds, crop=crop)
@@ -278,10 +283,13 @@ class VideoShards(Datasource):
     through :func:`raysup.data.tables.draw_shard_clips`. The units are dealt to the read tasks
     in a permutation seeded by ``seed`` and the execution's index, which Ray advances after
     every run of the dataset: Ray Train runs a dataset once per epoch, so every epoch reads in
-    another order (a resumed run starts its count again)."""
+    another order (a resumed run starts its count again); ``seed`` None: in their given order.
+    The first read task holds one unit alone: a task's output is one block (Ray merges a task's
+    output up to its 128 MB target), so an epoch's first batch comes after one unit's read,
+    not a task's share of the set."""
 
-    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str], seed: int, unit_bytes: float, fn_kwargs: dict,
-                 excludes: list[tuple[str, ...]] | None = None):
+    def __init__(self, units: list[tuple[str, ...]], *, filesystem, columns: list[str] | None, seed: int | None, unit_bytes: float,
+                 fn_kwargs: dict | None = None, excludes: list[tuple[str, ...]] | None = None):
         super().__init__()
         self.units, self.fs, self.columns, self.seed, self.unit_bytes, self.fn_kwargs = units, filesystem, columns, seed, unit_bytes, fn_kwargs
         self.excludes = excludes or [()] * len(units)  # per unit, the video ids its draws leave out
@@ -290,16 +298,35 @@ class VideoShards(Datasource):
         return int(self.unit_bytes * len(self.units))
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        epoch = data_context._execution_idx if data_context is not None else 0  # Ray's own file shuffle reads it too
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.units))
+        epoch = data_context._execution_idx if data_context is not None else 0  # Ray advances it after every execution
+        n = len(self.units)
+        order = np.arange(n) if self.seed is None else np.random.default_rng([self.seed, epoch]).permutation(n)
+        k = max(1, min(parallelism, n))
         tasks = []
-        for part in np.array_split(order, max(1, min(parallelism, len(order)))):
+        for part in [order] if k == 1 else [order[:1], *np.array_split(order[1:], k - 1)]:
             units = [self.units[i] for i in part]
-            read = functools.partial(read_units, units, filesystem=self.fs, columns=self.columns, fn=draw_shard_clips, fn_kwargs=self.fn_kwargs,
-                                     seed=(self.seed, epoch), unit_kwargs=[{"exclude": self.excludes[i]} for i in part])
+            read = self.reader(part, epoch)
             meta = BlockMetadata(num_rows=None, size_bytes=int(self.unit_bytes * len(units)), input_files=[f for u in units for f in u], exec_stats=None)
             tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
         return tasks
+
+    def reader(self, part: np.ndarray, epoch: int):
+        """The read function of one task: the units numbered ``part`` read and drawn from."""
+        return functools.partial(read_units, [self.units[i] for i in part], filesystem=self.fs, columns=self.columns, fn=draw_shard_clips,
+                                 fn_kwargs=self.fn_kwargs, seed=(self.seed, epoch), unit_kwargs=[{"exclude": self.excludes[i]} for i in part])
+
+
+class ShardFiles(VideoShards):
+    """Prepared shards (each a unit of one file) read whole, row group by row group, with their
+    ``path`` if ``paths`` (:func:`raysup.data.tables.read_files`); in a seeded order per
+    execution as :class:`VideoShards` deals them (``seed`` None: the manifest's order)."""
+
+    def __init__(self, units: list[tuple[str, ...]], *, paths: bool, **kw):
+        super().__init__(units, **kw)
+        self.paths = paths
+
+    def reader(self, part: np.ndarray, epoch: int):
+        return functools.partial(read_files, [f for i in part for f in self.units[i]], filesystem=self.fs, columns=self.columns, include_paths=self.paths)
 
 
 def legacy_index(manifest: dict) -> pa.Table:

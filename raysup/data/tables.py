@@ -129,6 +129,20 @@ def read_units(units: list[tuple[str, ...]], *, filesystem, columns: list[str] |
         yield fn(table, rng=np.random.default_rng([*seed, zlib.crc32(unit[0].encode())]), **fn_kwargs, **own)
 
 
+def read_files(paths: list[str], *, filesystem, columns: list[str] | None, include_paths: bool):
+    """A Ray Data read task: the Parquet files ``paths`` read one row group at a time (no more
+    than a row group and Ray's output block in memory), each with a ``path`` column naming its
+    file if ``include_paths`` (as Ray's own Parquet reader names it)."""
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        with filesystem.open_input_file(path) as f:
+            file = pq.ParquetFile(f)
+            for group in range(file.num_row_groups):
+                table = file.read_row_group(group, columns=columns)
+                yield table.append_column("path", pa.array([path] * table.num_rows, pa.string())) if include_paths else table
+
+
 def draw_video_clips(
     videos: pa.Table,
     *,

@@ -1,0 +1,51 @@
+"""The first batch of an epoch does not wait on work that grows with the number of shards
+(issue 27: ≤ 1.5x the time at 16x the data; docs/performance.md "Scale curves")."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pyarrow as pa
+
+from raysup.data.ingest import OUTPUT_BLOCK_BYTES, PreparedData
+from raysup.data.schema import MANIFEST
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_building_a_dataset_opens_no_shard(ray_session, small_prepared, tmp_path):
+    """A set's dataset is built from its manifest alone: with every shard file gone it still
+    builds, and its read tasks deal every shard once, in the manifest's order, or in a seeded
+    order per epoch, the first task one shard alone. (Ray's Parquet reader listed every file and read ~1% of them in Ray tasks
+    on each build: 3 builds per XDC round, each ~1-3 s more at 391 files than at 25.)"""
+    shutil.copy(f"{small_prepared[0]}/{MANIFEST}", tmp_path / MANIFEST)  # no data/: no shard to open
+    data = PreparedData(str(tmp_path))
+    shards = [f"{tmp_path}/{s}" for s in data.shards()]
+    for shuffle in (None, 0):
+        ds = data.dataset(["video_id", "clip_index", "audio"], crop=None, shuffle=shuffle, paths=True)
+        source = ds._logical_plan.dag.datasource  # the Read operator's
+        tasks = [task.metadata.input_files for task in source.get_read_tasks(4)]
+        files = [f for task in tasks for f in task]
+        assert sorted(files) == sorted(shards) and (files == shards) == (shuffle is None)
+        assert len(tasks[0]) == 1 < len(shards)  # the first block comes after one shard's read
+        # a worker holds one output block, not its task's share of the set (XDC's join runs in the read tasks)
+        assert ds.map_batches(lambda b: b).context.target_max_block_size == OUTPUT_BLOCK_BYTES < 128 * 1024**2
+
+
+def test_read_tasks_name_each_clip_s_shard(ray_session, small_prepared):
+    """``paths=True``: every clip with the file it was read from (XDC joins labels by shard)."""
+    data = PreparedData(small_prepared[0])
+    table = pa.concat_tables(data.dataset(["video_id"], crop=None, shuffle=0, paths=True).iter_batches(batch_size=None, batch_format="pyarrow"))
+    index = dict(zip(data.index["video_id"].to_pylist(), data.index["shard"].to_pylist()))
+    assert table.num_rows == data.manifest["counts"]["clips"]
+    assert all(path == f"{small_prepared[0]}/{index[v]}" for v, path in zip(table["video_id"].to_pylist(), table["path"].to_pylist()))
+
+
+def test_per_video_sums_run_in_workers_without_torch():
+    """The function a probe's feature means run in Ray tasks imports no torch: a worker that
+    imported raysup.features for it peaked at ~760 MB, ~500 MB of it torch (scale.py video_average)."""
+    from raysup.features import sum_per_video, video_sums
+
+    assert sum_per_video.__module__ == "raysup.video_sums" and video_sums.__module__ == "raysup.features"
+    code = "import sys, raysup.video_sums; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
