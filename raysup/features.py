@@ -19,6 +19,7 @@ from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
+from raysup.progress import dataset_progress
 
 CPU_BATCH = 64  # clips per Embedder call on a CPU
 GPU_BATCH = 256  # … on a GPU: a large batch keeps it busy (8×224²×3 uint8 clips: ~300 MB of input per call)
@@ -78,6 +79,7 @@ def embed(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], chec
     )
 
 
+@dataset_progress("features", "clips")
 def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
                    encoders: tuple[str, ...] | None = None, actors: int | None = None, batch_size: int | None = None) -> None:
     """Stream the features of ``ds``'s clips (:func:`embed`) into Parquet files of at least
