@@ -85,7 +85,7 @@ def test_a_restored_optimiser_takes_the_perturbed_lr_and_weight_decay():
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.05 * sched2.lr_lambdas[0](6))  # the schedule goes on from the new lr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~12 min on a loaded 2-core machine: a PBT sweep (2 trials, 2 segments each, an exploit)
 def test_pbt_continues_a_trial_from_a_better_ones_checkpoint_with_a_perturbed_lr(ray_session, small_prepared, tmp_path, capsys):
     """`raysup sweep toy` with PBT on the training loss over a sampled lr: 2 trials, 2 epochs,
     compared after the first. The worse trial continues from the better one's checkpoint

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 
 import pyarrow.fs as pafs
@@ -225,14 +226,17 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
                 storage_path=root,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                # PBT: a trial's last report (pbt.DONE) stops it before PBT could exploit it; the two
-                # latest segment checkpoints a trial reported are kept (PBT clones the latest)
+                # PBT: a trial's last report (pbt.DONE) stops it before PBT could exploit it; the three
+                # latest segment checkpoints a trial reported are kept (PBT clones the latest; Tune
+                # warns on stderr below three)
                 stop={pbt.DONE: 1} if s.scheduler == "pbt" else None,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
                 callbacks=[Progress(s.name, s.trials()), OnLastWave(on_last_wave, after), TrialBoard()],
                 verbose=0,  # Tune's tables every 30 s flooded the terminal; Progress says enough
             ),
         )
+    # Tune's advice to PBT users to reuse actors: a raysup segment is a new Train run anyway
+    warnings.filterwarnings("ignore", "Consider boosting PBT performance", UserWarning)
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error is not None]
     if errors:
