@@ -15,7 +15,6 @@ from raysup import __version__
 from raysup.config import ConfigError, parse_overrides
 from raysup.data.storage import redact
 from raysup.errors import ArgumentParser, report_errors
-from raysup.progress import ray_data_line
 from raysup.runtime import init_ray
 
 
@@ -119,8 +118,7 @@ def cmd_probe(a) -> None:
 
         acc = run_image_protocols(cfg, a.data, weights, protocols, epochs=a.paper_epochs)
     else:
-        with ray_data_line():  # features of the labelled clips: Ray Data's progress line on a terminal
-            acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
+        acc = probe_prepared(a, cfg, weights, protocols if a.protocol == "paper" else ())
     record_probe(a, acc)
     if a.json:
         print(json.dumps(acc))
@@ -186,9 +184,8 @@ def cmd_features(a) -> None:
     run = runner.open_run(a.run_dir)
     data = runner.open_data(a.data, run.cfg)  # centre crops of the run's crop_size
     init_ray(a.address)
-    with ray_data_line():
-        write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
-                       run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
+    write_features(data.dataset(clip_columns(run.cfg), crop="centre"), a.out, run.cfg, method_module(run.cfg.method_name).build, data.specs,
+                   run.checkpoint, encoders=tuple(a.encoders) if a.encoders else None, actors=a.actors)
     print(f"wrote the features of {data.manifest['counts']['clips']} clips to {redact(a.out)}")
 
 
@@ -198,8 +195,7 @@ def cmd_cluster(a) -> None:
 
     init_ray(a.address)
     settings = KMeansConfig(k=a.k, niter=a.niter, sample=a.sample or 0, pca_dim=a.pca_dim, cpus=a.cpus, gpus=a.gpus)
-    with ray_data_line():  # its sample and assignment passes
-        stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
+    stats = cluster_features(a.features, a.out, [Clustering("label", tuple(a.column))], settings, seed=a.seed)
     st = stats["label"]
     print(f"{stats['rows']} rows in {a.k} clusters (centroids trained on {stats['sample']}): {st['empty_clusters']} empty, "
           f"largest {100 * st['largest_cluster_fraction']:.1f}%, mean squared distance {st['objective']:.4g}")
@@ -232,7 +228,11 @@ def cmd_sweep(a) -> None:
     if not (grid or sampled):
         raise ConfigError("sweep: give what to search, --grid key=v1,v2 and/or --sample key=DIST")
     search = a.search or ("random" if sampled else "grid")
-    space.check_search(search, a.scheduler, a.metric or "", sampled, a.samples)
+    space.check_search(search, a.scheduler, a.metric or "", grid, sampled, a.samples)
+    if a.scheduler == "pbt":
+        space.check_pbt_method(a.method)
+        if a.perturbation_interval < 1:
+            raise ConfigError(f"--perturbation-interval: must be >= 1 epoch, got {a.perturbation_interval}")
     fixed = {**parse_overrides(a.set or []), **({"workers": a.workers} if a.workers else {}),
              **({"gpus_per_worker": a.gpus_per_worker} if a.gpus_per_worker is not None else {})}
     out, query = (a.out.rstrip("/").split("?", 1) + [""])[:2]  # a URI's options stay with its bucket
@@ -242,7 +242,8 @@ def cmd_sweep(a) -> None:
     mode = a.mode or ("max" if (a.metric or "").startswith("probe_") else "min")
     s = Sweep(a.method, grid, a.data, a.labels, storage + (f"?{query}" if query else ""), name, preset=a.preset, base=fixed,
               max_concurrent=a.max_concurrent, probe_folds=a.probe_folds or 0, supervised=not a.no_supervised,
-              space=sampled, samples=a.samples, search=search, scheduler=a.scheduler, metric=a.metric or "", mode=mode)
+              space=sampled, samples=a.samples, search=search, scheduler=a.scheduler, metric=a.metric or "", mode=mode,
+              perturbation_interval=a.perturbation_interval)
     title = f"{a.method}: {search} search over {', '.join([*grid, *sampled])}" + (f", {a.scheduler} on {s.metric}" if a.scheduler != "fifo" else "")
     run(s, title, address=a.address, resume=a.resume, overwrite=a.overwrite)
 
@@ -408,7 +409,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--search", choices=["grid", "random", "optuna", "hyperopt"], help="Tune's search: grid or random (default: random "
                    "with --sample, else grid), optuna or hyperopt (pip install -e '.[search]')")
     s.add_argument("--scheduler", choices=["fifo", "asha", "pbt"], default="fifo", help="fifo: every trial runs to its end; asha: stop trials "
-                   "whose --metric trails the others' at the same epoch; pbt: refused (docs/sweeps.md says why)")
+                   "whose --metric trails the others' at the same epoch; pbt: population based training, the worst trials continue from the best ones' "
+                   "checkpoints with perturbed lr, weight decay, temperatures (docs/sweeps.md)")
+    s.add_argument("--perturbation-interval", type=int, default=1, metavar="EPOCHS", help="pbt: epochs between two comparisons of the trials")
     s.add_argument("--metric", help="what --scheduler and optuna/hyperopt compare: a per-epoch metric of the method (loss, val_loss, ...) "
                    "or, for searchers only, the final probe_<encoder>")
     s.add_argument("--mode", choices=["min", "max"], help="minimise or maximise --metric (default: max for probe_*, else min)")

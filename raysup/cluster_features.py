@@ -47,6 +47,7 @@ from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project
 from raysup.data.schema import to_numpy
 from raysup.data.storage import ensure_empty, exists, read_json, resolve, write_json
 from raysup.data.tables import held_out, join_batch, repeat_rows
+from raysup.progress import dataset_progress
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
@@ -451,6 +452,7 @@ def round_rows(batch: pa.Table, *, labels: Labels, heads: dict[str, str], val_fr
 
 # ---- all of it ---------------------------------------------------------------------------------
 
+@dataset_progress("cluster", "parts", tasks=True)
 def cluster_features(
     features: str,
     out: str,

@@ -17,6 +17,7 @@ from raysup.data.labels import LabelRow, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.features import embed, video_means
 from raysup.methods import method_module
+from raysup.progress import dataset_progress
 
 
 def linear_probe_model(x_train, y_train, seed: int = 0):
@@ -112,6 +113,7 @@ def video_group(video_id: str) -> str:
     return re.sub(r"_c\d+$", "", video_id)
 
 
+@dataset_progress("probe: features", "clips")
 def _video_features(cfg: TrainConfig, data: PreparedData, video_ids, checkpoint: str | None, actors: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Features of the given videos' clips (centre crops), averaged per video inside Ray Data
     (:func:`raysup.features.video_means`): this process holds [videos, dim], never the clips."""

@@ -19,6 +19,7 @@ from raysup.config import Build, TrainConfig
 from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
+from raysup.progress import dataset_progress
 from raysup.video_sums import matrix, sum_per_video, vector_columns
 
 CPU_BATCH = 64  # clips per Embedder call on a CPU
@@ -79,6 +80,7 @@ def embed(ds, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], chec
     )
 
 
+@dataset_progress("features", "clips")
 def write_features(ds, out: str, cfg: TrainConfig, build: Build, specs: dict[str, TensorSpec], checkpoint: str | None, *,
                    encoders: tuple[str, ...] | None = None, actors: int | None = None, batch_size: int | None = None) -> None:
     """Stream the features of ``ds``'s clips (:func:`embed`) into Parquet files of at least

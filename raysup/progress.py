@@ -3,8 +3,8 @@
 On a terminal, one live line (tqdm's: done/total, rate, time left) that updates in place; when
 stderr is not a terminal (CI, ``ray job`` logs, a trial's log), one line each time another
 ~10% is done, so a 10-hour prepare writes about ten lines, never thousands. Work that runs as a
-Ray Dataset in this process (features, k-means assignment, probe features) shows Ray Data's own
-progress line on a terminal (:func:`ray_data_line`). Training runs in Ray Train's workers: rank 0
+Ray Dataset in this process (features, k-means passes, probe features) shows the same, counted
+by Ray Data as it executes (:func:`dataset_progress`). Training runs in Ray Train's workers: rank 0
 writes its progress to a small file at each ~10% of an epoch (:func:`epoch_ticks`), which the
 process that called ``fit`` shows (:func:`following`).
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import pyarrow.fs as pafs
+from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 from raysup.data.storage import read_json, write_json
 
@@ -59,6 +60,14 @@ class Progress:
             self.tenths = tenths
             print(self.line(), file=self.stream, flush=True)
 
+    def set_total(self, total: int) -> None:
+        """A corrected ``total`` (an estimate that firmed up)."""
+        if total != self.total:
+            self.total = total
+            if self.bar is not None:
+                self.bar.total = total
+                self.bar.refresh()
+
     def line(self) -> str:
         """``prepare: 30/100 videos (30%), 2.1 videos/s, 0:00:33 left``."""
         elapsed = time.monotonic() - self.started
@@ -77,21 +86,69 @@ class Progress:
         self.close()
 
 
-@contextlib.contextmanager
-def ray_data_line() -> Iterator[None]:
-    """Ray Data's own progress line (all operators together: rows done/total, rate, time left)
-    for the datasets this process runs meanwhile, when stdout and stderr are terminals (Ray Data
-    decides by stdout; off a terminal it would log a block every 10 s, so it stays off)."""
-    from ray.data import DataContext
+CALLBACKS_VAR = "RAY_DATA_EXECUTION_CALLBACKS"  # Ray Data's: execution callback classes, by import path
+# the innermost dataset_progress block's [what, unit, stream, tasks, executions so far]; None outside one
+_FOLLOWED: list | None = None
 
-    ctx = DataContext.get_current()
-    before = ctx.enable_progress_bars, ctx.enable_operator_progress_bars
-    if sys.stderr.isatty() and sys.stdout.isatty():
-        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = True, False
+
+class DatasetProgress(ExecutionCallback):
+    """Ray Data calls this (registered by :func:`dataset_progress`) as it executes a dataset in
+    this process: it shows a :class:`Progress` of the rows (or, counting ``tasks``, the tasks)
+    that the first operator after the inputs (a read, or a map over in-memory items; of two, as
+    in a join, the larger) has finished, of Ray Data's estimate of its total (known once a first
+    task has finished; it may be corrected as more do)."""
+
+    def before_execution_starts(self, executor) -> None:
+        self.shown = None
+        if _FOLLOWED is not None:
+            _FOLLOWED[4] += 1
+
+    def on_execution_step(self, executor) -> None:
+        if _FOLLOWED is None:
+            return
+        what, unit, stream, tasks, n = _FOLLOWED
+        firsts = [op for op in executor._topology if op.input_dependencies and not any(d.input_dependencies for d in op.input_dependencies)]
+        counts = [(op.num_outputs_total(), op.metrics.num_tasks_finished) if tasks else (op.num_output_rows_total(), op.metrics.rows_task_outputs_generated)
+                  for op in firsts]  # Ray 2.60's operators: (estimated total, done)
+        total, done = max(counts, key=lambda c: c[0] or 0, default=(None, 0))
+        if not total:
+            return
+        if self.shown is None:
+            self.shown = Progress(what if n < 2 else f"{what} (pass {n})", total, unit, stream=stream)
+        self.shown.set_total(max(total, done))
+        self.shown.update(done - self.shown.done)
+
+    def after_execution_succeeds(self, executor) -> None:
+        self.on_execution_step(executor)
+        if self.shown is not None:
+            self.shown.set_total(self.shown.done)  # all done: the estimate gives way to the count
+            self.shown.update(0)
+            self.shown.close()
+
+    def after_execution_fails(self, executor, error: Exception) -> None:
+        if self.shown is not None:
+            self.shown.close()
+
+
+@contextlib.contextmanager
+def dataset_progress(what: str, unit: str, *, tasks: bool = False, stream: TextIO | None = None) -> Iterator[None]:
+    """While the block (or the function it decorates) runs, each Ray Dataset this process
+    executes shows its progress as a :class:`Progress` of ``what`` (``what (pass 2)`` for the
+    second, …; :class:`DatasetProgress`): features, k-means passes, probe features. Registered
+    through ``RAY_DATA_EXECUTION_CALLBACKS``, which Ray Data reads as it plans each execution (a
+    dataset's own DataContext is a copy taken when it was made, maybe before the block)."""
+    global _FOLLOWED
+    before = _FOLLOWED, os.environ.get(CALLBACKS_VAR)
+    _FOLLOWED = [what, unit, stream, tasks, 0]
+    os.environ[CALLBACKS_VAR] = ",".join(filter(None, [before[1], f"{__name__}.{DatasetProgress.__name__}"]))
     try:
         yield
     finally:
-        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = before
+        _FOLLOWED = before[0]
+        if before[1] is None:
+            del os.environ[CALLBACKS_VAR]
+        else:
+            os.environ[CALLBACKS_VAR] = before[1]
 
 
 def epoch_ticks(fs: pafs.FileSystem | None, path: str, token: str, epoch: int, epochs: int, steps: int) -> Callable[[int], None]:

@@ -15,7 +15,7 @@ from raysup.config import TrainConfig
 from raysup.data.ingest import PreparedData
 from raysup.methods import load_config, method_module
 from raysup.methods.base import Stage, StageLog
-from raysup.train import fit
+from raysup.train import Segment, fit
 
 
 def open_data(data: str | PreparedData, cfg: TrainConfig) -> PreparedData:
@@ -33,16 +33,17 @@ def check(cfg: TrainConfig, data: str | PreparedData) -> PreparedData:
 
 
 def train(cfg: TrainConfig, data: str | PreparedData, run_dir: str, *, labels: str | None = None, resume: bool = False,
-          callbacks: list | None = None) -> dict[str, Any]:
+          callbacks: list | None = None, tensorboard: bool = True) -> dict[str, Any]:
     """Train ``cfg``'s method on ``data`` into ``run_dir``, stage after stage; returns the last
     stage's final metrics. ``resume`` continues a stopped run (finished stages of a multi-stage
-    method are not redone); ``callbacks`` go to every ``fit`` (e.g. Tune's report callback)."""
+    method are not redone); ``callbacks`` go to every ``fit`` (e.g. Tune's report callback);
+    ``tensorboard=False``: no ``run_dir/tensorboard`` (a sweep trial's curves are in the sweep's entry)."""
     data = check(cfg, data)
     mod = method_module(cfg.method_name)
     log = StageLog(run_dir, labels=labels, resume=resume)
     stages = mod.stages(cfg, data, log) if hasattr(mod, "stages") else iter([mod.datasets(cfg, data, labels)])
     for stage in stages:
-        metrics = fit_stage(stage, cfg, data, run_dir, resume=resume, callbacks=callbacks, step_offset=log.epochs)
+        metrics = fit_stage(stage, cfg, data, run_dir, resume=resume, callbacks=callbacks, step_offset=log.epochs, tensorboard=tensorboard)
         log.finish(stage.name, metrics)
     return log.metrics
 
@@ -79,12 +80,14 @@ def barriers(ds) -> list[str]:
 
 
 def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,
-              step_offset: int = 0) -> dict[str, Any]:
-    """One :class:`Stage` through :func:`raysup.train.fit` (:func:`stage_datasets`)."""
+              step_offset: int = 0, segment: Segment | None = None, tensorboard: bool = True) -> dict[str, Any]:
+    """One :class:`Stage` through :func:`raysup.train.fit` (:func:`stage_datasets`), or the
+    ``segment`` of it (a PBT trial's)."""
     datasets = stage_datasets(stage, data)
     return fit(stage.cfg or cfg, method_module(cfg.method_name).build, datasets, run_dir, stage.specs or data.specs,
                rows_per_epoch=stage.rows_per_epoch, name=stage.name, resume=resume, init_checkpoint=stage.init_checkpoint,
-               callbacks=callbacks, step_offset=step_offset, extra_metrics=stage.extra_metrics)
+               callbacks=callbacks, step_offset=step_offset, extra_metrics=stage.extra_metrics, segment=segment,
+               tensorboard=tensorboard)
 
 
 def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,21 @@ def make_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch, epochs))
 
 
+def set_optim(cfg: OptimConfig, optimizer: torch.optim.Optimizer, scheduler, global_batch: int) -> None:
+    """Put ``cfg``'s lr, weight decay and momentum into an optimiser and scheduler whose state was
+    loaded from a checkpoint (which brought the old ones back): the lr at the scheduler's step is
+    the new base lr × :func:`lr_factor`, the no-decay group keeps 0. After a plain resume the
+    config is the checkpoint's, so nothing changes; after a PBT exploit these are the perturbed
+    values (the moments and step counts stay the donor's)."""
+    lr = cfg.scaled_lr(global_batch)
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = lr, lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        if "momentum" in group and cfg.name == "sgd":
+            group["momentum"] = cfg.momentum
+    optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay  # the decayed group (make_optimizer's first)
+
+
 def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{dotted field: (saved, new)}`` for every field that differs between two config dicts."""
     out = {}
@@ -96,15 +112,16 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tupl
     return out
 
 
-def record_config(fs, root: str, cfg: TrainConfig, *, trained: bool) -> None:
+def record_config(fs, root: str, cfg: TrainConfig, *, trained: bool, may_change: tuple[str, ...] = ()) -> None:
     """Write ``config.json`` of a new run; for a continued run, refuse changed fields other than
-    :data:`RESUMABLE_FIELDS` (naming them) and append the allowed changes to ``resumes.jsonl``.
+    :data:`RESUMABLE_FIELDS` and ``may_change`` (a PBT trial's perturbed keys; naming them) and
+    append the allowed changes to ``resumes.jsonl``.
     A ``config.json`` of a run that never ``trained`` (no checkpoint: it stopped before its
     first epoch ended) is replaced, saying so."""
     new = to_dict(cfg)
     if exists(fs, f"{root}/config.json"):
         changes = config_changes(read_json(fs, f"{root}/config.json"), new)
-        fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+        fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS + tuple(may_change)}
         if fixed and not trained:
             print(f"train: {root}/config.json is of a run that stopped before its first checkpoint; starting anew with these settings", file=sys.stderr)
         elif fixed:
@@ -115,17 +132,17 @@ def record_config(fs, root: str, cfg: TrainConfig, *, trained: bool) -> None:
     write_json(fs, f"{root}/config.json", new)
 
 
-def start_run(run_dir: str, cfg: TrainConfig, name: str, resume: bool):
+def start_run(run_dir: str, cfg: TrainConfig, name: str, resume: bool, may_change: tuple[str, ...] = ()):
     """(filesystem, root) of ``run_dir`` once ``fit`` may train ``name`` there: without
     ``resume`` a checkpoint of ``name`` is a FileExistsError (nothing is overwritten); the
-    config is recorded (:func:`record_config`). Checkpoints an interrupted write left
-    incomplete are removed first."""
+    config is recorded (:func:`record_config`, ``may_change`` passed on). Checkpoints an
+    interrupted write left incomplete are removed first."""
     fs, root = resolve(run_dir)
     remove_broken(fs, f"{root}/{name}")
     if checkpoint_dirs(fs, f"{root}/{name}") and not resume:
         raise FileExistsError(f"{redact(run_dir)}/{name} already holds a run; pass --resume to continue it or use a new --out")
     fs.create_dir(root, recursive=True)
-    record_config(fs, root, cfg, trained=bool(checkpoint_dirs(fs, root)))
+    record_config(fs, root, cfg, trained=bool(checkpoint_dirs(fs, root)), may_change=may_change)
     return fs, root
 
 
@@ -262,12 +279,17 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     state = {"epoch": -1, "step": 0, "epoch_step": 0, "best_val": math.inf, "bad_epochs": 0}
 
     ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            saved = load_weights(method, d)
+    segment: Segment = loop_cfg.get("segment") or Segment()
+    if ckpt is not None or segment.restore:  # this fit's own latest, else the segment's start (a PBT trial's)
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                saved = load_weights(method, d)
+        else:
+            saved = load_weights(method, segment.restore)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
+        set_optim(cfg.optim, optimizer, scheduler, cfg.workers * cfg.batch_size)
         state = {"step": scheduler.last_epoch, "epoch_step": 0, **saved["state"]}  # LambdaLR counts the steps too
 
     # per-worker augmentation, other after a mid-epoch resume than at the epoch's start
@@ -282,7 +304,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     step_limit = cfg.max_steps or math.inf
     total_steps = min(steps_per_epoch * cfg.epochs, step_limit)
     every = cfg.checkpoint_every_steps or math.inf
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
+    for epoch in range(state["epoch"] + 1, min(cfg.epochs, segment.until_epoch or cfg.epochs)):
         if state["step"] >= step_limit:
             break  # resumed a run that already took its max_steps
         method.train()
@@ -425,15 +447,27 @@ def evaluate_loss(model, method, shard, iter_kw, device, use_amp) -> float:
     return (dist.all_reduce_mean(total) / dist.all_reduce_mean(n).clamp_min(1)).item()
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Part of a run that ``fit`` trains (a PBT trial's, :mod:`raysup.sweep.pbt`): from the
+    checkpoint ``restore`` (when the fit has none of its own; with the config's lr and weight
+    decay, :func:`set_optim`) up to epoch ``until_epoch`` (excluded; 0: to the end), with
+    ``may_change`` the config keys that may differ from the run's ``config.json``."""
+
+    restore: str | None = None
+    until_epoch: int = 0
+    may_change: tuple[str, ...] = ()
+
+
 class MetricsLogger(UserCallback):
     """Runs in the Train controller: appends each report's rank-0 metrics to
-    ``run_dir/metrics.jsonl`` and writes them to TensorBoard under ``run_dir/tensorboard``
+    ``run_dir/metrics.jsonl`` and (unless not ``tensorboard``) writes them to TensorBoard under ``run_dir/tensorboard``
     (numbers as scalars, lists of numbers as histograms; step = ``step_offset`` + epoch, so
     later rounds continue the curves; step checkpoints' reports only to ``metrics.jsonl``). A URI ``run_dir`` gets both through its filesystem
     (event files are written locally, then copied after every report)."""
 
-    def __init__(self, run_dir: str, step_offset: int = 0):
-        self.run_dir, self.step_offset, self.writer, self.local = run_dir, step_offset, None, None
+    def __init__(self, run_dir: str, step_offset: int = 0, tensorboard: bool = True):
+        self.run_dir, self.step_offset, self.tensorboard, self.writer, self.local = run_dir, step_offset, tensorboard, None, None
 
     def after_report(self, run_context, metrics, checkpoint):
         from torch.utils.tensorboard import SummaryWriter
@@ -441,7 +475,7 @@ class MetricsLogger(UserCallback):
         fs, root = resolve(self.run_dir)
         m = dict(metrics[0], checkpoint=checkpoint.path if checkpoint else None)
         append_line(fs, f"{root}/metrics.jsonl", m)
-        if "epoch_step" in m:
+        if "epoch_step" in m or not self.tensorboard:
             return  # a step checkpoint's report: TensorBoard's curves are per epoch
         if self.writer is None:
             remote = "://" in self.run_dir
@@ -474,12 +508,16 @@ def fit(
     callbacks: list | None = None,
     step_offset: int = 0,
     extra_metrics: dict[str, float] | None = None,
+    segment: Segment | None = None,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train the model ``build(cfg, specs)`` on ``datasets`` (``train`` and optional ``val``) with a
     TorchTrainer whose checkpoints live in ``run_dir/name``; returns the final metrics.
     ``rows_per_epoch`` (training clips per epoch, all workers) sets the per-step learning-rate
     schedule and refuses a ``batch_size`` no worker can fill before anything starts.
-    ``extra_metrics`` (e.g. a clustering round's NMI) are added to every report.
+    ``extra_metrics`` (e.g. a clustering round's NMI) are added to every report; ``segment``:
+    only part of the run (:class:`Segment`); ``tensorboard=False``: no ``run_dir/tensorboard``
+    (:class:`MetricsLogger`).
 
     Without ``resume`` a checkpoint in ``run_dir/name`` is an error, so nothing is overwritten;
     with it, changed settings are refused (:func:`record_config`). A run that stopped before its
@@ -491,7 +529,7 @@ def fit(
     steps_per_epoch = rows_per_epoch // cfg.workers // cfg.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {rows_per_epoch // cfg.workers} training clips per worker and epoch; lower batch_size (or workers)")
-    fs, root = start_run(run_dir, cfg, name, resume)
+    fs, root = start_run(run_dir, cfg, name, resume, segment.may_change if segment else ())
     progress = (f"{root}/progress.json", uuid.uuid4().hex)  # the workers' progress in this fit (raysup.progress)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.workers,
@@ -509,6 +547,7 @@ def fit(
             "has_val": "val" in datasets,
             "extra_metrics": extra_metrics,
             "progress": progress,
+            "segment": segment,
         },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(
@@ -517,7 +556,7 @@ def fit(
             storage_filesystem=None if "://" not in run_dir else fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=(callbacks or []) + [MetricsLogger(run_dir, step_offset)],
+            callbacks=(callbacks or []) + [MetricsLogger(run_dir, step_offset, tensorboard)],
         ),
         datasets=datasets,
     )

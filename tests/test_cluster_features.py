@@ -148,11 +148,15 @@ def test_features_and_cluster_commands(ray_session, small_prepared, tmp_path, ca
     keys = list(zip(table["video_id"].to_pylist(), table["clip_index"].to_pylist(), strict=True))
     rows = [keys.index(k) for k in zip(first["video_id"].to_pylist(), first["clip_index"].to_pylist(), strict=True)]
     assert np.allclose(to_numpy(table.take(rows)["video"]), expected, atol=1e-4)
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("features")]  # stderr is not a terminal here
+    assert 1 <= len(shown) <= 10 and shown[-1].startswith(f"features: {clips}/{clips} clips (100%)"), shown
 
     labels = str(tmp_path / "labels")
     assert main(["cluster", feats, "--column", "video", "--column", "audio", "--k", "4", "--out", labels, "--sample", "1000"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"{clips} rows in 4 clusters (centroids trained on {clips})" in out
+    shown = [line for line in err.splitlines() if line.startswith("cluster")]  # its sample and assignment passes
+    assert 2 <= len(shown) <= 20 and "parts (100%)" in shown[-1] and shown[-1].startswith("cluster (pass 2): "), shown
     assert re.search(r"stats\.json: .* \([\d.]+ s: sample [\d.]+, train [\d.]+, assign [\d.]+\)", out), out
     lab = pq.read_table(parquet_files(labels))
     assert lab.num_rows == clips and set(lab["label"].to_pylist()) <= set(range(4))

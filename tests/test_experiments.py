@@ -85,6 +85,11 @@ def test_tensorboard_has_one_entry_per_trial_named_by_its_settings(xdc_sweep_job
 
     board = xdc_sweep_job.dir / "tensorboard"
     assert sorted(os.listdir(board)) == ["method.k=4", "method.k=8"]
+    # TensorBoard over the whole sweep folder: a run per folder with event files; the trials' only
+    # ones are those entries (no runs/<trial id>/tensorboard beside them; the cached supervised
+    # baseline, a run of its own, keeps its folder)
+    runs = {os.path.relpath(d, xdc_sweep_job.dir) for d, _, files in os.walk(xdc_sweep_job.dir) if any(".tfevents." in f for f in files)}
+    assert {r for r in runs if not r.startswith("baselines")} == {"tensorboard/method.k=4", "tensorboard/method.k=8"}, runs
     for entry in os.listdir(board):
         events = EventAccumulator(str(board / entry))
         events.Reload()

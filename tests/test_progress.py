@@ -82,3 +82,36 @@ def test_a_prepare_of_real_footage_shows_its_progress(ray_session, real_videos, 
     assert piped.returncode == 0, piped.stderr
     lines = [line for line in piped.stderr.splitlines() if line.startswith("prepare: ")]
     assert 1 <= len(lines) <= 15 and lines[-1].startswith("prepare: 3/3 videos (100%)"), piped.stderr
+
+
+def test_ray_datasets_show_their_progress(ray_session):
+    """Work run as Ray Datasets (features, k-means passes, probe features) shows the same
+    progress, counted by Ray Data as it executes: off a terminal a line per ~10% of each
+    execution's tasks (or rows), the second execution in the block named as such; on a terminal
+    one live line."""
+    import ray
+    from ray.data import DataContext
+
+    from raysup.progress import DatasetProgress, dataset_progress
+
+    def made(n: int, blocks: int):
+        return ray.data.from_items([{"i": i} for i in range(n)], override_num_blocks=blocks).map_batches(lambda b: b, batch_size=None)
+
+    def run(n: int, blocks: int) -> None:
+        made(n, blocks).materialize()
+
+    stream, first_pass = io.StringIO(), made(40, 10)  # a dataset made before the block shows its progress too
+    with dataset_progress("cluster", "parts", tasks=True, stream=stream):
+        first_pass.materialize()
+        run(4, 2)
+    lines = stream.getvalue().splitlines()
+    first, second = [x for x in lines if x.startswith("cluster: ")], [x for x in lines if x.startswith("cluster (pass 2): ")]
+    assert len(first) + len(second) == len(lines) and 1 <= len(first) <= 10 and 1 <= len(second) <= 10, lines
+    assert first[-1].startswith("cluster: 10/10 parts (100%)") and second[-1].startswith("cluster (pass 2): 2/2 parts (100%)"), lines
+    assert DatasetProgress not in DataContext.get_current().execution_callback_classes  # only while the block runs
+    master, slave = pty.openpty()
+    with open(slave, "w") as tty, dataset_progress("features", "clips", stream=tty):
+        run(8, 2)
+    shown = _read_all(master)
+    os.close(master)
+    assert "features:" in shown and "8/8" in shown and shown.count("\n") <= 1, repr(shown)

@@ -87,9 +87,11 @@ def test_overwrite_deletes_only_what_the_sweep_wrote(tmp_path):
     trial = "trial_de69c_00000_0_method.k=4_2026-12-06_11-12-06"
     written = ["sweep.json", "results.csv", "results.md", "results.png", "timing.json", "timing.json.tmp", "tuner.pkl",
                ".validate_storage_marker", "experiment_state-2026-12-06_11-12-06.json", "basic-variant-state-2026-12-06_11-12-06.json",
-               f"{trial}/result.json", f"{trial}/error.txt", "runs/de69c_00000/round_0/checkpoint_000000/checkpoint.pt"]
+               f"{trial}/result.json", f"{trial}/error.txt", "runs/de69c_00000/round_0/checkpoint_000000/checkpoint.pt",
+               "pbt_global.txt", "pbt_policy_de69c_00000.txt"]  # PBT's logs of its exploits
     kept = ["baselines/supervised-0123/checkpoint.pt", "analysis.ipynb", "paper_figs/fig1.pdf", "results_v2.csv", "notes/sweep.json",
-            "trial_notes/plan.md", "runs.txt", "trial_de69c_00000.md", "experiment_state-old.json.bak"]
+            "trial_notes/plan.md", "runs.txt", "trial_de69c_00000.md", "experiment_state-old.json.bak",
+            "pbt_notes.md"]
     for f in written + kept:
         (tmp_path / "s" / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "s" / f).write_text("x")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 
 import pyarrow.fs as pafs
@@ -16,7 +17,7 @@ from raysup import runner
 from raysup.data.ingest import PreparedData
 from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.resources import node_shapes, unfit
-from raysup.sweep import space
+from raysup.sweep import pbt, space
 from raysup.sweep.trials import Sweep, trial
 from raysup.sweep.tune_storage import tune_filesystem
 
@@ -153,11 +154,12 @@ def check_start(s: Sweep, *, resume: bool = False, overwrite: bool = False) -> N
 
 
 # What a sweep writes in its folder, all that --overwrite deletes there: Tune's experiment state
-# (tuner.pkl, experiment_state-<date>.json, basic-variant-state-<date>.json, its storage marker)
+# (tuner.pkl, experiment_state-<date>.json, basic-variant-state-<date>.json, its storage marker,
+# PBT's pbt_global.txt and pbt_policy_<trial>.txt)
 # and trial folders (<trainable>_<5 hex>_<5 digits>_<tag>_<date>), raysup's runs/ and tensorboard/, sweep.json,
 # timing.json (and their temporary .tmp) and results.*. The cached baselines/ stay, and so does
 # anything else (a user's notebook, figures).
-_SWEEP_FILES = re.compile(r"(sweep|timing)\.json(\.tmp)?|results\.(csv|md|png)|tuner\.pkl|"
+_SWEEP_FILES = re.compile(r"(sweep|timing)\.json(\.tmp)?|results\.(csv|md|png)|tuner\.pkl|pbt_global\.txt|pbt_policy_.+\.txt|"
                           r"(experiment_state|basic-variant-state)-[0-9_-]+\.json|\.validate_storage_marker")
 _SWEEP_DIRS = re.compile(rf"runs|tensorboard|{trial.__name__}_[0-9a-f]{{5}}_[0-9]{{5}}_.+")
 
@@ -166,7 +168,7 @@ def tune_config(s: Sweep) -> tune.TuneConfig:
     """Tune's settings for ``s``: its searcher, scheduler and samples (:mod:`raysup.sweep.space`), trials at once."""
     epochs = max(s.config(p).epochs for p in s.points())
     return tune.TuneConfig(max_concurrent_trials=s.max_concurrent, num_samples=s.samples, search_alg=space.searcher(s.search, s.metric, s.mode),
-                           scheduler=space.scheduler(s.scheduler, s.metric, s.mode, epochs))
+                           scheduler=space.scheduler(s.scheduler, s.metric, s.mode, epochs, space.mutations(s.grid, s.space)))
 
 
 def clear(fs: pafs.FileSystem, path: str) -> None:
@@ -223,10 +225,17 @@ def run_sweep(s: Sweep, *, resume: bool = False, overwrite: bool = False, autosc
                 storage_path=root,
                 storage_filesystem=storage_fs,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                # PBT: a trial's last report (pbt.DONE) stops it before PBT could exploit it; the three
+                # latest segment checkpoints a trial reported are kept (PBT clones the latest; Tune
+                # warns on stderr below three)
+                stop={pbt.DONE: 1} if s.scheduler == "pbt" else None,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
                 callbacks=[Progress(s.name, s.trials()), OnLastWave(on_last_wave, after), TrialBoard()],
                 verbose=0,  # Tune's tables every 30 s flooded the terminal; Progress says enough
             ),
         )
+    # Tune's advice to PBT users to reuse actors: a raysup segment is a new Train run anyway
+    warnings.filterwarnings("ignore", "Consider boosting PBT performance", UserWarning)
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error is not None]
     if errors:

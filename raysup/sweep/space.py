@@ -15,14 +15,15 @@ from raysup.config import ConfigError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 SEARCHES = ("grid", "random", "optuna", "hyperopt")
-SCHEDULERS = ("fifo", "asha")
-# Tune's PopulationBasedTraining restarts a trial from another trial's checkpoint with perturbed
-# settings; a raysup trial resumes only its own run folder with its own settings (config.json
-# refuses a changed lr, and the optimizer and scheduler state loaded from a checkpoint bring its
-# lr back), and its checkpoints stay in that folder, never reported to Tune (which has none to copy)
-PBT_REFUSAL = ("--scheduler pbt: not supported: PBT restarts a trial from another trial's checkpoint with perturbed settings, and a raysup "
-               "trial resumes only its own run with its own settings; use --scheduler asha (docs/sweeps.md)")
-
+SCHEDULERS = ("fifo", "asha", "pbt")
+# What PBT may perturb mid-run (raysup.sweep.pbt): keys a restarted segment takes from its config
+# without changing the model's shape, its parameters' meaning or the data: the optimiser's
+# lr, weight decay, momentum and gradient clip (set into the restored optimiser), and the methods'
+# loss temperatures and weights, read at every step (GDT's tau, the toy's temperature, Cross and
+# Learn's div_weight, the supervised baseline's label_smoothing). Anything else (k, crop size,
+# widths, batch size, epochs) would not fit the donor's checkpoint or data position.
+PBT_KEYS = ("optim.lr", "optim.weight_decay", "optim.momentum", "optim.clip_grad_norm", "method.tau", "method.temperature",
+            "method.div_weight", "method.label_smoothing")
 
 def value(text: str) -> Any:
     """A command-line value as int, float or (else) the string itself; the config coerces it."""
@@ -111,13 +112,11 @@ def param_space(grid: dict[str, list], space: dict[str, list], search: str) -> d
     return out
 
 
-def check_search(search: str, scheduler: str, metric: str, space: dict[str, list], samples: int) -> None:
+def check_search(search: str, scheduler: str, metric: str, grid: dict[str, list], space: dict[str, list], samples: int) -> None:
     """ConfigError, naming the flag, for a search the other flags contradict or whose optional
     package is missing."""
     if search not in SEARCHES:
         raise ConfigError(f"--search: one of {', '.join(SEARCHES)}, got {search!r}")
-    if scheduler == "pbt":
-        raise ConfigError(PBT_REFUSAL)
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler: one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if samples < 1:
@@ -128,6 +127,28 @@ def check_search(search: str, scheduler: str, metric: str, space: dict[str, list
         raise ConfigError(f"--metric: --search {search} --scheduler {scheduler} need a metric to compare trials (e.g. loss, val_loss, probe_video)")
     if search in ("optuna", "hyperopt") and importlib.util.find_spec(search) is None:
         raise ConfigError(f"--search {search}: {search} is not installed; pip install -e '.[search]'")
+    if scheduler == "pbt":
+        check_pbt(search, [*grid, *space])
+
+
+def check_pbt(search: str, keys: list[str]) -> None:
+    """PBT perturbs every searched key, so each must be one of :data:`PBT_KEYS`; its trials come
+    from grid or random search (Optuna and HyperOpt would pick configs PBT then overwrites)."""
+    if search not in ("grid", "random"):
+        raise ConfigError(f"--scheduler pbt: takes --search grid or random (PBT itself picks the next settings), got {search}")
+    for key in keys:
+        if key not in PBT_KEYS:
+            raise ConfigError(f"--scheduler pbt: {key} cannot change mid-run (it changes the model's shape, the data, or is not read at every step); "
+                              f"PBT perturbs only {', '.join(PBT_KEYS)}")
+
+
+def check_pbt_method(method: str) -> None:
+    """PBT trains a method's one stage in segments: a multi-stage method (XDC's rounds) is refused."""
+    from raysup.methods import method_module
+
+    if hasattr(method_module(method), "stages"):
+        raise ConfigError(f"--scheduler pbt: {method} trains in stages (rounds with their own data), which PBT cannot cut into segments; "
+                          "use --scheduler asha")
 
 
 def searcher(search: str, metric: str, mode: str):
@@ -143,10 +164,25 @@ def searcher(search: str, metric: str, mode: str):
     return None
 
 
-def scheduler(name: str, metric: str, mode: str, epochs: int):
+def mutations(grid: dict[str, list], space: dict[str, list]) -> dict[str, Any]:
+    """PBT's ``hyperparam_mutations``: a grid key's values (a perturbation moves to a neighbour),
+    a sampled key's distribution (resampled, or the value ×0.8 or ×1.2)."""
+    return {**{k: list(v) for k, v in grid.items()}, **param_space({}, space, "random")}
+
+
+def scheduler(name: str, metric: str, mode: str, epochs: int, mutated: dict[str, Any] | None = None):
     """Tune's trial scheduler: ASHA stops the trials whose ``metric`` trails the others' at the
     same epoch (rungs at 1, 2, 4, ... epochs, the worst half stopped; Tune's rungs reach ``max_t``,
-    so it is ``epochs`` - 1: a trial that trained to its last epoch is probed), FIFO (None) stops none."""
+    so it is ``epochs`` - 1: a trial that trained to its last epoch is probed), FIFO (None) stops none.
+    PBT (Jaderberg et al. 2017, arXiv:1711.09846 §3; Tune's defaults: the worst quarter of the
+    trials takes a random one of the best quarter's checkpoint and ``mutated`` settings,
+    :func:`mutations`) at every report, i.e. every segment of a PBT trial (:mod:`raysup.sweep.pbt`);
+    synchronous: every trial reaches the segment's end before any is compared."""
+    if name == "pbt":
+        from ray.tune.schedulers import PopulationBasedTraining
+
+        return PopulationBasedTraining(time_attr="training_iteration", metric=metric, mode=mode, perturbation_interval=1,
+                                       hyperparam_mutations=mutated, synch=True)
     if name == "asha":
         from ray.tune.schedulers import ASHAScheduler
 

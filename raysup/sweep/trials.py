@@ -15,9 +15,10 @@ from raysup.data.ingest import PreparedData
 from raysup.data.storage import join, redact
 from raysup.evaluate import cv_probe, probe
 from raysup.methods import make_config
+from raysup.sweep import pbt
 from raysup.sweep.space import corners
 
-SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode")  # raysup sweep's, recorded only when set
+SEARCH_FIELDS = ("space", "samples", "search", "scheduler", "metric", "mode", "perturbation_interval")  # raysup sweep's, recorded only when set
 PAPER_FIELDS = ("protocol", "eval_data", "pretrain_labels", "row_base", "paper_epochs")  # a --paper sweep's, recorded only when set
 
 
@@ -45,6 +46,7 @@ class Sweep:
     scheduler: str = "fifo"
     metric: str = ""
     mode: str = "max"
+    perturbation_interval: int = 1  # PBT: epochs per segment (raysup.sweep.pbt)
     # evaluation (raysup.sweep.paper_eval): "linear", the linear probe on `labels`; "paper", the
     # method's paper protocols (finetuning where its paper's table finetunes) on `eval_data` (the
     # downstream set's prepared folder; "": `data`) with `labels`; the supervised baseline trains
@@ -93,7 +95,10 @@ def trial(point: dict[str, Any], s: Sweep) -> None:
     data = runner.open_data(s.data, cfg)
     run_dir = join(s.storage, s.name, "runs", tune.get_context().get_trial_id())
     t = time.perf_counter()
-    final = runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()])
+    if s.scheduler == "pbt":  # segments, each reported with its checkpoint (raysup.sweep.pbt)
+        final = pbt.train(cfg, data, run_dir, point, s.storage, s.labels, s.perturbation_interval)
+    else:
+        final = runner.train(cfg, data, run_dir, labels=s.labels, resume=True, callbacks=[TuneReportCallback()], tensorboard=False)
     timing = {"time_run_s": time.perf_counter() - t}
     t = time.perf_counter()
     run = runner.open_run(run_dir)  # probed as trained (e.g. with the classes the labels gave)
