@@ -110,8 +110,10 @@ def test_asha_never_stops_a_trial_at_its_last_epoch():
 
 @pytest.mark.slow
 def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared, tmp_path, capsys):
-    """`raysup sweep toy` over a grid of a good and a tiny lr, with a sampled width (random search)
-    and ASHA on the training loss: 2 trials, the good lr first; the tiny-lr trial trails it and is
+    """`raysup sweep toy` over a grid of a good and a tiny lr, with a sampled weight decay (random
+    search; a sampled width would start the trials at other losses, and the wider one, lower,
+    could outlast the good lr) and ASHA on the training loss (rungs at 1, 2 and 4 epochs of 6):
+    2 trials, the good lr first; the tiny-lr trial, still at its initial loss, trails it and is
     stopped early (fewer epochs in its result.json, no probe, marked in the table), the other is
     probed, and the best config is the finished one. (More trials hang on a host where another
     Ray instance runs: Train's PlacementGroupCleaner fails there, DESIGN.md, and each stopped
@@ -125,8 +127,8 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
     # one trial at a time: on the 4-CPU test cluster a last wave of two trials beside the baselines
     # (probe feature extractor, Ray Data reads) waits forever for CPUs
     argv = ["sweep", "toy", "--data", data, "--labels", labels, "--out", str(out), "--grid", "optim.lr=0.01,0.000001",
-            "--sample", "method.dim=choice:16,32", "--samples", "1", "--scheduler", "asha", "--metric", "loss",
-            "--max-concurrent", "1", "--no-supervised", "--set", "epochs=4", "--set", "batch_size=8"]
+            "--sample", "optim.weight_decay=loguniform:1e-6:1e-5", "--samples", "1", "--scheduler", "asha", "--metric", "loss",
+            "--max-concurrent", "1", "--no-supervised", "--set", "epochs=6", "--set", "batch_size=8"]
     assert main(argv) == 0, capsys.readouterr().err
     cap = capsys.readouterr()
     print(cap.out, cap.err)
@@ -138,16 +140,16 @@ def test_asha_stops_the_trials_a_tiny_lr_holds_back(ray_session, small_prepared,
     assert len(epochs) == 2, epochs
     stopped = [t for t, p in probed.items() if not p]
     assert stopped and all("optim_lr=0.0000" in t for t in stopped), probed
-    assert max(epochs[t] for t in stopped) < min(epochs[t] for t, p in probed.items() if p) == 4, epochs
+    assert max(epochs[t] for t in stopped) < min(epochs[t] for t, p in probed.items() if p) == 6, epochs
     assert "stopped early by the scheduler after" in cap.err
     df = pd.read_csv(out / "results.csv")
-    trials = df[df["method.dim"].notna()]
+    trials = df[df["optim.weight_decay"].notna()]
     assert len(trials) == 2 and trials["optim.lr"].astype(float).is_monotonic_increasing
     assert (trials["status"].str.startswith("stopped after")).sum() == len(stopped) and trials["video"].isna().sum() == len(stopped)
     best = trials.loc[trials["video"].idxmax()]
-    assert best["status"] == "finished" and float(best["optim.lr"]) in (0.01, 1e-6) and best["method.dim"] in (16, 32)
+    assert best["status"] == "finished" and float(best["optim.lr"]) in (0.01, 1e-6) and 1e-6 <= best["optim.weight_decay"] <= 1e-5
     assert "random init" in set(df["optim.lr"].astype(str)) and (out / "results.png").stat().st_size > 0
-    print(f"best: optim.lr={best['optim.lr']} method.dim={best['method.dim']}: video {100 * best['video']:.1f}%")
+    print(f"best: optim.lr={best['optim.lr']} optim.weight_decay={best['optim.weight_decay']:.2g}: video {100 * best['video']:.1f}%")
 
 
 def test_a_trials_tensorboard_entry_is_named_by_its_settings():
