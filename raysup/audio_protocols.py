@@ -54,15 +54,20 @@ def check_audio(p: AudioClipsProtocol | FinetuneProtocol, data: PreparedData, co
                           "evenly spaced ones per recording (prepare with a shorter --clip-stride)")
 
 
+def labelled_counts(data: PreparedData, rows) -> tuple[dict[str, str], dict[str, int]]:
+    """The prepared recordings the labels ``rows`` name: (their split, their clip counts)."""
+    split = labelled(rows, set(data.video_ids))
+    return split, {v: data.video_clips[v] for v in sorted(split)}
+
+
 def run_audio_protocols(cfg: TrainConfig, data: PreparedData, labels_csv: str, checkpoint: str | None,
                         protocols: tuple[AudioClipsProtocol | FinetuneProtocol, ...], out_dir: str, *, epochs: int | None = None,
                         clips_per_epoch: int | None = None, actors: int = 1) -> dict[str, float]:
     """Test top-1 per protocol key on the labels CSV's train/test recordings; a finetuning runs
     in ``out_dir/<key>`` (``epochs``, ``clips_per_epoch``: :func:`raysup.protocols.run_protocols`'s)."""
     rows = read_labels_csv(labels_csv)
-    split, label = labelled(rows, set(data.video_ids)), label_of(rows)
-    classes = len(class_index(rows))
-    counts = {v: data.video_clips[v] for v in sorted(split)}
+    split, counts = labelled_counts(data, rows)
+    label, classes = label_of(rows), len(class_index(rows))
     clips = data.dataset(["video_id", "clip_index", "audio"], crop=None)
     results = {}
     for p in protocols:

@@ -551,3 +551,30 @@ def test_config_protocol_prints_every_protocol_with_its_published_numbers_and_li
     xdc = {p["key"]: p for p in json.loads(capsys.readouterr().out)}
     assert xdc["video"]["epoch_clips"] == {"UCF101": 106_000, "HMDB51": 40_000} and xdc["esc50"]["epoch_clips"] == {"ESC50": 20_000}
     assert xdc["esc50"]["cites"]["epoch_clips"] == "Table 11 L415-417: es" and xdc["dcase"]["cites"]["clips"] == "papers/xdc.md L199"
+
+
+def test_xdc_lr_cv_refuses_long_clips_for_audio_in_one_line(tmp_path, capsys):
+    """experiments/xdc_finetune_lr_cv.py --audio: Table 7's 32-frame stage is the video encoder's."""
+    import runpy
+
+    script = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_finetune_lr_cv.py"))
+    with pytest.raises(SystemExit) as e:
+        script["main"]([str(tmp_path / "run"), "--data", str(tmp_path), "--labels", "l.csv", "--audio", "--long-clips"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--long-clips" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.slow
+def test_xdc_esc50_lr_cross_validation_on_a_generated_audio_set(ray_session, tmp_path):
+    """experiments/xdc_finetune_lr_cv.py --audio: Table 12's lr search for ESC-50 (Table 11 L417)
+    on XDC's audio encoder, a 2-value grid as Tune trials on held-out train recordings, then the
+    best lr finetuned and tested (run by hand)."""
+    import runpy
+
+    run = fake_run(tmp_path, "xdc")
+    esc, csvs = audio_set(tmp_path, "esc50", 5.0, 2.0, 0.25)
+    script = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "experiments", "xdc_finetune_lr_cv.py"))
+    result = script["main"]([run, "--data", esc, "--labels", csvs[0], "--audio", "--lrs", "0.001,0.01", "--epochs", "1", "--val-fraction", "0.5",
+                              "--batch-size", "4", "--max-concurrent", "1"])
+    assert result["protocol"] == "esc50" and set(result["val_top1"]) == {"0.001", "0.01"} and 0 <= result["test_top1"] <= 1
+    assert os.path.isdir(f"{run}.lr_cv_esc50/test_lr_{result['best_lr']:g}/esc50")
