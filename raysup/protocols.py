@@ -26,7 +26,7 @@ from raysup.cluster_features import parquet_files
 from raysup.config import ConfigError, OptimConfig, TrainConfig
 from raysup.data.ingest import ClipCollate, PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
-from raysup.data.storage import exists, join, resolve
+from raysup.data.storage import exists, join, read_json, redact, resolve, write_json
 from raysup.data.tables import join_columns, repeat_rows
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.evaluate import clip_columns, labelled
@@ -294,6 +294,20 @@ def finetune_epochs(train_clips, rows: int, clips: int, key: str):
     return train_clips.map_batches(repeat_rows, fn_kwargs={"rate": clips / rows}, batch_format="pyarrow"), clips
 
 
+def keep_epoch_size(run_dir: str, clips: int) -> None:
+    """A finetuning resumes only with the clips per epoch it started with (its schedule's steps
+    and its data position count in them): recorded in ``run_dir/epoch_size.json``, a change
+    (e.g. another ``--paper-epoch-clips``) is a ConfigError naming the folder."""
+    fs, root = resolve(run_dir)
+    path = f"{root}/epoch_size.json"
+    if not exists(fs, path):
+        fs.create_dir(root, recursive=True)
+        write_json(fs, path, {"clips_per_epoch": clips})
+    elif (was := read_json(fs, path)["clips_per_epoch"]) != clips:
+        raise ConfigError(f"--paper-epoch-clips: {redact(run_dir)} was finetuned with {was} clips per epoch, now {clips}; "
+                          "give another --out to finetune anew")
+
+
 def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: TrainConfig, data: PreparedData, checkpoint: str | None,
                  classes: int, rows_per_epoch: int, epochs: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One finetuning: :func:`raysup.train.fit` in ``out_dir/<key>`` from ``checkpoint``, then the
@@ -304,6 +318,7 @@ def run_finetune(p: FinetuneProtocol, train_ds, test_ds, out_dir: str, *, cfg: T
         build = functools.partial(build_finetune, encoder=p.encoder, full=p.full, classes=classes)
     ft_cfg = dataclasses.replace(cfg, optim=p.optim, epochs=epochs or p.epochs, batch_size=p.batch_size, max_steps=0, patience=0)
     run_dir = f"{out_dir.rstrip('/')}/{p.key}"
+    keep_epoch_size(run_dir, rows_per_epoch)
     fit(ft_cfg, build, {"train": train_ds}, run_dir, data.specs, rows_per_epoch=rows_per_epoch, resume=True, init_checkpoint=checkpoint)
     model = build(ft_cfg, data.specs)
     model.load_state_dict(load_checkpoint_file(latest_checkpoint(run_dir))["model"])

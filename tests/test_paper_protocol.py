@@ -578,3 +578,16 @@ def test_xdc_esc50_lr_cross_validation_on_a_generated_audio_set(ray_session, tmp
                               "--batch-size", "4", "--max-concurrent", "1"])
     assert result["protocol"] == "esc50" and set(result["val_top1"]) == {"0.001", "0.01"} and 0 <= result["test_top1"] <= 1
     assert os.path.isdir(f"{run}.lr_cv_esc50/test_lr_{result['best_lr']:g}/esc50")
+
+
+def test_a_finetuning_resumes_only_with_its_epoch_size(tmp_path):
+    """Rerunning a finetuning with another --paper-epoch-clips would resume it with a schedule and
+    data position counted in other epochs: refused, naming the flag and the folder."""
+    from raysup.config import ConfigError
+    from raysup.protocols import keep_epoch_size
+
+    run = str(tmp_path / "paper_protocol" / "video")
+    keep_epoch_size(run, 106_000)
+    keep_epoch_size(run, 106_000)  # the same: resumes
+    with pytest.raises(ConfigError, match=r"--paper-epoch-clips: .*video was finetuned with 106000 clips per epoch, now 40000"):
+        keep_epoch_size(run, 40_000)
