@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
+
 from raysup.config import parse_overrides
 from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
@@ -160,8 +162,11 @@ def run(s: Sweep, title: str, *, address: str | None = None, resume: bool = Fals
     # syncing and slow callbacks); the sweep's own lines stay on stderr
     log = log_path(f"sweep-{s.name}")
     print(f"Tune's and Ray's messages: {log}", file=sys.stderr, flush=True)
+    joins = not ray.is_initialized()  # this call starts or joins Ray (a script or a job; not a caller's session)
     with open(log, "a") as f, contextlib.redirect_stdout(f), logged_to(f, "ray.tune"):
         md = _run(s, title, address, resume, overwrite, make_data)
+        if joins:  # leave Ray here: the raylet's late warnings (workers winding down) reach the log, not the table's stdout
+            ray.shutdown()
     print(md)
     where = redact(join(s.storage, s.name))
     print(f"Tune results, results.csv/.md/.png: {where}  (raysup dashboard {where})")
