@@ -18,7 +18,7 @@ from raysup.data.ingest import PreparedData
 from raysup.data.prepare import PrepareConfig, prepare
 from raysup.data.storage import join, redact, resolve, write_json
 from raysup.data.synthetic import SynthConfig, make_synthetic
-from raysup.errors import log_path
+from raysup.errors import ArgumentParser, log_path, report_errors
 from raysup.runtime import init_ray
 from raysup.sweep.driver import check_start, run_sweep
 from raysup.sweep.results import baselines, write_table
@@ -76,8 +76,6 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
     (:func:`raysup.errors.report_errors`): a refused sweep or a bad argument prints one line on
     stderr and exits 2, any other error one line and exits 1, the traceback going to a log file
     (``--debug``: to stderr); nothing printed or logged holds a credential. Returns the table."""
-    from raysup.errors import report_errors
-
     p = parser(exp)
     a = p.parse_args(argv)
     if a.data and not a.labels:
@@ -95,8 +93,6 @@ def main(exp: Experiment, argv: list[str] | None = None) -> str:
 
 def parser(exp: Experiment):
     """The experiment scripts' argument parser (:func:`main`)."""
-    from raysup.errors import ArgumentParser
-
     p = ArgumentParser(description=exp.title)
     p.add_argument("--data", help="prepared folder or URI (default: the embedded synthetic set)")
     p.add_argument("--labels", help="labels CSV for the probe (required with --data)")

@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 from raysup.config import ConfigError
+from raysup.methods import method_module
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 SEARCHES = ("grid", "random", "optuna", "hyperopt")
@@ -144,8 +145,6 @@ def check_pbt(search: str, keys: list[str]) -> None:
 
 def check_pbt_method(method: str) -> None:
     """PBT trains a method's one stage in segments: a multi-stage method (XDC's rounds) is refused."""
-    from raysup.methods import method_module
-
     if hasattr(method_module(method), "stages"):
         raise ConfigError(f"--scheduler pbt: {method} trains in stages (rounds with their own data), which PBT cannot cut into segments; "
                           "use --scheduler asha")
