@@ -204,6 +204,9 @@ class TrainConfig:
     Parquet shards read in a new order every epoch, then through a local shuffle buffer of
     ``shuffle_batches`` batches per worker: too small a buffer fills batches with the clips of
     a few videos (and biases BatchNorm); each clip held costs its tensor bytes in memory.
+    ``decode_on`` "device": the JPEG cells of a jpeg set reach the train worker compressed and
+    are decoded there before each step (:mod:`raysup.data.device_decode`: nvjpeg on CUDA),
+    instead of in Ray Data CPU tasks ("tasks"); the same tensors either way.
     """
 
     method_name: str
@@ -222,6 +225,7 @@ class TrainConfig:
     patience: int = 0
     shuffle_batches: int = 16
     checkpoint_every_steps: int = 0  # also checkpoint every this many optimiser steps; 0: at epoch ends only
+    decode_on: Literal["tasks", "device"] = "tasks"  # a jpeg set's frames and flow decoded in Ray Data CPU tasks, or on the train worker's device
     optim: OptimConfig = OptimConfig()
 
     def validate(self) -> None:

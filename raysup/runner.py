@@ -12,6 +12,7 @@ from typing import Any
 
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
 from raysup.config import TrainConfig
+from raysup.data.device_decode import DeviceDecode
 from raysup.data.ingest import PreparedData
 from raysup.methods import load_config, method_module
 from raysup.methods.base import Stage, StageLog
@@ -28,6 +29,7 @@ def check(cfg: TrainConfig, data: str | PreparedData) -> PreparedData:
     """Everything a run of ``cfg`` on ``data`` can be refused for before any work; returns the
     opened data (:func:`open_data`)."""
     opened = open_data(data, cfg)
+    opened.check_decode_on(cfg.decode_on)
     method_module(cfg.method_name).check(cfg, opened)
     return opened
 
@@ -48,12 +50,13 @@ def train(cfg: TrainConfig, data: str | PreparedData, run_dir: str, *, labels: s
     return log.metrics
 
 
-def stage_datasets(stage: Stage, data: PreparedData) -> dict[str, Any]:
-    """A stage's streams as ``fit`` takes them, decoded here and nowhere else: random crops to
-    train, centre crops to validate. Each must stream (:func:`barriers`)."""
-    datasets = {"train": data.decode(stage.train, crop="random")}
+def stage_datasets(stage: Stage, data: PreparedData, on: str = "tasks") -> dict[str, Any]:
+    """A stage's streams as ``fit`` takes them, decoded here and nowhere else (``on`` "device":
+    by the train workers, ``decode_on``): random crops to train, centre crops to validate. Each
+    must stream (:func:`barriers`)."""
+    datasets = {"train": data.decode(stage.train, crop="random", on=on)}
     if stage.val is not None:
-        datasets["val"] = data.decode(stage.val, crop="centre")
+        datasets["val"] = data.decode(stage.val, crop="centre", on=on)
     for key, ds in datasets.items():
         if barriers(ds):
             raise ValueError(f"stage {stage.name}: the {key} stream has {', '.join(barriers(ds))}, which wait for the whole input: Ray "
@@ -82,12 +85,14 @@ def barriers(ds) -> list[str]:
 def fit_stage(stage: Stage, cfg: TrainConfig, data: PreparedData, run_dir: str, *, resume: bool, callbacks: list | None,
               step_offset: int = 0, segment: Segment | None = None, tensorboard: bool = True) -> dict[str, Any]:
     """One :class:`Stage` through :func:`raysup.train.fit` (:func:`stage_datasets`), or the
-    ``segment`` of it (a PBT trial's)."""
-    datasets = stage_datasets(stage, data)
+    ``segment`` of it (a PBT trial's); ``decode_on`` "device": the workers decode the JPEG cells
+    (:class:`raysup.data.device_decode.DeviceDecode`)."""
+    on = (stage.cfg or cfg).decode_on
+    datasets = stage_datasets(stage, data, on)
     return fit(stage.cfg or cfg, method_module(cfg.method_name).build, datasets, run_dir, stage.specs or data.specs,
                rows_per_epoch=stage.rows_per_epoch, name=stage.name, resume=resume, init_checkpoint=stage.init_checkpoint,
                callbacks=callbacks, step_offset=step_offset, extra_metrics=stage.extra_metrics, segment=segment,
-               tensorboard=tensorboard)
+               tensorboard=tensorboard, decoder=DeviceDecode(data.layout()) if on == "device" else None)
 
 
 def side_tasks(cfg: TrainConfig) -> dict[str, dict[str, float]]:

@@ -30,13 +30,14 @@ from ray.train import TrainingFailedError, UserCallback
 from raysup import dist
 from raysup.checkpoint import CHECKPOINT_FILE, checkpoint_dirs, load_checkpoint_file, remove_broken
 from raysup.config import Build, ConfigError, OptimConfig, TrainConfig, to_dict
+from raysup.data.device_decode import DeviceDecode
 from raysup.data.ingest import ClipCollate
 from raysup.data.labels import read_labels_csv
 from raysup.data.schema import TensorSpec
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
 from raysup.progress import following, train_ticks
 
-RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker", "checkpoint_every_steps")  # may change on --resume
+RESUMABLE_FIELDS = ("epochs", "max_steps", "max_failures", "cpus_per_worker", "gpus_per_worker", "checkpoint_every_steps", "decode_on")  # may change on --resume
 FINITE_CHECK_STEPS = 50  # steps between the checks for a non-finite loss (each waits for the device)
 PREFETCH_BATCHES = 2  # batches Ray Data prepares (collated, pinned on CUDA) ahead of the step
 ERROR_KEY = "raysup_error"  # a report that carries the one-line error every worker agreed to stop on
@@ -296,7 +297,8 @@ def _train(loop_cfg: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed + 1000 * (state["epoch"] + 1) + dist.rank() + 1_000_003 * state["epoch_step"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: time the convolution algorithms once
-    collate = ClipCollate(specs)
+    decoder: DeviceDecode | None = loop_cfg.get("decoder")  # decode_on "device": the JPEG cells are decoded here, before each step
+    collate = decoder.collate(specs, pin=device.type == "cuda") if decoder else ClipCollate(specs)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if loop_cfg.get("has_val") else None
     iter_kw = dict(batch_size=cfg.batch_size, collate_fn=collate, device=device, prefetch_batches=PREFETCH_BATCHES, pin_memory=device.type == "cuda")
@@ -315,6 +317,8 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         epoch_steps = steps_per_epoch - done if done else math.inf
         finite = FiniteCheck(epoch, done)
         batches = train_shard.iter_torch_batches(**iter_kw, drop_last=True, local_shuffle_buffer_size=cfg.shuffle_batches * cfg.batch_size)
+        if decoder:  # the decoding counts as waiting for data
+            batches = (decoder.decode(b, "random", device) for b in batches)
         tick = train_ticks(loop_cfg.get("progress"), epoch, cfg.epochs, steps_per_epoch)  # the driver's progress line
         for batch in timed_batches(batches, clock):
             with torch.autocast(device.type, enabled=use_amp):
@@ -353,7 +357,7 @@ def _train(loop_cfg: dict[str, Any]) -> None:
         # max_steps ended the epoch early: the checkpoint's position is inside it, where a resume continues
         unfinished = state["step"] >= step_limit and done + steps < steps_per_epoch
         if val_shard is not None:
-            metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp)
+            metrics["val_loss"] = evaluate_loss(model, method, val_shard, iter_kw, device, use_amp, decoder)
             if metrics["val_loss"] < state["best_val"]:
                 state["best_val"], state["bad_epochs"] = metrics["val_loss"], 0
             elif not unfinished:
@@ -435,11 +439,13 @@ def load_weights(method: torch.nn.Module, checkpoint: str, *, pretrained: bool =
 
 
 @torch.no_grad()
-def evaluate_loss(model, method, shard, iter_kw, device, use_amp) -> float:
-    """Mean ``loss`` over a validation shard, averaged over workers."""
+def evaluate_loss(model, method, shard, iter_kw, device, use_amp, decoder: DeviceDecode | None = None) -> float:
+    """Mean ``loss`` over a validation shard, averaged over workers (its JPEG cells decoded
+    here, centre crops, with a ``decoder``)."""
     method.eval()
     total, n = torch.zeros((), device=device), torch.zeros((), device=device)
     for batch in shard.iter_torch_batches(**iter_kw):
+        batch = decoder.decode(batch, "centre", device) if decoder else batch
         with torch.autocast(device.type, enabled=use_amp):
             total += model(batch)["loss"].float() * len(next(iter(batch.values())))
         n += len(next(iter(batch.values())))
@@ -510,6 +516,7 @@ def fit(
     extra_metrics: dict[str, float] | None = None,
     segment: Segment | None = None,
     tensorboard: bool = True,
+    decoder: DeviceDecode | None = None,
 ) -> dict[str, Any]:
     """Train the model ``build(cfg, specs)`` on ``datasets`` (``train`` and optional ``val``) with a
     TorchTrainer whose checkpoints live in ``run_dir/name``; returns the final metrics.
@@ -517,7 +524,8 @@ def fit(
     schedule and refuses a ``batch_size`` no worker can fill before anything starts.
     ``extra_metrics`` (e.g. a clustering round's NMI) are added to every report; ``segment``:
     only part of the run (:class:`Segment`); ``tensorboard=False``: no ``run_dir/tensorboard``
-    (:class:`MetricsLogger`).
+    (:class:`MetricsLogger`); ``decoder``: ``datasets`` carry a jpeg set's stored cells, which
+    each worker decodes before its step (``decode_on`` "device").
 
     Without ``resume`` a checkpoint in ``run_dir/name`` is an error, so nothing is overwritten;
     with it, changed settings are refused (:func:`record_config`). A run that stopped before its
@@ -548,6 +556,7 @@ def fit(
             "extra_metrics": extra_metrics,
             "progress": progress,
             "segment": segment,
+            "decoder": decoder,
         },
         scaling_config=scaling,
         run_config=ray.train.RunConfig(

@@ -19,8 +19,9 @@ from raysup.data.ingest import ClipCollate
 from raysup.methods import make_config, method_module, method_names
 from raysup.methods.base import MethodModule, Stage
 
-# per method: the least that trains one short epoch on the 24-video set
-SHORT_SETS = {"xdc": {"method.k": 4}, "cross_and_learn": {"method.pairs_per_video": 2}}
+# per method: the least that trains one short epoch on the 24-video set (cpfs: with its draws'
+# frames and flow fields decoded by the train worker, validation too: tests/test_device_decode.py)
+SHORT_SETS = {"xdc": {"method.k": 4}, "cross_and_learn": {"method.pairs_per_video": 2}, "cpfs": {"decode_on": "device"}}
 SHORT = {name: [f"{k}={v}" for k, v in sets.items()] for name, sets in SHORT_SETS.items()}
 
 

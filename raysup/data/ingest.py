@@ -31,6 +31,7 @@ MIN_BLOCKS = 16
 # (experiments/bench/scale.py at 800k clips: label_join worker peak 451 -> 327-373 MB; docs/performance.md)
 OUTPUT_BLOCK_BYTES = 4 * 1024**2
 WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
+PER_IMAGE = "one JPEG per"  # how the manifest's encoding layout of one JPEG per frame (per field) begins
 TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet
 
 
@@ -185,18 +186,34 @@ class PreparedData:
         blocks = math.ceil(self.stored_bytes(columns) * self.manifest["counts"]["clips"] / BLOCK_BYTES)
         return max(1, min(files, max(blocks, MIN_BLOCKS)))
 
-    def decode(self, ds, *, crop: str):
+    def decode(self, ds, *, crop: str, on: str = "tasks"):
         """``ds`` (rows of this set's stored cells, e.g. clips drawn from :meth:`videos`) with
         compressed frames and flow decoded to the raw encoding's tensors of ``specs``, cropped to
         size×size (:func:`raysup.data.codec.decode_clips`): a ``map_batches`` stage of CPU tasks
-        that Ray may run on any node. Raw sets come back unchanged unless :meth:`cropped`."""
+        that Ray may run on any node. Raw sets come back unchanged unless :meth:`cropped`.
+        ``on`` "device" (``TrainConfig.decode_on``): ``ds`` unchanged, its JPEG cells left for
+        the train worker to decode (:mod:`raysup.data.device_decode`; :meth:`check_decode_on`)."""
         if crop not in CROPS:
             raise ValueError(f"crop: must be one of {', '.join(CROPS)}, got {crop!r}")
-        if self.encoding["format"] == "raw" and not self.crop_size:
+        self.check_decode_on(on)
+        if on == "device" or self.encoding["format"] == "raw" and not self.crop_size:
             return ds
         layout = self.layout()
         return ds.map_batches(decode_clips, batch_format="pyarrow", batch_size=decode_batch_rows(layout),
                               fn_kwargs={"layout": layout, "crop": crop}, zero_copy_batch=True)
+
+    def check_decode_on(self, on: str) -> None:
+        """``decode_on`` "device" decodes one JPEG per frame and per flow field: a ConfigError
+        naming the field for a raw set or a jpeg set of one JPEG per clip (before 2026-12-06)."""
+        if on != "device":
+            return
+        enc = self.encoding
+        if enc["format"] != "jpeg":
+            raise ConfigError(f"decode_on: device decodes JPEG cells on the train worker, but {redact(self.uri)} is a {enc['format']} set "
+                              "(set decode_on=tasks, or prepare with --encoding jpeg)")
+        if any(not enc[c]["layout"].startswith(PER_IMAGE) for c in ("frames", "flow") if c in enc):
+            raise ConfigError(f"decode_on: device decodes one JPEG per frame and per flow field, but {redact(self.uri)} holds one JPEG "
+                              "per clip (prepared before 2026-12-06): re-prepare it, or set decode_on=tasks")
 
     def layout(self) -> dict:
         """What :func:`raysup.data.codec.decode_clips` needs to decode and crop this set's cells."""
