@@ -57,12 +57,13 @@ def test_train_probe_resume_and_refuse_to_overwrite(small_prepared, tmp_path, ca
     run = runner.train
     with pytest.raises(FileExistsError, match="--resume"):
         run(make_config("supervised", "tiny", base), data, run_dir, labels=labels)
-    r = run(make_config("supervised", "tiny", {**base, "epochs": 5, "max_steps": 5}), data, run_dir, labels=labels, resume=True)
+    # resumed with the JPEG cells decoded by the worker (tests/test_device_decode.py): a resumable change
+    r = run(make_config("supervised", "tiny", {**base, "epochs": 5, "max_steps": 5, "decode_on": "device"}), data, run_dir, labels=labels, resume=True)
     assert (r["epoch"], r["steps"], r["total_steps"]) == (0, 2, 5)  # epoch 0 continued where it stopped, 2 more steps
     lines = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [(m["epoch"], m.get("epoch_step"), m["total_steps"]) for m in lines] == [(0, 2, 2), (0, None, 3), (0, None, 5)]
     resumes = [json.loads(line) for line in open(os.path.join(run_dir, "resumes.jsonl"))]
-    assert [r["changed"] for r in resumes] == [{"epochs": [4, 5], "max_steps": [3, 5], "checkpoint_every_steps": [2, 0]}]
+    assert [r["changed"] for r in resumes] == [{"epochs": [4, 5], "max_steps": [3, 5], "checkpoint_every_steps": [2, 0], "decode_on": ["tasks", "device"]}]
     # a resume may train longer, but not change what the run is
     with pytest.raises(ConfigError, match=r"method.video_encoder: .r2plus1d_tiny. -> .r2plus1d_18., optim.lr: 0.003 -> 0.1"):
         run(make_config("supervised", "tiny", {**base, "optim.lr": 0.1, "method.video_encoder": "r2plus1d_18"}), data, run_dir, labels=labels, resume=True)
