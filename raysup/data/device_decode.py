@@ -94,24 +94,34 @@ class DeviceDecode:
     def decode(self, batch: JpegBatch, crop: str, device: torch.device, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         """``batch`` on ``device`` with its JPEGs decoded there, cropped S×S at one box per clip
         (``crop``: "centre" or "random", as :func:`raysup.data.codec.decode_clip`; a clip's first
-        decoded image sets its box) and the flow levels mapped to float16 pixels."""
+        decoded image sets its box) and the flow levels mapped to float16 pixels. Host-to-device
+        copies do not wait for the device."""
         rng = rng if rng is not None else np.random.default_rng()
         out = {k: v.to(device, non_blocking=True) for k, v in batch.tensors.items()}
-        size, boxes = int(self.layout["size"]), {}
+        boxes: dict[int, tuple[int, int]] = {}  # clip → (top, left)
         for name, jp in batch.jpegs.items():
             tensor = torch.zeros((batch.rows, *self.layout[name]), dtype=DTYPES[name], device=device)  # [B,T,S,S,C]
             if jp.images:
-                crops = []
-                for img, row in zip(decode_jpeg(jp.images, mode=MODES[name], device=device), jp.rows.tolist()):
-                    img = img if name == "frames" else img.view(2, img.shape[1] // 2, img.shape[2])  # [C,H,W]: dx, dy levels
-                    if row not in boxes:
-                        boxes[row] = crop_box(img.shape[1], img.shape[2], size, crop, rng)
-                    top, left = boxes[row]
-                    crops.append(img[:, top : top + size, left : left + size])
-                x = torch.stack(crops).permute(0, 2, 3, 1).contiguous()  # [n,S,S,C]
-                if name == "flow":  # levels → pixels (float32 → float16 as decode_clips stores them)
-                    x = torch.from_numpy(flow_levels(self.layout["flow_range"])).to(DTYPES[name]).to(device)[x.int()]
-                slots = torch.from_numpy(jp.rows * tensor.shape[1] + jp.index).to(device)  # clip r's image i: row r·T + i of [B·T,S,S,C]
-                tensor.view(-1, *tensor.shape[2:]).index_copy_(0, slots, x)
-            out[name], out[f"{name}_valid"] = tensor, torch.from_numpy(jp.valid).to(device)
+                x = self.crops(name, jp, crop, device, rng, boxes)  # [n,S,S,C]
+                slots = jp.rows * tensor.shape[1] + jp.index  # clip r's image i: row r·T + i of [B·T,S,S,C]
+                tensor.view(-1, *tensor.shape[2:]).index_copy_(0, torch.from_numpy(slots).to(device, non_blocking=True), x)
+            out[name], out[f"{name}_valid"] = tensor, torch.from_numpy(jp.valid).to(device, non_blocking=True)
         return out
+
+    def crops(self, name: str, jp: Jpegs, crop: str, device: torch.device, rng: np.random.Generator,
+              boxes: dict[int, tuple[int, int]]) -> torch.Tensor:
+        """``jp``'s images decoded on ``device`` and cropped at their clips' ``boxes`` (drawn by
+        :func:`raysup.data.codec.crop_box` for a clip without one): uint8 [n,S,S,3] frames, or
+        float16 [n,S,S,2] flow pixels (dx, dy)."""
+        size, cut = int(self.layout["size"]), []
+        for img, row in zip(decode_jpeg(jp.images, mode=MODES[name], device=device), jp.rows.tolist()):
+            img = img if name == "frames" else img.view(2, img.shape[1] // 2, img.shape[2])  # [C,H,W]: a field's dx, dy levels
+            if row not in boxes:
+                boxes[row] = crop_box(img.shape[1], img.shape[2], size, crop, rng)
+            top, left = boxes[row]
+            cut.append(img[:, top : top + size, left : left + size])
+        x = torch.stack(cut).permute(0, 2, 3, 1).contiguous()  # [n,S,S,C]
+        if name == "frames":
+            return x
+        levels = torch.from_numpy(flow_levels(self.layout["flow_range"])).to(DTYPES[name])  # [256] pixels, as decode_clips stores them
+        return levels.to(device, non_blocking=True)[x.int()]
