@@ -60,7 +60,7 @@ POINTS_PER_CENTROID = 512
 STATS = "stats.json"
 INDEX_DIR = "_shards"  # labels of features with a path: their index, bucket files shard → (file, row group) (write_index)
 INDEX_FILE = f"{INDEX_DIR}/index.json"  # {"buckets": B, "shards": S}, written after the buckets
-LEGACY_INDEX = "shards.json"  # the index as labels written before 2026-12-07 have it, whole: shard → [[file, row group], ...]
+LEGACY_INDEX = "shards.json"  # the index of labels written before it had buckets (2026-12-06), whole: shard → [[file, row group], ...]
 # a bucket holds ~256 shards' rows (~15 kB): what a lookup reads of the index, whatever the shards
 SHARDS_PER_BUCKET = 256
 INDEX = "index"  # the column of assign_fragments' output that carries its part of the index
@@ -290,7 +290,7 @@ def shard_runs(labels: pa.Table) -> Iterator[tuple[str | None, int, int]]:
 class Labels:
     """A clustering's labels folder or URI and the size of its index (:data:`INDEX_DIR`):
     what every read task that joins them is sent, the same whatever the number of shards. Labels
-    written before 2026-12-07 carry their whole index (``legacy``, from :data:`LEGACY_INDEX`)."""
+    written before the index had buckets carry their whole index (``legacy``, from :data:`LEGACY_INDEX`)."""
 
     uri: str
     buckets: int

@@ -204,7 +204,7 @@ def test_features_are_written_in_files_of_a_target_size(ray_session, tmp_path):
 def test_training_rows_join_labels_by_key(tmp_path):
     """XDC's training rows: each clip gets the labels of its own key from its shard's labels (video
     head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
-    drawn rates-many times."""
+    drawn rates-many times; labels with the index of older raysup (shards.json) join the same."""
     from raysup.cluster_features import Labels, round_rows, write_index
     from raysup.clustering import HEADS
     from raysup.data.tables import held_out
@@ -232,6 +232,12 @@ def test_training_rows_join_labels_by_key(tmp_path):
     train = round_rows(batch, **kw, rates={"video": np.full(5, 1.0), "audio": np.full(3, 1.0)})  # 1 + 1 draws per clip
     assert train.num_rows == 2 * (~held).sum() and "frames" in train.column_names and not set(train["video_id"].to_pylist()) & set(vid[held])
     assert "path" not in train.column_names
+    # labels of a run in progress, written before the index had buckets (shards.json, whole): read as before
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    os.link(tmp_path / "part.parquet", legacy / "part.parquet")
+    (legacy / "shards.json").write_text(json.dumps({"a.parquet": [["part.parquet", 0]], "b.parquet": [["part.parquet", 1]]}))
+    assert round_rows(batch, **kw | {"labels": Labels.open(str(legacy))}, rates=None).equals(val)
 
 
 def _rchar() -> int:
