@@ -27,7 +27,7 @@ the next round's comparison with these labels) then reads its shards' buckets an
 labels only: neither its cost nor what its task is sent grows with the dataset. (Joined by video
 id instead, every row group's id range spanned nearly all ids, as prepare shuffles videos over
 shards: each lookup read nearly all labels; with the whole index in one JSON, every read task
-got all of it, ~100 MB at a million shards.)
+got all of it, ~50 MB at a million shards.)
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ STATS = "stats.json"
 INDEX_DIR = "_shards"  # labels of features with a path: their index, bucket files shard → (file, row group) (write_index)
 INDEX_FILE = f"{INDEX_DIR}/index.json"  # {"buckets": B, "shards": S}, written after the buckets
 LEGACY_INDEX = "shards.json"  # the index of labels written before it had buckets (2026-12-06), whole: shard → [[file, row group], ...]
-# a bucket holds ~256 shards' rows (~15 kB): what a lookup reads of the index, whatever the shards
+# a bucket holds ~256 shards' rows (a ~3.5 kB file): what a lookup reads of the index, whatever the shards
 SHARDS_PER_BUCKET = 256
 INDEX = "index"  # the column of assign_fragments' output that carries its part of the index
 INDEX_SCHEMA = pa.schema({"shard": pa.string(), "file": pa.string(), "row_group": pa.int32()})
