@@ -152,13 +152,25 @@ def check_features(path: str, schema: pa.Schema, vectors: list[str]) -> None:
 
 
 def read_fragment(uri: str, item: dict, columns: list[str], batch_size: int = BATCH) -> Iterator[pa.Table]:
-    """An item of :func:`fragments` in tables of at most ``batch_size`` rows (the reader holds a
-    row group at a time, never the file)."""
+    """An item of :func:`fragments` in tables of ``batch_size`` rows (the last one fewer), read
+    one row group at a time: a task holds a batch and a row group. (pyarrow's reader over a
+    range of row groups buffered the whole range: 72 MB of Arrow memory for a 73 MB features
+    file read 4,096 rows at a time.)"""
     fs, _ = resolve(uri)
+    held, rows = [], 0
     for part in item["parts"]:
         with fs.open_input_file(part["path"]) as f:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size, row_groups=range(part["start"], part["stop"]), columns=columns):
-                yield pa.Table.from_batches([b])
+            file = pq.ParquetFile(f)
+            for group in range(part["start"], part["stop"]):
+                for b in file.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+                    held.append(b)
+                    rows += b.num_rows
+                    while rows >= batch_size:
+                        table = pa.Table.from_batches(held)
+                        yield table.slice(0, batch_size)
+                        held, rows = table.slice(batch_size).to_batches(), rows - batch_size
+    if rows:
+        yield pa.Table.from_batches(held)
 
 
 def over_fragments(items: list[dict], fn, **kw):
