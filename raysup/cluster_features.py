@@ -20,11 +20,14 @@ raysup/data/tables.py).
 
 Features with a ``path`` column (each clip's prepared shard, as XDC writes them) give labels
 joined by shard (:func:`lookup`): each task writes its labels sorted by shard, one row group per
-shard, and the driver writes the index shard → row groups (:data:`INDEX_FILE`). A batch of clips
-(XDC's training and validation rows, the next round's comparison with these labels) then reads
-the labels of its own shards only: its cost does not grow with the dataset. (Joined by video id
-instead, every row group's id range spanned nearly all ids, as prepare shuffles videos over
-shards: each lookup read nearly all labels.)
+shard, and the driver writes the index shard → (file, row group) in buckets of about
+:data:`SHARDS_PER_BUCKET` shards by a hash of the shard's name, a small Parquet file each
+(:data:`INDEX_DIR`, :func:`write_index`). A batch of clips (XDC's training and validation rows,
+the next round's comparison with these labels) then reads its shards' buckets and its shards'
+labels only: neither its cost nor what its task is sent grows with the dataset. (Joined by video
+id instead, every row group's id range spanned nearly all ids, as prepare shuffles videos over
+shards: each lookup read nearly all labels; with the whole index in one JSON, every read task
+got all of it, ~50 MB at a million shards.)
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import json
 import math
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,8 +58,13 @@ KEY = ["video_id", "clip_index"]
 # within 0.5% of k-means on all points, 256 within 1.3% (experiments/bench/cluster_scale.py)
 POINTS_PER_CENTROID = 512
 STATS = "stats.json"
-INDEX_FILE = "shards.json"  # labels of features with a path: shard → [[file, row group], ...]
+INDEX_DIR = "_shards"  # labels of features with a path: their index, bucket files shard → (file, row group) (write_index)
+INDEX_FILE = f"{INDEX_DIR}/index.json"  # {"buckets": B, "shards": S}, written after the buckets
+LEGACY_INDEX = "shards.json"  # the index of labels written before it had buckets (2026-12-06), whole: shard → [[file, row group], ...]
+# a bucket holds ~256 shards' rows (a ~3.5 kB file): what a lookup reads of the index, whatever the shards
+SHARDS_PER_BUCKET = 256
 INDEX = "index"  # the column of assign_fragments' output that carries its part of the index
+INDEX_SCHEMA = pa.schema({"shard": pa.string(), "file": pa.string(), "row_group": pa.int32()})
 SHARD = "shard"  # the column of assign_batch's output: each clip's prepared shard (shard_names)
 BATCH = 65_536  # rows a task holds at a time: 32 MB of 128-d float32 features
 ITEM_BYTES = 128 << 20  # a task's share of the features (Ray Data's own target block size)
@@ -142,13 +151,26 @@ def check_features(path: str, schema: pa.Schema, vectors: list[str]) -> None:
             raise ValueError(f"{path}: column {c} is {schema.field(c).type}, not a fixed_size_list of floats (raysup features writes those)")
 
 
-def read_fragment(uri: str, item: dict, columns: list[str]) -> Iterator[pa.Table]:
-    """An item of :func:`fragments` in tables of at most :data:`BATCH` rows."""
+def read_fragment(uri: str, item: dict, columns: list[str], batch_size: int = BATCH) -> Iterator[pa.Table]:
+    """An item of :func:`fragments` in tables of ``batch_size`` rows (the last one fewer), read
+    one row group at a time: a task holds a batch and a row group. (pyarrow's reader over a
+    range of row groups buffered the whole range: 72 MB of Arrow memory for a 73 MB features
+    file read 4,096 rows at a time.)"""
     fs, _ = resolve(uri)
+    held, rows = [], 0
     for part in item["parts"]:
         with fs.open_input_file(part["path"]) as f:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=BATCH, row_groups=range(part["start"], part["stop"]), columns=columns):
-                yield pa.Table.from_batches([b])
+            file = pq.ParquetFile(f)
+            for group in range(part["start"], part["stop"]):
+                for b in file.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+                    held.append(b)
+                    rows += b.num_rows
+                    while rows >= batch_size:
+                        table = pa.Table.from_batches(held)
+                        yield table.slice(0, batch_size)
+                        held, rows = table.slice(batch_size).to_batches(), rows - batch_size
+    if rows:
+        yield pa.Table.from_batches(held)
 
 
 def over_fragments(items: list[dict], fn, **kw):
@@ -212,12 +234,12 @@ def assign_fragments(items: pa.Table, *, uri: str, columns: list[str], out: str,
     them to ``out`` as ``part-<token>-<index>.parquet`` (a retried task rewrites its own file;
     the call's ``token`` keeps a redone round's files apart from the killed one's, which
     processes may have cached) and returns their counts (:func:`count_batch`) summed, as one
-    row, with column :data:`INDEX`: the JSON of {shard: [[file, row group], ...]} for what it
-    wrote (:func:`lookup` reads it). Each batch is written sorted by shard, one row group per
-    shard."""
+    row, with column :data:`INDEX`: the JSON of {"shard": [...], "file": [...], "row_group":
+    [...]} for what it wrote (:func:`write_index`). Each batch is written sorted by shard, one
+    row group per shard."""
     fs, root = resolve(out)
     total: dict[str, np.ndarray] = {}
-    index: dict[str, list] = {}
+    index: dict[str, list] = {"shard": [], "file": [], "row_group": []}
     for item in items.to_pylist():
         name = f"part-{token}-{item['index']:06d}.parquet"
         with fs.open_output_stream(f"{root}/{name}") as sink:
@@ -229,7 +251,8 @@ def assign_fragments(items: pa.Table, *, uri: str, columns: list[str], out: str,
                 for shard, start, stop in shard_runs(labels):
                     writer.write_table(stored.slice(start, stop - start), row_group_size=stop - start)
                     if shard is not None:
-                        index.setdefault(shard, []).append([name, groups])
+                        for column, value in zip(index, (shard, name, groups), strict=True):
+                            index[column].append(value)
                     groups += 1
                 for key, v in count_batch(labels, **counting).items():
                     total[key] = total.get(key, 0) + v
@@ -277,19 +300,74 @@ def shard_runs(labels: pa.Table) -> Iterator[tuple[str | None, int, int]]:
 
 @dataclass(frozen=True)
 class Labels:
-    """A clustering's labels folder or URI and its index: shard → ((file, row group), ...)."""
+    """A clustering's labels folder or URI and the size of its index (:data:`INDEX_DIR`):
+    what every read task that joins them is sent, the same whatever the number of shards. Labels
+    written before the index had buckets carry their whole index (``legacy``, from :data:`LEGACY_INDEX`)."""
 
     uri: str
-    index: dict[str, tuple[tuple[str, int], ...]]
+    buckets: int
+    legacy: dict[str, tuple[tuple[str, int], ...]] | None = None
 
     @classmethod
     def open(cls, uri: str) -> Labels:
         """The labels :func:`cluster_features` wrote to ``uri`` from features with a ``path``
-        (a ValueError otherwise: a join by shard needs its :data:`INDEX_FILE`)."""
+        (a ValueError otherwise: a join by shard needs its index)."""
         fs, root = resolve(uri)
-        if not exists(fs, f"{root}/{INDEX_FILE}"):
-            raise ValueError(f"{uri}: no {INDEX_FILE}; its labels are of features without a path column, which cannot be joined by shard")
-        return cls(uri, {shard: tuple(map(tuple, places)) for shard, places in read_json(fs, f"{root}/{INDEX_FILE}").items()})
+        if exists(fs, f"{root}/{INDEX_FILE}"):
+            return cls(uri, int(read_json(fs, f"{root}/{INDEX_FILE}")["buckets"]))
+        if exists(fs, f"{root}/{LEGACY_INDEX}"):
+            return cls(uri, 0, {shard: tuple(map(tuple, places)) for shard, places in read_json(fs, f"{root}/{LEGACY_INDEX}").items()})
+        raise ValueError(f"{uri}: no {INDEX_FILE}; its labels are of features without a path column, which cannot be joined by shard")
+
+    def places(self, shard: str) -> tuple[tuple[str, int], ...]:
+        """The (file, row group) of ``shard``'s labels: its bucket of the index, read once while
+        it stays in :data:`LABELS`."""
+        if self.legacy is not None:
+            return self.legacy.get(shard, ())
+        b = bucket_of(shard, self.buckets)
+        table = LABELS.get((self.uri, INDEX_DIR, b), lambda: read_bucket(self.uri, b))
+        rows = table.filter(pc.equal(table.column("shard"), shard))
+        return tuple(zip(rows.column("file").to_pylist(), rows.column("row_group").to_pylist(), strict=True))
+
+
+def bucket_of(shard: str, buckets: int) -> int:
+    """The index bucket of a shard: a hash of its name (CRC-32, the same in every process)."""
+    return zlib.crc32(shard.encode()) % buckets
+
+
+def bucket_path(root: str, bucket: int) -> str:
+    return f"{root}/{INDEX_DIR}/{bucket:06d}.parquet"
+
+
+def read_bucket(uri: str, bucket: int) -> pa.Table:
+    fs, root = resolve(uri)
+    with fs.open_input_file(bucket_path(root, bucket)) as f:
+        return pq.ParquetFile(f).read()
+
+
+def write_index(out: str, index: pa.Table, shards_per_bucket: int = SHARDS_PER_BUCKET) -> None:
+    """The labels' ``index`` (``shard``, ``file``, ``row_group``: :func:`assign_fragments`' parts)
+    written to ``out`` as B = ⌈shards / ``shards_per_bucket``⌉ Parquet files (bucket
+    :func:`bucket_of`, rows sorted by shard), then :data:`INDEX_FILE`; 32 files at a time (on
+    object storage each is a request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs, root = resolve(out)
+    shards = pc.count_distinct(index.column("shard")).as_py()
+    buckets = max(1, math.ceil(shards / shards_per_bucket))
+    of = np.fromiter((bucket_of(s, buckets) for s in index.column("shard").to_pylist()), np.int64, index.num_rows)
+    index = index.append_column("bucket", pa.array(of)).sort_by([("bucket", "ascending"), ("shard", "ascending")])
+    bounds = np.searchsorted(index.column("bucket").to_numpy(), np.arange(buckets + 1))
+    index = index.drop_columns(["bucket"])
+    fs.create_dir(f"{root}/{INDEX_DIR}", recursive=True)
+
+    def write(b: int) -> None:
+        with fs.open_output_stream(bucket_path(root, b)) as f:
+            pq.write_table(index.slice(bounds[b], bounds[b + 1] - bounds[b]), f)
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(write, range(buckets)))
+    write_json(fs, f"{root}/{INDEX_FILE}", {"buckets": buckets, "shards": shards})
 
 
 @lru_cache(maxsize=64)
@@ -351,7 +429,7 @@ def lookup(keys: pa.Table, shards: pa.ChunkedArray, labels: Labels, columns: lis
     (renamed ``prefix + column``). Only the labels of the batch's shards are read: the cost of
     a batch does not grow with the dataset."""
     names = pc.unique(shards).to_pylist()
-    found = pa.concat_tables([shard_labels(labels.uri, labels.index.get(s, ()), tuple(columns)) for s in names] or
+    found = pa.concat_tables([shard_labels(labels.uri, labels.places(s), tuple(columns)) for s in names] or
                              [shard_labels(labels.uri, (), tuple(columns))])
     found = pa.table({"video_id": found.column("video_id").cast(keys.schema.field("video_id").type),
                       "clip_index": found.column("clip_index").cast(keys.schema.field("clip_index").type),
@@ -391,18 +469,17 @@ def count_batch(batch: pa.Table, *, ks: dict[str, int], val_fraction: float, pre
 
 # ---- 4. statistics -----------------------------------------------------------------------------
 
-def summed(rows) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+def summed(rows) -> tuple[dict[str, np.ndarray], pa.Table]:
     """The rows of a Ray Dataset of counts (:func:`assign_fragments`' output), summed as they
-    stream in, and the index of the labels written (shard → [[file, row group], ...])."""
+    stream in, and the index of the labels written (``shard``, ``file``, ``row_group``; ~80 B a
+    shard)."""
     total: dict[str, np.ndarray] = {}
-    index: dict[str, list] = {}
+    index = []
     for b in rows.iter_batches(batch_format="numpy", batch_size=None):
-        for part in b.pop(INDEX):
-            for shard, places in json.loads(part).items():
-                index.setdefault(shard, []).extend(places)
+        index += [pa.table(json.loads(part), schema=INDEX_SCHEMA) for part in b.pop(INDEX)]
         for key, v in b.items():
             total[key] = total.get(key, 0) + v.sum(0)
-    return total, index
+    return total, pa.concat_tables(index or [INDEX_SCHEMA.empty_table()])
 
 
 def statistics(counts: dict[str, np.ndarray], name: str) -> dict:
@@ -475,7 +552,7 @@ def cluster_features(
     NMI and purity; ``val_fraction`` splits the training sizes off the held-out videos. Each
     task of the two passes reads about ``item_bytes`` of features. Features with a ``path``
     column (the prepared shard of each clip, as XDC writes them) give labels indexed by shard
-    (:data:`INDEX_FILE`, :class:`Labels`), which ``previous`` must be too. Returns the statistics."""
+    (:func:`write_index`, :class:`Labels`), which ``previous`` must be too. Returns the statistics."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -514,8 +591,8 @@ def cluster_features(
     counts, index = summed(over_fragments(items, assign_fragments, uri=features, columns=read, out=out, token=uuid.uuid4().hex[:8],
                                           clusterings=clusterings, models=models, ks=ks, val_fraction=val_fraction, previous=prev,
                                           truth=truth or None, classes=1 + max(truth.values(), default=0) if truth else 0))
-    if index:
-        write_json(fs, f"{root}/{INDEX_FILE}", index)
+    if index.num_rows:
+        write_index(out, index)
     clock.append(time.perf_counter())
     for c in clusterings:
         suffix = "" if len(clusterings) == 1 else f"_{c.name}"

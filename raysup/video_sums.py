@@ -1,10 +1,15 @@
-"""Per-video sums of feature vectors, run inside Ray Data's map tasks (:func:`raysup.features.video_sums`):
-pyarrow and numpy only. A worker importing :mod:`raysup.features` imported torch with it
-(~500 MB of a worker's ~760 MB peak RSS in experiments/bench/scale.py's ``video_average``)."""
+"""Per-video sums of feature vectors, run inside Ray Data's map tasks (:func:`raysup.features.video_sums`,
+:func:`raysup.features.read_video_means`): no torch. A worker importing :mod:`raysup.features`
+imported torch with it (~500 MB of a worker's ~760 MB peak RSS in experiments/bench/scale.py's
+``video_average``)."""
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+
+from raysup.cluster_features import read_fragment
 
 
 def sum_per_video(batch: pa.Table) -> pa.Table:
@@ -19,6 +24,14 @@ def sum_per_video(batch: pa.Table) -> pa.Table:
         sums = np.add.reduceat(x[order], starts, axis=0) if len(x) else x
         out[name] = pa.FixedSizeListArray.from_arrays(pa.array(sums.reshape(-1)), x.shape[1])
     return pa.table(out)
+
+
+def sum_fragments(items: pa.Table, *, uri: str, columns: list[str], batch_size: int) -> Iterator[pa.Table]:
+    """:func:`sum_per_video` of each ``batch_size`` clips (``columns``) of the ``items``' row
+    groups (:func:`raysup.cluster_features.fragments` of the features at ``uri``)."""
+    for item in items.to_pylist():
+        for batch in read_fragment(uri, item, columns, batch_size):
+            yield sum_per_video(batch)
 
 
 def vector_columns(schema: pa.Schema) -> list[str]:

@@ -204,8 +204,8 @@ def test_features_are_written_in_files_of_a_target_size(ray_session, tmp_path):
 def test_training_rows_join_labels_by_key(tmp_path):
     """XDC's training rows: each clip gets the labels of its own key from its shard's labels (video
     head ← audio clusters for xdc), held-out videos go to validation only, and a training clip is
-    drawn rates-many times."""
-    from raysup.cluster_features import Labels, round_rows
+    drawn rates-many times; labels with the index of older raysup (shards.json) join the same."""
+    from raysup.cluster_features import Labels, round_rows, write_index
     from raysup.clustering import HEADS
     from raysup.data.tables import held_out
 
@@ -220,7 +220,8 @@ def test_training_rows_join_labels_by_key(tmp_path):
     perm = np.random.default_rng(0).permutation(20)
     batch = pa.table({"video_id": vid[perm], "clip_index": clip.take(pa.array(perm)), "frames": pa.array([b"x"] * 20, pa.binary(1)),
                       "path": [f"/prepared/data/{s}" for s in shard[perm]]})
-    labels = Labels(str(tmp_path), {"a.parquet": (("part.parquet", 0),), "b.parquet": (("part.parquet", 1),)})
+    write_index(str(tmp_path), pa.table({"shard": ["a.parquet", "b.parquet"], "file": ["part.parquet"] * 2, "row_group": pa.array([0, 1], pa.int32())}))
+    labels = Labels.open(str(tmp_path))
     kw = {"labels": labels, "heads": HEADS["xdc"], "val_fraction": 0.5}
     val = round_rows(batch, **kw, rates=None)
     row = {(v, c): i for i, (v, c) in enumerate(zip(vid, np.arange(20) % 2, strict=True))}
@@ -231,6 +232,12 @@ def test_training_rows_join_labels_by_key(tmp_path):
     train = round_rows(batch, **kw, rates={"video": np.full(5, 1.0), "audio": np.full(3, 1.0)})  # 1 + 1 draws per clip
     assert train.num_rows == 2 * (~held).sum() and "frames" in train.column_names and not set(train["video_id"].to_pylist()) & set(vid[held])
     assert "path" not in train.column_names
+    # labels of a run in progress, written before the index had buckets (shards.json, whole): read as before
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    os.link(tmp_path / "part.parquet", legacy / "part.parquet")
+    (legacy / "shards.json").write_text(json.dumps({"a.parquet": [["part.parquet", 0]], "b.parquet": [["part.parquet", 1]]}))
+    assert round_rows(batch, **kw | {"labels": Labels.open(str(legacy))}, rates=None).equals(val)
 
 
 def _rchar() -> int:
@@ -239,21 +246,22 @@ def _rchar() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
 
 
-def _shard_labels_of(folder, shards: int, seed: int = 0):
-    """Labels written by assign_fragments (the real writer) for ``shards`` prepared shards of 100
-    clips, whose 25 videos each are drawn at random from all (prepare shuffles videos over
-    shards), from features files of 40 shards each; returns the Labels and the clips' keys."""
-    from raysup.cluster_features import INDEX, KEY, Labels, Model, assign_fragments, fragments
+def _shard_labels_of(folder, shards: int, seed: int = 0, clips: int = 100, per_file: int = 40, shards_per_bucket: int = 256):
+    """Labels written by assign_fragments and write_index (the real writers) for ``shards``
+    prepared shards of ``clips`` clips, whose videos (4 clips each) are drawn at random from all
+    (prepare shuffles videos over shards), from features files of ``per_file`` shards each, the index in
+    buckets of ``shards_per_bucket`` shards; returns the Labels and the clips' keys."""
+    from raysup.cluster_features import INDEX, INDEX_SCHEMA, KEY, Labels, Model, assign_fragments, fragments, write_index
 
     rng = np.random.default_rng(seed)
-    n = 100 * shards
+    n = clips * shards
     vid = np.array([f"v{i:07d}" for i in rng.permutation(n // 4)]).repeat(4)
     clip = np.tile(np.arange(4, dtype=np.int32), n // 4)
-    path = np.array([f"/prepared/data/part-{i // 100:05d}.parquet" for i in range(n)])
+    path = np.array([f"/prepared/data/part-{i // clips:05d}.parquet" for i in range(n)])
     feats, out = folder / "features", folder / "labels"
     feats.mkdir()
     out.mkdir()
-    for f, rows in enumerate(np.array_split(np.arange(n), max(1, shards // 40))):
+    for f, rows in enumerate(np.array_split(np.arange(n), max(1, shards // per_file))):
         pq.write_table(pa.table({"video_id": vid[rows], "clip_index": clip[rows], "path": path[rows], "video": vectors(rng.normal(size=(len(rows), 4)))}),
                        feats / f"part-{f}.parquet")
     items, _ = fragments(str(feats), ["video"], item_bytes=1)  # a labels file per features file
@@ -261,35 +269,41 @@ def _shard_labels_of(folder, shards: int, seed: int = 0):
     written = assign_fragments(pa.Table.from_pylist(items), uri=str(feats), columns=[*KEY, "path", "video"], out=str(out), token="t",
                                clusterings=[Clustering("label", ("video",), 4)], models={"label": model}, ks={"label": 4}, val_fraction=0.0,
                                previous=None, truth=None, classes=0)
-    return Labels(str(out), {s: tuple(map(tuple, p)) for s, p in json.loads(written[INDEX][0]).items()}), pa.table({"video_id": vid, "clip_index": clip, "path": path})
+    write_index(str(out), pa.table(json.loads(written[INDEX][0]), schema=INDEX_SCHEMA), shards_per_bucket)
+    return Labels.open(str(out)), pa.table({"video_id": vid, "clip_index": clip, "path": path})
 
 
 def test_label_lookup_reads_the_same_whatever_the_labels_size(tmp_path):
     """The pseudo-label join of a batch (XDC's training and validation rows, the previous-round
-    comparison) reads its shards' labels only: rows and bytes read per lookup stay the same when
-    the labels grow 8x (joined by video id, every row group's id range spanned all ids: each
-    lookup read nearly all labels)."""
+    comparison) reads its shard's bucket of the index and its shard's labels only, and what a
+    read task is sent to join (its pickled Labels) is the same size, when the shards grow 16x
+    (joined by video id, every row group's id range spanned all ids: each lookup read nearly all
+    labels; then the whole shard index went to every read task, ~100 B a shard)."""
+    import pickle
+
     from raysup.cluster_features import LABELS, _footer, lookup, shard_labels, shard_names
 
     sets = []
-    for shards in (40, 320):
-        (tmp_path / str(shards)).mkdir()
-        labels, keys = _shard_labels_of(tmp_path / str(shards), shards)
-        sets.append((labels, keys.slice(100 * (shards // 2), 100)))  # a batch: one shard's clips
+    for shards in (20, 320):
+        (tmp_path / f"{shards:04d}").mkdir()  # folder names of one length: the pickled uris too
+        labels, keys = _shard_labels_of(tmp_path / f"{shards:04d}", shards, clips=24, per_file=10, shards_per_bucket=8)
+        sets.append((labels, keys.slice(24 * (shards // 2), 24)))  # a batch: one shard's clips
     cost = []
     for labels, batch in [sets[0], *sets]:  # the first, untimed: the process' first lookup also imports
         LABELS.clear()
         _footer.cache_clear()
         before = _rchar()
         joined = lookup(batch.select(["video_id", "clip_index"]), shard_names(batch["path"]), labels, ["label"])
-        cost.append((_rchar() - before, sum(shard_labels(labels.uri, labels.index[s], ("label",)).num_rows
-                                            for s in set(shard_names(batch["path"]).to_pylist()))))
-        assert joined.num_rows == 100
+        cost.append((_rchar() - before, sum(shard_labels(labels.uri, labels.places(s), ("label",)).num_rows
+                                            for s in set(shard_names(batch["path"]).to_pylist())), len(pickle.dumps(labels))))
+        assert joined.num_rows == 24
     cost = cost[1:]
-    (bytes_small, rows_small), (bytes_large, rows_large) = cost
-    print(f"per lookup: {rows_small} rows, {bytes_small} B at 4,000 labels; {rows_large} rows, {bytes_large} B at 32,000")
-    assert rows_small == rows_large == 100
+    (bytes_small, rows_small, sent_small), (bytes_large, rows_large, sent_large) = cost
+    print(f"per lookup: {rows_small} rows, {bytes_small} B at 480 labels (20 shards); {rows_large} rows, {bytes_large} B at 7,680 (320); "
+          f"sent to each task: {sent_small} B, {sent_large} B")
+    assert rows_small == rows_large == 24
     assert bytes_large < 1.5 * bytes_small
+    assert sent_small == sent_large < 400
 
 
 def test_label_cache_stays_within_its_bytes(tmp_path, monkeypatch):
@@ -299,7 +313,7 @@ def test_label_cache_stays_within_its_bytes(tmp_path, monkeypatch):
     from raysup.cluster_features import LABELS, lookup, shard_labels, shard_names
 
     labels, keys = _shard_labels_of(tmp_path, 40)
-    one = shard_labels(labels.uri, labels.index["part-00000.parquet"], ("label",))
+    one = shard_labels(labels.uri, labels.places("part-00000.parquet"), ("label",))
     LABELS.clear()
     monkeypatch.setattr(LABELS, "limit", 3 * one.nbytes)
     first = None

@@ -49,3 +49,45 @@ def test_per_video_sums_run_in_workers_without_torch():
     assert sum_per_video.__module__ == "raysup.video_sums" and video_sums.__module__ == "raysup.features"
     code = "import sys, raysup.video_sums; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
+
+
+def _arrow_held(parts) -> int:
+    """The most bytes Arrow held (its default pool) when each of ``parts`` came, above what it held before."""
+    before = pa.total_allocated_bytes()
+    return max(pa.total_allocated_bytes() - before for _ in parts)
+
+
+def test_feature_means_of_a_written_folder_hold_a_row_group_not_a_file(ray_session, tmp_path):
+    """A probe's per-video means of features written to Parquet (one file of many row groups, as
+    write_features writes them: files of at least 128 MB, a row group per block) equal the
+    exact means, and a task's Arrow memory stays flat when the file grows 16x: it holds a row
+    group and a batch (Ray's read_parquet made the whole file one task's block, as reading the
+    file whole does here, scale.py video_average: one worker 342 -> 894 MB; and pyarrow's reader
+    over a range of row groups buffered the whole range)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from raysup.cluster_features import fragments
+    from raysup.data.schema import vectors
+    from raysup.features import read_video_means
+    from raysup.video_sums import sum_fragments
+
+    peaks, whole, folders = [], [], []
+    for rows in (4096, 65536):
+        rng = np.random.default_rng(rows)
+        vid = np.array([f"v{i:05d}" for i in rng.integers(0, rows // 8, rows)])
+        x = rng.normal(size=(rows, 16)).astype(np.float32)
+        folder = tmp_path / str(rows)
+        folder.mkdir()
+        pq.write_table(pa.table({"video_id": vid, "clip_index": pa.array(np.arange(rows), pa.int32()), "video": vectors(x), "audio": vectors(-x)}),
+                       folder / "part-0.parquet", row_group_size=1024)
+        items, _ = fragments(str(folder), [])
+        peaks.append(_arrow_held(sum_fragments(pa.Table.from_pylist(items), uri=str(folder), columns=["video_id", "video", "audio"], batch_size=1024)))
+        whole.append(_arrow_held(pq.read_table(folder / "part-0.parquet") for _ in range(1)))  # noqa: B023
+        folders.append((folder, vid, x))
+    folder, vid, x = folders[0]
+    ids, means = read_video_means(str(folder), batch_size=1000, item_bytes=1 << 18)  # a few tasks over one file
+    expected = np.stack([x[vid == v].mean(0) for v in ids])
+    assert list(ids) == sorted(set(vid)) and np.allclose(means["video"], expected, atol=1e-5) and np.allclose(means["audio"], -expected, atol=1e-5)
+    print(f"Arrow peak of a task: {peaks} B; of the file read whole: {whole} B")
+    assert peaks[1] < 1.5 * peaks[0] and whole[1] > 8 * whole[0] and peaks[1] < whole[1] / 8

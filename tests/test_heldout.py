@@ -93,15 +93,57 @@ def test_methods_open_a_set_without_its_per_video_index(small_prepared, tmp_path
     from raysup.methods import cpfs, cross_and_learn, gdt, xdc
 
     data = PreparedData(small_prepared[0])
-    (tmp_path / "manifest.json").write_text(json.dumps(data.manifest))
-    (tmp_path / "data").symlink_to(os.path.join(data.uri, "data"))
-    bare = PreparedData(str(tmp_path))
+    bare = _without_index(data, tmp_path)
     for method, more in ((cpfs, {}), (gdt, {}), (xdc, {"method.k": 2, "method.pca_dim": 0}), (cross_and_learn, {})):
         cfg = make_config(method.__name__.rsplit(".", 1)[1], "tiny", {"batch_size": 2, **more})
         method.check(cfg, bare)
     assert cpfs.datasets(make_config("cpfs", "tiny"), bare, None).rows_per_epoch == data.split_counts(0.1, held=False)["clips"]
     cal = make_config("cross_and_learn", "tiny")
     assert cross_and_learn.datasets(cal, bare, None).rows_per_epoch == len(data.video_ids) * cal.method.pairs_per_video
+    with pytest.raises(FileNotFoundError):
+        bare.index  # noqa: B018 - the index is really absent
+
+
+def _without_index(data: PreparedData, folder) -> PreparedData:
+    """``data`` opened from ``folder``: its manifest and shards, no index.parquet."""
+    (folder / "manifest.json").write_text(json.dumps(data.manifest))
+    (folder / "data").symlink_to(os.path.join(data.uri, "data"))
+    return PreparedData(str(folder))
+
+
+def test_xdc_first_training_batch_reads_no_per_video_index(small_prepared, tmp_path):
+    """XDC's round streams (clips with audio, the training split's shards, the pseudo-label join
+    by shard) build and yield their first batch from a set whose index.parquet is not there:
+    nothing before the first batch reads a per-video table (it was read for the videos without
+    audio, ~0.1-0.3 s at 100k videos)."""
+    import pyarrow.parquet as pq
+
+    from raysup.cluster_features import Labels, write_index
+    from raysup.clustering import HEADS
+    from raysup.methods import xdc
+
+    data = PreparedData(small_prepared[0])
+    (tmp_path / "set").mkdir()
+    bare = _without_index(data, tmp_path / "set")
+    ok = data.index.filter(pa.compute.equal(data.index["status"], "ok")).sort_by("shard")
+    labels, shards, groups = tmp_path / "labels", [], []
+    labels.mkdir()
+    with pq.ParquetWriter(labels / "part.parquet", pa.schema({"video_id": pa.string(), "clip_index": pa.int32(), "video": pa.int32(),
+                                                              "audio": pa.int32()})) as w:
+        for shard in sorted(set(ok["shard"].to_pylist())):  # every clip labelled 0, a row group per shard, as cluster_features writes them
+            videos = ok.filter(pa.compute.equal(ok["shard"], shard))
+            ids = [v for v, n in zip(videos["video_id"].to_pylist(), videos["clips"].to_pylist()) for _ in range(n)]
+            clips = [i for n in videos["clips"].to_pylist() for i in range(n)]
+            w.write_table(pa.table({"video_id": ids, "clip_index": pa.array(clips, pa.int32()), "video": pa.array([0] * len(ids), pa.int32()),
+                                    "audio": pa.array([0] * len(ids), pa.int32())}))
+            shards.append(os.path.basename(shard))
+            groups.append(len(groups))
+    write_index(str(labels), pa.table({"shard": shards, "file": ["part.parquet"] * len(shards), "row_group": pa.array(groups, pa.int32())}))
+    cfg = make_config("xdc", "tiny")
+    train, _ = xdc.labelled_streams(cfg, bare, str(labels), HEADS["xdc"], {"video": np.ones(1), "audio": np.ones(1)}, val=True)
+    first = next(iter(train.iter_batches(batch_size=4, batch_format="pyarrow")))
+    assert first.num_rows == 4 and {"pl_video", "pl_audio", "frames", "audio"} <= set(first.column_names)
+    assert Labels.open(str(labels)).buckets == 1
     with pytest.raises(FileNotFoundError):
         bare.index  # noqa: B018 - the index is really absent
 

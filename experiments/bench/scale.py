@@ -194,12 +194,10 @@ def stage_label_join(work: str, clips: int) -> dict:
 
 
 def stage_video_average(work: str, clips: int) -> dict:
-    """A probe's per-video feature means (:func:`raysup.features.video_means`) of XDC's features."""
-    import ray
+    """Per-video feature means of XDC's written features (:func:`raysup.features.read_video_means`)."""
+    from raysup.features import read_video_means
 
-    from raysup.features import video_means
-
-    ids, means = video_means(ray.data.read_parquet(os.path.join(work, "run", "features", "round_0")))
+    ids, means = read_video_means(os.path.join(work, "run", "features", "round_0"))
     assert len(ids) * CLIPS_PER_VIDEO == clips
 
 

@@ -12,7 +12,7 @@ import torch
 
 from raysup import runner
 from raysup.checkpoint import latest_checkpoint, load_checkpoint_file
-from raysup.cluster_features import parquet_files
+from raysup.cluster_features import INDEX_FILE, parquet_files
 from raysup.data.ingest import PreparedData
 from raysup.data.tables import is_held_out
 from raysup.methods import make_config
@@ -79,7 +79,7 @@ def test_two_rounds_with_cluster_analysis_and_resume(small_prepared, tmp_path):
     assert {e: features.schema.field(e).type for e in dims} == {e: pa.list_(pa.float32(), d) for e, d in dims.items()}
     assert features.num_rows == saved.num_rows
     # labels joined by the clips' shards: each labels folder indexes its row groups by shard
-    assert "path" in features.column_names and os.path.exists(os.path.join(run_dir, "clusters", "round_0", "shards.json"))
+    assert "path" in features.column_names and os.path.exists(os.path.join(run_dir, "clusters", "round_0", INDEX_FILE))
     saved = load_checkpoint_file(latest_checkpoint(run_dir))
     assert saved["model"]["heads.video.weight"].shape[0] == 8 and saved["model"]["heads.audio.weight"].shape[0] == 6
     with pytest.raises(FileExistsError, match="--resume"):
