@@ -633,7 +633,8 @@ def committed(out_fs: pafs.FileSystem, out_root: str) -> Commits:
     for f in _files(out_fs, f"{out_root}/{TMP_DIR}"):
         if f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
             out_fs.delete_file(f.path)
-    return Commits(_latest(pa.concat_tables(tables) if tables else OUTCOMES.empty_table()), shards)
+    del read  # the records' outcomes are now held by ``tables`` alone
+    return Commits(_latest(tables), shards)
 
 
 def _files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
@@ -657,13 +658,20 @@ def outcome_table(outcomes: list[dict], shards: list[str] = (), written: float =
     return pa.Table.from_pylist(rows, schema=OUTCOMES)
 
 
-def _latest(outcomes: pa.Table) -> pa.Table:
-    """The latest outcome of each video_id (a retried input has several), sorted by video_id."""
+def _latest(tables: list[pa.Table]) -> pa.Table:
+    """The latest outcome of each video_id (a retried input has several) in the outcomes
+    ``tables`` (emptied), sorted by video_id. Taken a column at a time, each freed once taken:
+    the outcomes are held once, and one column twice."""
+    outcomes = pa.concat_tables(tables) if tables else OUTCOMES.empty_table()
+    tables.clear()
     order = pc.sort_indices(outcomes, [("video_id", "ascending"), ("written", "ascending")])  # a stable sort
-    if not len(order):
-        return outcomes
-    last = pa.concat_arrays([_firsts(outcomes["video_id"].take(order))[1:], pa.array([True])])
-    return outcomes.take(order.filter(last))  # one copy of the outcomes, not two
+    if len(order):
+        order = order.filter(pa.concat_arrays([_firsts(outcomes["video_id"].take(order))[1:], pa.array([True])]))
+    schema, columns = outcomes.schema, outcomes.columns
+    del outcomes
+    for i in range(len(columns)):
+        columns[i] = columns[i].take(order)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _firsts(ids: pa.ChunkedArray) -> pa.Array:
@@ -834,12 +842,18 @@ def write_manifest(out_fs: pafs.FileSystem, out_root: str, source: str, cfg: Pre
     return write_metadata(out_fs, out_root, source, cfg, outcomes, commits.shards)
 
 
+INDEX_ROWS = 1024**2  # rows per row group of index.parquet (pq.write_table's default)
+
+
 def write_metadata(fs: pafs.FileSystem, root: str, source: str, cfg: PrepareConfig, outcomes: pa.Table, shards: dict[str, int]) -> dict:
     """Write ``index.parquet`` (``outcomes``, :data:`OUTCOMES` or :data:`INDEX_COLUMNS`, sorted by
     video_id), then ``manifest.json`` naming it and ``shards`` (relative path → bytes); returns
     the manifest."""
-    index = outcomes.select(INDEX_COLUMNS).sort_by("video_id")
-    pq.write_table(index, f"{root}/{INDEX}.tmp", filesystem=fs)  # a reader never sees half of it
+    index = outcomes.select(INDEX_COLUMNS)
+    order = pc.sort_indices(index, [("video_id", "ascending")])
+    with pq.ParquetWriter(f"{root}/{INDEX}.tmp", index.schema, filesystem=fs) as writer:  # a reader never sees half of it
+        for start in range(0, max(len(order), 1), INDEX_ROWS):  # sorted a row group at a time: no second copy of the index
+            writer.write_table(index.take(order.slice(start, INDEX_ROWS)))
     fs.move(f"{root}/{INDEX}.tmp", f"{root}/{INDEX}")
     manifest = build_manifest(source, cfg, index, sorted(shards))
     manifest["bytes"] = sum(shards.values())
@@ -933,9 +947,9 @@ def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[s
     (``shards``, relative to the output, the only ones readers read) with the range of hash
     buckets of each one's videos (``shard_ranges``: a held-out split reads only the shards that
     meet it) and the videos and clips per bucket (``hash_counts``: any split's counts); what
-    happened to each input is in ``index`` (:data:`INDEX_COLUMNS`), written beside it as
-    ``index.parquet``, so the manifest's size does not grow with the number of videos."""
-    counted = index.select(["status", "reason", "clips", "has_audio"])  # filtered copies of these columns only
+    happened to each input is in ``index`` (:data:`INDEX_COLUMNS`, in any order), written beside
+    it as ``index.parquet``, so the manifest's size does not grow with the number of videos."""
+    counted = index.select(["video_id", "status", "reason", "clips", "has_audio"])  # filtered copies of these columns only
     ok = counted.filter(pc.equal(index["status"], "ok"))
     skipped = counted.filter(pc.equal(index["status"], "skipped"))
     return {
@@ -953,7 +967,7 @@ def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[s
             "timestamp_gaps": int(pc.sum(pc.greater(index["gaps"], 0)).as_py() or 0),
             "stopped_early": int(pc.sum(pc.starts_with(ok["reason"], "stopped after")).as_py() or 0),
         },
-        "skip_reasons": skip_reasons(skipped["reason"]),
+        "skip_reasons": skip_reasons(skipped.sort_by("video_id")["reason"]),
         "max_gap_s": MAX_GAP_S,
         "index": INDEX,
         "shards": shards,
