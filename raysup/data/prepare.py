@@ -866,12 +866,13 @@ def _reused(out_fs: pafs.FileSystem, out_root: str, inputs: pa.Table, label: str
     skipped inputs listed again (``inputs``) whose reason may have been transient or whose file
     changed size or modification time since (outcomes recorded before those were kept are
     retried once)."""
-    latest = committed(out_fs, out_root).outcomes
-    skipped = latest.filter(pc.equal(latest["status"], "skipped")).select(["video_id", "reason", "size", "mtime_ns"])
-    now = inputs.select(["video_id", "size", "mtime_ns"]).join(skipped.rename_columns(["video_id", "reason", "size_then", "mtime_then"]), "video_id",
-                                                               join_type="inner")
-    transient = functools.reduce(pc.or_, (pc.starts_with(now["reason"], r) for r in TRANSIENT_REASONS))
-    changed = pc.fill_null(pc.or_kleene(pc.not_equal(now["size"], now["size_then"]), pc.not_equal(now["mtime_ns"], now["mtime_then"])), True)
+    latest = committed(out_fs, out_root).outcomes.select(["video_id", "status", "reason", "size", "mtime_ns"])
+    skipped = latest.filter(pc.equal(latest["status"], "skipped"))
+    at = pc.index_in(inputs["video_id"], value_set=skipped["video_id"])  # each input's skipped outcome (null: none)
+    listed = pc.is_valid(at)
+    now, then = inputs.select(["video_id", "size", "mtime_ns"]).filter(listed), skipped.take(at.filter(listed))
+    transient = functools.reduce(pc.or_, (pc.starts_with(then["reason"], r) for r in TRANSIENT_REASONS))
+    changed = pc.fill_null(pc.or_kleene(pc.not_equal(now["size"], then["size"]), pc.not_equal(now["mtime_ns"], then["mtime_ns"])), True)
     retry = pc.unique(now["video_id"].filter(pc.or_(transient, changed)))
     kept = latest["video_id"].filter(pc.invert(pc.is_in(latest["video_id"], value_set=retry)))
     if len(kept) or len(retry):
