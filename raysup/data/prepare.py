@@ -808,9 +808,11 @@ def _run_tasks(todo: pa.Table, src: str, out: str, cfg: PrepareConfig, lock_toke
     import ray
 
     per_task = inputs_per_task(todo.num_rows, cfg)
-    ds = ray.data.read_datasource(TaskInputs(todo, per_task)).map_batches(
+    # a task's batch is one read task's block, whole: not split (as many blocks as read tasks) nor
+    # bundled with another (batch_size None), which could arrive out of order and mix hash ranges
+    ds = ray.data.read_datasource(TaskInputs(todo, per_task), override_num_blocks=-(-todo.num_rows // per_task)).map_batches(
         prepare_shard,
-        batch_size=per_task,
+        batch_size=None,
         num_cpus=cfg.cpus_per_task,
         fn_kwargs={"src": src, "out": out, "cfg_dict": to_dict(cfg), "lock_token": lock_token},
     )
