@@ -34,6 +34,6 @@ def test_scale_curves_quick(capsys):
     curves = runpy.run_path(os.path.join(BENCH, "scale.py"))["main"](["--quick", "--json"])
     out = capsys.readouterr().out
     assert "machine:" in out and "load average" in out
-    assert set(curves["stages"]) == {"commit", "open", "cluster", "previous", "xdc_first_batch", "label_join", "video_average"}
+    assert set(curves["stages"]) == {"prepare", "commit", "open", "cluster", "previous", "xdc_first_batch", "label_join", "video_average"}
     for c in curves["stages"].values():
         assert c["clips"] == [4000, 16000] and all(x > 0 for x in c["seconds_per_clip"] + c["peak_rss_mb"])

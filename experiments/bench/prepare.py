@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 cfg = PrepareConfig()
                 flow_clips, pairs = 24, 20
             src = make_synthetic(os.path.join(tmp, "synth"), synth, workers=1 if args.quick else 2) / "videos"
-            paths = [path for path, _ in list_inputs(str(src), False)[0]]
+            paths = list_inputs(str(src), False)[0]["path"].to_pylist()
             print(f"input: {len(paths)} synthetic mp4s, {synth.size}x{synth.size} px, {synth.seconds:g} s at {synth.fps} fps with AAC audio; "
                   f"clips: {cfg.clip_frames} frames at {cfg.fps:g} fps, {cfg.size} px, log-mel {cfg.n_mels} mels, flow {cfg.flow} (default)\n")
 

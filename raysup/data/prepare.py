@@ -30,7 +30,6 @@ import math
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
 
 from raysup.config import ConfigError, to_dict
 from raysup.data import codec
@@ -60,7 +61,7 @@ from raysup.data.decode import (
 from raysup.data.flow import FlowMethod, compute_flow, motion_magnitude
 from raysup.data.schema import DATA_DIR, INDEX, INDEX_COLUMNS, MANIFEST, TENSOR_COLUMNS, TensorSpec, arrow_schema, tensor_bytes
 from raysup.data.storage import exists, read_json, redact, resolve, write_json
-from raysup.data.tables import hash_counts, hash_order, shard_ranges
+from raysup.data.tables import hash_counts, hash_keys, hash_order, shard_ranges
 from raysup.locks import STALE_S, Lock, read_holder
 from raysup.progress import Progress
 from raysup.resources import node_shapes
@@ -178,54 +179,104 @@ def source_label(src: str) -> str:
     return os.path.realpath(path) if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{path}"
 
 
-def list_inputs(src: str, audio_only: bool) -> tuple[list[tuple[str, str]], list[Outcome]]:
-    """(path, video_id) for every media file under ``src``, sorted (video_id = relative path
-    without extension, '/'-separated), and the files left out while listing (links).
+# the media files of a source, as listed: one row per file, sorted by video_id then path
+INPUTS = pa.schema([("path", pa.string()), ("video_id", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
+LIST_THREADS = 16  # folders of an object-storage source listed at once
+
+
+def list_inputs(src: str, audio_only: bool) -> tuple[pa.Table, list[Outcome]]:
+    """Every media file under ``src`` (:data:`INPUTS`: its path, video_id = relative path without
+    extension, '/'-separated, and its size and mtime as listed), sorted by video_id then path,
+    and the files left out while listing (links). The files are held as Arrow columns: no
+    Python object per file outlives the listing of its folder.
 
     Local sources: each real file once (a link to a listed file is recorded as such; directory
     links into the source are not followed, links out of it once each, so loops end), dangling
-    links recorded. Raises ValueError when there is no media at all."""
+    links recorded. Object storage: the top level, then each folder in it recursively,
+    ``LIST_THREADS`` at once. Raises ValueError when there is no media at all."""
     fs, root = resolve(src)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"source not found: {redact(src)}")
     exts = VIDEO_EXTENSIONS + (AUDIO_EXTENSIONS if audio_only else ())
     if isinstance(fs, pafs.LocalFileSystem):
-        inputs, skipped = _local_inputs(root, exts)
+        batches, skipped = _local_inputs(root, exts)
     else:
-        files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        inputs = sorted((f.path, _video_id(root, f.path)) for f in files if f.type == pafs.FileType.File and f.path.lower().endswith(exts))
-        skipped = []
-    if not inputs and not skipped:
+        batches, skipped = _object_inputs(fs, root, exts), []
+    inputs = pa.Table.from_batches(batches, INPUTS)
+    if not inputs.num_rows and not skipped:
         raise ValueError(f"no media files under {redact(src)} (looked for {', '.join(exts)})")
-    return inputs, skipped
+    return inputs.sort_by([("video_id", "ascending"), ("path", "ascending")]), skipped
 
 
 def _video_id(root: str, path: str) -> str:
     return os.path.splitext(os.path.relpath(path, root).replace(os.sep, "/"))[0]
 
 
-def _local_inputs(root: str, exts: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[Outcome]]:
+def _batch(root: str, paths: list[str], sizes: list[int], mtimes: list[int]) -> pa.RecordBatch:
+    """Rows of :data:`INPUTS` for the files ``paths`` under ``root``."""
+    return pa.record_batch([pa.array(paths, pa.string()), pa.array([_video_id(root, p) for p in paths], pa.string()),
+                            pa.array(sizes, pa.int64()), pa.array(mtimes, pa.int64())], schema=INPUTS)
+
+
+def _object_inputs(fs: pafs.FileSystem, root: str, exts: tuple[str, ...]) -> list[pa.RecordBatch]:
+    """The media files under ``root`` on object storage: its top level, then each folder in it
+    recursively (a request per 1000 objects), ``LIST_THREADS`` folders at once."""
+    def media(infos: list[pafs.FileInfo]) -> pa.RecordBatch:
+        files = [f for f in infos if f.type == pafs.FileType.File and f.path.lower().endswith(exts)]
+        return _batch(root, [f.path for f in files], [f.size for f in files], [f.mtime_ns for f in files])
+
+    top = fs.get_file_info(pafs.FileSelector(root))
+    folders = [f.path for f in top if f.type == pafs.FileType.Directory]
+    with ThreadPoolExecutor(LIST_THREADS) as pool:
+        return [media(top), *pool.map(lambda folder: media(fs.get_file_info(pafs.FileSelector(folder, recursive=True))), folders)]
+
+
+def _local_inputs(root: str, exts: tuple[str, ...]) -> tuple[list[pa.RecordBatch], list[Outcome]]:
+    """The media files under ``root`` on a local disk: those reached without a link, then those
+    reached through one (in path order) whose file is not listed yet (a link is the one left out)."""
     real_root = os.path.realpath(root)
-    paths = [p for p in _walk(root, real_root) if p.lower().endswith(exts)]
-    # files reached without a link first, so that a link is the one left out
-    paths.sort(key=lambda p: (os.path.realpath(p) != os.path.join(real_root, os.path.relpath(p, root)), p))
-    inputs, skipped, listed = [], [], {}
-    for path in paths:
+    batches, links = [], []
+    for linked, entries in _walk(root, real_root):
+        paths, sizes, mtimes = [], [], []
+        for entry in entries:
+            if not entry.name.lower().endswith(exts):
+                continue
+            if linked or entry.is_symlink():
+                links.append(entry.path)
+            else:
+                st = entry.stat()
+                paths.append(entry.path), sizes.append(st.st_size), mtimes.append(st.st_mtime_ns)
+        batches.append(_batch(root, paths, sizes, mtimes))
+    listed, skipped = _links(root, real_root, sorted(links), batches)
+    return [*batches, listed], skipped
+
+
+def _links(root: str, real_root: str, links: list[str], batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, list[Outcome]]:
+    """Of the files reached through a link (``links``, in path order), those listed (a file not
+    yet listed: not among ``batches``, the files reached without a link, nor an earlier link's)
+    and those skipped (dangling, or a link to a file already listed)."""
+    reals = {path: os.path.realpath(path) for path in links if os.path.exists(path)}
+    unlinked = {os.path.join(root, os.path.relpath(r, real_root)): r for r in reals.values() if _inside(r, real_root)}  # the file's own name
+    names = pa.array(list(unlinked), pa.string())
+    seen = {unlinked[p]: _video_id(root, p) for b in batches for p in b["path"].filter(pc.is_in(b["path"], value_set=names)).to_pylist()}
+    listed, skipped = [], []
+    for path in links:
         video_id = _video_id(root, path)
-        real = os.path.realpath(path)
-        if not os.path.exists(path):
+        if path not in reals:
             skipped.append(Outcome(video_id, path, "skipped", f"dangling link (target {os.readlink(path)} not found)"))
-        elif real in listed:
-            skipped.append(Outcome(video_id, path, "skipped", f"link to a file already listed ({listed[real]})"))
+        elif reals[path] in seen:
+            skipped.append(Outcome(video_id, path, "skipped", f"link to a file already listed ({seen[reals[path]]})"))
         else:
-            listed[real] = video_id
-            inputs.append((path, video_id))
-    return sorted(inputs), skipped
+            seen[reals[path]] = video_id
+            listed.append(path)
+    stats = [os.stat(path) for path in listed]
+    return _batch(root, listed, [st.st_size for st in stats], [st.st_mtime_ns for st in stats]), skipped
 
 
-def _walk(root: str, real_root: str) -> Iterator[str]:
-    """Every non-directory path under ``root``; directory links into ``real_root`` are not
-    followed (their files are listed by their real path), others once per real directory."""
+def _walk(root: str, real_root: str) -> Iterator[tuple[bool, list[os.DirEntry]]]:
+    """Per folder under ``root``: whether it is reached through a link, and its non-directory
+    entries; directory links into ``real_root`` are not followed (their files are listed by their
+    real path), others once per real directory."""
     seen, stack = set(), [root]
     while stack:
         folder = stack.pop()
@@ -233,12 +284,13 @@ def _walk(root: str, real_root: str) -> Iterator[str]:
         if real in seen:
             continue
         seen.add(real)
-        subfolders = []
+        files, subfolders = [], []
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if not entry.is_dir():
-                yield entry.path
+                files.append(entry)
             elif not (entry.is_symlink() and _inside(os.path.realpath(entry.path), real_root)):
                 subfolders.append(entry.path)
+        yield real != os.path.normpath(os.path.join(real_root, os.path.relpath(folder, root))), files
         stack += reversed(subfolders)  # visited in name order: the first name of a folder wins
 
 
@@ -581,7 +633,8 @@ def committed(out_fs: pafs.FileSystem, out_root: str) -> Commits:
     for f in _files(out_fs, f"{out_root}/{TMP_DIR}"):
         if f.base_name.startswith("part-") and f.base_name.endswith(".parquet"):
             out_fs.delete_file(f.path)
-    return Commits(_latest(pa.concat_tables(tables) if tables else OUTCOMES.empty_table()), shards)
+    del read  # the records' outcomes are now held by ``tables`` alone
+    return Commits(_latest(tables), shards)
 
 
 def _files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
@@ -605,14 +658,27 @@ def outcome_table(outcomes: list[dict], shards: list[str] = (), written: float =
     return pa.Table.from_pylist(rows, schema=OUTCOMES)
 
 
-def _latest(outcomes: pa.Table) -> pa.Table:
-    """The latest outcome of each video_id (a retried input has several), sorted by video_id."""
-    ordered = outcomes.sort_by([("video_id", "ascending"), ("written", "ascending")])  # a stable sort
-    ids = ordered["video_id"]
-    if len(ids) < 2:
-        return ordered
-    last = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1)).combine_chunks()
-    return ordered.filter(pa.concat_arrays([last, pa.array([True])]))
+def _latest(tables: list[pa.Table]) -> pa.Table:
+    """The latest outcome of each video_id (a retried input has several) in the outcomes
+    ``tables`` (emptied), sorted by video_id. Taken a column at a time, each freed once taken:
+    the outcomes are held once, and one column twice."""
+    outcomes = pa.concat_tables(tables) if tables else OUTCOMES.empty_table()
+    tables.clear()
+    order = pc.sort_indices(outcomes, [("video_id", "ascending"), ("written", "ascending")])  # a stable sort
+    if len(order):
+        order = order.filter(pa.concat_arrays([_firsts(outcomes["video_id"].take(order))[1:], pa.array([True])]))
+    schema, columns = outcomes.schema, outcomes.columns
+    del outcomes
+    for i in range(len(columns)):
+        columns[i] = columns[i].take(order)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _firsts(ids: pa.ChunkedArray) -> pa.Array:
+    """Per value of ``ids`` (sorted), whether it is the first of its run of equal values."""
+    if not len(ids):
+        return pa.array([], pa.bool_())
+    return pa.concat_arrays([pa.array([True]), pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).combine_chunks()])
 
 
 def _complete(out_fs: pafs.FileSystem, out_root: str, record: dict) -> bool:
@@ -631,15 +697,6 @@ def _drop(out_fs: pafs.FileSystem, out_root: str, path: str, record: dict) -> No
 
 # reasons that may not hold on a rerun (a network or NFS read error, a file being replaced)
 TRANSIENT_REASONS = ("vanished during prepare", "cannot open", "unexpected error")
-
-
-def retried(outcome: dict, info: pafs.FileInfo) -> bool:
-    """Whether a rerun tries a skipped input again: its reason may have been transient, or its
-    file (``info``, as listed now) changed size or modification time since (outcomes recorded
-    before those were kept are retried once)."""
-    if outcome["reason"].startswith(TRANSIENT_REASONS):
-        return True
-    return (info.size, info.mtime_ns) != (outcome.get("size"), outcome.get("mtime_ns"))
 
 
 def OutputLock(fs: pafs.FileSystem, root: str, label: str) -> Lock:  # noqa: N802  (a constructor by name)
@@ -677,8 +734,6 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
     Raises ValueError when ``src`` holds no media, ConfigError when ``out`` was prepared from
     another source or with other parameters, FileExistsError while another prepare writes ``out``.
     """
-    import ray
-
     init_ray()  # no-op where Ray runs: the CLI and sweeps start or join it first
     _check_cpus(cfg.cpus_per_task)
     source = source_label(src)
@@ -691,37 +746,83 @@ def prepare(src: str, out: str, cfg: PrepareConfig = PrepareConfig()) -> dict:
         _check_output(out_fs, out_root, out, source, recorded)
         out_fs.create_dir(f"{out_root}/{DATA_DIR}", recursive=True)
         write_json(out_fs, f"{out_root}/{PROGRESS_DIR}/params.json", {**recorded, "source": source})
-        done = _reused(out_fs, out_root, src, inputs, redact(out))
-        todo, extra, seen = [], list(listing_skips), set(done)
-        for path, video_id in inputs:
-            if video_id in seen:
-                if video_id not in done:
-                    extra.append(Outcome(video_id, path, "skipped", "duplicate video_id (another file has the same name)"))
-                continue
-            seen.add(video_id)
-            todo.append({"path": path, "video_id": video_id})
-        # In the held-out hash order (tables.hash_order): each task's shards hold a narrow range
-        # of the hash that picks validation videos, so a split reads only its own shards; and,
-        # the order being pseudo-random, a random mix of class folders (batches mix classes
-        # even with a small local shuffle buffer).
-        todo.sort(key=lambda t: hash_order(t["video_id"]))
-        if todo:
-            per_task = inputs_per_task(len(todo), cfg)
-            ds = ray.data.from_items(todo, override_num_blocks=-(-len(todo) // per_task)).map_batches(
-                prepare_shard,
-                batch_size=per_task,
-                num_cpus=cfg.cpus_per_task,
-                fn_kwargs={"src": src, "out": out, "cfg_dict": params, "lock_token": lock.token},
-            )
-            ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
-            try:
-                with _quiet(*RAY_DATA_ERROR_LOGGERS), Progress("prepare", len(todo), "videos") as shown:
-                    for done in ds.iter_batches(batch_size=None):  # a task's outcomes, as it commits
-                        shown.update(len(done["video_id"]))
-            except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
-                raise _task_failure(e, redact(out)) from e
-        manifest = write_manifest(out_fs, out_root, source, cfg, extra)
+        todo, duplicates = plan(inputs, _reused(out_fs, out_root, inputs, redact(out)))
+        del inputs  # the plan holds what the tasks need
+        if todo.num_rows:
+            _run_tasks(todo, src, out, cfg, lock.token)
+        del todo
+        manifest = write_manifest(out_fs, out_root, source, cfg, pa.concat_tables([outcome_table([dataclasses.asdict(o) for o in listing_skips]), duplicates]))
     return manifest
+
+
+def plan(inputs: pa.Table, kept: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, pa.Table]:
+    """The inputs (:func:`list_inputs`) that this run prepares, as (path, video_id) in the held-out
+    hash order, and the duplicates it skips (:data:`OUTCOMES`): of the files with one video_id the
+    first path is prepared, the others are duplicates; none of those whose video_id is ``kept``
+    (its committed outcome reused). Arrow throughout: no Python object per input.
+
+    The hash order (:func:`raysup.data.tables.hash_order`): each task's shards hold a narrow range
+    of the hash that picks validation videos, so a split reads only its own shards; and, the
+    order being pseudo-random, a random mix of class folders (batches mix classes even with a
+    small local shuffle buffer)."""
+    first, fresh = _firsts(inputs["video_id"]), pc.invert(pc.is_in(inputs["video_id"], value_set=kept))
+    rows = pc.indices_nonzero(pc.and_(first, fresh))
+    ids = inputs["video_id"].take(rows)
+    order = pc.sort_indices(pa.table({"key": hash_keys(ids), "id": ids}), sort_keys=[("key", "ascending"), ("id", "ascending")])
+    todo = inputs.select(["path", "video_id"]).take(rows.take(order))
+    duplicates = inputs.filter(pc.and_(pc.invert(first), fresh))
+    return todo, skipped_table(duplicates, "duplicate video_id (another file has the same name)")
+
+
+def skipped_table(inputs: pa.Table, reason: str) -> pa.Table:
+    """``inputs`` (path, video_id) skipped for ``reason`` before any task ran, as outcomes (:data:`OUTCOMES`)."""
+    known = {"video_id": inputs["video_id"], "path": inputs["path"]}
+    values = {"status": "skipped", "reason": reason, "clips": 0, "has_audio": False, "gaps": 0, "written": 0.0}
+    return pa.table([known.get(f.name, pa.repeat(pa.scalar(values.get(f.name), f.type), inputs.num_rows)) for f in OUTCOMES], schema=OUTCOMES)
+
+
+class TaskInputs(Datasource):
+    """The inputs of a prepare dealt to its tasks: a read task per ``per_task`` consecutive rows of
+    ``todo`` (path, video_id), reading them as one Arrow block (a zero-copy slice, sent alone
+    with its task); no Python object per input, no remote call to plan."""
+
+    def __init__(self, todo: pa.Table, per_task: int):
+        super().__init__()
+        self.todo, self.per_task = todo, per_task
+
+    def estimate_inmemory_data_size(self) -> int:
+        return self.todo.nbytes
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        tasks = []
+        for start in range(0, self.todo.num_rows, self.per_task):
+            rows = self.todo.slice(start, self.per_task)
+            meta = BlockMetadata(num_rows=rows.num_rows, size_bytes=rows.nbytes, input_files=None, exec_stats=None)
+            tasks.append(ReadTask(functools.partial(iter, [rows]), meta, per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def _run_tasks(todo: pa.Table, src: str, out: str, cfg: PrepareConfig, lock_token: str) -> None:
+    """Prepare ``todo`` (path, video_id) in Ray Data tasks of :func:`inputs_per_task` consecutive
+    inputs (:class:`TaskInputs`); progress is shown as tasks commit."""
+    import ray
+
+    per_task = inputs_per_task(todo.num_rows, cfg)
+    # a task's batch is one read task's block, whole: not split (as many blocks as read tasks) nor
+    # bundled with another (batch_size None), which could arrive out of order and mix hash ranges
+    ds = ray.data.read_datasource(TaskInputs(todo, per_task), override_num_blocks=-(-todo.num_rows // per_task)).map_batches(
+        prepare_shard,
+        batch_size=None,
+        num_cpus=cfg.cpus_per_task,
+        fn_kwargs={"src": src, "out": out, "cfg_dict": to_dict(cfg), "lock_token": lock_token},
+    )
+    ds.context.raise_original_map_exception = True  # the task's own exception, not Ray Data's wrapper of it
+    try:
+        with _quiet(*RAY_DATA_ERROR_LOGGERS), Progress("prepare", todo.num_rows, "videos") as shown:
+            for done in ds.iter_batches(batch_size=None):  # a task's outcomes, as it commits
+                shown.update(len(done["video_id"]))
+    except Exception as e:  # noqa: BLE001 - re-raised as what the task raised
+        raise _task_failure(e, redact(out)) from e
 
 
 def inputs_per_task(inputs: int, cfg: PrepareConfig) -> int:
@@ -734,21 +835,27 @@ def inputs_per_task(inputs: int, cfg: PrepareConfig) -> int:
     return max(1, min(MAX_TASK_INPUTS, math.ceil(inputs / (2 * slots))))
 
 
-def write_manifest(out_fs: pafs.FileSystem, out_root: str, source: str, cfg: PrepareConfig, extra: list[Outcome] = ()) -> dict:
+def write_manifest(out_fs: pafs.FileSystem, out_root: str, source: str, cfg: PrepareConfig, extra: pa.Table | None = None) -> dict:
     """Commit a prepare: from the committed records (:func:`committed`) and the inputs left out
-    before any task ran (``extra``), write ``index.parquet`` (one row per input) and then
-    ``manifest.json`` (counts, committed shards); returns the manifest."""
+    before any task ran (``extra``, :data:`OUTCOMES`), write ``index.parquet`` (one row per input)
+    and then ``manifest.json`` (counts, committed shards); returns the manifest."""
     commits = committed(out_fs, out_root)
-    outcomes = pa.concat_tables([commits.outcomes, outcome_table([dataclasses.asdict(o) for o in extra])])
+    outcomes = commits.outcomes if extra is None else pa.concat_tables([commits.outcomes, extra])
     return write_metadata(out_fs, out_root, source, cfg, outcomes, commits.shards)
+
+
+INDEX_ROWS = 1024**2  # rows per row group of index.parquet (pq.write_table's default)
 
 
 def write_metadata(fs: pafs.FileSystem, root: str, source: str, cfg: PrepareConfig, outcomes: pa.Table, shards: dict[str, int]) -> dict:
     """Write ``index.parquet`` (``outcomes``, :data:`OUTCOMES` or :data:`INDEX_COLUMNS`, sorted by
     video_id), then ``manifest.json`` naming it and ``shards`` (relative path → bytes); returns
     the manifest."""
-    index = outcomes.sort_by("video_id").select(INDEX_COLUMNS)
-    pq.write_table(index, f"{root}/{INDEX}.tmp", filesystem=fs)  # a reader never sees half of it
+    index = outcomes.select(INDEX_COLUMNS)
+    order = pc.sort_indices(index, [("video_id", "ascending")])
+    with pq.ParquetWriter(f"{root}/{INDEX}.tmp", index.schema, filesystem=fs) as writer:  # a reader never sees half of it
+        for start in range(0, max(len(order), 1), INDEX_ROWS):  # sorted a row group at a time: no second copy of the index
+            writer.write_table(index.take(order.slice(start, INDEX_ROWS)))
     fs.move(f"{root}/{INDEX}.tmp", f"{root}/{INDEX}")
     manifest = build_manifest(source, cfg, index, sorted(shards))
     manifest["bytes"] = sum(shards.values())
@@ -756,31 +863,26 @@ def write_metadata(fs: pafs.FileSystem, root: str, source: str, cfg: PrepareConf
     return manifest
 
 
-def _reused(out_fs: pafs.FileSystem, out_root: str, src: str, inputs: list[tuple[str, str]], label: str) -> set[str]:
-    """The video_ids whose committed outcome this run keeps (said on stderr): all but skipped
-    inputs that :func:`retried` picks."""
-    latest = committed(out_fs, out_root).outcomes
-    skipped = {o["video_id"]: o for o in latest.filter(pc.equal(latest["status"], "skipped")).to_pylist()}
-    listed = [(path, skipped[v]) for path, v in inputs if v in skipped]
-    infos = _file_infos(src, [path for path, _ in listed])
-    retry = {o["video_id"] for (_, o), info in zip(listed, infos) if info.type == pafs.FileType.File and retried(o, info)}
-    kept = set(latest["video_id"].to_pylist()) - retry
-    if kept or retry:
-        ok = latest.num_rows - len(skipped)
+def _reused(out_fs: pafs.FileSystem, out_root: str, inputs: pa.Table, label: str) -> pa.ChunkedArray:
+    """The video_ids whose committed outcome this run keeps (said on stderr): all but those of
+    skipped inputs listed again (``inputs``) whose reason may have been transient or whose file
+    changed size or modification time since (outcomes recorded before those were kept are
+    retried once)."""
+    latest = committed(out_fs, out_root).outcomes.select(["video_id", "status", "reason", "size", "mtime_ns"])
+    skipped = latest.filter(pc.equal(latest["status"], "skipped"))
+    at = pc.index_in(inputs["video_id"], value_set=skipped["video_id"])  # each input's skipped outcome (null: none)
+    listed = pc.is_valid(at)
+    now, then = inputs.select(["video_id", "size", "mtime_ns"]).filter(listed), skipped.take(at.filter(listed))
+    transient = functools.reduce(pc.or_, (pc.starts_with(then["reason"], r) for r in TRANSIENT_REASONS))
+    changed = pc.fill_null(pc.or_kleene(pc.not_equal(now["size"], then["size"]), pc.not_equal(now["mtime_ns"], then["mtime_ns"])), True)
+    retry = pc.unique(now["video_id"].filter(pc.or_(transient, changed)))
+    kept = latest["video_id"].filter(pc.invert(pc.is_in(latest["video_id"], value_set=retry)))
+    if len(kept) or len(retry):
+        ok = latest.num_rows - skipped.num_rows
         print(f"raysup prepare: {label}: reusing the outcomes of {len(kept)} inputs from earlier runs ({ok} prepared, {len(kept) - ok} skipped: "
               f"retried once their file changes); retrying {len(retry)} skipped inputs (file changed, or the error may have been transient)",
               file=sys.stderr)
     return kept
-
-
-def _file_infos(src: str, paths: list[str]) -> list[pafs.FileInfo]:
-    """The FileInfo of each of ``paths`` under ``src``: on a local disk a stat each; on object
-    storage from one listing of ``src`` (a request per 1000 objects, not one per path)."""
-    fs, root = resolve(src)
-    if isinstance(fs, pafs.LocalFileSystem) or not paths:
-        return fs.get_file_info(paths)
-    listing = {f.path: f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))}
-    return [listing.get(path, pafs.FileInfo(path, pafs.FileType.NotFound)) for path in paths]
 
 
 # where Ray Data logs a failed task's traceback (on the terminal): prepare re-raises the task's
@@ -837,15 +939,22 @@ def encoding_record(cfg: PrepareConfig) -> dict:
     return rec
 
 
+def skip_reasons(reasons: pa.ChunkedArray) -> dict[str, int]:
+    """How many inputs were skipped for each reason (its text before any " ("), in the order first met."""
+    counts = pc.value_counts(pc.list_element(pc.split_pattern(reasons, " (", max_splits=1), 0))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
 def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[str]) -> dict:
     """The manifest (docs/data-format.md): parameters, counts and the committed Parquet files
     (``shards``, relative to the output, the only ones readers read) with the range of hash
     buckets of each one's videos (``shard_ranges``: a held-out split reads only the shards that
     meet it) and the videos and clips per bucket (``hash_counts``: any split's counts); what
-    happened to each input is in ``index`` (:data:`INDEX_COLUMNS`), written beside it as
-    ``index.parquet``, so the manifest's size does not grow with the number of videos."""
-    ok = index.filter(pc.equal(index["status"], "ok"))
-    skipped = index.filter(pc.equal(index["status"], "skipped"))
+    happened to each input is in ``index`` (:data:`INDEX_COLUMNS`, in any order), written beside
+    it as ``index.parquet``, so the manifest's size does not grow with the number of videos."""
+    counted = index.select(["video_id", "status", "reason", "clips", "has_audio"])  # filtered copies of these columns only
+    ok = counted.filter(pc.equal(index["status"], "ok"))
+    skipped = counted.filter(pc.equal(index["status"], "skipped"))
     return {
         "version": 5,
         "source": redact(src),
@@ -861,7 +970,7 @@ def build_manifest(src: str, cfg: PrepareConfig, index: pa.Table, shards: list[s
             "timestamp_gaps": int(pc.sum(pc.greater(index["gaps"], 0)).as_py() or 0),
             "stopped_early": int(pc.sum(pc.starts_with(ok["reason"], "stopped after")).as_py() or 0),
         },
-        "skip_reasons": dict(Counter(r.split(" (")[0] for r in skipped["reason"].to_pylist())),
+        "skip_reasons": skip_reasons(skipped.sort_by("video_id")["reason"]),
         "max_gap_s": MAX_GAP_S,
         "index": INDEX,
         "shards": shards,

@@ -6,6 +6,7 @@ machine running a sweep, those imports were a large share of every epoch's start
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import numpy as np
@@ -31,6 +32,24 @@ def hash_order(video_id: str) -> tuple[int, int, str]:
     return crc % HASH_BUCKETS, crc, video_id
 
 
+def hash_keys(video_ids) -> np.ndarray:
+    """:func:`hash_order` of each id as one uint64 (bucket above crc32), to sort by with the id."""
+    crc = crc32s(video_ids).astype(np.uint64)
+    return (crc % HASH_BUCKETS) << np.uint64(32) | crc
+
+
+CRC_CHUNK = 8192  # ids converted to Python strings at a time
+
+
+def crc32s(video_ids) -> np.ndarray:
+    """crc32 of each id (Arrow strings, or an iterable of str) as uint32 [N]; Arrow ids are
+    converted ``CRC_CHUNK`` at a time, never all to Python strings at once."""
+    if isinstance(video_ids, pa.ChunkedArray | pa.Array):
+        arrow = video_ids
+        video_ids = itertools.chain.from_iterable(arrow.slice(i, CRC_CHUNK).to_pylist() for i in range(0, len(arrow), CRC_CHUNK))
+    return np.fromiter((zlib.crc32(v.encode()) for v in video_ids), np.uint32)
+
+
 def bucket_held_out(bucket, fraction: float):
     """Whether hash bucket(s) ``bucket`` fall in the held-out split of ``fraction`` of the videos."""
     return bucket < fraction * HASH_BUCKETS
@@ -42,8 +61,8 @@ def is_held_out(video_id: str, fraction: float) -> bool:
 
 
 def hash_buckets(video_ids) -> np.ndarray:
-    """:func:`hash_bucket` of each id (an iterable of str), as int64 [N]."""
-    return np.fromiter((hash_bucket(v) for v in video_ids), np.int64)
+    """:func:`hash_bucket` of each id (Arrow strings, or an iterable of str), as int64 [N]."""
+    return (crc32s(video_ids) % HASH_BUCKETS).astype(np.int64)
 
 
 def held_out(video_ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -200,8 +219,8 @@ def hash_counts(index: pa.Table) -> dict[str, list[int]]:
     """Per hash bucket (:func:`hash_bucket`), the prepared videos of ``index`` (a prepared set's
     index: ``video_id``, ``status``, ``clips``, ``has_audio``), their clips, and the videos with
     audio and their clips: any split's counts, without a per-video list."""
-    ok = index.filter(pc.equal(index["status"], "ok"))
-    b = hash_buckets(ok["video_id"].to_pylist())  # [V]
+    ok = index.select(["video_id", "clips", "has_audio"]).filter(pc.equal(index["status"], "ok"))
+    b = hash_buckets(ok["video_id"])  # [V]
     clips = ok["clips"].to_numpy(zero_copy_only=False).astype(np.int64)  # [V]
     audio = ok["has_audio"].to_numpy(zero_copy_only=False).astype(bool)  # [V]
     return {"videos": _per_bucket(b), "clips": _per_bucket(b, clips), "audio_videos": _per_bucket(b[audio]), "audio_clips": _per_bucket(b[audio], clips[audio])}
@@ -214,8 +233,8 @@ def _per_bucket(buckets: np.ndarray, weights: np.ndarray | None = None) -> list[
 def shard_ranges(index: pa.Table, shards: list[str]) -> list[list[int]]:
     """Per shard of ``shards``, the lowest and highest :func:`hash_bucket` of the videos ``index``
     puts in it; ``[0, HASH_BUCKETS − 1]`` (read by every split) where the index does not say."""
-    ok = index.filter(pc.and_(pc.equal(index["status"], "ok"), pc.is_valid(index["shard"])))
-    t = pa.table({"shard": ok["shard"], "b": hash_buckets(ok["video_id"].to_pylist())}).group_by("shard").aggregate([("b", "min"), ("b", "max")])
+    ok = index.select(["video_id", "shard"]).filter(pc.and_(pc.equal(index["status"], "ok"), pc.is_valid(index["shard"])))
+    t = pa.table({"shard": ok["shard"], "b": hash_buckets(ok["video_id"])}).group_by("shard").aggregate([("b", "min"), ("b", "max")])
     found = dict(zip(t["shard"].to_pylist(), zip(t["b_min"].to_pylist(), t["b_max"].to_pylist())))
     return [list(found.get(s, (0, HASH_BUCKETS - 1))) for s in shards]
 

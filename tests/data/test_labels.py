@@ -201,7 +201,7 @@ def test_labels_csv_round_trips_every_id_prepare_makes(tmp_path):
     for name in HOSTILE_NAMES:
         (src / f"{name}.mp4").write_bytes(b"x")
     (src / "sub dir" / "x\ny.mp4").write_bytes(b"x")
-    ids = [video_id for _, video_id in list_inputs(str(src), audio_only=False)[0]]
+    ids = list_inputs(str(src), audio_only=False)[0]["video_id"].to_pylist()
     assert sorted(ids) == sorted(HOSTILE_NAMES + ["sub dir/x\ny"])
     rows = [LabelRow(video_id, f"class {i % 3}", "train" if i % 2 else "test") for i, video_id in enumerate(ids)]
     write_labels_csv(rows, tmp_path / "labels.csv")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tracemalloc
 
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -14,8 +17,8 @@ from raysup.config import ConfigError
 from raysup.data.codec import decode_clip
 from raysup.data.decode import AudioTrack, DecodeError, Gap, audio_chunks, open_media, resample, video_samples, windows
 from raysup.data.ingest import PreparedData, VideoShards, task_shards
-from raysup.data.prepare import PrepareConfig, prepare, thin
-from raysup.data.tables import hash_bucket
+from raysup.data.prepare import PrepareConfig, list_inputs, plan, prepare, thin
+from raysup.data.tables import hash_bucket, hash_order
 from tests.conftest import stacked_cell, write_media
 
 CFG = PrepareConfig(clip_frames=8, fps=8.0, size=32, videos_per_shard=2)
@@ -211,3 +214,53 @@ def test_task_shards_group_the_files_of_one_prepare_task():
     assert task_shards(shards) == [(f"{stem}.parquet", f"{stem}-1.parquet", f"{stem}-2.parquet"), (f"{other}.parquet",), ("data/old_000000.parquet",)]
 
 
+
+
+def empty_inputs(root, folders: int, per_folder: int) -> list[str]:
+    """``folders`` × ``per_folder`` empty .mp4 files under ``root``; their video_ids."""
+    ids = []
+    for f in range(folders):
+        os.makedirs(root / f"f{f:03d}")
+        for i in range(per_folder):
+            ids.append(f"f{f:03d}/v{i:04d}")
+            open(root / f"{ids[-1]}.mp4", "w").close()
+    return ids
+
+
+def test_the_plan_holds_no_python_object_per_input(tmp_path, monkeypatch):
+    """5,000 inputs in 50 folders: listing and planning hold them as Arrow columns (the Python
+    heap peaks at one folder's listing and one chunk of ids, < 40 B per input; before, ~530 B:
+    a tuple per input, a dict per task row, their sort keys), in the held-out hash order, with
+    reused and duplicate video_ids left out of the tasks."""
+    monkeypatch.setattr("raysup.data.tables.CRC_CHUNK", 256)
+    ids = empty_inputs(tmp_path, 50, 100)
+    open(tmp_path / "f000" / "v0000.webm", "w").close()  # a second file of f000/v0000
+    tracemalloc.start()
+    inputs, skipped = list_inputs(str(tmp_path), audio_only=False)
+    todo, duplicates = plan(inputs, kept=pa.array(ids[-10:]))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * len(ids), peak / len(ids)
+    assert inputs.num_rows == len(ids) + 1 and not skipped and inputs["size"].to_pylist() == [0] * inputs.num_rows
+    assert todo["video_id"].to_pylist() == sorted(ids[:-10], key=hash_order)
+    assert todo["path"][0].as_py() == str(tmp_path / f"{todo['video_id'][0].as_py()}.mp4")
+    assert duplicates.to_pylist() == [{"video_id": "f000/v0000", "path": str(tmp_path / "f000" / "v0000.webm"), "status": "skipped",
+                                       "reason": "duplicate video_id (another file has the same name)", "clips": 0, "has_audio": False,
+                                       "gaps": 0, "size": None, "mtime_ns": None, "shard": None, "written": 0.0}]
+
+
+def test_an_s3_source_is_listed_as_a_local_one(s3_server, tmp_path):
+    """A source with media at its top level and two folders deep, names with spaces and accents,
+    a duplicate id and a non-media file: listed on the S3 server (its top level, then each folder
+    in threads) as on the local disk."""
+    src = tmp_path / "src"
+    for name in ["top.mp4", "a/x.mp4", "a/x.webm", "a/b/caf\u00e9 1.mkv", "c/d/e/deep.MP4", "c/notes.txt"]:
+        os.makedirs((src / name).parent, exist_ok=True)
+        (src / name).write_bytes(b"x" * len(name))
+    s3, _ = pafs.FileSystem.from_uri(s3_server.uri("ready"))
+    pafs.copy_files(str(src), "ready/listing", destination_filesystem=s3)
+    local, _ = list_inputs(str(src), audio_only=False)
+    remote, _ = list_inputs(s3_server.uri("ready/listing"), audio_only=False)
+    assert remote["video_id"].to_pylist() == local["video_id"].to_pylist() == ["a/b/caf\u00e9 1", "a/x", "a/x", "c/d/e/deep", "top"]
+    assert remote["path"].to_pylist() == [p.replace(str(src), "ready/listing") for p in local["path"].to_pylist()]
+    assert remote["size"].to_pylist() == local["size"].to_pylist() and None not in remote["mtime_ns"].to_pylist()

@@ -239,7 +239,7 @@ def test_links_are_listed_once_and_dangling_ones_recorded(tmp_path):
     os.symlink(ext, src / "ext")  # outside the source: followed, once
     os.symlink(ext, src / "ext2")
     inputs, skipped = list_inputs(str(src), audio_only=False)
-    assert [v for _, v in inputs] == ["a", "ext/c", "sub/b"]
+    assert inputs["video_id"].to_pylist() == ["a", "ext/c", "sub/b"]
     assert {o.video_id: o.reason for o in skipped} == {
         "dangling": f"dangling link (target {src / 'gone.mp4'} not found)",
         "link": "link to a file already listed (a)",
