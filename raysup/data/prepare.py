@@ -235,20 +235,38 @@ def _local_inputs(root: str, exts: tuple[str, ...]) -> tuple[list[pa.RecordBatch
     """The media files under ``root`` on a local disk: those reached without a link, then those
     reached through one (in path order) whose file is not listed yet (a link is the one left out)."""
     real_root = os.path.realpath(root)
-    batches, links = [], []
+    batches, links, unnamed = [], [], []
     for linked, entries in _walk(root, real_root):
         paths, sizes, mtimes = [], [], []
         for entry in entries:
             if not entry.name.lower().endswith(exts):
                 continue
-            if linked or entry.is_symlink():
+            if not _utf8(entry.path):
+                unnamed.append(_undecodable(root, entry.path))
+            elif linked or entry.is_symlink():
                 links.append(entry.path)
             else:
                 st = entry.stat()
                 paths.append(entry.path), sizes.append(st.st_size), mtimes.append(st.st_mtime_ns)
         batches.append(_batch(root, paths, sizes, mtimes))
     listed, skipped = _links(root, real_root, sorted(links), batches)
-    return [*batches, listed], skipped
+    return [*batches, listed], unnamed + skipped
+
+
+def _utf8(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 on disk (Python holds other bytes as surrogates, which
+    no Arrow string, Parquet index or JSON manifest can store)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _undecodable(root: str, path: str) -> Outcome:
+    """A file whose name is not UTF-8, skipped: named with its bad bytes as ``\\xNN``."""
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return Outcome(_video_id(root, shown), shown, "skipped", "file name is not valid UTF-8 (rename it to prepare it)")
 
 
 def _links(root: str, real_root: str, links: list[str], batches: list[pa.RecordBatch]) -> tuple[pa.RecordBatch, list[Outcome]]:

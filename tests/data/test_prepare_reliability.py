@@ -238,11 +238,13 @@ def test_links_are_listed_once_and_dangling_ones_recorded(tmp_path):
     os.symlink(src / "gone.mp4", src / "dangling.mp4")
     os.symlink(ext, src / "ext")  # outside the source: followed, once
     os.symlink(ext, src / "ext2")
+    (src / os.fsdecode(b"bad\xff.mp4")).write_bytes(b"")  # a name that is not UTF-8: skipped and named, not a crash
     inputs, skipped = list_inputs(str(src), audio_only=False)
     assert inputs["video_id"].to_pylist() == ["a", "ext/c", "sub/b"]
     assert {o.video_id: o.reason for o in skipped} == {
         "dangling": f"dangling link (target {src / 'gone.mp4'} not found)",
         "link": "link to a file already listed (a)",
+        "bad\\xff": "file name is not valid UTF-8 (rename it to prepare it)",
     }
 
 
