@@ -93,7 +93,7 @@ class Config:
 # in one colour channel, so a random single channel often hides it (docs/results.md). A shuffle
 # buffer of 45 batches holds a whole epoch of the 180-video test set (2880 pairs): a video's 16
 # pairs arrive together in its read unit's block, and 16 batches left consecutive batches sharing
-# ~38% of their videos (28% fully mixed); the RGB probe's margin fell from ~+13 to ~+8.5 points
+# ~38% of their videos (28% fully mixed); the RGB probe's margin fell from ~+13 to ~+9 points
 # (docs/results.md, 2026-12-06). The buffer costs ~150 MB of decoded 32 px pairs.
 #
 # paper (papers/cross-and-learn.md §4.1, L95-103; docs/reproducing.md): prepare UCF101 with

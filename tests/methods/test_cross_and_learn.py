@@ -62,7 +62,7 @@ def test_sampling_weights_follow_motion():
 def test_tiny_preset_shuffles_a_whole_epoch_of_the_test_set():
     """A video's 16 pairs arrive together, in its read unit's block: the tiny preset's local
     shuffle buffer holds a whole epoch of the 180-video test set, so batches mix as fully as when
-    an epoch's draws came in one block (16 batches: RGB probe margin ~+8.5, not ~+13; docs/results.md)."""
+    an epoch's draws came in one block (16 batches: RGB probe margin ~+9, not ~+13; docs/results.md)."""
     cfg = make_config("cross_and_learn", "tiny")
     assert cfg.shuffle_batches * cfg.batch_size >= SYNTH.videos * cfg.method.pairs_per_video
 
