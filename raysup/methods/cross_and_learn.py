@@ -90,7 +90,11 @@ class Config:
 # so stacks of 6 flow fields or 4 frame differences); 10 epochs of 16 pairs per video (300 steps
 # on the 120-video embedded set: at 90 steps the RGB stream had not yet learned the class), and
 # no channel splitting: the synthetic sprite is only guaranteed to stand out from the background
-# in one colour channel, so a random single channel often hides it (docs/results.md).
+# in one colour channel, so a random single channel often hides it (docs/results.md). A shuffle
+# buffer of 45 batches holds a whole epoch of the 180-video test set (2880 pairs): a video's 16
+# pairs arrive together in its read unit's block, and 16 batches left consecutive batches sharing
+# ~38% of their videos (28% fully mixed); the RGB probe's margin fell from ~+13 to ~+9 points
+# (docs/results.md, 2026-12-06). The buffer costs ~150 MB of decoded 32 px pairs.
 #
 # paper (papers/cross-and-learn.md §4.1, L95-103; docs/reproducing.md): prepare UCF101 with
 # `--clip-frames 11 --size 256 --flow tvl1 --fps 25` (TV-L1 at UCF101's own 25 fps, 10 flow
@@ -112,6 +116,7 @@ PRESETS = {
     "tiny": {
         "epochs": 10,
         "batch_size": 64,
+        "shuffle_batches": 45,
         "method": {"encoder": "caffenet_tiny", "flow_fields": 6, "diff_fields": 4, "pairs_per_video": 16, "channel_split": False},
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"},
     },
