@@ -48,10 +48,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysup.clustering import KMeansConfig, import_faiss, joint, kmeans, project, stats_from_counts
-from raysup.data.schema import to_numpy
+from raysup.data.schema import OUTPUT_BLOCK_BYTES, to_numpy
 from raysup.data.storage import ensure_empty, exists, read_json, resolve, write_json
 from raysup.data.tables import held_out, join_batch, repeat_rows
 from raysup.progress import dataset_progress
+from raysup.video_sums import added, sum_per_video, vector_columns
 
 KEY = ["video_id", "clip_index"]
 # faiss' rule is up to 256 (its default max_points_per_centroid); twice that found k-means optima
@@ -180,6 +181,28 @@ def over_fragments(items: list[dict], fn, **kw):
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     return ds.map_batches(fn, fn_kwargs=kw, batch_format="pyarrow", batch_size=None)
+
+
+# ---- per-video means of written features -------------------------------------------------------
+
+def sum_fragments(items: pa.Table, *, uri: str, columns: list[str], batch_size: int) -> Iterator[pa.Table]:
+    """:func:`sum_per_video` of each ``batch_size`` clips (``columns``) of the ``items``' row
+    groups (:func:`fragments` of the features at ``uri``)."""
+    for item in items.to_pylist():
+        for batch in read_fragment(uri, item, columns, batch_size):
+            yield sum_per_video(batch)
+
+
+def read_video_means(uri: str, *, batch_size: int = 4096, item_bytes: int = ITEM_BYTES) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`raysup.features.video_means` of the features written in the folder or URI ``uri``
+    (:func:`raysup.features.write_features`): one Ray task per ~``item_bytes`` of the files' row groups
+    (:func:`fragments`), each reading ``batch_size`` clips at a time, so
+    a task holds a row group and a batch, not a file (files are of at least :data:`raysup.features.FILE_BYTES`;
+    Ray's Parquet reader made a whole file one task's block)."""
+    items, schema = fragments(uri, [], item_bytes)
+    sums = over_fragments(items, sum_fragments, uri=uri, columns=["video_id", *vector_columns(schema)], batch_size=batch_size)
+    sums.context.target_max_block_size = OUTPUT_BLOCK_BYTES  # a task's sums leave it in small blocks too
+    return added(sums)
 
 
 # ---- 1. sample ---------------------------------------------------------------------------------

@@ -15,13 +15,12 @@ import pyarrow as pa
 import torch
 
 from raysup.checkpoint import load_checkpoint_file
-from raysup.cluster_features import ITEM_BYTES, fragments, over_fragments
 from raysup.config import Build, TrainConfig
-from raysup.data.ingest import OUTPUT_BLOCK_BYTES, ClipCollate
+from raysup.data.ingest import ClipCollate
 from raysup.data.schema import TensorSpec, vectors
 from raysup.data.storage import ensure_empty, resolve
 from raysup.progress import dataset_progress
-from raysup.video_sums import matrix, sum_fragments, sum_per_video, vector_columns
+from raysup.video_sums import added, sum_per_video
 
 CPU_BATCH = 64  # clips per Embedder call on a CPU
 GPU_BATCH = 256  # … on a GPU: a large batch keeps it busy (8×224²×3 uint8 clips: ~300 MB of input per call)
@@ -111,28 +110,8 @@ def video_means(features, *, batch_size: int = 4096) -> tuple[np.ndarray, dict[s
     (video ids [V] sorted, {name: [V,D] float32}). Ray Data tasks sum each ``batch_size`` clips
     per video (:func:`video_sums`); this process adds those partial sums up one batch at a time,
     so it holds [V,D] per column and never the clips. Features written to Parquet:
-    :func:`read_video_means`."""
+    :func:`raysup.cluster_features.read_video_means`."""
     return added(video_sums(features, batch_size=batch_size))
-
-
-def read_video_means(uri: str, *, batch_size: int = 4096, item_bytes: int = ITEM_BYTES) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """:func:`video_means` of the features written in the folder or URI ``uri``
-    (:func:`write_features`): one Ray task per ~``item_bytes`` of the files' row groups
-    (:func:`raysup.cluster_features.fragments`), each reading ``batch_size`` clips at a time, so
-    a task holds a row group and a batch, not a file (files are of at least :data:`FILE_BYTES`;
-    Ray's Parquet reader made a whole file one task's block)."""
-    items, schema = fragments(uri, [], item_bytes)
-    sums = over_fragments(items, sum_fragments, uri=uri, columns=["video_id", *vector_columns(schema)], batch_size=batch_size)
-    sums.context.target_max_block_size = OUTPUT_BLOCK_BYTES  # a task's sums leave it in small blocks too
-    return added(sums)
-
-
-def added(sums) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The per-video means of a Ray Dataset of :func:`sum_per_video` rows, added up here as they stream in."""
-    total = VideoSums()
-    for part in sums.iter_batches(batch_format="pyarrow", batch_size=None):
-        total.add(part)
-    return total.means()
 
 
 def video_sums(features, *, batch_size: int = 4096):
@@ -141,33 +120,3 @@ def video_sums(features, *, batch_size: int = 4096):
     float64 (:func:`sum_per_video`). A video's clips lie in one prepared shard, so its rows number
     about the videos plus the batches, whatever the clips per video."""
     return features.map_batches(sum_per_video, batch_format="pyarrow", batch_size=batch_size)
-
-
-class VideoSums:
-    """Running per-video sums of :func:`sum_per_video` rows (a video may come in several)."""
-
-    def __init__(self):
-        self.index: dict[str, int] = {}  # video id → row
-        self.clips = np.zeros(0, np.int64)
-        self.sums: dict[str, np.ndarray] = {}
-
-    def add(self, part: pa.Table) -> None:
-        rows = np.array([self.index.setdefault(v, len(self.index)) for v in part.column("video_id").to_pylist()], np.int64)
-        if len(self.index) > len(self.clips):  # grown by doubling: each row copied O(1) times on average
-            size = max(len(self.index), 2 * len(self.clips))
-            self.clips = np.concatenate([self.clips, np.zeros(size - len(self.clips), np.int64)])
-            for name in vector_columns(part.schema):
-                old = self.sums.get(name, np.zeros((0, part.schema.field(name).type.list_size)))
-                self.sums[name] = np.concatenate([old, np.zeros((size - len(old), old.shape[1]))])
-        # a part may name a video twice: Ray Data puts a task's consecutive outputs in one block
-        np.add.at(self.clips, rows, part.column("clips").to_numpy())
-        for name in self.sums:
-            np.add.at(self.sums[name], rows, matrix(part.column(name), np.float64))
-
-    def means(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if not self.index:
-            raise ValueError("no clips to extract features from")
-        ids = np.array(list(self.index), dtype=str)
-        order = np.argsort(ids)
-        n = len(ids)
-        return ids[order], {name: (s[:n][order] / self.clips[:n][order, None]).astype(np.float32) for name, s in self.sums.items()}

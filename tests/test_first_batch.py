@@ -7,8 +7,8 @@ import sys
 
 import pyarrow as pa
 
-from raysup.data.ingest import OUTPUT_BLOCK_BYTES, PreparedData
-from raysup.data.schema import MANIFEST
+from raysup.data.ingest import PreparedData
+from raysup.data.schema import MANIFEST, OUTPUT_BLOCK_BYTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,10 +67,8 @@ def test_feature_means_of_a_written_folder_hold_a_row_group_not_a_file(ray_sessi
     import numpy as np
     import pyarrow.parquet as pq
 
-    from raysup.cluster_features import fragments
+    from raysup.cluster_features import fragments, read_video_means, sum_fragments
     from raysup.data.schema import vectors
-    from raysup.features import read_video_means
-    from raysup.video_sums import sum_fragments
 
     peaks, whole, folders = [], [], []
     for rows in (4096, 65536):

@@ -226,8 +226,8 @@ def stage_label_join(work: str, clips: int) -> dict:
 
 
 def stage_video_average(work: str, clips: int) -> dict:
-    """Per-video feature means of XDC's written features (:func:`raysup.features.read_video_means`)."""
-    from raysup.features import read_video_means
+    """Per-video feature means of XDC's written features (:func:`raysup.cluster_features.read_video_means`)."""
+    from raysup.cluster_features import read_video_means
 
     ids, means = read_video_means(os.path.join(work, "run", "features", "round_0"))
     assert len(ids) * CLIPS_PER_VIDEO == clips

@@ -19,17 +19,13 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 
 from raysup.config import ConfigError
 from raysup.data.codec import CROPS, ENCODINGS, decode_batch_rows, decode_clips
-from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, TENSOR_COLUMNS, TensorSpec, column_to_numpy
+from raysup.data.schema import DATA_DIR, INDEX_SCHEMA, MANIFEST, OUTPUT_BLOCK_BYTES, TENSOR_COLUMNS, TensorSpec, column_to_numpy
 from raysup.data.storage import exists, read_json, redact, resolve
 from raysup.data.tables import HASH_BUCKETS, bucket_held_out, draw_shard_clips, hash_counts, read_files, read_units, shard_in_split, split_rows
 
 PER_VIDEO = ("index", "video_clips", "video_ids", "no_audio")  # PreparedData's members read from the index
 BLOCK_BYTES = 32 * 1024**2  # tensor bytes per Ray Data read task
 MIN_BLOCKS = 16
-# a read's output blocks (Ray's default, 128 MB, made a whole read task's output one block): a
-# worker holds a block, not its task's share, and the first batch comes after one block
-# (experiments/bench/scale.py at 800k clips: label_join worker peak 451 -> 327-373 MB; docs/performance.md)
-OUTPUT_BLOCK_BYTES = 4 * 1024**2
 WHOLE_VIDEO_SHARDS = 4  # the manifest version from which prepare closes shards only between videos
 PER_IMAGE = "one JPEG per"  # how the manifest's encoding layout of one JPEG per frame (per field) begins
 TASK_SHARD = re.compile(r"(.*/part-[0-9a-f]{32})(-\d+)?\.parquet")  # prepare's k-th file of one task: part-<id>-<k>.parquet

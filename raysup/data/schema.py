@@ -25,6 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+# a read's output blocks (Ray's default, 128 MB, made a whole read task's output one block): a
+# worker holds a block, not its task's share, and the first batch comes after one block
+# (experiments/bench/scale.py at 800k clips: label_join worker peak 451 -> 327-373 MB; docs/performance.md)
+OUTPUT_BLOCK_BYTES = 4 * 1024**2
+
 MANIFEST = "manifest.json"  # a prepared set's manifest, at its root
 INDEX = "index.parquet"  # its per-input index (manifests of version 4 on), at its root
 # the index: one row per input (an input skipped as a duplicate shares its video_id), sorted by video_id
