@@ -29,7 +29,7 @@ def test_bench_quick(script, ray_session, capsys):
     assert any(x > 0 for x in numbers) and not any(math.isinf(x) for x in numbers), rows
 
 
-@pytest.mark.slow  # ~3 min: every stage in its own process with its own local Ray, at two sizes
+@pytest.mark.slow  # ~7 min (prepare included): every stage in its own process with its own local Ray, at two sizes
 def test_scale_curves_quick(capsys):
     curves = runpy.run_path(os.path.join(BENCH, "scale.py"))["main"](["--quick", "--json"])
     out = capsys.readouterr().out
