@@ -22,9 +22,10 @@ from raysup.data.ingest import PreparedData
 from raysup.data.labels import class_index, label_of, read_labels_csv
 from raysup.data.tables import join_columns
 from raysup.evaluate import labelled
-from raysup.features import embed, matrix
+from raysup.features import embed
 from raysup.protocol_specs import AudioClipsProtocol, FinetuneProtocol, FrozenProtocol
 from raysup.protocols import build_tap_features, frozen_scores, run_protocols, video_accuracy
+from raysup.video_sums import matrix
 
 
 def evenly_spaced(count: int, n: int) -> np.ndarray:

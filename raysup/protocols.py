@@ -30,13 +30,14 @@ from raysup.data.storage import exists, join, read_json, redact, resolve, write_
 from raysup.data.tables import join_columns, repeat_rows
 from raysup.data.transforms import random_resized_crop_flip, standardize
 from raysup.evaluate import clip_columns, labelled
-from raysup.features import embed, matrix, vector_columns, write_features
+from raysup.features import embed, write_features
 from raysup.methods import method_module, method_names
 from raysup.methods.base import Method
 from raysup.methods.cross_and_learn import stack_channels, stack_input
 from raysup.models import image_encoder
 from raysup.protocol_specs import DOWNSTREAM_CLASSES, FinetuneProtocol, FrozenProtocol, LayerProbeProtocol, LinearLayer, Protocol, epoch_clips
 from raysup.train import fit
+from raysup.video_sums import matrix, vector_columns
 
 Classifier = Literal["linear", "svm"]
 MAX_DRAWS_PER_CLIP = 100  # a finetuning epoch's clips over the train clips: more is a paper epoch size on far too little data
